@@ -1,0 +1,5 @@
+//! The domain of the pipeline: loading chest X-ray data, the VGG16 model, training,
+//! metrics and figures. Plain functions and types; this crate knows nothing of the engine
+//! that schedules and caches them.
+
+pub mod progress;
