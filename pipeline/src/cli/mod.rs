@@ -1,0 +1,106 @@
+//! Command-line parsing and the commands' glue: each command lives in its own module.
+
+mod display;
+mod run;
+mod runs;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use pipeline::execute::Store;
+use pipeline::experiment::{self, Experiment, Override};
+use pipeline::kind::Registry;
+
+#[derive(Parser)]
+#[command(
+    name = "pipeline",
+    version,
+    about = "Runs deep-learning experiments reproducibly"
+)]
+struct Cli {
+    /// The artifacts store: cache and runs [default: artifacts/ at the project root]
+    #[arg(long, global = true, value_name = "DIR", env = "PIPELINE_ARTIFACTS")]
+    artifacts: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an experiment, reusing cached stage results
+    Run(run::RunArgs),
+    /// Show which stages are cached, and why the others are not
+    Status(ExperimentArgs),
+    /// List recorded runs, newest first
+    Runs,
+    /// Show one run in full (RUN: id, unique prefix, name, latest or latest~N)
+    Show { run: String },
+    /// List the stage kinds and their parameters
+    Kinds,
+}
+
+/// Selects an experiment and what it reads.
+#[derive(Args)]
+pub struct ExperimentArgs {
+    /// The experiment file (TOML)
+    pub experiment: PathBuf,
+    /// Override a parameter: `--set train.epochs=20` (repeatable; `--set seed=7` for the seed)
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub set: Vec<String>,
+    /// Where data paths are resolved [default: data/ at the project root]
+    #[arg(long, value_name = "DIR", env = "PIPELINE_DATA_ROOT")]
+    pub data_root: Option<PathBuf>,
+}
+
+pub fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let project = project_root()?;
+    let artifacts = cli
+        .artifacts
+        .clone()
+        .unwrap_or_else(|| project.join("artifacts"));
+    let registry = pipeline::registry::registry();
+    match cli.command {
+        Command::Run(args) => run::run(&args, &registry, &project, &artifacts),
+        Command::Status(args) => run::status(&args, &registry, &project, &artifacts),
+        Command::Runs => runs::list(&open_store(&artifacts)?),
+        Command::Show { run } => runs::show(&open_store(&artifacts)?, &run),
+        Command::Kinds => {
+            runs::kinds(&registry);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The root of the git work tree holding the current directory, or the current directory.
+fn project_root() -> anyhow::Result<PathBuf> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(cwd
+        .ancestors()
+        .find(|d| d.join(".git").exists())
+        .unwrap_or(&cwd)
+        .to_path_buf())
+}
+
+pub fn open_store(artifacts: &Path) -> anyhow::Result<Store> {
+    Store::open(artifacts).with_context(|| format!("cannot open the store {}", artifacts.display()))
+}
+
+pub fn load_experiment(args: &ExperimentArgs, registry: &Registry) -> anyhow::Result<Experiment> {
+    let overrides = args
+        .set
+        .iter()
+        .map(|s| Override::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    Ok(experiment::load(&args.experiment, &overrides, registry)?)
+}
+
+pub fn data_root(args: &ExperimentArgs, project: &Path) -> PathBuf {
+    args.data_root
+        .clone()
+        .unwrap_or_else(|| project.join("data"))
+}

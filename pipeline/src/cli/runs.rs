@@ -1,0 +1,170 @@
+//! `pipeline runs`, `pipeline show` and `pipeline kinds`: reading what is recorded.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use pipeline::execute::Store;
+use pipeline::kind::{ParamDefault, Registry};
+
+use super::display::format_seconds;
+
+/// How many metric columns `pipeline runs` shows.
+const METRIC_COLUMNS: usize = 4;
+
+pub fn list(store: &Store) -> anyhow::Result<ExitCode> {
+    let runs = store.runs.list()?;
+    if runs.is_empty() {
+        println!("no runs yet in {}", store.root.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let metric_names: Vec<String> = runs
+        .iter()
+        .flat_map(|r| r.metrics().into_keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .take(METRIC_COLUMNS)
+        .collect();
+    let mut rows = vec![{
+        let mut h: Vec<String> = ["ID", "NAME", "EXPERIMENT", "STATUS", "DURATION"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        h.extend(metric_names.iter().cloned());
+        h
+    }];
+    for r in &runs {
+        let metrics = r.metrics();
+        let mut row = vec![
+            r.id.clone(),
+            r.name.clone().unwrap_or_else(|| "-".into()),
+            r.experiment.name.clone(),
+            r.status_label().to_string(),
+            r.duration_s.map_or("-".into(), format_seconds),
+        ];
+        row.extend(
+            metric_names
+                .iter()
+                .map(|m| metrics.get(m).map_or("-".into(), |v| format!("{v:.4}"))),
+        );
+        rows.push(row);
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+pub fn show(store: &Store, spec: &str) -> anyhow::Result<ExitCode> {
+    let r = store.runs.resolve(spec)?;
+    println!("run         {}", r.id);
+    if let Some(name) = &r.name {
+        println!("name        {name}");
+    }
+    println!("experiment  {} ({})", r.experiment.name, r.experiment.path);
+    if !r.experiment.description.is_empty() {
+        println!("            {}", r.experiment.description.trim());
+    }
+    println!("status      {}", r.status_label());
+    if let Some(e) = &r.error {
+        println!("error       {e}");
+    }
+    println!(
+        "started     {}{}",
+        r.started,
+        r.duration_s
+            .map_or(String::new(), |d| format!(" (took {})", format_seconds(d)))
+    );
+    if let Some(commit) = &r.git_commit {
+        let dirty = if r.git_dirty == Some(true) {
+            " with uncommitted changes"
+        } else {
+            ""
+        };
+        println!("git         {commit}{dirty}");
+    }
+    println!(
+        "host        {} ({} threads, {}-{})",
+        r.host.cpu, r.host.threads, r.host.os, r.host.arch
+    );
+    println!("data root   {}", r.data_root);
+    if !r.experiment.overrides.is_empty() {
+        println!("overrides   {}", r.experiment.overrides.join(" "));
+    }
+    println!("\nstages");
+    for s in &r.stages {
+        println!(
+            "  {:<12} {:<10} {:<26} {:>9}  {}",
+            s.name,
+            s.kind,
+            s.cache.label(),
+            format_seconds(s.duration_s),
+            &s.key[..12.min(s.key.len())]
+        );
+    }
+    let metrics = r.metrics();
+    if !metrics.is_empty() {
+        println!("\nmetrics");
+        for (name, value) in metrics {
+            println!("  {name:<32} {value:.6}");
+        }
+    }
+    let dir = store.runs.dir_of(&r.id);
+    let published: Vec<&String> = r
+        .stages
+        .iter()
+        .flat_map(|s| s.outputs.values().filter_map(|o| o.published.as_ref()))
+        .collect();
+    if !published.is_empty() {
+        println!("\nfiles in {}", dir.display());
+        for p in published {
+            println!("  {p}");
+        }
+    }
+    println!("\nparameters");
+    let params = toml::to_string(&r.params).unwrap_or_default();
+    for line in params.lines() {
+        println!("  {line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn kinds(registry: &Registry) {
+    for kind in registry.kinds() {
+        println!(
+            "{} (version {}): {}",
+            kind.name(),
+            kind.version(),
+            kind.summary()
+        );
+        for p in kind.params() {
+            let default = match p.default {
+                ParamDefault::Required => "required".to_string(),
+                ParamDefault::Optional => "optional".to_string(),
+                ParamDefault::Int(i) => format!("default {i}"),
+                ParamDefault::Float(f) => format!("default {f}"),
+                ParamDefault::Bool(b) => format!("default {b}"),
+                ParamDefault::Str(s) => format!("default \"{s}\""),
+                ParamDefault::ExperimentSeed => "default: the experiment's seed".to_string(),
+            };
+            println!(
+                "    {:<18} {} ({default}): {}",
+                p.name,
+                p.ty.describe(),
+                p.help
+            );
+        }
+    }
+}

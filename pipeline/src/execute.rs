@@ -1,0 +1,549 @@
+//! Runs an experiment: for each stage in order, compute its key, reuse the cached result or
+//! run the stage and publish its result, and record the run as it goes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::cache::{Cache, CacheError, Entry, FileRecord, Lookup, Manifest, STORE_FORMAT};
+use crate::experiment::{Experiment, Stage};
+use crate::fingerprint::{stage_key, KeyParts};
+use crate::hash::{digest_of_files, hash_files, FileDigest};
+use crate::kind::{ProgressSink, Registry, StageContext, StageError, StageKind};
+use crate::record::{
+    git_state, CacheUse, ExperimentRecord, ExternalRecord, Host, InputRecord, OutputRecord,
+    RecordError, RunRecord, RunStatus, RunStore, StageRecord, RECORD_FORMAT,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("stage `{stage}` failed: {source}")]
+    Stage { stage: String, source: StageError },
+    #[error("stage `{stage}`: cannot read data file {path}: {source}")]
+    External {
+        stage: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("stage `{stage}` did not write its output `{output}` ({file})")]
+    MissingOutput {
+        stage: String,
+        output: String,
+        file: String,
+    },
+    #[error("stage `{stage}`: input `{slot}` comes from `{from}`, which has no result")]
+    MissingInput {
+        stage: String,
+        slot: String,
+        from: String,
+    },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("cannot publish {path} into the run directory: {source}")]
+    Publish {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// An artifacts directory: the cache and the runs.
+pub struct Store {
+    pub root: PathBuf,
+    pub cache: Cache,
+    pub runs: RunStore,
+}
+
+impl Store {
+    pub fn open(root: &Path) -> Result<Store, RunError> {
+        Ok(Store {
+            root: root.to_path_buf(),
+            cache: Cache::open(&root.join("cache"))?,
+            runs: RunStore::open(&root.join("runs"))?,
+        })
+    }
+}
+
+pub struct RunOptions {
+    pub data_root: PathBuf,
+    pub project_root: PathBuf,
+    pub name: Option<String>,
+    /// Recompute every stage instead of reusing cached results.
+    pub no_cache: bool,
+}
+
+/// Shows what the run is doing; the CLI draws it, tests stay quiet.
+pub trait Reporter: Sync {
+    fn stage_started(&self, stage: &Stage, index: usize, total: usize);
+    /// Progress of the stage currently running.
+    fn progress(&self) -> &dyn ProgressSink;
+    /// The stage waits for another process computing the same result.
+    fn waiting(&self, stage: &Stage);
+    fn stage_finished(&self, stage: &Stage, cache: CacheUse, seconds: f64);
+    fn stage_failed(&self, stage: &Stage, error: &str);
+}
+
+/// A reporter that shows nothing.
+pub struct Silent;
+
+impl ProgressSink for Silent {
+    fn start(&self, _phase: &str, _total: u64) {}
+    fn advance(&self, _n: u64) {}
+    fn message(&self, _text: &str) {}
+}
+
+impl Reporter for Silent {
+    fn stage_started(&self, _stage: &Stage, _index: usize, _total: usize) {}
+    fn progress(&self) -> &dyn ProgressSink {
+        self
+    }
+    fn waiting(&self, _stage: &Stage) {}
+    fn stage_finished(&self, _stage: &Stage, _cache: CacheUse, _seconds: f64) {}
+    fn stage_failed(&self, _stage: &Stage, _error: &str) {}
+}
+
+/// An output of an earlier stage, ready to be read by later ones.
+#[derive(Debug, Clone)]
+pub(crate) struct Available {
+    pub path: PathBuf,
+    pub digest: blake3::Hash,
+}
+
+/// The external data a stage reads, hashed.
+pub(crate) struct External {
+    pub files: Vec<FileDigest>,
+    pub digest: blake3::Hash,
+}
+
+/// Lists and hashes the data files a stage reads; `None` when it reads none.
+pub(crate) fn external_data(
+    stage: &Stage,
+    kind: &dyn StageKind,
+    data_root: &Path,
+) -> Result<Option<External>, RunError> {
+    let paths = kind
+        .external_files(&stage.params, data_root)
+        .map_err(|source| RunError::Stage {
+            stage: stage.name.clone(),
+            source,
+        })?;
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let named: Vec<(String, PathBuf)> = paths
+        .into_iter()
+        .map(|p| {
+            let name = p
+                .strip_prefix(data_root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .replace('\\', "/");
+            (name, p)
+        })
+        .collect();
+    let files = hash_files(&named).map_err(|(path, source)| RunError::External {
+        stage: stage.name.clone(),
+        path,
+        source,
+    })?;
+    let digest = digest_of_files(&files);
+    Ok(Some(External { files, digest }))
+}
+
+/// Input slot to the digest and path of what is connected to it, if every input is known.
+pub(crate) fn connect_inputs(
+    stage: &Stage,
+    available: &BTreeMap<String, Available>,
+) -> Result<BTreeMap<String, Available>, RunError> {
+    stage
+        .inputs
+        .iter()
+        .map(|(slot, from)| {
+            available
+                .get(&from.to_string())
+                .map(|a| (slot.clone(), a.clone()))
+                .ok_or_else(|| RunError::MissingInput {
+                    stage: stage.name.clone(),
+                    slot: slot.clone(),
+                    from: from.to_string(),
+                })
+        })
+        .collect()
+}
+
+pub(crate) fn key_of(
+    stage: &Stage,
+    kind: &dyn StageKind,
+    inputs: &BTreeMap<String, Available>,
+    external: Option<&External>,
+) -> blake3::Hash {
+    let digests: BTreeMap<String, blake3::Hash> = inputs
+        .iter()
+        .map(|(slot, a)| (slot.clone(), a.digest))
+        .collect();
+    stage_key(&KeyParts {
+        kind: kind.name(),
+        kind_version: kind.version(),
+        params: &stage.params,
+        inputs: &digests,
+        external: external.map(|e| e.digest),
+    })
+}
+
+/// Runs an experiment and records it. The record is saved as the run goes, so a run that is
+/// killed still shows which stages finished; a failed run is recorded with its error.
+pub fn run(
+    exp: &Experiment,
+    registry: &Registry,
+    store: &Store,
+    opts: &RunOptions,
+    reporter: &dyn Reporter,
+) -> Result<RunRecord, RunError> {
+    let started = chrono::Utc::now();
+    let clock = Instant::now();
+    let id = store.runs.create(&started)?;
+    let run_dir = store.runs.dir_of(&id);
+    let (git_commit, git_dirty) = git_state(&opts.project_root);
+    let mut record = RunRecord {
+        format: RECORD_FORMAT,
+        id: id.clone(),
+        name: opts.name.clone(),
+        status: RunStatus::Running,
+        error: None,
+        pid: std::process::id(),
+        started: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        finished: None,
+        duration_s: None,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit,
+        git_dirty,
+        host: Host::current(),
+        data_root: opts.data_root.display().to_string(),
+        no_cache: opts.no_cache,
+        experiment: ExperimentRecord {
+            path: exp.path.display().to_string(),
+            name: exp.name.clone(),
+            description: exp.description.clone(),
+            digest: exp.digest.to_hex().to_string(),
+            seed: exp.seed,
+            overrides: exp.overrides.clone(),
+        },
+        params: exp.effective_params(),
+        stages: Vec::new(),
+    };
+    let experiment_copy = run_dir.join("experiment.toml");
+    fs::write(&experiment_copy, &exp.text).map_err(|source| RunError::Publish {
+        path: experiment_copy.clone(),
+        source,
+    })?;
+    store.runs.save(&record)?;
+
+    let mut runner = Runner {
+        registry,
+        store,
+        opts,
+        reporter,
+        run_dir: &run_dir,
+        available: BTreeMap::new(),
+        published_names: Vec::new(),
+    };
+    let mut outcome = Ok(());
+    for (index, stage) in exp.stages.iter().enumerate() {
+        reporter.stage_started(stage, index, exp.stages.len());
+        match runner.stage(stage) {
+            Ok(stage_record) => {
+                reporter.stage_finished(stage, stage_record.cache, stage_record.duration_s);
+                record.stages.push(stage_record);
+                store.runs.save(&record)?;
+            }
+            Err(e) => {
+                reporter.stage_failed(stage, &e.to_string());
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    record.finished = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    record.duration_s = Some(clock.elapsed().as_secs_f64());
+    match outcome {
+        Ok(()) => {
+            record.status = RunStatus::Succeeded;
+            store.runs.save(&record)?;
+            Ok(record)
+        }
+        Err(e) => {
+            record.status = RunStatus::Failed;
+            record.error = Some(e.to_string());
+            store.runs.save(&record)?;
+            Err(e)
+        }
+    }
+}
+
+struct Runner<'a> {
+    registry: &'a Registry,
+    store: &'a Store,
+    opts: &'a RunOptions,
+    reporter: &'a dyn Reporter,
+    run_dir: &'a Path,
+    /// Outputs of finished stages, by `stage.output`.
+    available: BTreeMap<String, Available>,
+    published_names: Vec<String>,
+}
+
+impl Runner<'_> {
+    fn stage(&mut self, stage: &Stage) -> Result<StageRecord, RunError> {
+        let clock = Instant::now();
+        let kind = self
+            .registry
+            .get(&stage.kind)
+            .ok_or_else(|| RunError::Stage {
+                stage: stage.name.clone(),
+                source: StageError::msg(format!("unknown kind `{}`", stage.kind)),
+            })?;
+        let external = external_data(stage, kind, &self.opts.data_root)?;
+        let inputs = connect_inputs(stage, &self.available)?;
+        let key = key_of(stage, kind, &inputs, external.as_ref())
+            .to_hex()
+            .to_string();
+
+        let cache = &self.store.cache;
+        let mut cache_use = if self.opts.no_cache {
+            CacheUse::Forced
+        } else {
+            CacheUse::Miss
+        };
+        let mut found = None;
+        if !self.opts.no_cache {
+            match cache.lookup(&key)? {
+                Lookup::Hit(entry) => found = Some(*entry),
+                Lookup::Damaged { .. } => cache_use = CacheUse::Damaged,
+                Lookup::Miss => {}
+            }
+        }
+        let entry = match found {
+            Some(entry) => {
+                cache_use = CacheUse::Hit;
+                entry
+            }
+            None => {
+                if cache.is_locked(&key) {
+                    self.reporter.waiting(stage);
+                }
+                let lock = cache.lock(&key)?;
+                // Another run may have published it while this one waited for the lock.
+                let published = if self.opts.no_cache {
+                    None
+                } else {
+                    match cache.lookup(&key)? {
+                        Lookup::Hit(entry) => Some(*entry),
+                        _ => None,
+                    }
+                };
+                match published {
+                    Some(entry) => {
+                        cache_use = CacheUse::Hit;
+                        entry
+                    }
+                    None => self.compute(stage, kind, &key, &inputs, external.as_ref(), &lock)?,
+                }
+            }
+        };
+
+        let duration_s = if cache_use == CacheUse::Hit {
+            clock.elapsed().as_secs_f64()
+        } else {
+            entry.manifest.duration_s
+        };
+        let mut outputs = BTreeMap::new();
+        for output in &stage.outputs {
+            let file =
+                entry
+                    .manifest
+                    .file(&output.name)
+                    .ok_or_else(|| RunError::MissingOutput {
+                        stage: stage.name.clone(),
+                        output: output.name.clone(),
+                        file: output.file.clone(),
+                    })?;
+            let path = entry.path_of(file);
+            let digest = blake3::Hash::from_hex(&file.blake3).map_err(|_| {
+                RunError::Cache(CacheError::Manifest {
+                    path: entry.dir.clone(),
+                    message: format!("bad digest for {}", file.file),
+                })
+            })?;
+            self.available.insert(
+                format!("{}.{}", stage.name, output.name),
+                Available {
+                    path: path.clone(),
+                    digest,
+                },
+            );
+            let published = if output.publish {
+                Some(self.publish(stage, &path, &file.file)?)
+            } else {
+                None
+            };
+            outputs.insert(
+                output.name.clone(),
+                OutputRecord {
+                    file: file.file.clone(),
+                    size: file.size,
+                    blake3: file.blake3.clone(),
+                    published,
+                },
+            );
+        }
+        Ok(StageRecord {
+            name: stage.name.clone(),
+            kind: kind.name().to_string(),
+            kind_version: kind.version(),
+            key,
+            cache: cache_use,
+            duration_s,
+            params: stage
+                .params
+                .values()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            inputs: inputs
+                .iter()
+                .map(|(slot, a)| {
+                    let from = stage
+                        .inputs
+                        .get(slot)
+                        .map(|r| r.to_string())
+                        .unwrap_or_default();
+                    (
+                        slot.clone(),
+                        InputRecord {
+                            from,
+                            digest: a.digest.to_hex().to_string(),
+                        },
+                    )
+                })
+                .collect(),
+            external: external.as_ref().map(|e| ExternalRecord {
+                files: e.files.len(),
+                bytes: e.files.iter().map(|f| f.size).sum(),
+                digest: e.digest.to_hex().to_string(),
+            }),
+            outputs,
+            notes: entry.manifest.notes.clone(),
+            metrics: entry.manifest.metrics.clone(),
+        })
+    }
+
+    fn compute(
+        &self,
+        stage: &Stage,
+        kind: &dyn StageKind,
+        key: &str,
+        inputs: &BTreeMap<String, Available>,
+        external: Option<&External>,
+        lock: &crate::cache::KeyLock,
+    ) -> Result<Entry, RunError> {
+        let clock = Instant::now();
+        let cache = &self.store.cache;
+        let staging = cache.stage(key, lock)?;
+        let input_paths: BTreeMap<String, PathBuf> = inputs
+            .iter()
+            .map(|(slot, a)| (slot.clone(), a.path.clone()))
+            .collect();
+        let ctx = StageContext {
+            stage: &stage.name,
+            params: &stage.params,
+            inputs: &input_paths,
+            out_dir: staging.dir(),
+            data_root: &self.opts.data_root,
+            progress: self.reporter.progress(),
+        };
+        let report = match catch_unwind(AssertUnwindSafe(|| kind.run(&ctx))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(StageError::msg(format!("internal error (panic): {text}")))
+            }
+        }
+        .map_err(|source| RunError::Stage {
+            stage: stage.name.clone(),
+            source,
+        })?;
+        for output in &stage.outputs {
+            if !staging.dir().join(&output.file).is_file() {
+                return Err(RunError::MissingOutput {
+                    stage: stage.name.clone(),
+                    output: output.name.clone(),
+                    file: output.file.clone(),
+                });
+            }
+        }
+        let manifest = Manifest {
+            format: STORE_FORMAT,
+            key: key.to_string(),
+            kind: kind.name().to_string(),
+            kind_version: kind.version(),
+            created: chrono::Utc::now().timestamp().max(0) as u64,
+            duration_s: clock.elapsed().as_secs_f64(),
+            files: stage
+                .outputs
+                .iter()
+                .map(|o| FileRecord {
+                    name: o.name.clone(),
+                    file: o.file.clone(),
+                    size: 0,
+                    blake3: String::new(),
+                })
+                .collect(),
+            params: stage
+                .params
+                .values()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            inputs: inputs
+                .iter()
+                .map(|(slot, a)| (slot.clone(), a.digest.to_hex().to_string()))
+                .collect(),
+            external: external
+                .map(|e| {
+                    e.files
+                        .iter()
+                        .map(|f| (f.name.clone(), f.digest.to_hex().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            notes: report.notes.into_iter().collect(),
+            metrics: report.metrics,
+        };
+        Ok(cache.publish(staging, manifest, lock)?)
+    }
+
+    /// Places a result file in the run directory: a hard link where the file system allows
+    /// (the cache files are read-only, so this cannot alter the cache), a copy otherwise.
+    fn publish(&mut self, stage: &Stage, path: &Path, file: &str) -> Result<String, RunError> {
+        let name = if self.published_names.iter().any(|n| n == file) {
+            format!("{}-{file}", stage.name)
+        } else {
+            file.to_string()
+        };
+        let target = self.run_dir.join(&name);
+        if fs::hard_link(path, &target).is_err() {
+            fs::copy(path, &target).map_err(|source| RunError::Publish {
+                path: target.clone(),
+                source,
+            })?;
+        }
+        self.published_names.push(name.clone());
+        Ok(name)
+    }
+}

@@ -1,0 +1,761 @@
+//! Experiment files: parsing, `--set` overrides and validation into the [`Experiment`] the
+//! engine runs. Raw TOML goes in; what comes out is checked against the registry's kinds.
+//!
+//! ```toml
+//! name = "quickstart"
+//! description = "What this experiment is for"
+//! seed = 42
+//!
+//! [stages.normalize]
+//! kind = "normalize"                      # which stage kind runs
+//! inputs = { images = "load.images" }     # input slot = "stage.output"
+//! mode = "scale"                          # every other key is a parameter of the kind
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::diagnostic::{did_you_mean, ExperimentError, Problem, Problems};
+use crate::graph::topological_order;
+use crate::kind::{
+    quoted_list, InputSlots, OutputSpec, ParamDefault, ParamType, Params, Registry, StageKind,
+};
+
+/// Keys of a stage table that are not parameters.
+const STAGE_KEYS: [&str; 3] = ["kind", "inputs", "description"];
+const TOP_KEYS: [&str; 4] = ["name", "description", "seed", "stages"];
+
+/// A validated experiment, its stages in run order.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub path: PathBuf,
+    /// The file's text, recorded with every run.
+    pub text: String,
+    pub digest: blake3::Hash,
+    pub name: String,
+    pub description: String,
+    pub seed: i64,
+    pub stages: Vec<Stage>,
+    /// The `--set` flags applied, as given.
+    pub overrides: Vec<String>,
+}
+
+/// One stage with its effective parameters.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub kind: String,
+    pub description: String,
+    pub params: Params,
+    pub inputs: BTreeMap<String, InputRef>,
+    pub outputs: Vec<OutputSpec>,
+}
+
+/// Where an input comes from: an output of another stage.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InputRef {
+    pub stage: String,
+    pub output: String,
+}
+
+impl std::fmt::Display for InputRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.stage, self.output)
+    }
+}
+
+impl Experiment {
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// The effective parameters of every stage, as one table (`seed` plus `stage.param`).
+    pub fn effective_params(&self) -> toml::Table {
+        let mut out = toml::Table::new();
+        out.insert("seed".into(), toml::Value::Integer(self.seed));
+        for stage in &self.stages {
+            let table: toml::Table = stage
+                .params
+                .values()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            out.insert(stage.name.clone(), toml::Value::Table(table));
+        }
+        out
+    }
+}
+
+/// A `--set key=value` flag, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub flag: String,
+    /// `None` for a top-level key such as `seed`.
+    pub stage: Option<String>,
+    pub key: String,
+    pub value: toml::Value,
+}
+
+impl Override {
+    /// Parses `stage.param=value`. The value is read as TOML (`20`, `1e-3`, `true`,
+    /// `["a"]`), and taken as a plain string when it is not valid TOML (`mode=scale`).
+    pub fn parse(flag: &str) -> Result<Override, String> {
+        let (key, raw) = flag
+            .split_once('=')
+            .ok_or_else(|| format!("--set {flag}: expected `stage.param=value`"))?;
+        let key = key.trim();
+        let (stage, key) = match key.split_once('.') {
+            Some((s, k)) => (Some(s.to_string()), k.to_string()),
+            None => (None, key.to_string()),
+        };
+        if key.is_empty() || stage.as_deref() == Some("") {
+            return Err(format!("--set {flag}: expected `stage.param=value`"));
+        }
+        let value = parse_value(raw.trim());
+        Ok(Override {
+            flag: flag.to_string(),
+            stage,
+            key,
+            value,
+        })
+    }
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Reads and validates an experiment file.
+pub fn load(
+    path: &Path,
+    overrides: &[Override],
+    registry: &Registry,
+) -> Result<Experiment, ExperimentError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ExperimentError {
+        file: path.to_path_buf(),
+        problems: vec![Problem {
+            position: None,
+            key: String::new(),
+            message: format!("cannot read the experiment file: {e}"),
+        }],
+    })?;
+    parse(path, &text, overrides, registry)
+}
+
+/// Validates an experiment from its text; `path` is only used in messages and the record.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    overrides: &[Override],
+    registry: &Registry,
+) -> Result<Experiment, ExperimentError> {
+    let mut problems = Problems::new(text);
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let message = e.message().trim().to_string();
+            problems.add(e.span(), "", format!("invalid TOML: {message}"));
+            return Err(problems.into_error(path));
+        }
+    };
+    let validator = Validator {
+        registry,
+        overrides,
+    };
+    match validator.experiment(doc.get_ref(), text, &mut problems) {
+        Some(mut exp) if problems.is_empty() => {
+            exp.path = path.to_path_buf();
+            Ok(exp)
+        }
+        _ => Err(problems.into_error(path)),
+    }
+}
+
+struct Validator<'r> {
+    registry: &'r Registry,
+    overrides: &'r [Override],
+}
+
+/// A stage as read from the file, before its inputs are checked against other stages.
+struct RawStage {
+    name: String,
+    position: usize,
+    kind: &'static str,
+    description: String,
+    params: Params,
+    inputs: BTreeMap<String, (InputRef, Range<usize>)>,
+    outputs: Vec<OutputSpec>,
+}
+
+impl Validator<'_> {
+    fn experiment(&self, doc: &DeTable, text: &str, p: &mut Problems) -> Option<Experiment> {
+        for (key, _) in doc.iter() {
+            if !TOP_KEYS.contains(&key.get_ref().as_ref()) {
+                p.add(
+                    Some(key.span()),
+                    key.get_ref().to_string(),
+                    format!(
+                        "unknown key{}; an experiment has {}",
+                        did_you_mean(key.get_ref(), TOP_KEYS),
+                        quoted_list(&TOP_KEYS)
+                    ),
+                );
+            }
+        }
+        let name = match doc.get("name") {
+            Some(v) => string_of(v, "name", p).unwrap_or_default(),
+            None => {
+                p.add(
+                    Some(0..0),
+                    "name",
+                    "missing: every experiment needs a `name`".into(),
+                );
+                String::new()
+            }
+        };
+        let description = doc
+            .get("description")
+            .and_then(|v| string_of(v, "description", p))
+            .unwrap_or_default();
+        let mut seed = match doc.get("seed") {
+            Some(v) => match v.get_ref() {
+                DeValue::Integer(_) => int_of(v).unwrap_or(0),
+                other => {
+                    type_problem(p, v.span(), "seed", "an integer", other);
+                    0
+                }
+            },
+            None => 0,
+        };
+        for o in self.overrides.iter().filter(|o| o.stage.is_none()) {
+            match (o.key.as_str(), &o.value) {
+                ("seed", toml::Value::Integer(i)) => seed = *i,
+                ("seed", other) => p.add(
+                    None,
+                    format!("--set {}", o.flag),
+                    format!("`seed` must be an integer, not {}", value_type(other)),
+                ),
+                (key, _) => p.add(
+                    None,
+                    format!("--set {}", o.flag),
+                    format!("`{key}` is not a stage parameter; write `--set STAGE.{key}=VALUE`"),
+                ),
+            }
+        }
+
+        let mut raw_stages = Vec::new();
+        let mut all_names = BTreeSet::new();
+        match doc.get("stages") {
+            None => p.add(
+                Some(0..0),
+                "stages",
+                "missing: add at least one `[stages.NAME]` table".into(),
+            ),
+            Some(v) => match v.get_ref() {
+                DeValue::Table(table) => {
+                    for (key, value) in table.iter() {
+                        all_names.insert(key.get_ref().to_string());
+                        if let Some(stage) = self.stage(key, value, seed, p) {
+                            raw_stages.push(stage);
+                        }
+                    }
+                }
+                other => type_problem(p, v.span(), "stages", "a table of stages", other),
+            },
+        }
+        raw_stages.sort_by_key(|s| s.position);
+        self.check_override_targets(&raw_stages, p);
+        let stages = self.connect(raw_stages, &all_names, p)?;
+        Some(Experiment {
+            path: PathBuf::new(),
+            text: text.to_string(),
+            digest: blake3::hash(text.as_bytes()),
+            name,
+            description,
+            seed,
+            stages,
+            overrides: self.overrides.iter().map(|o| o.flag.clone()).collect(),
+        })
+    }
+
+    fn stage(
+        &self,
+        key: &Spanned<std::borrow::Cow<str>>,
+        value: &Spanned<DeValue>,
+        seed: i64,
+        p: &mut Problems,
+    ) -> Option<RawStage> {
+        let name = key.get_ref().to_string();
+        let path = format!("stages.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            p.add(
+                Some(key.span()),
+                path.clone(),
+                "a stage name may hold only letters, digits, `_` and `-`".into(),
+            );
+        }
+        let DeValue::Table(table) = value.get_ref() else {
+            type_problem(p, value.span(), &path, "a table", value.get_ref());
+            return None;
+        };
+        let kind = match table.get("kind") {
+            None => {
+                p.add(
+                    Some(key.span()),
+                    format!("{path}.kind"),
+                    format!(
+                        "missing: say which kind of stage this is ({})",
+                        self.kind_list()
+                    ),
+                );
+                return None;
+            }
+            Some(v) => {
+                let kind_name = string_of(v, &format!("{path}.kind"), p)?;
+                match self.registry.get(&kind_name) {
+                    Some(k) => k,
+                    None => {
+                        p.add(
+                            Some(v.span()),
+                            format!("{path}.kind"),
+                            format!(
+                                "unknown stage kind `{kind_name}`{}; known kinds: {}",
+                                did_you_mean(&kind_name, self.registry.names()),
+                                self.kind_list()
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let description = table
+            .get("description")
+            .and_then(|v| string_of(v, &format!("{path}.description"), p))
+            .unwrap_or_default();
+
+        let specs = kind.params();
+        let mut values = BTreeMap::new();
+        // Keys present but invalid: already reported, so not reported again as missing.
+        let mut invalid: BTreeSet<String> = BTreeSet::new();
+        for (k, v) in table.iter() {
+            let k_str: &str = k.get_ref();
+            if STAGE_KEYS.contains(&k_str) {
+                continue;
+            }
+            let key_path = format!("{path}.{k_str}");
+            let Some(spec) = specs.iter().find(|s| s.name == k_str) else {
+                let candidates = specs.iter().map(|s| s.name).chain(STAGE_KEYS);
+                p.add(
+                    Some(k.span()),
+                    key_path,
+                    format!(
+                        "unknown parameter for kind `{}`{}; it takes {}",
+                        kind.name(),
+                        did_you_mean(k_str, candidates),
+                        param_list(kind)
+                    ),
+                );
+                continue;
+            };
+            let plain = to_value(v.get_ref());
+            match coerce(spec.ty, plain) {
+                Ok(value) => {
+                    values.insert(k_str.to_string(), value);
+                }
+                Err(found) => {
+                    invalid.insert(k_str.to_string());
+                    type_problem_value(p, v.span(), &key_path, spec.ty, &found)
+                }
+            }
+        }
+        for o in self.overrides_for(&name) {
+            let flag = format!("--set {}", o.flag);
+            match specs.iter().find(|s| s.name == o.key) {
+                Some(spec) => match coerce(spec.ty, o.value.clone()) {
+                    Ok(value) => {
+                        values.insert(o.key.clone(), value);
+                    }
+                    Err(found) => p.add(
+                        None,
+                        flag,
+                        format!(
+                            "`{}` must be {}, not {}",
+                            o.key,
+                            spec.ty.describe(),
+                            value_type(&found)
+                        ),
+                    ),
+                },
+                None => p.add(
+                    None,
+                    flag,
+                    format!(
+                        "stage `{name}` (kind `{}`) has no parameter `{}`{}",
+                        kind.name(),
+                        o.key,
+                        did_you_mean(&o.key, specs.iter().map(|s| s.name))
+                    ),
+                ),
+            }
+        }
+        for spec in specs {
+            if values.contains_key(spec.name) || invalid.contains(spec.name) {
+                continue;
+            }
+            let default = match spec.default {
+                ParamDefault::Required => {
+                    p.add(
+                        Some(key.span()),
+                        format!("{path}.{}", spec.name),
+                        format!(
+                            "missing required parameter `{}` ({}: {})",
+                            spec.name,
+                            spec.ty.describe(),
+                            spec.help
+                        ),
+                    );
+                    continue;
+                }
+                ParamDefault::Optional => continue,
+                ParamDefault::Int(i) => toml::Value::Integer(i),
+                ParamDefault::Float(f) => toml::Value::Float(f),
+                ParamDefault::Bool(b) => toml::Value::Boolean(b),
+                ParamDefault::Str(s) => toml::Value::String(s.to_string()),
+                ParamDefault::ExperimentSeed => toml::Value::Integer(seed),
+            };
+            values.insert(spec.name.to_string(), default);
+        }
+        let params = Params::new(values);
+        if let Err(problem) = kind.check(&params) {
+            let span = table
+                .get_key_value(problem.param.as_str())
+                .map(|(_, v)| v.span())
+                .or(Some(key.span()));
+            p.add(span, format!("{path}.{}", problem.param), problem.message);
+        }
+
+        let inputs = self.inputs(&path, table, kind, key.span(), p);
+        Some(RawStage {
+            name,
+            position: key.span().start,
+            kind: kind.name(),
+            description,
+            outputs: kind.outputs(&params),
+            params,
+            inputs,
+        })
+    }
+
+    fn inputs(
+        &self,
+        path: &str,
+        table: &DeTable,
+        kind: &dyn StageKind,
+        stage_span: Range<usize>,
+        p: &mut Problems,
+    ) -> BTreeMap<String, (InputRef, Range<usize>)> {
+        let mut inputs = BTreeMap::new();
+        if let Some(v) = table.get("inputs") {
+            let DeValue::Table(slots) = v.get_ref() else {
+                type_problem(
+                    p,
+                    v.span(),
+                    &format!("{path}.inputs"),
+                    "a table like { images = \"load.images\" }",
+                    v.get_ref(),
+                );
+                return inputs;
+            };
+            for (slot, source) in slots.iter() {
+                let slot_name = slot.get_ref().to_string();
+                let slot_path = format!("{path}.inputs.{slot_name}");
+                if let InputSlots::Fixed(names) = kind.inputs() {
+                    if !names.contains(&slot_name.as_str()) {
+                        p.add(
+                            Some(slot.span()),
+                            slot_path,
+                            format!(
+                                "kind `{}` has no input `{slot_name}`{}; its inputs are {}",
+                                kind.name(),
+                                did_you_mean(&slot_name, names.iter().copied()),
+                                if names.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    quoted_list(names)
+                                }
+                            ),
+                        );
+                        continue;
+                    }
+                }
+                let Some(text) = string_of(source, &slot_path, p) else {
+                    continue;
+                };
+                match text.split_once('.') {
+                    Some((stage, output)) if !stage.is_empty() && !output.is_empty() => {
+                        let input = InputRef {
+                            stage: stage.to_string(),
+                            output: output.to_string(),
+                        };
+                        inputs.insert(slot_name, (input, source.span()));
+                    }
+                    _ => p.add(
+                        Some(source.span()),
+                        slot_path,
+                        format!("`{text}` should name a stage's output: \"STAGE.OUTPUT\""),
+                    ),
+                }
+            }
+        }
+        if let InputSlots::Fixed(names) = kind.inputs() {
+            for slot in names.iter().filter(|n| !inputs.contains_key(**n)) {
+                p.add(
+                    Some(stage_span.clone()),
+                    format!("{path}.inputs.{slot}"),
+                    format!(
+                        "missing input `{slot}`: kind `{}` needs {}",
+                        kind.name(),
+                        quoted_list(names)
+                    ),
+                );
+            }
+        }
+        inputs
+    }
+
+    /// Checks every input against the stages that exist, then orders the stages.
+    /// `all_names` also holds stages that failed validation: inputs naming them are not
+    /// reported again.
+    fn connect(
+        &self,
+        raw: Vec<RawStage>,
+        all_names: &BTreeSet<String>,
+        p: &mut Problems,
+    ) -> Option<Vec<Stage>> {
+        let names: Vec<String> = raw.iter().map(|s| s.name.clone()).collect();
+        let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for stage in &raw {
+            for (slot, (input, span)) in &stage.inputs {
+                let key = format!("stages.{}.inputs.{slot}", stage.name);
+                let Some(producer) = raw.iter().find(|s| s.name == input.stage) else {
+                    if all_names.contains(&input.stage) {
+                        continue;
+                    }
+                    p.add(
+                        Some(span.clone()),
+                        key,
+                        format!(
+                            "no stage named `{}`{}",
+                            input.stage,
+                            did_you_mean(&input.stage, names.iter().map(String::as_str))
+                        ),
+                    );
+                    continue;
+                };
+                if !producer.outputs.iter().any(|o| o.name == input.output) {
+                    let outputs: Vec<&str> =
+                        producer.outputs.iter().map(|o| o.name.as_str()).collect();
+                    p.add(
+                        Some(span.clone()),
+                        key,
+                        format!(
+                            "stage `{}` has no output `{}`{}; its outputs are {}",
+                            producer.name,
+                            input.output,
+                            did_you_mean(&input.output, outputs.iter().copied()),
+                            quoted_list(&outputs)
+                        ),
+                    );
+                    continue;
+                }
+                deps.entry(stage.name.clone())
+                    .or_default()
+                    .insert(input.stage.clone());
+            }
+        }
+        let order = match topological_order(&names, &deps) {
+            Ok(order) => order,
+            Err(cycle) => {
+                let first = raw.iter().find(|s| Some(&s.name) == cycle.first());
+                p.add(
+                    first.map(|s| s.position..s.position),
+                    format!("stages.{}", cycle.first().cloned().unwrap_or_default()),
+                    format!("the stages form a cycle: {}", cycle.join(" -> ")),
+                );
+                return None;
+            }
+        };
+        let mut by_name: BTreeMap<String, RawStage> =
+            raw.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let stages = order
+            .iter()
+            .filter_map(|n| by_name.remove(n))
+            .map(|s| Stage {
+                name: s.name,
+                kind: s.kind.to_string(),
+                description: s.description,
+                params: s.params,
+                inputs: s.inputs.into_iter().map(|(k, (r, _))| (k, r)).collect(),
+                outputs: s.outputs,
+            })
+            .collect();
+        Some(stages)
+    }
+
+    fn check_override_targets(&self, stages: &[RawStage], p: &mut Problems) {
+        for o in self.overrides {
+            let Some(stage) = &o.stage else { continue };
+            if !stages.iter().any(|s| &s.name == stage) {
+                p.add(
+                    None,
+                    format!("--set {}", o.flag),
+                    format!(
+                        "no stage named `{stage}`{}",
+                        did_you_mean(stage, stages.iter().map(|s| s.name.as_str()))
+                    ),
+                );
+            }
+        }
+    }
+
+    fn overrides_for<'a>(&'a self, stage: &'a str) -> impl Iterator<Item = &'a Override> + 'a {
+        self.overrides
+            .iter()
+            .filter(move |o| o.stage.as_deref() == Some(stage))
+    }
+
+    fn kind_list(&self) -> String {
+        let names: Vec<&str> = self.registry.names().collect();
+        quoted_list(&names)
+    }
+}
+
+fn param_list(kind: &dyn StageKind) -> String {
+    let names: Vec<&str> = kind.params().iter().map(|s| s.name).collect();
+    if names.is_empty() {
+        "no parameters".into()
+    } else {
+        quoted_list(&names)
+    }
+}
+
+/// Checks a value against a parameter type, converting where TOML's types are narrower than
+/// what the user meant (an integer for a float). Returns the value back on a mismatch.
+fn coerce(ty: ParamType, value: toml::Value) -> Result<toml::Value, toml::Value> {
+    use toml::Value as V;
+    match (ty, value) {
+        (ParamType::Int, v @ V::Integer(_)) => Ok(v),
+        (ParamType::Float, v @ V::Float(_)) => Ok(v),
+        (ParamType::Float, V::Integer(i)) => Ok(V::Float(i as f64)),
+        (ParamType::Bool, v @ V::Boolean(_)) => Ok(v),
+        (ParamType::Str | ParamType::DataPath, v @ V::String(_)) => Ok(v),
+        (ParamType::Choice(options), V::String(s)) if options.contains(&s.as_str()) => {
+            Ok(V::String(s))
+        }
+        (ParamType::StrList, V::Array(items)) if items.iter().all(|i| i.is_str()) => {
+            Ok(V::Array(items))
+        }
+        (ParamType::Any, v) => Ok(v),
+        (_, v) => Err(v),
+    }
+}
+
+fn type_problem_value(
+    p: &mut Problems,
+    span: Range<usize>,
+    key: &str,
+    ty: ParamType,
+    found: &toml::Value,
+) {
+    let message = match (ty, found) {
+        (ParamType::Choice(options), toml::Value::String(s)) => format!(
+            "`{s}` is not one of {}{}",
+            quoted_list(options),
+            did_you_mean(s, options.iter().copied())
+        ),
+        _ => format!("must be {}, not {}", ty.describe(), value_type(found)),
+    };
+    p.add(Some(span), key.to_string(), message);
+}
+
+fn type_problem(p: &mut Problems, span: Range<usize>, key: &str, wanted: &str, found: &DeValue) {
+    p.add(
+        Some(span),
+        key.to_string(),
+        format!("must be {wanted}, not {}", found.type_str()),
+    );
+}
+
+fn value_type(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("the string \"{s}\""),
+        toml::Value::Integer(i) => format!("the integer {i}"),
+        toml::Value::Float(f) => format!("the number {f}"),
+        toml::Value::Boolean(b) => format!("the boolean {b}"),
+        toml::Value::Datetime(_) => "a date-time".into(),
+        toml::Value::Array(_) => "an array".into(),
+        toml::Value::Table(_) => "a table".into(),
+    }
+}
+
+fn string_of(v: &Spanned<DeValue>, key: &str, p: &mut Problems) -> Option<String> {
+    match v.get_ref() {
+        DeValue::String(s) => Some(s.to_string()),
+        other => {
+            type_problem(p, v.span(), key, "a string", other);
+            None
+        }
+    }
+}
+
+fn int_of(v: &Spanned<DeValue>) -> Option<i64> {
+    to_value(v.get_ref()).as_integer()
+}
+
+/// Converts the spanned parse tree into a plain value.
+fn to_value(v: &DeValue) -> toml::Value {
+    use toml::Value as V;
+    match v {
+        DeValue::String(s) => V::String(s.to_string()),
+        DeValue::Integer(i) => {
+            i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+                .map(V::Integer)
+                // Out of i64's range: keep the text so the type check reports it.
+                .unwrap_or_else(|_| V::String(i.as_str().to_string()))
+        }
+        DeValue::Float(f) => {
+            let text = f.as_str().replace('_', "");
+            let parsed = match text.as_str() {
+                "inf" | "+inf" => Some(f64::INFINITY),
+                "-inf" => Some(f64::NEG_INFINITY),
+                "nan" | "+nan" | "-nan" => Some(f64::NAN),
+                t => t.parse::<f64>().ok(),
+            };
+            parsed.map(V::Float).unwrap_or(V::String(text))
+        }
+        DeValue::Boolean(b) => V::Boolean(*b),
+        DeValue::Datetime(d) => V::Datetime(*d),
+        DeValue::Array(items) => V::Array(items.iter().map(|i| to_value(i.get_ref())).collect()),
+        DeValue::Table(t) => V::Table(
+            t.iter()
+                .map(|(k, v)| (k.get_ref().to_string(), to_value(v.get_ref())))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

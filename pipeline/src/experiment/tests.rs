@@ -1,0 +1,345 @@
+//! Validation of experiment files: every bad input gets one clear message naming the file,
+//! line and key.
+
+use std::path::Path;
+
+use super::*;
+use crate::kind::{ParamSpec, StageContext, StageError, StageReport};
+
+/// A kind with one parameter of each type, for exercising validation.
+struct Train;
+
+const TRAIN_PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "epochs",
+        ty: ParamType::Int,
+        default: ParamDefault::Required,
+        help: "passes over the data",
+    },
+    ParamSpec {
+        name: "learning_rate",
+        ty: ParamType::Float,
+        default: ParamDefault::Float(1e-3),
+        help: "step size",
+    },
+    ParamSpec {
+        name: "optimizer",
+        ty: ParamType::Choice(&["adam", "sgd"]),
+        default: ParamDefault::Str("adam"),
+        help: "optimizer",
+    },
+    ParamSpec {
+        name: "seed",
+        ty: ParamType::Int,
+        default: ParamDefault::ExperimentSeed,
+        help: "seed",
+    },
+];
+
+impl StageKind for Train {
+    fn name(&self) -> &'static str {
+        "train"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "test kind"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        TRAIN_PARAMS
+    }
+    fn inputs(&self) -> InputSlots {
+        InputSlots::Fixed(&["data"])
+    }
+    fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
+        vec![OutputSpec::new("model", "model.bin", true)]
+    }
+    fn run(&self, _ctx: &StageContext) -> Result<StageReport, StageError> {
+        Ok(StageReport::default())
+    }
+}
+
+struct Source;
+
+impl StageKind for Source {
+    fn name(&self) -> &'static str {
+        "source"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "test kind"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &[]
+    }
+    fn inputs(&self) -> InputSlots {
+        InputSlots::Fixed(&[])
+    }
+    fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
+        vec![OutputSpec::new("data", "data.bin", false)]
+    }
+    fn run(&self, _ctx: &StageContext) -> Result<StageReport, StageError> {
+        Ok(StageReport::default())
+    }
+}
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.add(Box::new(Train));
+    r.add(Box::new(Source));
+    r
+}
+
+const GOOD: &str = r#"
+name = "exp"
+seed = 7
+
+[stages.train]
+kind = "train"
+inputs = { data = "load.data" }
+epochs = 5
+
+[stages.load]
+kind = "source"
+"#;
+
+fn parse_with(text: &str, sets: &[&str]) -> Result<Experiment, ExperimentError> {
+    let overrides: Vec<Override> = sets
+        .iter()
+        .map(|s| Override::parse(s).expect("valid flag"))
+        .collect();
+    parse(Path::new("exp.toml"), text, &overrides, &registry())
+}
+
+/// The single problem's rendered message.
+fn error_of(text: &str) -> String {
+    let err = parse_with(text, &[]).expect_err("should be rejected");
+    assert_eq!(err.problems.len(), 1, "one problem expected: {err}");
+    err.to_string()
+}
+
+#[test]
+fn a_good_file_gets_defaults_seed_and_run_order() {
+    let exp = parse_with(GOOD, &[]).expect("valid");
+    let order: Vec<&str> = exp.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(order, ["load", "train"], "producers run first");
+    let train = exp.stage("train").expect("train");
+    assert_eq!(train.params.int("epochs").expect("epochs"), 5);
+    assert_eq!(train.params.float("learning_rate").expect("lr"), 1e-3);
+    assert_eq!(train.params.str("optimizer").expect("opt"), "adam");
+    assert_eq!(
+        train.params.int("seed").expect("seed"),
+        7,
+        "seed defaults to the experiment's"
+    );
+    assert_eq!(
+        train.inputs["data"],
+        InputRef {
+            stage: "load".into(),
+            output: "data".into()
+        }
+    );
+}
+
+#[test]
+fn set_overrides_parameters_and_seed() {
+    let exp = parse_with(
+        GOOD,
+        &[
+            "train.epochs=20",
+            "train.learning_rate=1",
+            "train.optimizer=sgd",
+            "seed=9",
+        ],
+    )
+    .expect("valid");
+    let train = exp.stage("train").expect("train");
+    assert_eq!(train.params.int("epochs").expect("epochs"), 20);
+    assert_eq!(
+        train.params.float("learning_rate").expect("lr"),
+        1.0,
+        "integer taken as float"
+    );
+    assert_eq!(train.params.str("optimizer").expect("opt"), "sgd");
+    assert_eq!(train.params.int("seed").expect("seed"), 9);
+    assert_eq!(
+        exp.effective_params()["train"]["epochs"].as_integer(),
+        Some(20)
+    );
+}
+
+#[test]
+fn bad_set_flags_are_named() {
+    let err = parse_with(GOOD, &["train.epoch=3"])
+        .expect_err("typo")
+        .to_string();
+    assert!(err.contains("--set train.epoch=3"), "{err}");
+    assert!(err.contains("did you mean `epochs`"), "{err}");
+    let err = parse_with(GOOD, &["trian.epochs=3"])
+        .expect_err("typo")
+        .to_string();
+    assert!(
+        err.contains("no stage named `trian`; did you mean `train`"),
+        "{err}"
+    );
+    let err = parse_with(GOOD, &["train.epochs=many"])
+        .expect_err("type")
+        .to_string();
+    assert!(
+        err.contains("must be an integer, not the string \"many\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_kind_suggests_and_lists() {
+    let text = GOOD.replace("kind = \"source\"", "kind = \"sourc\"");
+    let err = error_of(&text);
+    assert!(
+        err.starts_with(
+            "exp.toml:11:8: stages.load.kind: unknown stage kind `sourc`; did you mean `source`?"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("known kinds: `source`, `train`"), "{err}");
+}
+
+#[test]
+fn misspelled_key_suggests_the_closest() {
+    let text = GOOD.replace("epochs = 5", "epochs = 5\nlearning_rat = 0.1");
+    let err = error_of(&text);
+    assert!(
+        err.starts_with("exp.toml:9:1: stages.train.learning_rat: unknown parameter for kind `train`; did you mean `learning_rate`?"),
+        "{err}"
+    );
+    let err = error_of(&GOOD.replace("seed = 7", "seed = 7\ndescripton = \"x\""));
+    assert!(
+        err.contains("exp.toml:4:1: descripton: unknown key; did you mean `description`?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let err = error_of(&GOOD.replace("epochs = 5", "epochs = \"5\""));
+    assert!(
+        err.starts_with(
+            "exp.toml:8:10: stages.train.epochs: must be an integer, not the string \"5\""
+        ),
+        "{err}"
+    );
+    let err = error_of(&GOOD.replace("epochs = 5", "epochs = 5\noptimizer = \"adamw\""));
+    assert!(
+        err.contains(
+            "stages.train.optimizer: `adamw` is not one of `adam`, `sgd`; did you mean `adam`?"
+        ),
+        "{err}"
+    );
+    let err = error_of(&GOOD.replace("seed = 7", "seed = 7.5"));
+    assert!(
+        err.contains("exp.toml:3:8: seed: must be an integer, not float"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_required_parameter() {
+    let err = error_of(&GOOD.replace("epochs = 5", ""));
+    assert!(
+        err.starts_with("exp.toml:5:9: stages.train.epochs: missing required parameter `epochs`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn input_naming_a_missing_stage_or_output() {
+    let err = error_of(&GOOD.replace("\"load.data\"", "\"lod.data\""));
+    assert!(
+        err.starts_with(
+            "exp.toml:7:19: stages.train.inputs.data: no stage named `lod`; did you mean `load`?"
+        ),
+        "{err}"
+    );
+    let err = error_of(&GOOD.replace("\"load.data\"", "\"load.dta\""));
+    assert!(
+        err.contains("stage `load` has no output `dta`; did you mean `data`?"),
+        "{err}"
+    );
+    let err = error_of(&GOOD.replace(
+        "data = \"load.data\"",
+        "data = \"load.data\", extra = \"load.data\"",
+    ));
+    assert!(
+        err.contains("stages.train.inputs.extra: kind `train` has no input `extra`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cycle_names_its_stages() {
+    let text = r#"
+name = "cyclic"
+[stages.a]
+kind = "train"
+inputs = { data = "c.model" }
+epochs = 1
+[stages.b]
+kind = "train"
+inputs = { data = "a.model" }
+epochs = 1
+[stages.c]
+kind = "train"
+inputs = { data = "b.model" }
+epochs = 1
+"#;
+    let err = error_of(text);
+    assert!(err.contains("the stages form a cycle:"), "{err}");
+    let cycle = err.rsplit(": ").next().expect("cycle text");
+    for stage in ["a", "b", "c"] {
+        assert!(cycle.contains(stage), "{err}");
+    }
+    assert_eq!(cycle.matches("->").count(), 3, "{err}");
+}
+
+#[test]
+fn invalid_toml_has_a_position() {
+    let err = error_of("name = \"x\"\n[stages.a\nkind = 1\n");
+    assert!(err.starts_with("exp.toml:2:"), "{err}");
+    assert!(err.contains("invalid TOML"), "{err}");
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = GOOD
+        .replace("epochs = 5", "epoch = 5")
+        .replace("kind = \"source\"", "kind = \"source\"\ncolour = 1");
+    let err = parse_with(&text, &[]).expect_err("bad");
+    assert_eq!(err.problems.len(), 3, "{err}");
+    let shown = err.to_string();
+    assert!(shown.starts_with("3 problems in exp.toml:"), "{shown}");
+}
+
+#[test]
+fn numbers_in_any_toml_spelling_are_read() {
+    let exp = parse_with(&GOOD.replace("epochs = 5", "epochs = 0x1_0"), &[]).expect("valid");
+    assert_eq!(
+        exp.stage("train")
+            .expect("train")
+            .params
+            .int("epochs")
+            .expect("int"),
+        16
+    );
+    let exp = parse_with(&GOOD.replace("epochs = 5", "epochs = -3"), &[]).expect("valid");
+    assert_eq!(
+        exp.stage("train")
+            .expect("train")
+            .params
+            .int("epochs")
+            .expect("int"),
+        -3
+    );
+}

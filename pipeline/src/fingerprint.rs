@@ -1,0 +1,119 @@
+//! A stage's cache key: the blake3 hash of everything its result depends on.
+
+use std::collections::BTreeMap;
+
+use crate::hash::FieldHasher;
+use crate::kind::Params;
+
+/// Everything that determines a stage's result. The stage's own name is not part of it:
+/// two stages doing the same work on the same data share one result.
+pub struct KeyParts<'a> {
+    pub kind: &'a str,
+    pub kind_version: u32,
+    pub params: &'a Params,
+    /// Input slot to the digest of the file connected to it.
+    pub inputs: &'a BTreeMap<String, blake3::Hash>,
+    /// Digest of the external data files read (names and bytes), if any.
+    pub external: Option<blake3::Hash>,
+}
+
+pub fn stage_key(parts: &KeyParts) -> blake3::Hash {
+    let mut h = FieldHasher::new("pipeline.stage-key");
+    h.str(parts.kind).u64(u64::from(parts.kind_version));
+    let params = toml::Value::Table(
+        parts
+            .params
+            .values()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+    h.value(&params);
+    h.u64(parts.inputs.len() as u64);
+    for (slot, digest) in parts.inputs {
+        h.str(slot).digest(digest);
+    }
+    match &parts.external {
+        Some(d) => h.str("external").digest(d),
+        None => h.str("no-external"),
+    };
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, toml::Value)]) -> Params {
+        Params::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn key_changes_exactly_with_its_dependencies() {
+        let p = params(&[("epochs", toml::Value::Integer(5))]);
+        let inputs: BTreeMap<String, blake3::Hash> =
+            [("x".to_string(), blake3::hash(b"data"))].into();
+        let base = KeyParts {
+            kind: "train",
+            kind_version: 1,
+            params: &p,
+            inputs: &inputs,
+            external: None,
+        };
+        let k = stage_key(&base);
+        assert_eq!(k, stage_key(&base), "same parts, same key");
+
+        let v2 = KeyParts {
+            kind_version: 2,
+            ..base
+        };
+        assert_ne!(k, stage_key(&v2));
+
+        let p2 = params(&[("epochs", toml::Value::Integer(6))]);
+        assert_ne!(
+            k,
+            stage_key(&KeyParts {
+                params: &p2,
+                ..base
+            })
+        );
+
+        let other_input: BTreeMap<String, blake3::Hash> =
+            [("x".to_string(), blake3::hash(b"datb"))].into();
+        assert_ne!(
+            k,
+            stage_key(&KeyParts {
+                inputs: &other_input,
+                ..base
+            })
+        );
+        let renamed_slot: BTreeMap<String, blake3::Hash> =
+            [("y".to_string(), blake3::hash(b"data"))].into();
+        assert_ne!(
+            k,
+            stage_key(&KeyParts {
+                inputs: &renamed_slot,
+                ..base
+            })
+        );
+        assert_ne!(
+            k,
+            stage_key(&KeyParts {
+                external: Some(blake3::hash(b"files")),
+                ..base
+            })
+        );
+        assert_ne!(
+            k,
+            stage_key(&KeyParts {
+                kind: "other",
+                ..base
+            })
+        );
+    }
+}

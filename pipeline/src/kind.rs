@@ -1,0 +1,300 @@
+//! The contract between the engine and a kind of stage: its parameters, inputs, outputs and
+//! how it runs. The engine schedules and caches; a kind only computes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The type a parameter's value must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    Int,
+    /// A float; an integer written for it (`lr = 1`) is taken as that float.
+    Float,
+    Bool,
+    Str,
+    /// A string from a fixed list.
+    Choice(&'static [&'static str]),
+    /// A path relative to the data root (or absolute).
+    DataPath,
+    /// Any TOML value (tables, arrays of tables); the kind checks it in [`StageKind::check`].
+    Any,
+    /// An array of strings.
+    StrList,
+}
+
+impl ParamType {
+    pub fn describe(&self) -> String {
+        match self {
+            ParamType::Int => "an integer".into(),
+            ParamType::Float => "a number".into(),
+            ParamType::Bool => "true or false".into(),
+            ParamType::Str | ParamType::DataPath => "a string".into(),
+            ParamType::Choice(options) => format!("one of {}", quoted_list(options)),
+            ParamType::Any => "a value".into(),
+            ParamType::StrList => "an array of strings".into(),
+        }
+    }
+}
+
+/// Where a parameter's value comes from when the experiment file does not set it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamDefault {
+    /// The experiment must set it.
+    Required,
+    /// Left out of the effective parameters when not set.
+    Optional,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(&'static str),
+    /// The experiment's global `seed`.
+    ExperimentSeed,
+}
+
+/// One parameter a stage kind accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub ty: ParamType,
+    pub default: ParamDefault,
+    pub help: &'static str,
+}
+
+/// One file a stage produces. `name` is what other stages refer to (`stage.name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub name: String,
+    pub file: String,
+    /// Whether the file is also placed in the run directory (metrics, figures, checkpoint).
+    pub publish: bool,
+}
+
+impl OutputSpec {
+    pub fn new(name: &str, file: &str, publish: bool) -> Self {
+        OutputSpec {
+            name: name.to_string(),
+            file: file.to_string(),
+            publish,
+        }
+    }
+}
+
+/// The inputs a kind takes from other stages.
+#[derive(Debug, Clone, Copy)]
+pub enum InputSlots {
+    /// Exactly these named inputs, all required.
+    Fixed(&'static [&'static str]),
+    /// Any names the experiment chooses (for generic kinds such as `shell`).
+    Any,
+}
+
+/// The effective parameters of one stage: the file's values, `--set` overrides and defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Params {
+    values: BTreeMap<String, toml::Value>,
+}
+
+impl Params {
+    pub fn new(values: BTreeMap<String, toml::Value>) -> Self {
+        Params { values }
+    }
+
+    pub fn values(&self) -> &BTreeMap<String, toml::Value> {
+        &self.values
+    }
+
+    pub fn get(&self, name: &str) -> Option<&toml::Value> {
+        self.values.get(name)
+    }
+
+    pub fn int(&self, name: &str) -> Result<i64, StageError> {
+        self.typed(name, toml::Value::as_integer)
+    }
+
+    pub fn float(&self, name: &str) -> Result<f64, StageError> {
+        self.typed(name, toml::Value::as_float)
+    }
+
+    pub fn bool(&self, name: &str) -> Result<bool, StageError> {
+        self.typed(name, toml::Value::as_bool)
+    }
+
+    pub fn str(&self, name: &str) -> Result<&str, StageError> {
+        self.typed(name, toml::Value::as_str)
+    }
+
+    pub fn str_list(&self, name: &str) -> Result<Vec<String>, StageError> {
+        let items = self.typed(name, toml::Value::as_array)?;
+        items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| StageError::msg(format!("parameter `{name}` must hold strings")))
+            })
+            .collect()
+    }
+
+    /// Deserializes one parameter (a table or array of tables) into a domain config type.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, String> {
+        let value = self
+            .values
+            .get(name)
+            .ok_or_else(|| format!("parameter `{name}` is missing"))?;
+        value.clone().try_into().map_err(|e: toml::de::Error| {
+            // The message of a deserialization error from a detached value holds no useful
+            // position; keep only its text.
+            e.message().trim().to_string()
+        })
+    }
+
+    fn typed<'a, T>(
+        &'a self,
+        name: &str,
+        get: impl Fn(&'a toml::Value) -> Option<T>,
+    ) -> Result<T, StageError> {
+        let value = self
+            .values
+            .get(name)
+            .ok_or_else(|| StageError::msg(format!("parameter `{name}` is not set")))?;
+        get(value).ok_or_else(|| StageError::msg(format!("parameter `{name}` has the wrong type")))
+    }
+}
+
+/// Receives progress from a running stage; the engine draws it on the terminal.
+pub trait ProgressSink: Sync {
+    /// A new phase of `total` units (0 when unknown).
+    fn start(&self, phase: &str, total: u64);
+    fn advance(&self, n: u64);
+    fn message(&self, text: &str);
+}
+
+/// Everything a stage may read or write while it runs.
+pub struct StageContext<'a> {
+    /// The stage's name in the experiment.
+    pub stage: &'a str,
+    pub params: &'a Params,
+    /// Input slot to the file holding it (read-only, inside the cache).
+    pub inputs: &'a BTreeMap<String, PathBuf>,
+    /// Where the stage writes its outputs: a fresh directory it owns.
+    pub out_dir: &'a Path,
+    pub data_root: &'a Path,
+    pub progress: &'a dyn ProgressSink,
+}
+
+impl StageContext<'_> {
+    pub fn input(&self, slot: &str) -> Result<&Path, StageError> {
+        self.inputs
+            .get(slot)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| StageError::msg(format!("input `{slot}` is not connected")))
+    }
+
+    pub fn output(&self, file: &str) -> PathBuf {
+        self.out_dir.join(file)
+    }
+
+    /// A `DataPath` parameter resolved against the data root.
+    pub fn data_path(&self, name: &str) -> Result<PathBuf, StageError> {
+        Ok(self.data_root.join(self.params.str(name)?))
+    }
+}
+
+/// What a finished stage reports for the run record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageReport {
+    /// Facts worth keeping beside the result (class counts, skipped files, ...).
+    pub notes: BTreeMap<String, toml::Value>,
+    /// Headline numbers, shown by `pipeline runs` and compared by `pipeline diff`.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A stage kind failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("{0}")]
+    Message(String),
+    #[error(transparent)]
+    Domain(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StageError {
+    pub fn msg(text: impl Into<String>) -> Self {
+        StageError::Message(text.into())
+    }
+
+    pub fn domain(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StageError::Domain(Box::new(e))
+    }
+}
+
+/// A problem with one parameter found by a kind's own check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamProblem {
+    pub param: String,
+    pub message: String,
+}
+
+/// A kind of stage: `load`, `normalize`, `train`, ...
+pub trait StageKind: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Bumped whenever the kind's behaviour changes, so old cache entries stop matching.
+    fn version(&self) -> u32;
+    /// One line for `pipeline kinds` and error messages.
+    fn summary(&self) -> &'static str;
+    fn params(&self) -> &'static [ParamSpec];
+    fn inputs(&self) -> InputSlots;
+    fn outputs(&self, params: &Params) -> Vec<OutputSpec>;
+
+    /// Checks what the parameter types alone cannot (nested tables, ranges).
+    fn check(&self, _params: &Params) -> Result<(), ParamProblem> {
+        Ok(())
+    }
+
+    /// Files outside the store that the stage reads; their names and bytes join its key.
+    fn external_files(
+        &self,
+        _params: &Params,
+        _data_root: &Path,
+    ) -> Result<Vec<PathBuf>, StageError> {
+        Ok(Vec::new())
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError>;
+}
+
+/// The kinds an engine knows, by name.
+#[derive(Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Box<dyn StageKind>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, kind: Box<dyn StageKind>) {
+        self.kinds.insert(kind.name(), kind);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&dyn StageKind> {
+        self.kinds.get(name).map(|k| k.as_ref())
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &dyn StageKind> + '_ {
+        self.kinds.values().map(|k| k.as_ref())
+    }
+}
+
+pub(crate) fn quoted_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

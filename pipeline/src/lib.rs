@@ -1,0 +1,16 @@
+//! The pipeline engine: experiment files, the stage graph, hashing, the cache and run records.
+//! It schedules and caches stages; what a stage computes lives in the `stages` crate, reached
+//! only through [`registry`].
+
+pub mod builtin;
+pub mod cache;
+pub mod diagnostic;
+pub mod execute;
+pub mod experiment;
+pub mod fingerprint;
+pub mod graph;
+pub mod hash;
+pub mod kind;
+pub mod record;
+pub mod registry;
+pub mod status;
