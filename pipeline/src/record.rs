@@ -7,7 +7,8 @@
 //! runs/<run-id>/<published files>  hard links into the cache (metrics, figures, checkpoint)
 //! ```
 //!
-//! A run id is the UTC start time plus a short random suffix (`20261125-181502-7c1e`), so ids
+//! A run id is the UTC start time to the millisecond plus a short random suffix
+//! (`20261125-181502-042-7c1e`), so ids
 //! sort by time and two runs started in the same second still differ.
 
 use std::collections::BTreeMap;
@@ -248,7 +249,10 @@ impl RunStore {
 
     /// Creates the directory of a new run and returns its id.
     pub fn create(&self, started: &chrono::DateTime<chrono::Utc>) -> Result<String, RecordError> {
-        let stamp = started.format("%Y%m%d-%H%M%S");
+        let stamp = started
+            .format("%Y%m%d-%H%M%S%.3f")
+            .to_string()
+            .replace('.', "-");
         for attempt in 0u32.. {
             let mut h = blake3::Hasher::new();
             h.update(&started.timestamp_nanos_opt().unwrap_or(0).to_le_bytes());

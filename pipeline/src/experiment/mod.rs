@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::diagnostic::{did_you_mean, ExperimentError, Problem, Problems};
+use crate::diagnostic::{closest, did_you_mean, ExperimentError, Problem, Problems};
 use crate::graph::topological_order;
 use crate::kind::{
     quoted_list, InputSlots, OutputSpec, ParamDefault, ParamType, Params, Registry, StageKind,
@@ -202,11 +202,12 @@ impl Validator<'_> {
                 p.add(
                     Some(key.span()),
                     key.get_ref().to_string(),
-                    format!(
-                        "unknown key{}; an experiment has {}",
-                        did_you_mean(key.get_ref(), TOP_KEYS),
-                        quoted_list(&TOP_KEYS)
-                    ),
+                    match closest(key.get_ref(), TOP_KEYS) {
+                        Some(near) => format!("unknown key; did you mean `{near}`?"),
+                        None => {
+                            format!("unknown key; an experiment has {}", quoted_list(&TOP_KEYS))
+                        }
+                    },
                 );
             }
         }
@@ -358,15 +359,18 @@ impl Validator<'_> {
             let key_path = format!("{path}.{k_str}");
             let Some(spec) = specs.iter().find(|s| s.name == k_str) else {
                 let candidates = specs.iter().map(|s| s.name).chain(STAGE_KEYS);
+                let hint = match closest(k_str, candidates) {
+                    Some(near) => {
+                        // The typo explains the missing parameter; say it once.
+                        invalid.insert(near.to_string());
+                        format!("; did you mean `{near}`?")
+                    }
+                    None => format!("; it takes {}", param_list(kind)),
+                };
                 p.add(
                     Some(k.span()),
                     key_path,
-                    format!(
-                        "unknown parameter for kind `{}`{}; it takes {}",
-                        kind.name(),
-                        did_you_mean(k_str, candidates),
-                        param_list(kind)
-                    ),
+                    format!("unknown parameter for kind `{}`{hint}", kind.name()),
                 );
                 continue;
             };
@@ -439,7 +443,13 @@ impl Validator<'_> {
             values.insert(spec.name.to_string(), default);
         }
         let params = Params::new(values);
-        if let Err(problem) = kind.check(&params) {
+        let clean = invalid.is_empty()
+            && !specs.iter().any(|s| {
+                s.default == ParamDefault::Required && !params.values().contains_key(s.name)
+            });
+        // A kind's own checks assume well-typed, complete parameters.
+        let checked = if clean { kind.check(&params) } else { Ok(()) };
+        if let Err(problem) = checked {
             let span = table
                 .get_key_value(problem.param.as_str())
                 .map(|(_, v)| v.span())
