@@ -67,6 +67,9 @@ pub struct OutputSpec {
     pub file: String,
     /// Whether the file is also placed in the run directory (metrics, figures, checkpoint).
     pub publish: bool,
+    /// Whether the bytes depend on floating-point rounding, which another instruction set
+    /// (AVX2 vs AVX-512) may change; lock files compare such outputs through metrics there.
+    pub floats: bool,
 }
 
 impl OutputSpec {
@@ -75,7 +78,14 @@ impl OutputSpec {
             name: name.to_string(),
             file: file.to_string(),
             publish,
+            floats: false,
         }
+    }
+
+    /// Marks the output as floating-point data.
+    pub fn floats(mut self) -> Self {
+        self.floats = true;
+        self
     }
 }
 

@@ -5,12 +5,16 @@
 pub mod builtin;
 pub mod cache;
 pub mod diagnostic;
+pub mod diff;
 pub mod execute;
 pub mod experiment;
 pub mod fingerprint;
+pub mod gc;
 pub mod graph;
 pub mod hash;
 pub mod kind;
+pub mod lock;
 pub mod record;
 pub mod registry;
 pub mod status;
+pub mod verify;

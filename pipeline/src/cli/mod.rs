@@ -1,8 +1,10 @@
 //! Command-line parsing and the commands' glue: each command lives in its own module.
 
+mod diff;
 mod display;
 mod run;
 mod runs;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +40,21 @@ enum Command {
     Runs,
     /// Show one run in full (RUN: id, unique prefix, name, latest or latest~N)
     Show { run: String },
+    /// What differs between two runs, and why
+    Diff(diff::DiffArgs),
+    /// Re-execute a run (or an experiment's lock file) from scratch and compare outputs
+    Verify(verify::VerifyArgs),
+    /// Run an experiment and write EXP.lock (stage keys, output digests, metrics) to commit
+    Lock(ExperimentArgs),
+    /// Remove cache entries that no kept run refers to
+    Gc {
+        /// Keep only what the newest N runs refer to
+        #[arg(long, value_name = "N")]
+        keep_last: Option<usize>,
+        /// Show what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List the stage kinds and their parameters
     Kinds,
 }
@@ -68,6 +85,12 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Status(args) => run::status(&args, &registry, &project, &artifacts),
         Command::Runs => runs::list(&open_store(&artifacts)?),
         Command::Show { run } => runs::show(&open_store(&artifacts)?, &run),
+        Command::Diff(args) => diff::diff(&open_store(&artifacts)?, &args),
+        Command::Verify(args) => verify::verify(&args, &registry, &project, &artifacts),
+        Command::Lock(args) => verify::lock(&args, &registry, &project, &artifacts),
+        Command::Gc { keep_last, dry_run } => {
+            runs::gc(&open_store(&artifacts)?, keep_last, dry_run)
+        }
         Command::Kinds => {
             runs::kinds(&registry);
             Ok(ExitCode::SUCCESS)

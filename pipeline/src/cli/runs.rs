@@ -168,3 +168,18 @@ pub fn kinds(registry: &Registry) {
         }
     }
 }
+
+pub fn gc(store: &Store, keep_last: Option<usize>, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let collected = pipeline::gc::collect(store, keep_last, dry_run)?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for key in &collected.entries {
+        println!("{verb} {key}");
+    }
+    println!(
+        "{verb} {} cache entries ({:.1} MB); kept {}",
+        collected.entries.len(),
+        collected.bytes as f64 / 1e6,
+        collected.kept
+    );
+    Ok(ExitCode::SUCCESS)
+}

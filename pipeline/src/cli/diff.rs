@@ -1,0 +1,52 @@
+//! `pipeline diff RUN_A RUN_B`.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use pipeline::diff;
+use pipeline::execute::Store;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The older run (id, prefix, name, latest, latest~N)
+    pub old: String,
+    /// The newer run
+    pub new: String,
+    /// List unchanged parameters and metrics too
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Exit with status 1 when any output's digest differs
+    #[arg(long)]
+    pub fail_on_diff: bool,
+}
+
+pub fn diff(store: &Store, args: &DiffArgs) -> anyhow::Result<ExitCode> {
+    let old = store.runs.resolve(&args.old)?;
+    let new = store.runs.resolve(&args.new)?;
+    let d = diff::diff(&old, &new, args.all);
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+        Format::Text => print!("{}", diff::render(&d, false)),
+        Format::Markdown => print!("{}", diff::render(&d, true)),
+    }
+    if args.fail_on_diff && d.any_output_differs() {
+        eprintln!(
+            "error: {} output(s) differ between {} and {}",
+            d.outputs.len(),
+            d.old,
+            d.new
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,188 @@
+//! `pipeline verify` (a run, or a lock file) and `pipeline lock`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use pipeline::execute::{self, RunOptions};
+use pipeline::kind::Registry;
+use pipeline::lock::{self, Check};
+use pipeline::verify;
+
+use super::display::Terminal;
+use super::{data_root, load_experiment, open_store, ExperimentArgs};
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The run to re-execute (id, prefix, name, latest, latest~N)
+    #[arg(required_unless_present = "lock")]
+    pub run: Option<String>,
+    /// Verify an experiment against its lock file instead of a run
+    #[arg(long, value_name = "EXP.lock", conflicts_with = "run")]
+    pub lock: Option<PathBuf>,
+    /// Where data paths are resolved [default: the run's own data root]
+    #[arg(long, value_name = "DIR", env = "PIPELINE_DATA_ROOT")]
+    pub data_root: Option<PathBuf>,
+}
+
+pub fn verify(
+    args: &VerifyArgs,
+    registry: &Registry,
+    project: &Path,
+    artifacts: &Path,
+) -> anyhow::Result<ExitCode> {
+    if let Some(lock_file) = &args.lock {
+        return verify_lock(lock_file, args, registry, project, artifacts);
+    }
+    let store = open_store(artifacts)?;
+    let spec = args.run.as_deref().unwrap_or("latest");
+    let record = store.runs.resolve(spec)?;
+    let exp = verify::experiment_of(&record, &store.runs.dir_of(&record.id), registry)?;
+    let opts = RunOptions {
+        data_root: args
+            .data_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&record.data_root)),
+        project_root: project.to_path_buf(),
+        name: Some(format!("verify {}", record.id)),
+        no_cache: true,
+    };
+    eprintln!("re-executing {} from scratch", record.id);
+    let fresh = verify::rerun_from_scratch(
+        &exp,
+        registry,
+        &artifacts.join("tmp"),
+        &opts,
+        &Terminal::new(),
+    )?;
+    let verdicts = verify::compare(&record, &fresh);
+    let mut failed = 0;
+    for v in &verdicts {
+        if v.same() {
+            println!("{:<12} same", v.stage);
+        } else {
+            failed += 1;
+            let why = if v.key_changed {
+                " (its key changed too: the stage's code or inputs are not those of the run)"
+            } else {
+                ""
+            };
+            println!("{:<12} DIFFERENT: {}{why}", v.stage, v.different.join(", "));
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "error: {failed} stage(s) did not reproduce run {}",
+            record.id
+        );
+        return Ok(ExitCode::from(1));
+    }
+    println!("run {} reproduces bit for bit", record.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_lock(
+    lock_file: &Path,
+    args: &VerifyArgs,
+    registry: &Registry,
+    project: &Path,
+    artifacts: &Path,
+) -> anyhow::Result<ExitCode> {
+    let locked = lock::read(lock_file)?;
+    let exp_path = lock_file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&locked.experiment);
+    let exp_args = ExperimentArgs {
+        experiment: exp_path,
+        set: Vec::new(),
+        data_root: args.data_root.clone(),
+    };
+    let exp = load_experiment(&exp_args, registry)?;
+    if exp.digest.to_hex().as_str() != locked.experiment_digest {
+        eprintln!(
+            "note: {} changed since the lock was written; its results may differ for that reason",
+            exp.path.display()
+        );
+    }
+    let opts = RunOptions {
+        data_root: data_root(&exp_args, project),
+        project_root: project.to_path_buf(),
+        name: Some("verify --lock".into()),
+        no_cache: true,
+    };
+    eprintln!("re-executing {} from scratch", exp.path.display());
+    let fresh = verify::rerun_from_scratch(
+        &exp,
+        registry,
+        &artifacts.join("tmp"),
+        &opts,
+        &Terminal::new(),
+    )?;
+    let report = lock::check(&locked, &fresh);
+    if report.same_isa {
+        println!(
+            "same instruction set as the lock ({}): every output compared exactly",
+            locked.isa.join(", ")
+        );
+    } else {
+        println!(
+            "instruction set differs from the lock ({} here, {} there): float outputs compared through metrics within {}",
+            lock::current_isa().join(", "),
+            locked.isa.join(", "),
+            locked.metric_tolerance
+        );
+    }
+    for o in &report.outputs {
+        let verdict = match o.check {
+            Check::Exact { equal: true } => "same",
+            Check::Exact { equal: false } => "DIFFERENT",
+            Check::ViaMetrics => "float data: checked via metrics",
+        };
+        println!("{:<12} {:<16} {verdict}", o.stage, o.output);
+    }
+    for m in &report.metrics {
+        let fresh = m.fresh.map_or("missing".into(), |v| format!("{v:.6}"));
+        let mark = if m.within { "ok" } else { "OUT OF TOLERANCE" };
+        println!("{:<32} locked {:.6}  now {fresh}  {mark}", m.name, m.locked);
+    }
+    if report.passed() {
+        println!("{} matches its lock", exp.path.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: {} does not match {}",
+            exp.path.display(),
+            lock_file.display()
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+pub fn lock(
+    args: &ExperimentArgs,
+    registry: &Registry,
+    project: &Path,
+    artifacts: &Path,
+) -> anyhow::Result<ExitCode> {
+    let exp = load_experiment(args, registry)?;
+    let store = open_store(artifacts)?;
+    let opts = RunOptions {
+        data_root: data_root(args, project),
+        project_root: project.to_path_buf(),
+        name: Some("lock".into()),
+        no_cache: false,
+    };
+    let record = execute::run(&exp, registry, &store, &opts, &Terminal::new())?;
+    let file_name = args
+        .experiment
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .context("the experiment path has no file name")?;
+    let lock_file = lock::lock_path(&args.experiment);
+    lock::write(&lock::from_run(&exp, &record, &file_name), &lock_file)?;
+    println!("{}", lock_file.display());
+    Ok(ExitCode::SUCCESS)
+}

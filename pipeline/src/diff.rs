@@ -1,0 +1,354 @@
+//! What differs between two recorded runs, and why. Reads run records only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::record::{RunRecord, StageRecord};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParamChange {
+    /// `stage.param`, or `seed`.
+    pub key: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageChange {
+    pub stage: String,
+    /// The first cause of the new key: a parameter of its own, or which input changed.
+    pub cause: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricChange {
+    pub name: String,
+    pub old: Option<f64>,
+    pub new: Option<f64>,
+}
+
+impl MetricChange {
+    pub fn change(&self) -> Option<f64> {
+        Some(self.new? - self.old?)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutputChange {
+    pub stage: String,
+    pub output: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    /// The stage had the same key in both runs: equal inputs gave different bytes.
+    pub non_reproducible: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunDiff {
+    pub old: String,
+    pub new: String,
+    pub params: Vec<ParamChange>,
+    pub stages: Vec<StageChange>,
+    pub metrics: Vec<MetricChange>,
+    pub outputs: Vec<OutputChange>,
+}
+
+impl RunDiff {
+    pub fn any_output_differs(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
+    pub fn non_reproducible(&self) -> impl Iterator<Item = &OutputChange> {
+        self.outputs.iter().filter(|o| o.non_reproducible)
+    }
+}
+
+/// Compares run `old` with run `new`. With `all`, unchanged parameters and metrics are listed
+/// too.
+pub fn diff(old: &RunRecord, new: &RunRecord, all: bool) -> RunDiff {
+    RunDiff {
+        old: old.id.clone(),
+        new: new.id.clone(),
+        params: param_changes(old, new, all),
+        stages: stage_changes(old, new),
+        metrics: metric_changes(old, new, all),
+        outputs: output_changes(old, new),
+    }
+}
+
+fn flatten(table: &toml::Table) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in table {
+        match v {
+            toml::Value::Table(t) => {
+                for (p, pv) in t {
+                    out.insert(format!("{k}.{p}"), pv.to_string());
+                }
+            }
+            other => {
+                out.insert(k.clone(), other.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn param_changes(old: &RunRecord, new: &RunRecord, all: bool) -> Vec<ParamChange> {
+    let a = flatten(&old.params);
+    let b = flatten(&new.params);
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| all || a.get(*k) != b.get(*k))
+        .map(|k| ParamChange {
+            key: k.clone(),
+            old: a.get(k).cloned(),
+            new: b.get(k).cloned(),
+        })
+        .collect()
+}
+
+fn stage_changes(old: &RunRecord, new: &RunRecord) -> Vec<StageChange> {
+    let mut changes = Vec::new();
+    for s in &new.stages {
+        match old.stage(&s.name) {
+            None => changes.push(StageChange {
+                stage: s.name.clone(),
+                cause: "new stage".into(),
+            }),
+            Some(o) if o.key != s.key => changes.push(StageChange {
+                stage: s.name.clone(),
+                cause: first_cause(o, s),
+            }),
+            Some(_) => {}
+        }
+    }
+    for o in &old.stages {
+        if new.stage(&o.name).is_none() {
+            changes.push(StageChange {
+                stage: o.name.clone(),
+                cause: "removed".into(),
+            });
+        }
+    }
+    changes
+}
+
+fn first_cause(old: &StageRecord, new: &StageRecord) -> String {
+    if old.kind != new.kind {
+        return format!("kind changed from `{}` to `{}`", old.kind, new.kind);
+    }
+    if old.kind_version != new.kind_version {
+        return format!(
+            "kind `{}` changed its behaviour (version {} -> {})",
+            new.kind, old.kind_version, new.kind_version
+        );
+    }
+    let params: BTreeSet<&String> = old.params.keys().chain(new.params.keys()).collect();
+    for p in params {
+        let (a, b) = (old.params.get(p), new.params.get(p));
+        if a != b {
+            let show = |v: Option<&toml::Value>| v.map_or("(unset)".into(), |v| v.to_string());
+            return format!("parameter `{p}` changed: {} -> {}", show(a), show(b));
+        }
+    }
+    for (slot, input) in &new.inputs {
+        if old.inputs.get(slot).map(|i| &i.digest) != Some(&input.digest) {
+            return format!("input `{slot}` changed (from `{}`)", input.from);
+        }
+    }
+    if old.external.as_ref().map(|e| &e.digest) != new.external.as_ref().map(|e| &e.digest) {
+        return "its data files changed".into();
+    }
+    "its key changed (a different version of pipeline?)".into()
+}
+
+fn metric_changes(old: &RunRecord, new: &RunRecord, all: bool) -> Vec<MetricChange> {
+    let a = old.metrics();
+    let b = new.metrics();
+    let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    names
+        .into_iter()
+        .map(|n| MetricChange {
+            name: n.clone(),
+            old: a.get(n).copied(),
+            new: b.get(n).copied(),
+        })
+        .filter(|m| all || m.old.map(f64::to_bits) != m.new.map(f64::to_bits))
+        .collect()
+}
+
+fn output_changes(old: &RunRecord, new: &RunRecord) -> Vec<OutputChange> {
+    let mut changes = Vec::new();
+    for s in &new.stages {
+        let Some(o) = old.stage(&s.name) else {
+            continue;
+        };
+        let names: BTreeSet<&String> = s.outputs.keys().chain(o.outputs.keys()).collect();
+        for name in names {
+            let a = o.outputs.get(name).map(|r| r.blake3.clone());
+            let b = s.outputs.get(name).map(|r| r.blake3.clone());
+            if a != b {
+                changes.push(OutputChange {
+                    stage: s.name.clone(),
+                    output: name.clone(),
+                    old: a,
+                    new: b,
+                    non_reproducible: o.key == s.key,
+                });
+            }
+        }
+    }
+    changes
+}
+
+/// Renders a diff for people: plain text or a Markdown report.
+pub fn render(d: &RunDiff, markdown: bool) -> String {
+    let mut out = String::new();
+    let heading = |out: &mut String, title: &str| {
+        if markdown {
+            out.push_str(&format!("\n### {title}\n\n"));
+        } else {
+            out.push_str(&format!("\n{title}\n"));
+        }
+    };
+    let row = |out: &mut String, cells: &[String]| {
+        if markdown {
+            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        } else {
+            out.push_str(&format!("  {}\n", cells.join("  ")));
+        }
+    };
+    if markdown {
+        out.push_str(&format!("## `{}` -> `{}`\n", d.old, d.new));
+    } else {
+        out.push_str(&format!("{} -> {}\n", d.old, d.new));
+    }
+    let non_repro: Vec<&OutputChange> = d.non_reproducible().collect();
+    if !non_repro.is_empty() {
+        let warn = format!(
+            "NOT REPRODUCIBLE: {} output(s) differ although their stage had the same key: {}",
+            non_repro.len(),
+            non_repro
+                .iter()
+                .map(|o| format!("{}.{}", o.stage, o.output))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        out.push_str(&if markdown {
+            format!("\n> **{warn}**\n")
+        } else {
+            format!("\n!!! {warn}\n")
+        });
+    }
+
+    heading(&mut out, "parameters");
+    if d.params.is_empty() {
+        out.push_str(if markdown {
+            "none changed\n"
+        } else {
+            "  none changed\n"
+        });
+    } else {
+        if markdown {
+            out.push_str("| parameter | old | new |\n|---|---|---|\n");
+        }
+        for p in &d.params {
+            let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
+            if markdown {
+                row(
+                    &mut out,
+                    &[format!("`{}`", p.key), show(&p.old), show(&p.new)],
+                );
+            } else {
+                row(
+                    &mut out,
+                    &[format!("{}: {} -> {}", p.key, show(&p.old), show(&p.new))],
+                );
+            }
+        }
+    }
+
+    heading(&mut out, "stages recomputed");
+    if d.stages.is_empty() {
+        out.push_str(if markdown {
+            "none: every key is the same\n"
+        } else {
+            "  none: every key is the same\n"
+        });
+    }
+    for s in &d.stages {
+        if markdown {
+            out.push_str(&format!("- `{}`: {}\n", s.stage, s.cause));
+        } else {
+            row(&mut out, &[format!("{}: {}", s.stage, s.cause)]);
+        }
+    }
+
+    heading(&mut out, "metrics");
+    if d.metrics.is_empty() {
+        out.push_str(if markdown {
+            "none changed\n"
+        } else {
+            "  none changed\n"
+        });
+    } else {
+        let width = d.metrics.iter().map(|m| m.name.len()).max().unwrap_or(0);
+        if markdown {
+            out.push_str("| metric | old | new | change |\n|---|---:|---:|---:|\n");
+        }
+        for m in &d.metrics {
+            let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.6}"));
+            let change = m.change().map_or("-".into(), |c| format!("{c:+.6}"));
+            if markdown {
+                row(
+                    &mut out,
+                    &[format!("`{}`", m.name), show(m.old), show(m.new), change],
+                );
+            } else {
+                row(
+                    &mut out,
+                    &[
+                        format!("{:<width$}", m.name),
+                        format!("{:>12}", show(m.old)),
+                        format!("{:>12}", show(m.new)),
+                        format!("{change:>12}"),
+                    ],
+                );
+            }
+        }
+    }
+
+    heading(&mut out, "outputs that differ");
+    if d.outputs.is_empty() {
+        out.push_str(if markdown {
+            "none: every output is byte-identical\n"
+        } else {
+            "  none: every output is byte-identical\n"
+        });
+    }
+    for o in &d.outputs {
+        let short = |v: &Option<String>| {
+            v.as_deref()
+                .map_or("-".to_string(), |s| s[..12.min(s.len())].to_string())
+        };
+        let flag = if o.non_reproducible {
+            "  NOT REPRODUCIBLE (same key)"
+        } else {
+            ""
+        };
+        let line = format!(
+            "{}.{}: {} -> {}{flag}",
+            o.stage,
+            o.output,
+            short(&o.old),
+            short(&o.new)
+        );
+        if markdown {
+            out.push_str(&format!("- {line}\n"));
+        } else {
+            row(&mut out, &[line]);
+        }
+    }
+    out
+}

@@ -1,0 +1,109 @@
+//! Helpers shared by the end-to-end tests: a throwaway project and readers of its records.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A throwaway project directory with its own store.
+pub struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Project {
+        Project {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        fs::write(&path, text).expect("write");
+        path
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+        cmd.current_dir(self.path())
+            .args(args)
+            .env_remove("PIPELINE_ARTIFACTS")
+            .env_remove("PIPELINE_DATA_ROOT");
+        cmd
+    }
+
+    pub fn pipeline(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("pipeline runs")
+    }
+
+    /// Runs and insists on success; returns stderr + stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.pipeline(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(out.status.success(), "pipeline {args:?} failed:\n{text}");
+        text
+    }
+
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.pipeline(args);
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "expected failure:\n{text}");
+        text
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.path().join("artifacts/runs")
+    }
+
+    /// The newest run's record.
+    pub fn latest(&self) -> toml::Table {
+        let mut ids: Vec<String> = fs::read_dir(self.runs_dir())
+            .expect("runs")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        let id = ids.last().expect("a run");
+        let text = fs::read_to_string(self.runs_dir().join(id).join("run.toml")).expect("record");
+        toml::from_str(&text).expect("record parses")
+    }
+
+    pub fn cache_entries(&self) -> usize {
+        let root = self.path().join("artifacts/cache/entries");
+        fs::read_dir(root)
+            .map(|shards| {
+                shards
+                    .map(|s| {
+                        fs::read_dir(s.expect("shard").path())
+                            .expect("shard")
+                            .count()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// Each stage's cache use in the newest run, as "name=use".
+pub fn cache_uses(record: &toml::Table) -> Vec<String> {
+    record["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| {
+            format!(
+                "{}={}",
+                s["name"].as_str().expect("name"),
+                s["cache"].as_str().expect("cache")
+            )
+        })
+        .collect()
+}

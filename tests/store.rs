@@ -1,0 +1,194 @@
+//! End-to-end tests of what reads the store: diff, verify, lock files, gc, and damaged
+//! cache entries.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use common::{cache_uses, Project};
+
+/// `gen` is deterministic; `noise` is not (same key, different bytes on every execution).
+const EXP: &str = r#"
+name = "store"
+seed = 1
+
+[stages.gen]
+kind = "shell"
+command = "seq 1 5 > numbers.txt"
+outputs = ["numbers.txt"]
+
+[stages.sum]
+kind = "shell"
+inputs = { numbers = "gen.numbers.txt" }
+command = "awk '{s+=$1} END {print s}' $PIPELINE_IN_NUMBERS > total.txt"
+outputs = ["total.txt"]
+"#;
+
+const NOISE: &str = r#"
+[stages.noise]
+kind = "shell"
+command = "od -An -N8 -tx8 /dev/urandom > noise.txt"
+outputs = ["noise.txt"]
+"#;
+
+#[test]
+fn diff_explains_parameters_stages_and_outputs() {
+    let p = Project::new();
+    p.write("exp.toml", EXP);
+    p.ok(&["run", "exp.toml", "--name", "before"]);
+    p.write("exp.toml", &EXP.replace("seq 1 5", "seq 1 6"));
+    p.ok(&["run", "exp.toml", "--name", "after"]);
+
+    let text = p.ok(&["diff", "before", "after"]);
+    assert!(
+        text.contains("gen.command: \"seq 1 5 > numbers.txt\" -> \"seq 1 6 > numbers.txt\""),
+        "{text}"
+    );
+    assert!(text.contains("gen: parameter `command` changed"), "{text}");
+    assert!(
+        text.contains("sum: input `numbers` changed (from `gen.numbers.txt`)"),
+        "{text}"
+    );
+    assert!(text.contains("gen.numbers.txt:"), "{text}");
+    assert!(!text.contains("NOT REPRODUCIBLE"), "{text}");
+
+    let json = p.ok(&["diff", "before", "after", "--format", "json"]);
+    let start = json.find('{').expect("json object");
+    let value: serde_json::Value = serde_json::from_str(&json[start..]).expect("valid json");
+    assert_eq!(value["stages"].as_array().map(Vec::len), Some(2));
+    assert_eq!(value["params"][0]["key"], "gen.command");
+
+    let md = p.ok(&["diff", "before", "after", "--format", "markdown"]);
+    assert!(md.contains("| `gen.command` |"), "{md}");
+
+    let out = p.pipeline(&["diff", "before", "after", "--fail-on-diff"]);
+    assert_eq!(out.status.code(), Some(1), "outputs differ");
+    let same = p.pipeline(&["diff", "after", "after", "--fail-on-diff"]);
+    assert_eq!(same.status.code(), Some(0));
+}
+
+#[test]
+fn diff_and_verify_flag_a_non_reproducible_stage() {
+    let p = Project::new();
+    p.write("exp.toml", &format!("{EXP}{NOISE}"));
+    p.ok(&["run", "exp.toml", "--no-cache"]);
+    p.ok(&["run", "exp.toml", "--no-cache"]);
+    let text = p.ok(&["diff", "latest~1", "latest"]);
+    assert!(
+        text.contains("NOT REPRODUCIBLE: 1 output(s) differ although their stage had the same key: noise.noise.txt"),
+        "{text}"
+    );
+    let out = p.pipeline(&["verify", "latest"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("gen          same"), "{stdout}");
+    assert!(
+        stdout.contains("noise        DIFFERENT: noise.txt"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn verify_passes_on_a_deterministic_run_and_leaves_no_scratch() {
+    let p = Project::new();
+    p.write("exp.toml", EXP);
+    p.ok(&["run", "exp.toml"]);
+    let out = p.ok(&["verify", "latest"]);
+    assert!(out.contains("sum          same"), "{out}");
+    assert!(out.contains("reproduces bit for bit"), "{out}");
+    let scratch = p.path().join("artifacts/tmp");
+    assert_eq!(fs::read_dir(scratch).expect("tmp").count(), 0);
+    assert_eq!(
+        p.ok(&["runs"]).lines().count(),
+        2,
+        "verify records no run in the store"
+    );
+}
+
+#[test]
+fn lock_files_catch_changed_outputs() {
+    let p = Project::new();
+    p.write("exp.toml", EXP);
+    p.ok(&["lock", "exp.toml"]);
+    let lock_text = fs::read_to_string(p.path().join("exp.lock")).expect("lock written");
+    let lock: toml::Table = toml::from_str(&lock_text).expect("lock parses");
+    assert_eq!(lock["experiment"].as_str(), Some("exp.toml"));
+    assert_eq!(lock["stages"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        lock["stages"][1]["outputs"]["total.txt"]["blake3"].as_str(),
+        Some(blake3::hash(b"15\n").to_hex().as_str())
+    );
+    let out = p.ok(&["verify", "--lock", "exp.lock"]);
+    assert!(out.contains("every output compared exactly"), "{out}");
+    assert!(out.contains("exp.toml matches its lock"), "{out}");
+
+    // Someone edits the experiment without updating the lock: CI catches it.
+    p.write("exp.toml", &EXP.replace("seq 1 5", "seq 1 4"));
+    let out = p.pipeline(&["verify", "--lock", "exp.lock"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("sum          total.txt        DIFFERENT"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn gc_keeps_what_kept_runs_use() {
+    let p = Project::new();
+    p.write("exp.toml", EXP);
+    p.ok(&["run", "exp.toml"]);
+    p.write("exp.toml", &EXP.replace("seq 1 5", "seq 1 7"));
+    p.ok(&["run", "exp.toml"]);
+    assert_eq!(p.cache_entries(), 4);
+
+    let dry = p.ok(&["gc", "--keep-last", "1", "--dry-run"]);
+    assert!(dry.contains("would remove 2 cache entries"), "{dry}");
+    assert_eq!(p.cache_entries(), 4, "a dry run removes nothing");
+    let all_kept = p.ok(&["gc"]);
+    assert!(all_kept.contains("removed 0 cache entries"), "{all_kept}");
+    let done = p.ok(&["gc", "--keep-last", "1"]);
+    assert!(done.contains("removed 2 cache entries"), "{done}");
+    assert_eq!(p.cache_entries(), 2);
+    p.ok(&["run", "exp.toml"]);
+    assert_eq!(cache_uses(&p.latest()), ["gen=hit", "sum=hit"]);
+}
+
+#[test]
+fn a_flipped_byte_in_the_cache_is_detected_and_recomputed() {
+    let p = Project::new();
+    p.write("exp.toml", EXP);
+    p.ok(&["run", "exp.toml"]);
+    let record = p.latest();
+    let key = record["stages"][0]["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let file = p
+        .path()
+        .join("artifacts/cache/entries")
+        .join(&key[..2])
+        .join(&key)
+        .join("numbers.txt");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut bytes = fs::read(&file).expect("read");
+    bytes[0] ^= 1;
+    // Replace rather than write in place: the run directory's hard link keeps the good copy.
+    fs::remove_file(&file).expect("rm");
+    fs::write(&file, &bytes).expect("corrupt");
+
+    let status = p.ok(&["status", "exp.toml"]);
+    assert!(
+        status.contains("gen  will run: the cached result was damaged"),
+        "{status}"
+    );
+    p.ok(&["run", "exp.toml"]);
+    let uses = cache_uses(&p.latest());
+    assert_eq!(uses[0], "gen=damaged", "{uses:?}");
+    assert_eq!(
+        uses[1], "sum=hit",
+        "same bytes again, so downstream is reused"
+    );
+    assert_eq!(fs::read(&file).expect("read"), b"1\n2\n3\n4\n5\n");
+}
