@@ -1,0 +1,120 @@
+//! The plot stage's figures, each written as a PNG and an SVG of the same layout:
+//!
+//! | function | files | size (px) |
+//! |---|---|---|
+//! | [`plot_history`] | `accuracy.png/.svg`, `loss.png/.svg` | [`HISTORY_SIZE`] |
+//! | [`plot_confusion`] | `confusion.png/.svg` | [`CONFUSION_SIZE`] |
+//! | [`plot_roc`] | `roc.png/.svg` | [`ROC_SIZE`] |
+//! | [`plot_predictions`] | `predictions.png/.svg` | [`prediction_grid_size`] |
+//!
+//! Text uses a font compiled into the binary (see `font.rs`), so figures look the same on a
+//! machine without any fonts installed. The SVGs name the family `sans-serif` and leave
+//! the glyphs to the viewer.
+
+mod colors;
+mod confusion;
+mod curves;
+mod font;
+mod grid;
+mod raster_text;
+mod roc;
+
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+pub use confusion::{plot_confusion, CONFUSION_SIZE};
+pub use curves::{plot_history, HISTORY_SIZE};
+pub use grid::{
+    plot_predictions, prediction_grid_size, select_for_grid, PredictionSample, MAX_GRID_IMAGES,
+};
+pub use roc::{plot_roc, ROC_SIZE};
+
+/// Why a figure could not be drawn; every variant names the file concerned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FigureError {
+    /// The output directory could not be created.
+    #[error("cannot create figure directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// plotters failed while drawing or writing the file.
+    #[error("cannot draw {path}: {message}")]
+    Draw { path: PathBuf, message: String },
+    /// The data cannot be drawn (nothing to plot, a malformed image).
+    #[error("cannot draw {path}: {reason}")]
+    Input { path: PathBuf, reason: String },
+    /// The embedded font was rejected by the renderer.
+    #[error("the embedded DejaVu Sans font could not be registered with plotters")]
+    Font,
+}
+
+/// The result of drawing on some plotters backend.
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// A figure that can be drawn on any backend, so PNG and SVG share one layout.
+trait Figure {
+    /// Width and height in pixels (SVG user units).
+    fn size(&self) -> (u32, u32);
+    /// Draws everything onto `root`, which covers the whole figure.
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
+}
+
+/// Writes `figure` to `out_dir/stem.png` and `out_dir/stem.svg` and returns both paths.
+fn render(figure: &impl Figure, out_dir: &Path, stem: &str) -> Result<Vec<PathBuf>, FigureError> {
+    font::ensure_registered()?;
+    std::fs::create_dir_all(out_dir).map_err(|source| FigureError::CreateDir {
+        path: out_dir.to_owned(),
+        source,
+    })?;
+    let png = out_dir.join(format!("{stem}.png"));
+    let svg = out_dir.join(format!("{stem}.svg"));
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |e: &dyn std::fmt::Display| FigureError::Draw {
+            path,
+            message: e.to_string(),
+        }
+    };
+    {
+        let backend = raster_text::GlyphBackend(BitMapBackend::new(&png, figure.size()));
+        let root = backend.into_drawing_area();
+        figure
+            .draw(&root)
+            .and_then(|()| root.present())
+            .map_err(|e| failed(&png)(&e))?;
+    }
+    {
+        let root = SVGBackend::new(&svg, figure.size()).into_drawing_area();
+        figure
+            .draw(&root)
+            .and_then(|()| root.present())
+            .map_err(|e| failed(&svg)(&e))?;
+    }
+    Ok(vec![png, svg])
+}
+
+/// A text style in the embedded font.
+fn text(size: f64) -> TextStyle<'static> {
+    (font::FAMILY, size).into_font().color(&colors::INK)
+}
+
+/// A bold text style in the embedded font, for titles.
+fn bold(size: f64) -> TextStyle<'static> {
+    // Not `.style(Bold)` on a regular FontDesc: plotters keeps the regular glyphs there.
+    FontDesc::new(font::FAMILY.into(), size, FontStyle::Bold).color(&colors::INK)
+}
+
+/// Formats a fraction as a percentage with one decimal ("58.2 %").
+fn percent(fraction: f64) -> String {
+    format!("{:.1} %", 100.0 * fraction)
+}
+
+#[cfg(test)]
+mod gallery;
+#[cfg(test)]
+pub(crate) mod test_support;
