@@ -137,11 +137,13 @@ impl Figure for Curves {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         root.fill(&WHITE)?;
         let root = root.margin(10, 10, 10, 25);
+        let x_range = self.x_range();
+        let x_labels = ((x_range.end - x_range.start).ceil() as usize + 1).min(10);
         let mut chart = ChartBuilder::on(&root)
             .caption(self.metric.title(), bold(24.0))
             .x_label_area_size(55)
             .y_label_area_size(75)
-            .build_cartesian_2d(self.x_range(), self.y_range())?;
+            .build_cartesian_2d(x_range, self.y_range())?;
         chart
             .configure_mesh()
             .light_line_style(TRANSPARENT) // the fine mesh is too busy at this size
@@ -151,7 +153,15 @@ impl Figure for Curves {
             .y_desc(self.metric.axis())
             .axis_desc_style(text(18.0))
             .label_style(text(15.0))
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            // Few enough labels that plotters' step is at least one epoch; whole epochs only.
+            .x_labels(x_labels)
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 1e-6 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .y_label_formatter(&|y| format!("{y:.2}"))
             .draw()?;
 

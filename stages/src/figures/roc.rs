@@ -73,8 +73,9 @@ impl Figure for Roc<'_> {
             None => {
                 chart.plotting_area().draw(&Text::new(
                     "ROC undefined: the test set has only one class",
-                    (0.5, 0.62),
-                    text(18.0).pos(Pos::new(HPos::Center, VPos::Center)),
+                    // Top left, clear of the diagonal.
+                    (0.04, 0.9),
+                    text(18.0).pos(Pos::new(HPos::Left, VPos::Center)),
                 ))?;
             }
         }

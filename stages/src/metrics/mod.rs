@@ -22,6 +22,8 @@ mod loss;
 mod proportion;
 mod report;
 mod roc;
+#[cfg(test)]
+mod sklearn_check;
 
 use std::path::PathBuf;
 

@@ -176,16 +176,16 @@ mod tests {
     }
 
     #[test]
-    fn sklearn_documented_example() {
-        // sklearn's classification_report docstring, restricted to two classes:
+    fn small_case_as_sklearn_reports_it() {
         // y_true = [0, 1, 1, 1, 0], y_pred = [0, 0, 1, 1, 1] -> tn 1, fp 1, fn 1, tp 2.
-        // class 0: precision 0.50, recall 0.50, f1 0.50, support 2
-        // class 1: precision 0.67, recall 0.67, f1 0.67, support 3
-        // weighted avg precision 0.60 (= (2·0.5 + 3·2/3) / 5)
+        // sklearn 1.9.1's classification_report(output_dict=True) gives:
+        // '0': precision 0.5, recall 0.5, f1 0.5, support 2
+        // '1': precision 0.6666666666666666 for all three, support 3
+        // macro avg 0.5833333333333333, weighted avg 0.6 (= (2·0.5 + 3·2/3) / 5)
         let r = ClassificationReport::from_confusion(&ConfusionMatrix::from_rows([[1, 1], [1, 2]]));
         assert!(close(r.classes[0].f1, 0.5));
         assert!(close(r.classes[1].precision, 2.0 / 3.0));
-        assert!(close(r.macro_avg.recall, (0.5 + 2.0 / 3.0) / 2.0));
+        assert!(close(r.macro_avg.recall, 0.583_333_333_333_333_3));
         assert!(close(r.weighted_avg.precision, 0.6));
         assert!(close(r.weighted_avg.f1, 0.6));
     }
