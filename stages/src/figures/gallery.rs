@@ -62,8 +62,22 @@ fn gallery() {
     plot_history(&plausible_history(3), &short).unwrap();
     plot_confusion(&ConfusionMatrix::from_rows([[5, 9], [12, 3]]), &short).unwrap();
     plot_roc(&RocCurve::default(), &short).unwrap();
-    let mut wrong = samples[..3].to_vec();
-    wrong[1].probability = 1.0 - wrong[1].probability;
-    plot_predictions(&wrong, 0.5, &short).unwrap();
+    let overlapping: Vec<f32> = labels
+        .iter()
+        .map(|&l| (0.25 * f64::from(l) + 0.75 * noise.next()) as f32)
+        .collect();
+    plot_roc(
+        &roc_curve(&labels, &overlapping).unwrap(),
+        &dir.join("overlapping"),
+    )
+    .unwrap();
+    // Three images, one misclassified, one landscape and one portrait.
+    let landscape = blob_image(300, 180, 1);
+    let portrait = blob_image(150, 260, 2);
+    let mut few = samples[..3].to_vec();
+    few[1].probability = 1.0 - few[1].probability;
+    (few[0].image, few[0].width, few[0].height) = (&landscape, 300, 180);
+    (few[2].image, few[2].width, few[2].height) = (&portrait, 150, 260);
+    plot_predictions(&few, 0.5, &short).unwrap();
     eprintln!("figures written to {}", dir.display());
 }

@@ -100,11 +100,15 @@ fn render(figure: &impl Figure, out_dir: &Path, stem: &str) -> Result<Vec<PathBu
 
 /// A text style in the embedded font.
 fn text(size: f64) -> TextStyle<'static> {
+    // plotters binds the font when the style is made, so register first. A failure shows
+    // up as FigureError::Font from `render`, which registers before drawing anything.
+    let _ = font::ensure_registered();
     (font::FAMILY, size).into_font().color(&colors::INK)
 }
 
 /// A bold text style in the embedded font, for titles.
 fn bold(size: f64) -> TextStyle<'static> {
+    let _ = font::ensure_registered();
     // Not `.style(Bold)` on a regular FontDesc: plotters keeps the regular glyphs there.
     FontDesc::new(font::FAMILY.into(), size, FontStyle::Bold).color(&colors::INK)
 }

@@ -185,3 +185,98 @@ impl<B: DrawingBackend> DrawingBackend for GlyphBackend<B> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+    use super::GlyphBackend;
+    use crate::figures::{bold, font, text};
+
+    const W: u32 = 240;
+    const H: u32 = 120;
+
+    /// Draws `s` centred at the canvas centre and returns the inked pixels' bounding box
+    /// (min x, min y, max x, max y) and how many pixels were inked.
+    fn ink(s: &str, style: TextStyle<'static>) -> ((u32, u32, u32, u32), usize) {
+        font::ensure_registered().unwrap();
+        let mut buffer = vec![255u8; (W * H * 3) as usize];
+        {
+            let backend = GlyphBackend(BitMapBackend::with_buffer(&mut buffer, (W, H)));
+            let root = backend.into_drawing_area();
+            let centred = style.pos(Pos::new(HPos::Center, VPos::Center));
+            root.draw(&Text::new(s, (W as i32 / 2, H as i32 / 2), centred))
+                .unwrap();
+            root.present().unwrap();
+        }
+        let (mut lo_x, mut lo_y, mut hi_x, mut hi_y, mut count) = (W, H, 0, 0, 0);
+        for (i, px) in buffer.chunks(3).enumerate() {
+            if px[0] < 128 {
+                let (x, y) = (i as u32 % W, i as u32 / W);
+                (lo_x, lo_y, hi_x, hi_y) = (lo_x.min(x), lo_y.min(y), hi_x.max(x), hi_y.max(y));
+                count += 1;
+            }
+        }
+        ((lo_x, lo_y, hi_x, hi_y), count)
+    }
+
+    #[test]
+    fn centred_text_is_centred() {
+        let ((x0, y0, x1, y1), _) = ink("NORMAL", text(20.0));
+        // Capitals 20 px tall type: about 12 px high, centred on (120, 60) within 2 px.
+        assert!((x0 + x1).abs_diff(W) <= 4, "{x0}..{x1}");
+        assert!((y0 + y1).abs_diff(H) <= 4, "{y0}..{y1}");
+        assert!((11..=15).contains(&(y1 - y0)), "cap height {}", y1 - y0);
+    }
+
+    #[test]
+    fn side_bearings_are_kept() {
+        // plotters' own renderer drew the period flush against the "0", leaving a gap before
+        // the "2" that made "0.20" read "0. 20"; here the digits sit evenly either side.
+        let gaps = |s: &str| {
+            let mut buffer = vec![255u8; (W * H * 3) as usize];
+            {
+                let backend = GlyphBackend(BitMapBackend::with_buffer(&mut buffer, (W, H)));
+                let root = backend.into_drawing_area();
+                root.draw(&Text::new(s, (10, 30), text(64.0))).unwrap();
+                root.present().unwrap();
+            }
+            // Columns with ink, then the widths of the blank runs between glyphs.
+            let inked: Vec<bool> = (0..W)
+                .map(|x| (0..H).any(|y| buffer[((y * W + x) * 3) as usize] < 128))
+                .collect();
+            let first = inked.iter().position(|&i| i).unwrap();
+            let last = inked.iter().rposition(|&i| i).unwrap();
+            let mut runs = Vec::new();
+            let mut run = 0u32;
+            for &i in &inked[first..=last] {
+                if i {
+                    if run > 0 {
+                        runs.push(run);
+                    }
+                    run = 0;
+                } else {
+                    run += 1;
+                }
+            }
+            runs
+        };
+        let runs = gaps("0.2");
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert!(
+            runs[0].abs_diff(runs[1]) <= 2,
+            "uneven gaps around the period: {runs:?}"
+        );
+    }
+
+    #[test]
+    fn bold_is_bolder_and_rotation_turns_the_box() {
+        let (_, regular) = ink("COVID", text(20.0));
+        let (_, heavy) = ink("COVID", bold(20.0));
+        assert!(heavy > regular * 5 / 4, "bold {heavy} vs regular {regular}");
+        let ((x0, y0, x1, y1), _) =
+            ink("True label", text(20.0).transform(FontTransform::Rotate270));
+        assert!(y1 - y0 > 3 * (x1 - x0), "rotated box {x0},{y0}..{x1},{y1}");
+    }
+}

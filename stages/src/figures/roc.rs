@@ -48,17 +48,14 @@ impl Figure for Roc<'_> {
             .y_label_formatter(&|y| format!("{y:.1}"))
             .draw()?;
 
+        // The diagonal goes under the curve, but its legend entry after the curve's.
         let chance = colors::GRAY.stroke_width(2);
-        chart
-            .draw_series(DashedLineSeries::new(
-                [(0.0, 0.0), (1.0, 1.0)],
-                8,
-                6,
-                chance,
-            ))?
-            .label("chance (AUC = 0.5)")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], chance));
-
+        chart.draw_series(DashedLineSeries::new(
+            [(0.0, 0.0), (1.0, 1.0)],
+            8,
+            6,
+            chance,
+        ))?;
         match self.0.auc() {
             Some(auc) => {
                 let line = colors::BLUE.stroke_width(3);
@@ -79,6 +76,10 @@ impl Figure for Roc<'_> {
                 ))?;
             }
         }
+        chart
+            .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
+            .label("chance (AUC = 0.5)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], chance));
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
