@@ -15,6 +15,9 @@
 //!   `ill_defined` lists the values that were 0/0 and set to 0 (e.g. `precision;f1`).
 //! - `roc.csv`: `threshold,fpr,tpr`, one row per point of [`RocCurve`], by decreasing
 //!   threshold; only the header when the curve is undefined (one class in the test set).
+//! - `predictions.csv`: `index,true_label,probability,predicted_label`, one row per test
+//!   image in test order; labels as class names, `probability` the `f32` probability of
+//!   COVID. Written by the evaluate stage so the plot stage can caption the image grid.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +33,16 @@ pub const CONFUSION_CSV: &str = "confusion.csv";
 pub const REPORT_CSV: &str = "classification_report.csv";
 /// File name of the ROC curve.
 pub const ROC_CSV: &str = "roc.csv";
+/// File name of the per-image predictions.
+pub const PREDICTIONS_CSV: &str = "predictions.csv";
+
+/// True labels and predicted probabilities of COVID, one per test image, as read back from
+/// `predictions.csv`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Predictions {
+    pub labels: Vec<u8>,
+    pub probabilities: Vec<f32>,
+}
 
 /// Writes the four CSV files of `evaluation` into `dir` (which must exist) and returns
 /// their paths.
@@ -192,6 +205,64 @@ pub fn read_roc_csv(path: &Path) -> Result<RocCurve, MetricsError> {
     Ok(RocCurve { points })
 }
 
+/// Writes `predictions.csv`, predicting at `threshold` (see [`super::predicted_label`]).
+pub fn write_predictions_csv(
+    labels: &[u8],
+    probabilities: &[f32],
+    threshold: f32,
+    path: &Path,
+) -> Result<(), MetricsError> {
+    super::validate(labels, probabilities)?;
+    write_rows(
+        path,
+        &["index", "true_label", "probability", "predicted_label"],
+        labels
+            .iter()
+            .zip(probabilities)
+            .enumerate()
+            .map(|(i, (&label, &p))| {
+                vec![
+                    i.to_string(),
+                    CLASS_NAMES[usize::from(label)].to_owned(),
+                    p.to_string(),
+                    CLASS_NAMES[usize::from(super::predicted_label(p, threshold))].to_owned(),
+                ]
+            }),
+    )
+}
+
+/// Reads `predictions.csv` back; rows must be numbered 0, 1, 2, ... and hold valid values.
+pub fn read_predictions_csv(path: &Path) -> Result<Predictions, MetricsError> {
+    let header = ["index", "true_label", "probability", "predicted_label"];
+    let mut predictions = Predictions::default();
+    for (line, row) in read_rows(path, &header)? {
+        let expected = predictions.labels.len();
+        if row[0] != expected.to_string() {
+            return Err(content(
+                path,
+                format!(
+                    "line {line}: index {:?} where {expected} was expected",
+                    row[0]
+                ),
+            ));
+        }
+        let label = class_index(path, line, &row[1])?;
+        let probability = row[2]
+            .parse::<f32>()
+            .ok()
+            .filter(|p| (0.0..=1.0).contains(p))
+            .ok_or_else(|| {
+                content(
+                    path,
+                    format!("line {line}: probability {:?} is not in [0, 1]", row[2]),
+                )
+            })?;
+        predictions.labels.push(label as u8);
+        predictions.probabilities.push(probability);
+    }
+    Ok(predictions)
+}
+
 fn content(path: &Path, message: String) -> MetricsError {
     MetricsError::Content {
         path: path.to_owned(),
@@ -345,6 +416,37 @@ mod tests {
         assert!(metrics.iter().any(|(n, v)| n == "roc_auc" && v.is_nan()));
         let report = std::fs::read_to_string(dir.path().join(REPORT_CSV)).unwrap();
         assert!(report.contains("\nCOVID,0,0,0,0,recall\n"), "{report}");
+    }
+
+    #[test]
+    fn predictions_round_trip_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(PREDICTIONS_CSV);
+        let labels = [1, 0, 1];
+        let probabilities = [0.987_654_3, 0.5, 0.1];
+        write_predictions_csv(&labels, &probabilities, 0.5, &path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "index,true_label,probability,predicted_label\n\
+             0,COVID,0.9876543,COVID\n\
+             1,NORMAL,0.5,NORMAL\n\
+             2,COVID,0.1,NORMAL\n"
+        );
+        let read = read_predictions_csv(&path).unwrap();
+        assert_eq!(read.labels, labels);
+        assert_eq!(read.probabilities, probabilities);
+
+        std::fs::write(
+            &path,
+            "index,true_label,probability,predicted_label\n0,COVID,1.5,COVID\n",
+        )
+        .unwrap();
+        let error = read_predictions_csv(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("predictions.csv") && error.contains("line 2"),
+            "{error}"
+        );
+        assert!(write_predictions_csv(&[2], &[0.5], 0.5, &path).is_err());
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   `roc_auc_score`.
 //! - [`Proportion::wilson`]: the Wilson score interval for sensitivity and specificity.
 //!
-//! [`Evaluation`] bundles all of them; [`io`] writes and reads the stage's CSV files.
+//! [`Evaluation`] bundles all of them; [`io`] writes and reads the stage's CSV files
+//! (`metrics.csv`, `confusion.csv`, `classification_report.csv`, `roc.csv`,
+//! `predictions.csv`); [`History`] owns the trainer's `history.csv`.
 
 mod confusion;
 mod evaluation;
