@@ -8,8 +8,10 @@
 //! | [`plot_predictions`] | `predictions.png/.svg` | [`prediction_grid_size`] |
 //!
 //! Text uses a font compiled into the binary (see `font.rs`), so figures look the same on a
-//! machine without any fonts installed. The SVGs name the family `sans-serif` and leave
-//! the glyphs to the viewer.
+//! machine without any fonts installed; PNG text is rasterised by `raster_text.rs`, which
+//! fixes plotters' glyph spacing. The SVGs name the family `sans-serif` and leave the glyphs
+//! to the viewer. `cargo test -p stages gallery -- --ignored` renders every figure from
+//! realistic synthetic data into `target/figure-gallery` for a person to look at.
 
 mod colors;
 mod confusion;
@@ -73,27 +75,25 @@ fn render(figure: &impl Figure, out_dir: &Path, stem: &str) -> Result<Vec<PathBu
     })?;
     let png = out_dir.join(format!("{stem}.png"));
     let svg = out_dir.join(format!("{stem}.svg"));
-    let failed = |path: &Path| {
-        let path = path.to_owned();
-        move |e: &dyn std::fmt::Display| FigureError::Draw {
-            path,
-            message: e.to_string(),
-        }
+    let failed = |path: &Path, e: &dyn std::fmt::Display| FigureError::Draw {
+        path: path.to_owned(),
+        message: e.to_string(),
     };
     {
+        // PNG text goes through GlyphBackend (see raster_text.rs), not plotters' renderer.
         let backend = raster_text::GlyphBackend(BitMapBackend::new(&png, figure.size()));
         let root = backend.into_drawing_area();
         figure
             .draw(&root)
             .and_then(|()| root.present())
-            .map_err(|e| failed(&png)(&e))?;
+            .map_err(|e| failed(&png, &e))?;
     }
     {
         let root = SVGBackend::new(&svg, figure.size()).into_drawing_area();
         figure
             .draw(&root)
             .and_then(|()| root.present())
-            .map_err(|e| failed(&svg)(&e))?;
+            .map_err(|e| failed(&svg, &e))?;
     }
     Ok(vec![png, svg])
 }
@@ -120,5 +120,35 @@ fn percent(fraction: f64) -> String {
 
 #[cfg(test)]
 mod gallery;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ConfusionMatrix;
+
+    #[test]
+    fn errors_name_the_file_that_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let matrix = ConfusionMatrix::from_rows([[1, 0], [0, 1]]);
+        // The output "directory" is a file.
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "").unwrap();
+        let error = plot_confusion(&matrix, &file).unwrap_err();
+        assert!(matches!(error, FigureError::CreateDir { .. }), "{error:?}");
+        assert!(error.to_string().contains("not-a-dir"), "{error}");
+        // The PNG's path is taken by a directory.
+        std::fs::create_dir(dir.path().join("confusion.png")).unwrap();
+        let error = plot_confusion(&matrix, dir.path()).unwrap_err();
+        assert!(matches!(error, FigureError::Draw { .. }), "{error:?}");
+        assert!(error.to_string().contains("confusion.png"), "{error}");
+    }
+
+    #[test]
+    fn percent_has_one_decimal() {
+        assert_eq!(percent(32.0 / 55.0), "58.2 %");
+        assert_eq!(percent(1.0 / 55.0), "1.8 %");
+        assert_eq!(percent(0.0), "0.0 %");
+    }
+}
 #[cfg(test)]
 pub(crate) mod test_support;
