@@ -251,6 +251,18 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_values_are_skipped() {
+        let mut history = plausible_history(4);
+        history.epochs[1].loss = f64::NAN;
+        history.epochs[2].val_loss = Some(f64::INFINITY);
+        let curves = Curves::new(&history, Metric::Loss);
+        let epochs = |points: &[(f64, f64)]| points.iter().map(|p| p.0).collect::<Vec<_>>();
+        assert_eq!(epochs(&curves.training), [1.0, 3.0, 4.0]);
+        assert_eq!(epochs(&curves.validation), [1.0, 2.0, 4.0]);
+        assert!(curves.y_range().end.is_finite());
+    }
+
+    #[test]
     fn empty_history_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let error = plot_history(&History::default(), dir.path())
