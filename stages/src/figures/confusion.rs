@@ -1,0 +1,230 @@
+//! The 2 x 2 confusion-matrix heatmap: counts and shares of all test images.
+
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{bold, colors, percent, render, text, DrawResult, Figure, FigureError};
+use crate::metrics::{ConfusionMatrix, CLASS_NAMES};
+
+/// Pixel size of `confusion.png`.
+pub const CONFUSION_SIZE: (u32, u32) = (780, 580);
+
+/// Draws `confusion.png/.svg` into `out_dir`: true label on the rows, predicted label on the
+/// columns, each cell annotated with its count and its share of all test images (the seed's
+/// normalisation), coloured on a scale from 0 to the largest share rounded up to 10 %.
+pub fn plot_confusion(
+    matrix: &ConfusionMatrix,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, FigureError> {
+    if matrix.total() == 0 {
+        return Err(FigureError::Input {
+            path: out_dir.join("confusion.png"),
+            reason: "the confusion matrix is empty".to_owned(),
+        });
+    }
+    render(&Heatmap(*matrix), out_dir, "confusion")
+}
+
+struct Heatmap(ConfusionMatrix);
+
+// Layout in pixels: the 2 x 2 grid, then the colour bar to its right.
+const GRID_LEFT: i32 = 190;
+const GRID_TOP: i32 = 100;
+const CELL: i32 = 185;
+const BAR_LEFT: i32 = GRID_LEFT + 2 * CELL + 45;
+const BAR_WIDTH: i32 = 26;
+
+/// What each cell means, indexed like the matrix rows (true, predicted).
+const ROLES: [[&str; 2]; 2] = [
+    ["true negative", "false positive"],
+    ["false negative", "true positive"],
+];
+
+fn centred(style: TextStyle<'_>) -> TextStyle<'_> {
+    style.pos(Pos::new(HPos::Center, VPos::Center))
+}
+
+impl Heatmap {
+    /// Top of the colour scale: the largest share rounded up to a tenth.
+    fn scale_max(&self) -> f64 {
+        let max = self
+            .0
+            .fractions()
+            .iter()
+            .flatten()
+            .fold(0.0f64, |a, &b| a.max(b));
+        ((max * 10.0).ceil() / 10.0).max(0.1)
+    }
+}
+
+impl Figure for Heatmap {
+    fn size(&self) -> (u32, u32) {
+        CONFUSION_SIZE
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        let m = &self.0;
+        let total = m.total();
+        let correct = m.true_negatives + m.true_positives;
+        let scale = self.scale_max();
+        let (width, _) = CONFUSION_SIZE;
+        let mid_x = (width / 2) as i32;
+        root.fill(&WHITE)?;
+        root.draw(&Text::new(
+            format!("Confusion matrix: {correct} of {total} test images correct"),
+            (mid_x, 32),
+            centred(bold(24.0)),
+        ))?;
+        root.draw(&Text::new(
+            format!("each cell: count and share of all {total} test images"),
+            (mid_x, 64),
+            centred(text(16.0)),
+        ))?;
+
+        let fractions = m.fractions();
+        let counts = m.rows();
+        for (t, row) in counts.iter().enumerate() {
+            for (p, &count) in row.iter().enumerate() {
+                let (x, y) = (GRID_LEFT + p as i32 * CELL, GRID_TOP + t as i32 * CELL);
+                let fill = colors::blues(fractions[t][p] / scale);
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + CELL, y + CELL)],
+                    fill.filled(),
+                ))?;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + CELL, y + CELL)],
+                    colors::INK.stroke_width(1),
+                ))?;
+                let ink = if colors::is_dark(fill) {
+                    WHITE
+                } else {
+                    colors::INK
+                };
+                let (cx, cy) = (x + CELL / 2, y + CELL / 2);
+                root.draw(&Text::new(
+                    count.to_string(),
+                    (cx, cy - 26),
+                    centred(bold(36.0).color(&ink)),
+                ))?;
+                root.draw(&Text::new(
+                    percent(fractions[t][p]),
+                    (cx, cy + 14),
+                    centred(text(21.0).color(&ink)),
+                ))?;
+                root.draw(&Text::new(
+                    ROLES[t][p],
+                    (cx, cy + 46),
+                    centred(text(15.0).color(&ink)),
+                ))?;
+            }
+        }
+
+        // Class names: true on the rows (left), predicted on the columns (below).
+        let grid_bottom = GRID_TOP + 2 * CELL;
+        for (i, name) in CLASS_NAMES.iter().enumerate() {
+            let along = i as i32 * CELL + CELL / 2;
+            root.draw(&Text::new(
+                *name,
+                (GRID_LEFT - 12, GRID_TOP + along),
+                text(19.0).pos(Pos::new(HPos::Right, VPos::Center)),
+            ))?;
+            root.draw(&Text::new(
+                *name,
+                (GRID_LEFT + along, grid_bottom + 22),
+                centred(text(19.0)),
+            ))?;
+        }
+        root.draw(&Text::new(
+            "True label",
+            (45, GRID_TOP + CELL),
+            centred(bold(20.0).transform(FontTransform::Rotate270)),
+        ))?;
+        root.draw(&Text::new(
+            "Predicted label",
+            (GRID_LEFT + CELL, grid_bottom + 62),
+            centred(bold(20.0)),
+        ))?;
+
+        // Colour bar: a stack of thin bands from the scale's top (dark) to 0 (white).
+        let bands = 100;
+        let height = 2 * CELL;
+        for i in 0..bands {
+            let y0 = GRID_TOP + height * i / bands;
+            let y1 = GRID_TOP + height * (i + 1) / bands;
+            let t = 1.0 - (f64::from(i) + 0.5) / f64::from(bands);
+            root.draw(&Rectangle::new(
+                [(BAR_LEFT, y0), (BAR_LEFT + BAR_WIDTH, y1)],
+                colors::blues(t).filled(),
+            ))?;
+        }
+        root.draw(&Rectangle::new(
+            [(BAR_LEFT, GRID_TOP), (BAR_LEFT + BAR_WIDTH, grid_bottom)],
+            colors::INK.stroke_width(1),
+        ))?;
+        let ticks = (scale * 10.0).round() as i32;
+        // At most six labels so they never crowd: every tenth, or every fifth of the scale.
+        let step = if ticks <= 5 { 1 } else { 2 };
+        for k in (0..=ticks).filter(|k| k % step == 0 || *k == ticks) {
+            let y = grid_bottom - height * k / ticks;
+            root.draw(&PathElement::new(
+                vec![(BAR_LEFT + BAR_WIDTH, y), (BAR_LEFT + BAR_WIDTH + 6, y)],
+                colors::INK,
+            ))?;
+            root.draw(&Text::new(
+                format!("{} %", 10 * k),
+                (BAR_LEFT + BAR_WIDTH + 10, y),
+                text(15.0).pos(Pos::new(HPos::Left, VPos::Center)),
+            ))?;
+        }
+        root.draw(&Text::new(
+            "share of test images",
+            (BAR_LEFT + BAR_WIDTH + 75, GRID_TOP + CELL),
+            centred(text(16.0).transform(FontTransform::Rotate90)),
+        ))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::test_support::{assert_png, assert_svg_contains, svg_texts};
+
+    #[test]
+    fn seed_matrix_is_drawn_and_annotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = ConfusionMatrix::from_rows([[22, 0], [1, 32]]);
+        let paths = plot_confusion(&m, dir.path()).unwrap();
+        assert_png(&paths[0], CONFUSION_SIZE);
+        assert_svg_contains(
+            &paths[1],
+            &[
+                "Confusion matrix: 54 of 55 test images correct",
+                "58.2 %",
+                "40.0 %",
+                "1.8 %",
+                "Predicted label",
+                "True label",
+                "NORMAL",
+                "COVID",
+            ],
+        );
+        let cells = svg_texts(&paths[1]);
+        for count in ["22", "0", "1", "32"] {
+            assert!(cells.iter().any(|t| t == count), "no cell says {count}");
+        }
+        assert_eq!(Heatmap(m).scale_max(), 0.6);
+    }
+
+    #[test]
+    fn empty_matrix_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = plot_confusion(&ConfusionMatrix::default(), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("confusion.png"), "{error}");
+    }
+}
