@@ -2,6 +2,7 @@
 //! metrics and figures. Plain functions and types; this crate knows nothing of the engine
 //! that schedules and caches them.
 
+pub mod data;
 pub mod figures;
 pub mod metrics;
 pub mod progress;

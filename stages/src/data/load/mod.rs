@@ -1,0 +1,613 @@
+//! The load stage: image files (or ready arrays, or synthetic images) to `images.npy` +
+//! `labels.npy`, with an index of where every row came from.
+//!
+//! Files written into the caller's output directory:
+//! - `images.npy`: uint8, N x S x S x 3 (RGB, row-major, S = `image_size`);
+//! - `labels.npy`: uint8, N x 1, the index of each image's class in `classes`;
+//! - `index.csv`: `row,path,label,class,blake3,width,height` per image (path relative to the
+//!   data root; blake3 of the source file's bytes; width and height of the source after EXIF
+//!   orientation). Rows from `npy` sources are named `X.npy#row` and hash the row's pixels;
+//!   synthetic rows are named `synthetic:seed=S#i` and hash the generated pixels;
+//! - `skipped.csv`: `path,reason`, always written (header only when nothing was skipped).
+//!
+//! Row order is the order of `sources`, then each source's own order (CSV row order for
+//! Cohen, sorted file names for folders), independent of the number of threads.
+
+mod config;
+mod output;
+mod sources;
+mod synthetic;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array4, ArrayD, Axis};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::decode::{decode_resize, DecodeError};
+use super::resize::resize_u8;
+use crate::progress::Progress;
+pub use config::{
+    CohenSource, FilterValue, FolderSource, LoadConfig, NpySource, OnBadImage, Source,
+    SyntheticSource,
+};
+use sources::SelectedFile;
+
+/// Everything that can stop the load stage; every variant names the file, key or value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("image_size must be between 1 and 16384, got {0}")]
+    ImageSize(u32),
+    #[error("no sources declared: add at least one [[sources]] entry")]
+    NoSources,
+    #[error("classes must hold 1 to 256 distinct names, got {classes:?}")]
+    Classes { classes: Vec<String> },
+    #[error("label {label:?} is not one of the classes {classes:?}")]
+    UnknownLabel { label: String, classes: Vec<String> },
+    #[error("synthetic source (seed {seed}): give exactly one of `count` and `count_per_class`")]
+    SyntheticCount { seed: u64 },
+    #[error("synthetic source needs two classes for its negative and positive images, classes are {classes:?}")]
+    SyntheticClasses { classes: Vec<String> },
+    #[error("path {path:?} must be relative to the data root and must not contain `..`")]
+    BadPath { path: String },
+    #[error("folder {path} does not exist")]
+    MissingDir { path: PathBuf },
+    #[error("cannot list folder {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read CSV {path}: {source}")]
+    Csv { path: PathBuf, source: csv::Error },
+    #[error("CSV {path} has no column {column:?}")]
+    MissingColumn { path: PathBuf, column: String },
+    #[error("{csv} line {line} selects {path}, which does not exist")]
+    MissingImage {
+        csv: PathBuf,
+        line: u64,
+        path: PathBuf,
+    },
+    #[error("source {source_desc} selects no images")]
+    EmptySource { source_desc: String },
+    #[error("class {class:?} has no images after loading")]
+    EmptyClass { class: String },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("cannot read {path}: {source}")]
+    ReadNpy {
+        path: PathBuf,
+        source: ndarray_npy::ReadNpyError,
+    },
+    #[error("{path} has shape {shape:?}, expected {expected}")]
+    NpyShape {
+        path: PathBuf,
+        shape: Vec<usize>,
+        expected: String,
+    },
+    #[error("{path} row {row} has label {value}, not a class index below {classes}")]
+    NpyLabel {
+        path: PathBuf,
+        row: usize,
+        value: f64,
+        classes: usize,
+    },
+    #[error("cannot write {path}: {source}")]
+    WriteNpy {
+        path: PathBuf,
+        source: ndarray_npy::WriteNpyError,
+    },
+    #[error("cannot write {path}: {source}")]
+    WriteCsv { path: PathBuf, source: csv::Error },
+    #[error("cannot create output folder {path}: {source}")]
+    OutDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a load did, for the run record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoadReport {
+    /// Rows written.
+    pub images: usize,
+    /// Side of every image.
+    pub image_size: u32,
+    /// Rows per class, in `classes` order.
+    pub class_counts: Vec<ClassCount>,
+    /// Images left out under `on_bad_image = "skip"`.
+    pub skipped: Vec<Skipped>,
+    /// Groups of paths whose files have identical bytes (not an error, but worth knowing).
+    pub duplicates: Vec<Vec<String>>,
+    /// Images turned upright by their EXIF orientation.
+    pub reoriented: usize,
+    /// Bytes of image files read.
+    pub bytes_read: u64,
+}
+
+/// Rows of one class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassCount {
+    pub class: String,
+    pub label: u8,
+    pub count: usize,
+}
+
+/// One image left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+/// One planned output row.
+enum Item {
+    File(SelectedFile),
+    Npy {
+        rel: String,
+        pixels: Vec<u8>,
+        width: u32,
+        height: u32,
+    },
+    Synthetic {
+        seed: u64,
+        index: u64,
+        positive: bool,
+    },
+}
+
+struct Planned {
+    item: Item,
+    label: u8,
+}
+
+/// The outcome of listing every source: rows to produce, files read, rows already lost.
+struct Plan {
+    rows: Vec<Planned>,
+    inputs: Vec<PathBuf>,
+    skipped: Vec<Skipped>,
+}
+
+/// One produced row.
+struct Row {
+    path: String,
+    label: u8,
+    digest: blake3::Hash,
+    width: u32,
+    height: u32,
+    pixels: Vec<u8>,
+    reoriented: bool,
+    bytes: u64,
+    from_file: bool,
+}
+
+fn validate(cfg: &LoadConfig) -> Result<(), LoadError> {
+    if cfg.image_size == 0 || cfg.image_size > 16384 {
+        return Err(LoadError::ImageSize(cfg.image_size));
+    }
+    let mut seen = cfg.classes.clone();
+    seen.sort();
+    seen.dedup();
+    if cfg.classes.is_empty() || cfg.classes.len() > 256 || seen.len() != cfg.classes.len() {
+        return Err(LoadError::Classes {
+            classes: cfg.classes.clone(),
+        });
+    }
+    if cfg.sources.is_empty() {
+        return Err(LoadError::NoSources);
+    }
+    Ok(())
+}
+
+fn label_of(cfg: &LoadConfig, label: &str) -> Result<u8, LoadError> {
+    cfg.classes
+        .iter()
+        .position(|c| c == label)
+        .map(|i| i as u8) // validate() bounds classes to 256
+        .ok_or_else(|| LoadError::UnknownLabel {
+            label: label.to_owned(),
+            classes: cfg.classes.clone(),
+        })
+}
+
+/// Lists every source. `read_arrays` loads npy sources' pixels (the load needs them,
+/// `input_files` only their paths).
+fn plan(cfg: &LoadConfig, data_root: &Path, read_arrays: bool) -> Result<Plan, LoadError> {
+    validate(cfg)?;
+    let mut plan = Plan {
+        rows: Vec::new(),
+        inputs: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for source in &cfg.sources {
+        match source {
+            Source::Cohen(src) => {
+                let label = label_of(cfg, &src.label)?;
+                let sel = sources::select_cohen(src, data_root)?;
+                if let Some((file, line)) = sel.missing.first() {
+                    if cfg.on_bad_image == OnBadImage::Error {
+                        return Err(LoadError::MissingImage {
+                            csv: sel.metadata,
+                            line: *line,
+                            path: file.abs.clone(),
+                        });
+                    }
+                }
+                for (file, line) in sel.missing {
+                    plan.skipped.push(Skipped {
+                        path: file.rel,
+                        reason: format!("missing file (metadata line {line})"),
+                    });
+                }
+                if sel.files.is_empty() {
+                    return Err(LoadError::EmptySource {
+                        source_desc: format!("cohen {}", src.path),
+                    });
+                }
+                plan.inputs.push(sel.metadata);
+                for file in sel.files {
+                    plan.inputs.push(file.abs.clone());
+                    plan.rows.push(Planned {
+                        item: Item::File(file),
+                        label,
+                    });
+                }
+            }
+            Source::Folder(src) => {
+                let label = label_of(cfg, &src.label)?;
+                let files = sources::select_folder(src, data_root)?;
+                if files.is_empty() {
+                    return Err(LoadError::EmptySource {
+                        source_desc: format!("folder {}", src.path),
+                    });
+                }
+                for file in files {
+                    plan.inputs.push(file.abs.clone());
+                    plan.rows.push(Planned {
+                        item: Item::File(file),
+                        label,
+                    });
+                }
+            }
+            Source::Npy(src) => {
+                let images_rel = sources::relative(&[&src.images])?;
+                let labels_rel = sources::relative(&[&src.labels])?;
+                let images = data_root.join(&images_rel);
+                let labels = data_root.join(&labels_rel);
+                plan.inputs.push(images.clone());
+                plan.inputs.push(labels.clone());
+                if read_arrays {
+                    plan.rows
+                        .extend(npy_rows(cfg, &images, &images_rel, &labels)?);
+                }
+            }
+            Source::Synthetic(src) => {
+                let (neg, pos) = match (&src.labels, cfg.classes.as_slice()) {
+                    (Some([n, p]), _) => (label_of(cfg, n)?, label_of(cfg, p)?),
+                    (None, [_, _, ..]) => (0, 1),
+                    (None, _) => {
+                        return Err(LoadError::SyntheticClasses {
+                            classes: cfg.classes.clone(),
+                        })
+                    }
+                };
+                let (n_neg, n_pos) = match (src.count_per_class, src.count) {
+                    (Some(k), None) => (k, k),
+                    (None, Some(n)) => (n - n / 2, n / 2),
+                    _ => return Err(LoadError::SyntheticCount { seed: src.seed }),
+                };
+                if n_neg + n_pos == 0 {
+                    return Err(LoadError::EmptySource {
+                        source_desc: format!("synthetic seed {}", src.seed),
+                    });
+                }
+                for index in 0..(n_neg + n_pos) as u64 {
+                    let positive = index >= n_neg as u64;
+                    plan.rows.push(Planned {
+                        item: Item::Synthetic {
+                            seed: src.seed,
+                            index,
+                            positive,
+                        },
+                        label: if positive { pos } else { neg },
+                    });
+                }
+            }
+        }
+    }
+    plan.inputs.sort();
+    plan.inputs.dedup();
+    Ok(plan)
+}
+
+/// Reads an npy source into rows, resizing when its images are not `image_size` square.
+fn npy_rows(
+    cfg: &LoadConfig,
+    images: &Path,
+    images_rel: &str,
+    labels: &Path,
+) -> Result<Vec<Planned>, LoadError> {
+    let x: Array4<u8> = ndarray_npy::read_npy(images).map_err(|source| LoadError::ReadNpy {
+        path: images.to_path_buf(),
+        source,
+    })?;
+    let (n, h, w, c) = x.dim();
+    if c != 3 || h == 0 || w == 0 {
+        return Err(LoadError::NpyShape {
+            path: images.to_path_buf(),
+            shape: x.shape().to_vec(),
+            expected: "N x H x W x 3".to_owned(),
+        });
+    }
+    let y = read_label_values(labels)?;
+    if y.len() != n {
+        return Err(LoadError::NpyShape {
+            path: labels.to_path_buf(),
+            shape: vec![y.len()],
+            expected: format!(
+                "{n} labels (N or N x 1), one per image of {}",
+                images.display()
+            ),
+        });
+    }
+    let s = cfg.image_size as usize;
+    x.axis_iter(Axis(0))
+        .zip(y)
+        .enumerate()
+        .map(|(row, (img, value))| {
+            let ok = value.fract() == 0.0 && value >= 0.0 && (value as usize) < cfg.classes.len();
+            if !ok {
+                return Err(LoadError::NpyLabel {
+                    path: labels.to_path_buf(),
+                    row,
+                    value,
+                    classes: cfg.classes.len(),
+                });
+            }
+            let raw: Vec<u8> = img.iter().copied().collect();
+            let pixels = if (h, w) == (s, s) {
+                raw
+            } else {
+                resize_u8(&raw, w, h, 3, s, s)
+            };
+            Ok(Planned {
+                item: Item::Npy {
+                    rel: format!("{images_rel}#{row}"),
+                    pixels,
+                    width: w as u32,
+                    height: h as u32,
+                },
+                label: value as u8,
+            })
+        })
+        .collect()
+}
+
+/// Reads `Y.npy` of any common numeric dtype, shape N or N x 1, as f64 values.
+fn read_label_values(path: &Path) -> Result<Vec<f64>, LoadError> {
+    fn try_read<T: ndarray_npy::ReadableElement + Copy>(
+        path: &Path,
+        to_f64: fn(T) -> f64,
+    ) -> Result<ArrayD<f64>, ndarray_npy::ReadNpyError> {
+        let a: ArrayD<T> = ndarray_npy::read_npy(path)?;
+        Ok(a.mapv(to_f64))
+    }
+    type Attempt = fn(&Path) -> Result<ArrayD<f64>, ndarray_npy::ReadNpyError>;
+    let attempts: [Attempt; 8] = [
+        |p| try_read::<u8>(p, f64::from),
+        |p| try_read::<i64>(p, |v| v as f64),
+        |p| try_read::<i32>(p, f64::from),
+        |p| try_read::<u64>(p, |v| v as f64),
+        |p| try_read::<f64>(p, |v| v),
+        |p| try_read::<f32>(p, f64::from),
+        |p| try_read::<i8>(p, f64::from),
+        |p| try_read::<bool>(p, |v| f64::from(u8::from(v))),
+    ];
+    let mut last = None;
+    for attempt in attempts {
+        match attempt(path) {
+            Ok(a) => {
+                let shape = a.shape().to_vec();
+                return match shape.as_slice() {
+                    [_] | [_, 1] => Ok(a.iter().copied().collect()),
+                    _ => Err(LoadError::NpyShape {
+                        path: path.to_path_buf(),
+                        shape,
+                        expected: "N or N x 1".to_owned(),
+                    }),
+                };
+            }
+            Err(ndarray_npy::ReadNpyError::WrongDescriptor(d)) => {
+                last = Some(ndarray_npy::ReadNpyError::WrongDescriptor(d))
+            }
+            Err(e) => {
+                return Err(LoadError::ReadNpy {
+                    path: path.to_path_buf(),
+                    source: e,
+                })
+            }
+        }
+    }
+    Err(LoadError::ReadNpy {
+        path: path.to_path_buf(),
+        source: last.unwrap_or(ndarray_npy::ReadNpyError::MissingData),
+    })
+}
+
+/// Every file [`load`] will read with this config, sorted and deduplicated, without decoding
+/// anything: `metadata.csv` files, the selected images, npy files. The engine hashes their
+/// bytes for the stage's cache key, so an unselected file never appears here.
+///
+/// Under `on_bad_image = "skip"` a metadata row whose file is missing is left out (adding the
+/// file later adds it here); under `"error"` it is an error, as in [`load`].
+pub fn input_files(cfg: &LoadConfig, data_root: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    Ok(plan(cfg, data_root, false)?.inputs)
+}
+
+/// Runs the load stage: decodes and resizes every selected image in parallel and writes
+/// `images.npy`, `labels.npy`, `index.csv` and `skipped.csv` into `out_dir` (created if
+/// needed). Reports progress as phase `"decode"`, one unit per image.
+pub fn load(
+    cfg: &LoadConfig,
+    data_root: &Path,
+    out_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<LoadReport, LoadError> {
+    let plan = plan(cfg, data_root, true)?;
+    let size = cfg.image_size;
+    progress.start("decode", plan.rows.len() as u64);
+    // Each task reads, decodes and shrinks one image and keeps only the small result, so at
+    // most one full-resolution image per thread is alive at a time.
+    let results: Vec<Result<Row, DecodeError>> = plan
+        .rows
+        .into_par_iter()
+        .map(|planned| {
+            let row = produce(planned, size);
+            progress.advance(1);
+            row
+        })
+        .collect();
+
+    let mut rows = Vec::with_capacity(results.len());
+    let mut skipped = plan.skipped;
+    for result in results {
+        match result {
+            Ok(row) => rows.push(row),
+            Err(e) if cfg.on_bad_image == OnBadImage::Skip => skipped.push(Skipped {
+                path: error_path(&e, data_root),
+                reason: error_reason(&e),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !skipped.is_empty() {
+        progress.message(&format!("skipped {} bad images", skipped.len()));
+    }
+
+    let mut class_counts: Vec<ClassCount> = cfg
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, class)| ClassCount {
+            class: class.clone(),
+            label: i as u8,
+            count: 0,
+        })
+        .collect();
+    for row in &rows {
+        class_counts[usize::from(row.label)].count += 1;
+    }
+    if let Some(empty) = class_counts.iter().find(|c| c.count == 0) {
+        return Err(LoadError::EmptyClass {
+            class: empty.class.clone(),
+        });
+    }
+
+    let mut by_digest: BTreeMap<[u8; 32], Vec<String>> = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.from_file) {
+        by_digest
+            .entry(*row.digest.as_bytes())
+            .or_default()
+            .push(row.path.clone());
+    }
+    let mut duplicates: Vec<Vec<String>> =
+        by_digest.into_values().filter(|v| v.len() > 1).collect();
+    duplicates.sort();
+
+    let report = LoadReport {
+        images: rows.len(),
+        image_size: size,
+        class_counts,
+        duplicates,
+        reoriented: rows.iter().filter(|r| r.reoriented).count(),
+        bytes_read: rows.iter().map(|r| r.bytes).sum(),
+        skipped,
+    };
+    output::write_all(out_dir, &cfg.classes, size, rows, &report.skipped)?;
+    Ok(report)
+}
+
+/// Produces one row: reads and decodes a file, or takes/generates pixels.
+fn produce(planned: Planned, size: u32) -> Result<Row, DecodeError> {
+    let label = planned.label;
+    match planned.item {
+        Item::File(file) => {
+            let bytes = std::fs::read(&file.abs).map_err(|source| DecodeError::Read {
+                path: file.abs.clone(),
+                source,
+            })?;
+            let digest = blake3::hash(&bytes);
+            let decoded = decode_resize(&bytes, size, &file.abs)?;
+            Ok(Row {
+                path: file.rel,
+                label,
+                digest,
+                width: decoded.width,
+                height: decoded.height,
+                pixels: decoded.pixels,
+                reoriented: decoded.reoriented,
+                bytes: bytes.len() as u64,
+                from_file: true,
+            })
+        }
+        Item::Npy {
+            rel,
+            pixels,
+            width,
+            height,
+        } => Ok(Row {
+            path: rel,
+            label,
+            digest: blake3::hash(&pixels),
+            width,
+            height,
+            pixels,
+            reoriented: false,
+            bytes: 0,
+            from_file: false,
+        }),
+        Item::Synthetic {
+            seed,
+            index,
+            positive,
+        } => {
+            let pixels = synthetic::generate(seed, index, positive, size);
+            Ok(Row {
+                path: format!("synthetic:seed={seed}#{index}"),
+                label,
+                digest: blake3::hash(&pixels),
+                width: size,
+                height: size,
+                pixels,
+                reoriented: false,
+                bytes: 0,
+                from_file: false,
+            })
+        }
+    }
+}
+
+fn error_path(e: &DecodeError, data_root: &Path) -> String {
+    let path = match e {
+        DecodeError::Read { path, .. }
+        | DecodeError::Decode { path, .. }
+        | DecodeError::Empty { path }
+        | DecodeError::Size { path, .. } => path,
+    };
+    let rel = path.strip_prefix(data_root).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn error_reason(e: &DecodeError) -> String {
+    match e {
+        DecodeError::Read { source, .. } => format!("unreadable: {source}"),
+        DecodeError::Decode { source, .. } => format!("cannot decode: {source}"),
+        DecodeError::Empty { .. } => "zero width or height".to_owned(),
+        DecodeError::Size { size, .. } => format!("cannot make {size}x{size}x3 array"),
+    }
+}

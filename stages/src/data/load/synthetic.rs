@@ -1,0 +1,198 @@
+//! Seeded synthetic chest-X-ray-like images of two classes, for the quickstart and fast tests.
+//!
+//! Every image shows a bright thorax with two dark lung fields, a spine and faint ribs, plus
+//! Gaussian noise and random exposure. Positive images add diffuse opacities (soft bright blobs
+//! of random intensity) and a patchy texture inside the lungs. Some negatives carry faint blobs
+//! too and positive opacities can be faint, so the classes overlap: a classifier can learn the
+//! task but should not reach 100 % trivially.
+//!
+//! Each image has its own ChaCha8 stream keyed by `blake3(seed, index)`, so the bytes depend
+//! only on the seed and the image's index, never on thread scheduling or a crate's sampling
+//! internals (all distributions below are computed here from raw `u64`s).
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+/// A per-image random stream with the few distributions the generator needs.
+struct Stream(ChaCha8Rng);
+
+impl Stream {
+    fn new(seed: u64, index: u64) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(b"pipeline synthetic chest x-ray v1");
+        h.update(&seed.to_le_bytes());
+        h.update(&index.to_le_bytes());
+        Stream(ChaCha8Rng::from_seed(*h.finalize().as_bytes()))
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    fn unit(&mut self) -> f64 {
+        (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    /// Standard normal by Box-Muller (one value per call; simplicity over speed).
+    fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.unit(); // (0, 1], keeps ln finite
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// A soft round blob: `amp * exp(-d² / 2σ²)`.
+struct Blob {
+    x: f64,
+    y: f64,
+    sigma: f64,
+    amp: f64,
+}
+
+/// Draws image `index` of the stream `seed`: `size x size x 3` gray RGB bytes.
+pub fn generate(seed: u64, index: u64, positive: bool, size: u32) -> Vec<u8> {
+    let mut r = Stream::new(seed, index);
+    let s = size as usize;
+    let n = s as f64;
+
+    // Anatomy, jittered per image (coordinates as fractions of the side).
+    let cx = 0.5 + r.range(-0.03, 0.03);
+    let lung_dx = r.range(0.16, 0.21);
+    let lung_rx = r.range(0.13, 0.17);
+    let lung_ry = r.range(0.26, 0.33);
+    let lung_cy = 0.47 + r.range(-0.03, 0.03);
+    let body = r.range(150.0, 190.0);
+    let lung_dark = r.range(90.0, 120.0);
+    let rib_period = r.range(0.055, 0.075);
+    let rib_phase = r.range(0.0, 1.0);
+    let noise_sigma = r.range(6.0, 14.0);
+    let gain = r.range(0.85, 1.1);
+
+    // Opacities. Negatives sometimes show faint vessels/nodules; positives show 3-8 blobs whose
+    // strength is drawn from a range that overlaps the negatives' at its low end.
+    let (count, amp_lo, amp_hi) = if positive {
+        ((3.0 + r.unit() * 6.0) as usize, 8.0, 55.0)
+    } else if r.unit() < 0.4 {
+        ((1.0 + r.unit() * 3.0) as usize, 5.0, 22.0)
+    } else {
+        (0, 0.0, 0.0)
+    };
+    let mut blobs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let side = if r.unit() < 0.5 { -1.0 } else { 1.0 };
+        blobs.push(Blob {
+            x: cx + side * lung_dx + r.range(-0.7, 0.7) * lung_rx,
+            y: lung_cy + r.range(-0.7, 0.7) * lung_ry,
+            sigma: r.range(0.03, 0.09),
+            amp: r.range(amp_lo, amp_hi),
+        });
+    }
+    // Patchy texture: a coarse random grid, bilinearly interpolated, only for positives.
+    const GRID: usize = 9;
+    let patch_amp = if positive { r.range(0.0, 18.0) } else { 0.0 };
+    let grid: Vec<f64> = (0..GRID * GRID).map(|_| r.unit()).collect();
+
+    let mut out = Vec::with_capacity(s * s * 3);
+    for py in 0..s {
+        let y = (py as f64 + 0.5) / n;
+        for px in 0..s {
+            let x = (px as f64 + 0.5) / n;
+            // Thorax: bright body fading to a dark background at the edges.
+            let edge = ((x - 0.5).abs().max((y - 0.5).abs()) * 2.0).powi(4);
+            let mut v = body * (1.0 - 0.75 * edge);
+            // Lungs: two dark ellipses with faint horizontal ribs.
+            let mut in_lung = 0.0f64;
+            for side in [-1.0, 1.0] {
+                let dx = (x - (cx + side * lung_dx)) / lung_rx;
+                let dy = (y - lung_cy) / lung_ry;
+                let d = dx * dx + dy * dy;
+                in_lung = in_lung.max((1.0 - d).clamp(0.0, 0.25) * 4.0);
+            }
+            let ribs = ((y / rib_period + rib_phase) * std::f64::consts::TAU).sin();
+            v -= in_lung * ((body - lung_dark) - 8.0 * ribs);
+            // Spine and mediastinum: a bright vertical band.
+            let spine = (-((x - cx) / 0.045).powi(2)).exp();
+            v += spine * 35.0;
+            // Disease signs, inside the lungs only.
+            let mut o = 0.0;
+            for b in &blobs {
+                let d2 = (x - b.x).powi(2) + (y - b.y).powi(2);
+                o += b.amp * (-d2 / (2.0 * b.sigma * b.sigma)).exp();
+            }
+            if patch_amp > 0.0 {
+                let gx = x * (GRID - 1) as f64;
+                let gy = y * (GRID - 1) as f64;
+                let (ix, iy) = ((gx as usize).min(GRID - 2), (gy as usize).min(GRID - 2));
+                let (fx, fy) = (gx - ix as f64, gy - iy as f64);
+                let g = |i: usize, j: usize| grid[j * GRID + i];
+                let t = g(ix, iy) * (1.0 - fx) * (1.0 - fy)
+                    + g(ix + 1, iy) * fx * (1.0 - fy)
+                    + g(ix, iy + 1) * (1.0 - fx) * fy
+                    + g(ix + 1, iy + 1) * fx * fy;
+                o += patch_amp * t;
+            }
+            v += in_lung * o;
+            v = v * gain + r.normal() * noise_sigma;
+            let b = v.round().clamp(0.0, 255.0) as u8;
+            out.extend_from_slice(&[b, b, b]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_bytes_other_seed_other_bytes() {
+        let a = generate(7, 3, true, 32);
+        assert_eq!(a.len(), 32 * 32 * 3);
+        assert_eq!(a, generate(7, 3, true, 32));
+        assert_ne!(a, generate(8, 3, true, 32));
+        assert_ne!(a, generate(7, 4, true, 32));
+    }
+
+    #[test]
+    fn images_are_gray_and_not_flat() {
+        let img = generate(1, 0, false, 64);
+        assert!(img.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        let min = img.iter().min().copied().unwrap_or(0);
+        let max = img.iter().max().copied().unwrap_or(0);
+        assert!(max - min > 100, "range {min}..{max}");
+    }
+
+    /// Positives are brighter inside the lungs on average, but the classes overlap.
+    #[test]
+    fn classes_differ_on_average_and_overlap() {
+        let lung_mean = |img: &[u8]| {
+            // Left lung region of a 64 px image, away from the jittered borders.
+            let mut sum = 0u64;
+            let mut n = 0u64;
+            for y in 22..38 {
+                for x in 16..24 {
+                    sum += u64::from(img[(y * 64 + x) * 3]);
+                    n += 1;
+                }
+            }
+            sum as f64 / n as f64
+        };
+        let neg: Vec<f64> = (0..40)
+            .map(|i| lung_mean(&generate(5, i, false, 64)))
+            .collect();
+        let pos: Vec<f64> = (40..80)
+            .map(|i| lung_mean(&generate(5, i, true, 64)))
+            .collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert!(
+            mean(&pos) > mean(&neg) + 5.0,
+            "{} vs {}",
+            mean(&pos),
+            mean(&neg)
+        );
+        let max_neg = neg.iter().cloned().fold(f64::MIN, f64::max);
+        let min_pos = pos.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(min_pos < max_neg, "no overlap: {min_pos} >= {max_neg}");
+    }
+}
