@@ -1,0 +1,211 @@
+//! Adapters for the data stages: `load`, `normalize`, `split`.
+
+use std::path::{Path, PathBuf};
+
+use stages::data::load::{self, LoadConfig};
+use stages::data::normalize::{self, NormalizeConfig};
+use stages::data::split::{self, SplitConfig};
+
+use super::{check_config, notes_of, run_config, Progress};
+use crate::kind::{
+    InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params, StageContext,
+    StageError, StageKind, StageReport,
+};
+
+pub struct Load;
+
+const LOAD_PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "image_size",
+        ty: ParamType::Int,
+        default: ParamDefault::Required,
+        help: "side of the square every image is resized to",
+    },
+    ParamSpec {
+        name: "sources",
+        ty: ParamType::Any,
+        default: ParamDefault::Required,
+        help: "[[sources]] tables: type = cohen | folder | npy | synthetic, each with a label",
+    },
+    ParamSpec {
+        name: "classes",
+        ty: ParamType::StrList,
+        default: ParamDefault::Optional,
+        help: "class names, label i = classes[i] (default [\"NORMAL\", \"COVID\"])",
+    },
+    ParamSpec {
+        name: "on_bad_image",
+        ty: ParamType::Choice(&["error", "skip"]),
+        default: ParamDefault::Str("error"),
+        help: "stop on an unreadable image, or leave it out and list it in skipped.csv",
+    },
+];
+
+impl StageKind for Load {
+    fn name(&self) -> &'static str {
+        "load"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "decodes and resizes chest X-rays into images.npy + labels.npy"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        LOAD_PARAMS
+    }
+    fn inputs(&self) -> InputSlots {
+        InputSlots::Fixed(&[])
+    }
+    fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec::new("images", "images.npy", false),
+            OutputSpec::new("labels", "labels.npy", false),
+            OutputSpec::new("index", "index.csv", true),
+            OutputSpec::new("skipped", "skipped.csv", true),
+        ]
+    }
+    fn check(&self, params: &Params) -> Result<(), ParamProblem> {
+        check_config::<LoadConfig>(params, "sources")
+    }
+    fn external_files(
+        &self,
+        params: &Params,
+        data_root: &Path,
+    ) -> Result<Vec<PathBuf>, StageError> {
+        let cfg: LoadConfig = run_config(params)?;
+        load::input_files(&cfg, data_root).map_err(StageError::domain)
+    }
+    fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
+        let cfg: LoadConfig = run_config(ctx.params)?;
+        let report = load::load(&cfg, ctx.data_root, ctx.out_dir, &Progress(ctx.progress))
+            .map_err(StageError::domain)?;
+        let mut out = StageReport {
+            notes: notes_of(&report),
+            ..StageReport::default()
+        };
+        out.metrics.insert("images".into(), report.images as f64);
+        Ok(out)
+    }
+}
+
+pub struct Normalize;
+
+const NORMALIZE_PARAMS: &[ParamSpec] = &[ParamSpec {
+    name: "mode",
+    ty: ParamType::Choice(&["scale", "imagenet", "caffe"]),
+    default: ParamDefault::Str("scale"),
+    help: "scale: x/255; imagenet: torchvision mean/std; caffe: BGR minus Keras' VGG16 means",
+}];
+
+impl StageKind for Normalize {
+    fn name(&self) -> &'static str {
+        "normalize"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "turns uint8 images into float32 model inputs"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        NORMALIZE_PARAMS
+    }
+    fn inputs(&self) -> InputSlots {
+        InputSlots::Fixed(&["images"])
+    }
+    fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
+        vec![OutputSpec::new("images", "images.npy", false).floats()]
+    }
+    fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
+        let cfg: NormalizeConfig = run_config(ctx.params)?;
+        let report =
+            normalize::normalize_file(ctx.input("images")?, cfg.mode, &ctx.output("images.npy"))
+                .map_err(StageError::domain)?;
+        Ok(StageReport {
+            notes: notes_of(&report),
+            ..StageReport::default()
+        })
+    }
+}
+
+pub struct Split;
+
+const SPLIT_PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "test_fraction",
+        ty: ParamType::Float,
+        default: ParamDefault::Float(0.2),
+        help: "share of the rows held out for test (rounded up, as scikit-learn)",
+    },
+    ParamSpec {
+        name: "seed",
+        ty: ParamType::Int,
+        default: ParamDefault::Int(40),
+        help: "seed of the shuffle (the seed recipe's random_state = 40)",
+    },
+    ParamSpec {
+        name: "stratify",
+        ty: ParamType::Bool,
+        default: ParamDefault::Bool(false),
+        help: "keep each class's proportion on both sides",
+    },
+];
+
+impl StageKind for Split {
+    fn name(&self) -> &'static str {
+        "split"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "splits rows into train and test, seeded and independent of thread count"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        SPLIT_PARAMS
+    }
+    fn inputs(&self) -> InputSlots {
+        InputSlots::Fixed(&["labels"])
+    }
+    fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec::new("train", "train_index.npy", false),
+            OutputSpec::new("test", "test_index.npy", false),
+            OutputSpec::new("table", "split.csv", true),
+        ]
+    }
+    fn check(&self, params: &Params) -> Result<(), ParamProblem> {
+        let fraction = params.float("test_fraction").unwrap_or(0.2);
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(ParamProblem {
+                param: "test_fraction".into(),
+                message: format!("must be strictly between 0 and 1, not {fraction}"),
+            });
+        }
+        if params.int("seed").is_ok_and(|s| s < 0) {
+            return Err(ParamProblem {
+                param: "seed".into(),
+                message: "must not be negative".into(),
+            });
+        }
+        Ok(())
+    }
+    fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
+        let cfg: SplitConfig = run_config(ctx.params)?;
+        let labels = split::read_labels(ctx.input("labels")?).map_err(StageError::domain)?;
+        let result = split::split(&labels, &cfg).map_err(StageError::domain)?;
+        split::write_split(&result, &labels, ctx.out_dir).map_err(StageError::domain)?;
+        let mut report = StageReport {
+            notes: notes_of(&result.counts),
+            ..StageReport::default()
+        };
+        report
+            .metrics
+            .insert("train_rows".into(), result.train.len() as f64);
+        report
+            .metrics
+            .insert("test_rows".into(), result.test.len() as f64);
+        Ok(report)
+    }
+}

@@ -1,0 +1,69 @@
+//! The only place that maps stage kind names to code: the engine's built-in kinds and the
+//! domain's stages from the `stages` crate. Each adapter turns validated parameters into the
+//! domain's config type, calls the domain function, and reports back.
+
+mod data;
+
+use serde::de::DeserializeOwned;
+
+use crate::builtin::shell::Shell;
+use crate::kind::{ParamProblem, Params, ProgressSink, Registry, StageError};
+
+/// Every kind this build of `pipeline` knows.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.add(Box::new(Shell));
+    r.add(Box::new(data::Load));
+    r.add(Box::new(data::Normalize));
+    r.add(Box::new(data::Split));
+    r
+}
+
+/// Deserializes a stage's whole parameter table into a domain config type.
+fn config<T: DeserializeOwned>(params: &Params) -> Result<T, String> {
+    let table: toml::Table = params
+        .values()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim().to_string())
+}
+
+/// A kind's `check`: the parameters must deserialize into its config type. The problem is
+/// placed on `param`, the parameter most likely at fault (nested tables, usually).
+fn check_config<T: DeserializeOwned>(params: &Params, param: &str) -> Result<(), ParamProblem> {
+    config::<T>(params)
+        .map(|_| ())
+        .map_err(|message| ParamProblem {
+            param: param.to_string(),
+            message,
+        })
+}
+
+fn run_config<T: DeserializeOwned>(params: &Params) -> Result<T, StageError> {
+    config(params).map_err(StageError::Message)
+}
+
+/// Lets domain code report progress to the engine's display.
+struct Progress<'a>(&'a dyn ProgressSink);
+
+impl stages::progress::Progress for Progress<'_> {
+    fn start(&self, phase: &str, total: u64) {
+        self.0.start(phase, total);
+    }
+    fn advance(&self, n: u64) {
+        self.0.advance(n);
+    }
+    fn message(&self, text: &str) {
+        self.0.message(text);
+    }
+}
+
+/// Converts a serializable domain report into a TOML table for the run record.
+fn notes_of<T: serde::Serialize>(report: &T) -> std::collections::BTreeMap<String, toml::Value> {
+    toml::Table::try_from(report)
+        .map(|t| t.into_iter().collect())
+        .unwrap_or_default()
+}
