@@ -2,4 +2,5 @@
 //! metrics and figures. Plain functions and types; this crate knows nothing of the engine
 //! that schedules and caches them.
 
+pub mod model;
 pub mod progress;

@@ -1,0 +1,3 @@
+//! The VGG16 model on dfdx (issue 4).
+
+pub mod ops;
