@@ -16,7 +16,7 @@ use rayon::prelude::*;
 const TILE_BYTES: usize = 1 << 20;
 /// Tiles with fewer output pixels than this make gemm re-pack the weights too often for the
 /// work done (deep layers: 9 * 512 floats per im2col row), so tiles never go below it.
-const MIN_TILE_PIXELS: usize = 128;
+const MIN_TILE_PIXELS: usize = 256;
 /// Number of partial weight gradients summed at the end of the backward pass. Fixed (not the
 /// thread count) so that the reduction order, hence every bit, is the same on any machine
 /// with the same SIMD level.
