@@ -101,6 +101,23 @@ where
 }
 
 /// Max-pool 2x2, stride 2, floor: `OH = H / 2`, `OW = W / 2`, checked at build time.
+///
+/// ```
+/// # use dfdx::prelude::*;
+/// # use stages::model::ops::try_max_pool2x2;
+/// let dev = Cpu::default();
+/// let x = dev.zeros_like(&(2, Const::<7>, Const::<7>, Const::<3>));
+/// let y = try_max_pool2x2::<_, 7, 7, 3, 3, 3, _, _>(x).unwrap(); // 7 -> 3 (floor)
+/// assert_eq!(y.shape().1.size(), 3);
+/// ```
+/// A wrong output size does not build:
+/// ```compile_fail
+/// # use dfdx::prelude::*;
+/// # use stages::model::ops::try_max_pool2x2;
+/// let dev = Cpu::default();
+/// let x = dev.zeros_like(&(2, Const::<7>, Const::<7>, Const::<3>));
+/// let y = try_max_pool2x2::<_, 7, 7, 3, 4, 4, _, _>(x).unwrap(); // 7 -> 4: rejected
+/// ```
 pub fn try_max_pool2x2<
     B: Dim,
     const H: usize,
