@@ -5,4 +5,5 @@
 pub mod data;
 pub mod figures;
 pub mod metrics;
+pub mod model;
 pub mod progress;

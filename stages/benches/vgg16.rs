@@ -1,0 +1,143 @@
+//! VGG16 base forward at 237x237, batch 8, on all cores, against a plain gemm of one big
+//! layer's size measured in the same run; then a training step (forward + backward).
+//!
+//! Run with `cargo bench -p stages --bench vgg16`. Best of 3 after a warm-up.
+
+use dfdx::prelude::*;
+use stages::model::vgg16::{Vgg16Base237, Vgg16Features};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// FLOPs of the VGG16 base per 237x237 image (2 per multiply-add, floor pooling).
+const GFLOP_PER_IMAGE: f64 = 33.46;
+const BATCH: usize = 8;
+
+fn best_of_3<R>(mut f: impl FnMut() -> R) -> f64 {
+    black_box(f()); // warm-up
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(f());
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = stages::model::init::SplitMix64::new(seed);
+    (0..n).map(|_| rng.next_unit_f32()).collect()
+}
+
+/// One gemm with all cores (gemm's own rayon parallelism), the size of block3_conv2 on a
+/// batch of 8 at 237 (59 x 59 pixels, 256 -> 256 channels, k = 9 * 256).
+fn plain_gemm_gflops() -> f64 {
+    let (m, k, n) = (BATCH * 59 * 59, 9 * 256, 256);
+    let a = pseudo_random(m * k, 1);
+    let b = pseudo_random(k * n, 2);
+    let mut c = vec![0.0f32; m * n];
+    let threads = rayon::current_num_threads();
+    let secs = best_of_3(|| {
+        // SAFETY: a is m x k, b is k x n, c is m x n, all row-major and in bounds.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(threads),
+            )
+        }
+        c[0]
+    });
+    2.0 * (m * k * n) as f64 / secs / 1e9
+}
+
+/// Times one conv layer (input `S x S x CI`, batch 8) alone, forward only.
+fn time_conv<const S: usize, const CI: usize, const CO: usize>(dev: &Cpu, name: &str) {
+    use stages::model::ops::{try_conv3x3, Activation};
+    let x = dev.tensor_from_vec(
+        pseudo_random(BATCH * S * S * CI, 4),
+        (BATCH, Const::<S>, Const::<S>, Const::<CI>),
+    );
+    let w: Tensor<Rank4<CO, CI, 3, 3>, f32, Cpu> =
+        dev.tensor_from_vec(pseudo_random(CO * CI * 9, 5), Default::default());
+    let b: Tensor<Rank1<CO>, f32, Cpu> = dev.zeros();
+    let secs = best_of_3(|| try_conv3x3(x.clone(), w.clone(), b.clone(), Activation::Relu));
+    let gflop = 2.0 * (BATCH * S * S * CI * 9 * CO) as f64 / 1e9;
+    println!(
+        "  {name:<14} {:>8.1} ms {:>7.1} GFLOP/s",
+        secs * 1e3,
+        gflop / secs
+    );
+}
+
+/// Per-layer breakdown (set VGG16_LAYERS=1): where the forward time goes.
+fn layer_breakdown(dev: &Cpu) {
+    println!("per-layer forward, batch {BATCH}:");
+    time_conv::<237, 3, 64>(dev, "block1_conv1");
+    time_conv::<237, 64, 64>(dev, "block1_conv2");
+    time_conv::<118, 64, 128>(dev, "block2_conv1");
+    time_conv::<118, 128, 128>(dev, "block2_conv2");
+    time_conv::<59, 128, 256>(dev, "block3_conv1");
+    time_conv::<59, 256, 256>(dev, "block3_conv2");
+    time_conv::<29, 256, 512>(dev, "block4_conv1");
+    time_conv::<29, 512, 512>(dev, "block4_conv2");
+    time_conv::<14, 512, 512>(dev, "block5_conv1");
+}
+
+fn main() {
+    let dev = Cpu::default();
+    let threads = rayon::current_num_threads();
+    println!("VGG16 base, 237x237x3, batch {BATCH}, {threads} threads");
+    if std::env::var_os("VGG16_LAYERS").is_some() {
+        layer_breakdown(&dev);
+    }
+    let base = Vgg16Base237 {
+        features: Vgg16Features::glorot(&dev, 0),
+    };
+    let images = pseudo_random(BATCH * 237 * 237 * 3, 3);
+    let shape = (BATCH, Const::<237>, Const::<237>, Const::<3>);
+
+    let gemm = plain_gemm_gflops();
+    let secs = best_of_3(|| {
+        let x = dev.tensor_from_vec(images.clone(), shape);
+        base.forward(x)
+    });
+    let per_image = secs / BATCH as f64;
+    let conv = GFLOP_PER_IMAGE / per_image;
+    println!("forward:   {per_image:.4} s/image, {conv:.1} GFLOP/s");
+    println!(
+        "plain gemm ({} x {} x {}): {gemm:.1} GFLOP/s",
+        BATCH * 59 * 59,
+        9 * 256,
+        256
+    );
+    println!("ratio forward / plain gemm: {:.2}", conv / gemm);
+
+    let mut grads = base.alloc_grads();
+    let train_secs = best_of_3(|| {
+        let x = dev.tensor_from_vec(images.clone(), shape);
+        let y = base.forward(x.trace(grads.clone()));
+        let g = y.mean().backward();
+        grads = g;
+        base.zero_grads(&mut grads);
+    });
+    println!(
+        "training step (forward + backward through the base, batch {BATCH}): {:.4} s/image",
+        train_secs / BATCH as f64
+    );
+}

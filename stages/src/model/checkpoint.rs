@@ -1,0 +1,243 @@
+//! Safetensors checkpoints of the whole model, and loading torchvision VGG16 weights.
+//!
+//! Layout of `model.safetensors` (all tensors f32, little-endian):
+//! - `features.{i}.weight` `[c_out, c_in, 3, 3]` (OIHW) and `features.{i}.bias` `[c_out]` for
+//!   the 13 convolutions, `i` in 0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28: exactly
+//!   torchvision's `vgg16().features` state dict, so
+//!   `features.load_state_dict(load_file(path), strict=False)` in PyTorch loads the base, and
+//!   the same weights give the same outputs there (after permuting NHWC input to NCHW).
+//! - `head.dense1.weight` `[units, 512]`, `head.dense1.bias` `[units]`, `head.dense2.weight`
+//!   `[1, units]`, `head.dense2.bias` `[1]`: PyTorch `Linear` layout (`[out, in]`).
+//! - Metadata: `format`, `image_size`, `pooling`, `units`, `dropout`, `input_layout`.
+
+use super::error::ModelError;
+use super::head::{AnyHead, HEAD_INPUTS, HEAD_TENSORS};
+use super::network::Vgg16Model;
+use super::size::{ImageSize, Pooling};
+use super::vgg16::{conv_layers, FeatureKind, Vgg16Features};
+use dfdx::prelude::*;
+use safetensors::{Dtype as StDtype, SafeTensors, View};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Value of the `format` metadata key; bump when the layout changes.
+pub const FORMAT: &str = "pipeline-vgg16/1";
+
+/// An owned f32 tensor to serialise.
+struct F32Tensor {
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl F32Tensor {
+    fn new(shape: Vec<usize>, values: &[f32]) -> Self {
+        Self {
+            shape,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+impl View for &F32Tensor {
+    fn dtype(&self) -> StDtype {
+        StDtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Reads one f32 tensor, checking presence, dtype and shape.
+fn read_f32(
+    st: &SafeTensors<'_>,
+    path: &Path,
+    name: &str,
+    expected: &[usize],
+) -> Result<Vec<f32>, ModelError> {
+    let view = st.tensor(name).map_err(|_| ModelError::MissingTensor {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+    })?;
+    if view.dtype() != StDtype::F32 {
+        return Err(ModelError::DtypeMismatch {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            found: format!("{:?}", view.dtype()),
+        });
+    }
+    if view.shape() != expected {
+        return Err(ModelError::ShapeMismatch {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            expected: expected.to_vec(),
+            found: view.shape().to_vec(),
+        });
+    }
+    Ok(view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
+    std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>, ModelError> {
+    SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+/// Sets the base from safetensors `st` in torchvision naming; other tensors are ignored.
+fn read_base(
+    features: &mut Vgg16Features<f32, Cpu>,
+    st: &SafeTensors<'_>,
+    path: &Path,
+) -> Result<(), ModelError> {
+    for (layer, conv) in conv_layers().zip(features.convs_mut()) {
+        if let FeatureKind::Conv {
+            c_in,
+            c_out,
+            weight,
+            bias,
+        } = layer.kind
+        {
+            let w = read_f32(st, path, weight, &[c_out, c_in, 3, 3])?;
+            let b = read_f32(st, path, bias, &[c_out])?;
+            conv.set(&w, &b);
+        }
+    }
+    Ok(())
+}
+
+/// Loads the 13 convolutions from a `.safetensors` file in torchvision VGG16 naming
+/// (`features.0.weight` `[64, 3, 3, 3]` f32, ...), e.g. ImageNet weights converted from
+/// `torchvision.models.vgg16(weights="IMAGENET1K_V1").features.state_dict()`.
+pub fn load_base_weights(
+    features: &mut Vgg16Features<f32, Cpu>,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let bytes = read_file(path)?;
+    read_base(features, &parse(&bytes, path)?, path)
+}
+
+/// Writes the whole model to `path` (layout in the module docs).
+pub fn save(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
+    let mut tensors: Vec<(String, F32Tensor)> = Vec::new();
+    for (layer, conv) in conv_layers().zip(model.features.convs()) {
+        if let FeatureKind::Conv {
+            c_in,
+            c_out,
+            weight,
+            bias,
+        } = layer.kind
+        {
+            tensors.push((
+                weight.to_string(),
+                F32Tensor::new(vec![c_out, c_in, 3, 3], &conv.weight_vec()),
+            ));
+            tensors.push((
+                bias.to_string(),
+                F32Tensor::new(vec![c_out], &conv.bias_vec()),
+            ));
+        }
+    }
+    for (name, shape, values) in model.head.tensors() {
+        tensors.push((name.to_string(), F32Tensor::new(shape, &values)));
+    }
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("image_size".to_string(), model.size.pixels().to_string()),
+        ("pooling".to_string(), model.pooling.name().to_string()),
+        ("units".to_string(), model.head.units().to_string()),
+        ("dropout".to_string(), model.head.dropout().to_string()),
+        (
+            "input_layout".to_string(),
+            "NHWC f32; conv weights OIHW (torchvision)".to_string(),
+        ),
+    ]);
+    safetensors::serialize_to_file(
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        Some(metadata),
+        path,
+    )
+    .map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(source) => ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => ModelError::Safetensors {
+            path: path.to_path_buf(),
+            detail: other.to_string(),
+        },
+    })
+}
+
+/// Reads a checkpoint written by [`save`].
+pub fn load(path: &Path, dev: &Cpu) -> Result<Vgg16Model, ModelError> {
+    let bytes = read_file(path)?;
+    let st = parse(&bytes, path)?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let get = |key: &str| -> Result<&String, ModelError> {
+        meta.get(key).ok_or_else(|| ModelError::Metadata {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            detail: "missing".to_string(),
+        })
+    };
+    let bad = |key: &str, detail: String| ModelError::Metadata {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        detail,
+    };
+    let format = get("format")?;
+    if format != FORMAT {
+        return Err(bad("format", format!("`{format}`, expected `{FORMAT}`")));
+    }
+    let pixels: u32 = get("image_size")?
+        .parse()
+        .map_err(|e| bad("image_size", format!("{e}")))?;
+    let size = ImageSize::from_pixels(pixels)?;
+    let pooling_name = get("pooling")?;
+    let pooling = Pooling::from_name(pooling_name)
+        .ok_or_else(|| bad("pooling", format!("unknown `{pooling_name}`")))?;
+    let units: usize = get("units")?
+        .parse()
+        .map_err(|e| bad("units", format!("{e}")))?;
+    let dropout: f32 = get("dropout")?
+        .parse()
+        .map_err(|e| bad("dropout", format!("{e}")))?;
+
+    let mut features: Vgg16Features<f32, Cpu> = BuildModule::build(dev);
+    read_base(&mut features, &st, path)?;
+    let mut head = AnyHead::glorot(dev, units, dropout, 0)?;
+    let shapes = [
+        vec![units, HEAD_INPUTS],
+        vec![units],
+        vec![1, units],
+        vec![1],
+    ];
+    let mut values: [Vec<f32>; 4] = Default::default();
+    for ((name, shape), slot) in HEAD_TENSORS.iter().zip(&shapes).zip(values.iter_mut()) {
+        *slot = read_f32(&st, path, name, shape)?;
+    }
+    head.set_tensors(&values);
+    Vgg16Model::new(size, pooling, features, head, dev.clone())
+}

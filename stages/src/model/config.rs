@@ -1,0 +1,61 @@
+//! The build-model stage's configuration, as written in the experiment file.
+
+use super::size::Pooling;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Where the base's initial weights come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// Keras defaults from the config's seed: Glorot-uniform kernels, zero biases.
+    Random,
+    /// A `.safetensors` file in torchvision VGG16 naming (see [`super::checkpoint`]).
+    File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for Weights {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(if s == "random" {
+            Weights::Random
+        } else {
+            Weights::File(PathBuf::from(s))
+        })
+    }
+}
+
+/// `[stages.build_model]` (or wherever the engine puts it).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Input side length; one of [`super::size::ImageSize::SUPPORTED`].
+    pub image_size: u32,
+    /// `"random"` or a path to a torchvision-named `.safetensors` file.
+    pub weights: Weights,
+    /// Seed of the random initialisation (the head is always initialised from it).
+    pub seed: u64,
+    pub head: HeadConfig,
+}
+
+/// The classification head.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadConfig {
+    /// Hidden width of the first dense layer (the seed: 64).
+    pub units: usize,
+    /// Dropout rate after it (the seed: 0.2).
+    pub dropout: f32,
+    /// `"avg4"` (the seed) or `"global"`.
+    pub pooling: Pooling,
+}
+
+impl ModelConfig {
+    /// Resolves a relative weights path against `data_root` (absolute paths stay as they are).
+    pub fn resolve_weights(&mut self, data_root: &Path) {
+        if let Weights::File(p) = &mut self.weights {
+            if p.is_relative() {
+                *p = data_root.join(&*p);
+            }
+        }
+    }
+}
