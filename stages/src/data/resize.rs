@@ -196,7 +196,10 @@ fn horizontal_any(
 
 /// Resizes an interleaved `width x height x channels` 8-bit image to `out_w x out_h`.
 ///
-/// `src.len()` must be `width * height * channels`; zero-sized inputs give a black image.
+/// Zero-sized inputs give a black image.
+///
+/// # Panics
+/// If `src.len() != width * height * channels` (a caller bug: decoders return exactly that).
 pub fn resize_u8(
     src: &[u8],
     width: usize,
@@ -205,7 +208,12 @@ pub fn resize_u8(
     out_w: usize,
     out_h: usize,
 ) -> Vec<u8> {
-    if width == 0 || height == 0 || src.len() != width * height * channels {
+    assert_eq!(
+        src.len(),
+        width * height * channels,
+        "resize_u8: buffer does not hold {width}x{height}x{channels} bytes"
+    );
+    if width == 0 || height == 0 {
         return vec![0; out_w * out_h * channels];
     }
     let vert = coeffs(height, out_h);
