@@ -54,6 +54,8 @@ pub enum LoadError {
     BadPath { path: String },
     #[error("folder {path} does not exist")]
     MissingDir { path: PathBuf },
+    #[error("file {path} does not exist")]
+    MissingFile { path: PathBuf },
     #[error("cannot list folder {path}: {source}")]
     ReadDir {
         path: PathBuf,
@@ -275,6 +277,11 @@ fn plan(cfg: &LoadConfig, data_root: &Path, read_arrays: bool) -> Result<Plan, L
                 let labels_rel = sources::relative(&[&src.labels])?;
                 let images = data_root.join(&images_rel);
                 let labels = data_root.join(&labels_rel);
+                for path in [&images, &labels] {
+                    if !path.is_file() {
+                        return Err(LoadError::MissingFile { path: path.clone() });
+                    }
+                }
                 plan.inputs.push(images.clone());
                 plan.inputs.push(labels.clone());
                 if read_arrays {

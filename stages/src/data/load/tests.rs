@@ -582,6 +582,13 @@ fn npy_source_round_trip_and_resize() {
         ))
         .unwrap()
     };
+    std::fs::rename(root.path().join("Y.npy"), root.path().join("Y0.npy")).unwrap();
+    let err = input_files(&cfg(10), root.path()).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::MissingFile { path } if path.ends_with("Y.npy")),
+        "{err}"
+    );
+    std::fs::rename(root.path().join("Y0.npy"), root.path().join("Y.npy")).unwrap();
     let files = input_files(&cfg(10), root.path()).unwrap();
     assert_eq!(
         files,
