@@ -326,6 +326,20 @@ mod tests {
     }
 
     #[test]
+    fn config_from_toml() {
+        let cfg: SplitConfig = toml::from_str("").unwrap();
+        assert_eq!(cfg, SplitConfig::default());
+        assert_eq!(
+            (cfg.test_fraction, cfg.seed, cfg.stratify),
+            (0.2, 40, false)
+        );
+        let cfg: SplitConfig = toml::from_str("test_fraction = 0.3\nstratify = true").unwrap();
+        assert_eq!((cfg.test_fraction, cfg.stratify), (0.3, true));
+        let err = toml::from_str::<SplitConfig>("test_size = 0.2").unwrap_err();
+        assert!(err.to_string().contains("test_size"), "{err}");
+    }
+
+    #[test]
     fn bad_fractions_are_errors() {
         let l = labels(3, 3);
         for f in [0.0, 1.0, -0.1, f64::NAN] {
