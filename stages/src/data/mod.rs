@@ -3,7 +3,7 @@
 mod decode;
 pub mod load;
 pub mod normalize;
-mod resize;
+pub mod resize;
 pub mod split;
 
 pub use decode::{load_image, DecodeError};

@@ -185,6 +185,17 @@ mod tests {
     }
 
     #[test]
+    fn config_from_toml() {
+        let cfg: NormalizeConfig = toml::from_str("mode = \"caffe\"").unwrap();
+        assert_eq!(cfg.mode, NormalizeMode::Caffe);
+        let cfg: NormalizeConfig = toml::from_str("").unwrap();
+        assert_eq!(cfg.mode, NormalizeMode::Scale);
+        assert!(toml::from_str::<NormalizeConfig>("mode = \"zscore\"").is_err());
+        let err = toml::from_str::<NormalizeConfig>("mod = \"scale\"").unwrap_err();
+        assert!(err.to_string().contains("mod"), "{err}");
+    }
+
+    #[test]
     fn wrong_shape_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("bad.npy");

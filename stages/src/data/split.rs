@@ -77,6 +77,8 @@ pub enum SplitError {
     },
     #[error("cannot write {path}: {source}")]
     WriteCsv { path: PathBuf, source: csv::Error },
+    #[error("split refers to row {row} but only {labels} labels were given")]
+    Mismatch { row: usize, labels: usize },
 }
 
 /// A partition of row indices.
@@ -227,11 +229,13 @@ pub fn write_split(split: &Split, labels: &[u8], out_dir: &Path) -> Result<(), S
         source,
     };
     let mut side = vec![""; labels.len()];
-    for &r in &split.train {
-        side[r] = "train";
-    }
-    for &r in &split.test {
-        side[r] = "test";
+    for (rows, name) in [(&split.train, "train"), (&split.test, "test")] {
+        for &row in rows {
+            *side.get_mut(row).ok_or(SplitError::Mismatch {
+                row,
+                labels: labels.len(),
+            })? = name;
+        }
     }
     let mut w = csv::Writer::from_path(&path).map_err(err)?;
     w.write_record(["row", "side", "label"]).map_err(err)?;
@@ -322,6 +326,20 @@ mod tests {
     }
 
     #[test]
+    fn config_from_toml() {
+        let cfg: SplitConfig = toml::from_str("").unwrap();
+        assert_eq!(cfg, SplitConfig::default());
+        assert_eq!(
+            (cfg.test_fraction, cfg.seed, cfg.stratify),
+            (0.2, 40, false)
+        );
+        let cfg: SplitConfig = toml::from_str("test_fraction = 0.3\nstratify = true").unwrap();
+        assert_eq!((cfg.test_fraction, cfg.stratify), (0.3, true));
+        let err = toml::from_str::<SplitConfig>("test_size = 0.2").unwrap_err();
+        assert!(err.to_string().contains("test_size"), "{err}");
+    }
+
+    #[test]
     fn bad_fractions_are_errors() {
         let l = labels(3, 3);
         for f in [0.0, 1.0, -0.1, f64::NAN] {
@@ -359,5 +377,10 @@ mod tests {
         let side = if s.test.contains(&0) { "test" } else { "train" };
         assert_eq!(lines[1], format!("0,{side},1"));
         assert_eq!(lines[10].rsplit(',').next(), Some("0"));
+        let err = write_split(&s, &l[..5], dir.path()).unwrap_err();
+        assert!(
+            matches!(err, SplitError::Mismatch { labels: 5, .. }),
+            "{err}"
+        );
     }
 }

@@ -85,7 +85,7 @@ pub struct CohenSource {
     /// The column holding each row's file name.
     #[serde(default = "default_filename_column")]
     pub filename_column: String,
-    /// Column = value (exact match) or column = [values] (any of them); all must hold.
+    /// `column = "value"` (exact match) or `column = ["a", "b"]` (any of them); all must hold.
     #[serde(default)]
     pub filters: BTreeMap<String, FilterValue>,
     /// File name endings to leave out, compared case-insensitively (e.g. `".gz"`).

@@ -179,6 +179,22 @@ fn real_load_counts_shapes_labels() {
         std::fs::read_to_string(out.path().join("skipped.csv")).unwrap(),
         "path,reason\n"
     );
+
+    // The seed's split of these labels: 55 test rows, the same on 1 and 2 threads.
+    let labels = crate::data::split::read_labels(&out.path().join("labels.npy")).unwrap();
+    let cfg = crate::data::split::SplitConfig::default();
+    let on = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| crate::data::split::split(&labels, &cfg).unwrap())
+    };
+    let (one, two) = (on(1), on(2));
+    assert_eq!(one, two);
+    assert_eq!((one.train.len(), one.test.len()), (220, 55));
+    assert_eq!(one.counts.test.values().sum::<usize>(), 55);
+    assert_eq!(one.counts.train[&0] + one.counts.test[&0], 100);
 }
 
 /// Pillow 13.0.0 reference values: `np.array(Image.open(p).resize((237, 237)).convert("RGB"))`
@@ -566,6 +582,13 @@ fn npy_source_round_trip_and_resize() {
         ))
         .unwrap()
     };
+    std::fs::rename(root.path().join("Y.npy"), root.path().join("Y0.npy")).unwrap();
+    let err = input_files(&cfg(10), root.path()).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::MissingFile { path } if path.ends_with("Y.npy")),
+        "{err}"
+    );
+    std::fs::rename(root.path().join("Y0.npy"), root.path().join("Y.npy")).unwrap();
     let files = input_files(&cfg(10), root.path()).unwrap();
     assert_eq!(
         files,
