@@ -186,6 +186,12 @@ fn output_changes(old: &RunRecord, new: &RunRecord) -> Vec<OutputChange> {
         };
         let names: BTreeSet<&String> = s.outputs.keys().chain(o.outputs.keys()).collect();
         for name in names {
+            let volatile = [s.outputs.get(name), o.outputs.get(name)]
+                .iter()
+                .any(|r| r.is_some_and(|r| r.volatile));
+            if volatile {
+                continue;
+            }
             let a = o.outputs.get(name).map(|r| r.blake3.clone());
             let b = s.outputs.get(name).map(|r| r.blake3.clone());
             if a != b {

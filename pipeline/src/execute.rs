@@ -395,6 +395,7 @@ impl Runner<'_> {
                     size: file.size,
                     blake3: file.blake3.clone(),
                     published,
+                    volatile: output.volatile,
                 },
             );
         }

@@ -70,6 +70,9 @@ pub struct OutputSpec {
     /// Whether the bytes depend on floating-point rounding, which another instruction set
     /// (AVX2 vs AVX-512) may change; lock files compare such outputs through metrics there.
     pub floats: bool,
+    /// Whether the bytes may differ between identical executions (wall-clock timings), so
+    /// reproducibility checks leave the file out. Its numbers that matter belong in metrics.
+    pub volatile: bool,
 }
 
 impl OutputSpec {
@@ -79,7 +82,14 @@ impl OutputSpec {
             file: file.to_string(),
             publish,
             floats: false,
+            volatile: false,
         }
+    }
+
+    /// Marks the output as holding timings or other values that differ run to run.
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
     }
 
     /// Marks the output as floating-point data.

@@ -107,6 +107,7 @@ pub fn from_run(exp: &Experiment, run: &RunRecord, experiment_file_name: &str) -
                 outputs: s
                     .outputs
                     .iter()
+                    .filter(|(_, o)| !o.volatile)
                     .map(|(name, o)| {
                         let floats = exp
                             .stage(&s.name)

@@ -137,6 +137,9 @@ pub struct OutputRecord {
     /// The file's path in the run directory, when the stage publishes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<String>,
+    /// Timings and the like: allowed to differ between identical executions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub volatile: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

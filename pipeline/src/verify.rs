@@ -108,6 +108,7 @@ pub fn compare(recorded: &RunRecord, fresh: &RunRecord) -> Vec<StageVerdict> {
             let different = s
                 .outputs
                 .iter()
+                .filter(|(_, out)| !out.volatile)
                 .filter(|(name, out)| old_outputs.get(name) != Some(&&out.blake3))
                 .map(|(name, out)| format!("{name} ({})", out.file))
                 .collect();

@@ -2,8 +2,13 @@
 //! metrics and figures. Plain functions and types; this crate knows nothing of the engine
 //! that schedules and caches them.
 
+pub mod arrays;
 pub mod data;
+pub mod evaluate;
+pub mod features;
 pub mod figures;
 pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod progress;
+pub mod train;

@@ -3,6 +3,8 @@
 //! domain's config type, calls the domain function, and reports back.
 
 mod data;
+mod evaluate;
+mod model;
 
 use serde::de::DeserializeOwned;
 
@@ -16,6 +18,11 @@ pub fn registry() -> Registry {
     r.add(Box::new(data::Load));
     r.add(Box::new(data::Normalize));
     r.add(Box::new(data::Split));
+    r.add(Box::new(model::Model));
+    r.add(Box::new(model::Features));
+    r.add(Box::new(model::Train));
+    r.add(Box::new(evaluate::Evaluate));
+    r.add(Box::new(evaluate::Plot));
     r
 }
 

@@ -114,7 +114,7 @@ fn below_or_eq(rng: &mut ChaCha8Rng, max: u64) -> u64 {
     }
 }
 
-fn shuffle(items: &mut [usize], rng: &mut ChaCha8Rng) {
+pub(crate) fn shuffle(items: &mut [usize], rng: &mut ChaCha8Rng) {
     for i in (1..items.len()).rev() {
         let j = below_or_eq(rng, i as u64) as usize;
         items.swap(i, j);

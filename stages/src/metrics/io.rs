@@ -206,23 +206,33 @@ pub fn read_roc_csv(path: &Path) -> Result<RocCurve, MetricsError> {
 }
 
 /// Writes `predictions.csv`, predicting at `threshold` (see [`super::predicted_label`]).
+/// `images` names each row's source image (its path under the data root).
 pub fn write_predictions_csv(
     labels: &[u8],
     probabilities: &[f32],
+    images: &[String],
     threshold: f32,
     path: &Path,
 ) -> Result<(), MetricsError> {
     super::validate(labels, probabilities)?;
+    if images.len() != labels.len() {
+        return Err(MetricsError::LengthMismatch {
+            labels: images.len(),
+            probabilities: labels.len(),
+        });
+    }
     write_rows(
         path,
-        &["index", "true_label", "probability", "predicted_label"],
+        &PREDICTIONS_HEADER,
         labels
             .iter()
             .zip(probabilities)
+            .zip(images)
             .enumerate()
-            .map(|(i, (&label, &p))| {
+            .map(|(i, ((&label, &p), image))| {
                 vec![
                     i.to_string(),
+                    image.clone(),
                     CLASS_NAMES[usize::from(label)].to_owned(),
                     p.to_string(),
                     CLASS_NAMES[usize::from(super::predicted_label(p, threshold))].to_owned(),
@@ -231,11 +241,18 @@ pub fn write_predictions_csv(
     )
 }
 
+const PREDICTIONS_HEADER: [&str; 5] = [
+    "index",
+    "image",
+    "true_label",
+    "probability",
+    "predicted_label",
+];
+
 /// Reads `predictions.csv` back; rows must be numbered 0, 1, 2, ... and hold valid values.
 pub fn read_predictions_csv(path: &Path) -> Result<Predictions, MetricsError> {
-    let header = ["index", "true_label", "probability", "predicted_label"];
     let mut predictions = Predictions::default();
-    for (line, row) in read_rows(path, &header)? {
+    for (line, row) in read_rows(path, &PREDICTIONS_HEADER)? {
         let expected = predictions.labels.len();
         if row[0] != expected.to_string() {
             return Err(content(
@@ -246,15 +263,15 @@ pub fn read_predictions_csv(path: &Path) -> Result<Predictions, MetricsError> {
                 ),
             ));
         }
-        let label = class_index(path, line, &row[1])?;
-        let probability = row[2]
+        let label = class_index(path, line, &row[2])?;
+        let probability = row[3]
             .parse::<f32>()
             .ok()
             .filter(|p| (0.0..=1.0).contains(p))
             .ok_or_else(|| {
                 content(
                     path,
-                    format!("line {line}: probability {:?} is not in [0, 1]", row[2]),
+                    format!("line {line}: probability {:?} is not in [0, 1]", row[3]),
                 )
             })?;
         predictions.labels.push(label as u8);
@@ -424,13 +441,14 @@ mod tests {
         let path = dir.path().join(PREDICTIONS_CSV);
         let labels = [1, 0, 1];
         let probabilities = [0.987_654_3, 0.5, 0.1];
-        write_predictions_csv(&labels, &probabilities, 0.5, &path).unwrap();
+        let images: Vec<String> = (0..labels.len()).map(|i| format!("img{i}.png")).collect();
+        write_predictions_csv(&labels, &probabilities, &images, 0.5, &path).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            "index,true_label,probability,predicted_label\n\
-             0,COVID,0.9876543,COVID\n\
-             1,NORMAL,0.5,NORMAL\n\
-             2,COVID,0.1,NORMAL\n"
+            "index,image,true_label,probability,predicted_label\n\
+             0,img0.png,COVID,0.9876543,COVID\n\
+             1,img1.png,NORMAL,0.5,NORMAL\n\
+             2,img2.png,COVID,0.1,NORMAL\n"
         );
         let read = read_predictions_csv(&path).unwrap();
         assert_eq!(read.labels, labels);
@@ -438,7 +456,7 @@ mod tests {
 
         std::fs::write(
             &path,
-            "index,true_label,probability,predicted_label\n0,COVID,1.5,COVID\n",
+            "index,image,true_label,probability,predicted_label\n0,a.png,COVID,1.5,COVID\n",
         )
         .unwrap();
         let error = read_predictions_csv(&path).unwrap_err().to_string();
@@ -446,7 +464,7 @@ mod tests {
             error.contains("predictions.csv") && error.contains("line 2"),
             "{error}"
         );
-        assert!(write_predictions_csv(&[2], &[0.5], 0.5, &path).is_err());
+        assert!(write_predictions_csv(&[2], &[0.5], &["x".into()], 0.5, &path).is_err());
     }
 
     #[test]

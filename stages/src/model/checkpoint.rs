@@ -134,9 +134,9 @@ pub fn load_base_weights(
     read_base(features, &parse(&bytes, path)?, path)
 }
 
-/// Writes the whole model to `path` (layout in the module docs).
-pub fn save(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
-    let mut tensors: Vec<(String, F32Tensor)> = Vec::new();
+/// The 13 convolutions' tensors in torchvision naming.
+fn base_tensors(model: &Vgg16Model) -> Vec<(String, F32Tensor)> {
+    let mut tensors = Vec::new();
     for (layer, conv) in conv_layers().zip(model.features.convs()) {
         if let FeatureKind::Conv {
             c_in,
@@ -155,6 +155,12 @@ pub fn save(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
             ));
         }
     }
+    tensors
+}
+
+/// Writes the whole model to `path` (layout in the module docs).
+pub fn save(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
+    let mut tensors = base_tensors(model);
     for (name, shape, values) in model.head.tensors() {
         tensors.push((name.to_string(), F32Tensor::new(shape, &values)));
     }
@@ -169,6 +175,61 @@ pub fn save(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
             "NHWC f32; conv weights OIHW (torchvision)".to_string(),
         ),
     ]);
+    write(&tensors, metadata, path)
+}
+
+/// Writes only what the frozen-feature pass depends on: the base in torchvision naming, with
+/// the input size and pooling in the metadata. A change of the head leaves these bytes, and
+/// so every feature computed from them, unchanged.
+pub fn save_base(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("image_size".to_string(), model.size.pixels().to_string()),
+        ("pooling".to_string(), model.pooling.name().to_string()),
+    ]);
+    write(&base_tensors(model), metadata, path)
+}
+
+/// Reads a file written by [`save_base`]: the base, and the input size and pooling it was
+/// built for.
+pub fn load_base(
+    path: &Path,
+    dev: &Cpu,
+) -> Result<(Vgg16Features<f32, Cpu>, ImageSize, Pooling), ModelError> {
+    let bytes = read_file(path)?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let field = |name: &str| {
+        meta.get(name).cloned().ok_or_else(|| ModelError::Safetensors {
+            path: path.to_path_buf(),
+            detail: format!("metadata `{name}` is missing"),
+        })
+    };
+    let pixels: u32 = field("image_size")?
+        .parse()
+        .map_err(|_| ModelError::Safetensors {
+            path: path.to_path_buf(),
+            detail: "metadata `image_size` is not a number".into(),
+        })?;
+    let size = ImageSize::from_pixels(pixels)?;
+    let pooling_name = field("pooling")?;
+    let pooling = Pooling::from_name(&pooling_name).ok_or_else(|| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        detail: format!("unknown pooling `{pooling_name}` in the metadata"),
+    })?;
+    let mut features: Vgg16Features<f32, Cpu> = BuildModule::build(dev);
+    read_base(&mut features, &parse(&bytes, path)?, path)?;
+    Ok((features, size, pooling))
+}
+
+fn write(
+    tensors: &[(String, F32Tensor)],
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<(), ModelError> {
     safetensors::serialize_to_file(
         tensors.iter().map(|(n, t)| (n.as_str(), t)),
         Some(metadata),

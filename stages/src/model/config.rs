@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 pub enum Weights {
     /// Keras defaults from the config's seed: Glorot-uniform kernels, zero biases.
     Random,
+    /// He-uniform kernels, zero biases: random features that keep their scale (`"random-he"`).
+    RandomHe,
     /// A `.safetensors` file in torchvision VGG16 naming (see [`super::checkpoint`]).
     File(PathBuf),
 }
@@ -16,10 +18,10 @@ pub enum Weights {
 impl<'de> Deserialize<'de> for Weights {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Ok(if s == "random" {
-            Weights::Random
-        } else {
-            Weights::File(PathBuf::from(s))
+        Ok(match s.as_str() {
+            "random" => Weights::Random,
+            "random-he" => Weights::RandomHe,
+            _ => Weights::File(PathBuf::from(s)),
         })
     }
 }

@@ -58,6 +58,17 @@ pub fn conv_kernel(seed: u64, name: &str, c_in: usize, c_out: usize) -> Vec<f32>
     glorot_uniform(seed, name, c_out * c_in * 9, 9 * c_in, 9 * c_out)
 }
 
+/// He-uniform OIHW conv kernel (limit `sqrt(6 / fan_in)`, fan_in = `9 c_in`). Unlike
+/// Glorot, it keeps the activations' scale through 13 ReLU layers, so a randomly initialised
+/// base still gives features of usable size (Glorot shrinks them about 1000-fold).
+pub fn conv_kernel_he(seed: u64, name: &str, c_in: usize, c_out: usize) -> Vec<f32> {
+    let limit = (6.0 / (9 * c_in) as f64).sqrt() as f32;
+    let mut rng = SplitMix64::new(stream_seed(seed, name));
+    (0..c_out * c_in * 9)
+        .map(|_| (rng.next_unit_f32() * 2.0 - 1.0) * limit)
+        .collect()
+}
+
 /// Glorot-uniform dense kernel in PyTorch `Linear` layout `[out, in]`.
 pub fn dense_kernel(seed: u64, name: &str, inputs: usize, outputs: usize) -> Vec<f32> {
     glorot_uniform(seed, name, outputs * inputs, inputs, outputs)

@@ -39,6 +39,7 @@ impl Vgg16Model {
         let head = AnyHead::glorot(&dev, cfg.head.units, cfg.head.dropout, cfg.seed)?;
         let features = match &cfg.weights {
             Weights::Random => Vgg16Features::glorot(&dev, cfg.seed),
+            Weights::RandomHe => Vgg16Features::he(&dev, cfg.seed),
             Weights::File(path) => {
                 let mut f: Vgg16Features<f32, Cpu> = BuildModule::build(&dev);
                 checkpoint::load_base_weights(&mut f, path)?;
@@ -59,6 +60,10 @@ pub fn build_model(cfg: &ModelConfig, out_dir: &Path) -> Result<ModelReport, Mod
     let weights = match &cfg.weights {
         Weights::Random => format!(
             "random (Glorot-uniform kernels, zero biases, seed {})",
+            cfg.seed
+        ),
+        Weights::RandomHe => format!(
+            "random (He-uniform kernels, zero biases, seed {})",
             cfg.seed
         ),
         Weights::File(p) => format!("base from {}", p.display()),

@@ -260,6 +260,15 @@ impl Vgg16Features<f32, Cpu> {
     /// Keras-default initialisation from `seed`: Glorot-uniform kernels, zero biases
     /// (see [`super::init`]).
     pub fn glorot(dev: &Cpu, seed: u64) -> Self {
+        Self::random(dev, seed, super::init::conv_kernel)
+    }
+
+    /// He-uniform kernels, zero biases (see [`super::init::conv_kernel_he`]).
+    pub fn he(dev: &Cpu, seed: u64) -> Self {
+        Self::random(dev, seed, super::init::conv_kernel_he)
+    }
+
+    fn random(dev: &Cpu, seed: u64, kernel: fn(u64, &str, usize, usize) -> Vec<f32>) -> Self {
         let mut f: Self = BuildModule::build(dev);
         for (layer, conv) in conv_layers().zip(f.convs_mut()) {
             if let FeatureKind::Conv {
@@ -270,7 +279,7 @@ impl Vgg16Features<f32, Cpu> {
             } = layer.kind
             {
                 conv.set(
-                    &super::init::conv_kernel(seed, weight, c_in, c_out),
+                    &kernel(seed, weight, c_in, c_out),
                     &vec![0.0; c_out],
                 );
             }

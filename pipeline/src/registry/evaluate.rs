@@ -1,0 +1,109 @@
+//! Adapters for the result stages: `evaluate` (metrics) and `plot` (figures).
+
+use stages::evaluate::{self, EvaluateInputs};
+use stages::plot::{self, PlotInputs, FIGURES};
+
+use crate::kind::{
+    InputSlots, OutputSpec, ParamDefault, ParamSpec, ParamType, Params, StageContext,
+    StageError, StageKind, StageReport,
+};
+
+const THRESHOLD: ParamSpec = ParamSpec {
+    name: "threshold",
+    ty: ParamType::Float,
+    default: ParamDefault::Float(0.5),
+    help: "probability above which an image is called COVID",
+};
+
+pub struct Evaluate;
+
+impl StageKind for Evaluate {
+    fn name(&self) -> &'static str {
+        "evaluate"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "test loss, accuracy, confusion matrix, classification report, ROC AUC, Wilson intervals"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &[THRESHOLD]
+    }
+    fn inputs(&self) -> InputSlots {
+        InputSlots::Fixed(&["model", "features", "labels", "test", "index"])
+    }
+    fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
+        [
+            ("metrics", "metrics.csv"),
+            ("confusion", "confusion.csv"),
+            ("report", "classification_report.csv"),
+            ("roc", "roc.csv"),
+            ("predictions", "predictions.csv"),
+        ]
+        .iter()
+        .map(|(name, file)| OutputSpec::new(name, file, true).floats())
+        .collect()
+    }
+    fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
+        let inputs = EvaluateInputs {
+            model: ctx.input("model")?,
+            features: ctx.input("features")?,
+            labels: ctx.input("labels")?,
+            test_index: ctx.input("test")?,
+            index: ctx.input("index")?,
+        };
+        let threshold = ctx.params.float("threshold")? as f32;
+        let evaluation =
+            evaluate::run(&inputs, threshold, ctx.out_dir).map_err(StageError::domain)?;
+        let mut report = StageReport::default();
+        for (name, value) in evaluation.scalars() {
+            // NaN (an undefined AUC, say) stays out of the headline numbers; metrics.csv has it.
+            if value.is_finite() {
+                report.metrics.insert(name.to_string(), value);
+            }
+        }
+        Ok(report)
+    }
+}
+
+pub struct Plot;
+
+impl StageKind for Plot {
+    fn name(&self) -> &'static str {
+        "plot"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "accuracy, loss, confusion, ROC and prediction-grid figures (PNG and SVG)"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &[THRESHOLD]
+    }
+    fn inputs(&self) -> InputSlots {
+        InputSlots::Fixed(&["history", "predictions", "roc", "images", "test"])
+    }
+    fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
+        FIGURES
+            .iter()
+            .flat_map(|stem| {
+                ["png", "svg"]
+                    .map(|ext| OutputSpec::new(&format!("{stem}_{ext}"), &format!("{stem}.{ext}"), true))
+            })
+            .collect()
+    }
+    fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
+        let inputs = PlotInputs {
+            history: ctx.input("history")?,
+            predictions: ctx.input("predictions")?,
+            roc: ctx.input("roc")?,
+            images: ctx.input("images")?,
+            test_index: ctx.input("test")?,
+        };
+        let threshold = ctx.params.float("threshold")? as f32;
+        plot::run(&inputs, threshold, ctx.out_dir).map_err(StageError::domain)?;
+        Ok(StageReport::default())
+    }
+}

@@ -1,0 +1,106 @@
+//! The evaluate stage: the trained model's predictions on the test rows, and every metric of
+//! [`crate::metrics`] written as CSV.
+
+use std::path::Path;
+
+use crate::arrays::{self, ArrayError};
+use crate::metrics::io::{write_all, write_predictions_csv, PREDICTIONS_CSV};
+use crate::metrics::{Evaluation, MetricsError};
+use crate::model::head::{sigmoid, HEAD_INPUTS};
+use crate::model::{checkpoint, ModelError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error(transparent)]
+    Array(#[from] ArrayError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("{path}: {message}")]
+    Index { path: String, message: String },
+}
+
+pub struct EvaluateInputs<'a> {
+    /// The trained checkpoint.
+    pub model: &'a Path,
+    pub features: &'a Path,
+    pub labels: &'a Path,
+    pub test_index: &'a Path,
+    /// The load stage's `index.csv`, to name each test image.
+    pub index: &'a Path,
+}
+
+/// Writes `metrics.csv`, `confusion.csv`, `classification_report.csv`, `roc.csv` and
+/// `predictions.csv` into `out_dir`, and returns the evaluation.
+pub fn run(
+    inputs: &EvaluateInputs,
+    threshold: f32,
+    out_dir: &Path,
+) -> Result<Evaluation, EvaluateError> {
+    let dev = dfdx::tensor::Cpu::default();
+    let model = checkpoint::load(inputs.model, &dev)?;
+    let (shape, features) = arrays::read_f32(inputs.features)?;
+    let labels = arrays::read_labels(inputs.labels)?;
+    let rows = arrays::read_index(inputs.test_index)?;
+    let names = image_names(inputs.index)?;
+    if shape.len() != 2 || shape[1] != HEAD_INPUTS || shape[0] != labels.len() {
+        return Err(ArrayError::Shape {
+            path: inputs.features.to_path_buf(),
+            shape,
+            expected: format!("{} x {HEAD_INPUTS}", labels.len()),
+        }
+        .into());
+    }
+    let mut x = Vec::with_capacity(rows.len() * HEAD_INPUTS);
+    let mut y = Vec::with_capacity(rows.len());
+    let mut images = Vec::with_capacity(rows.len());
+    for &r in &rows {
+        let (Some(&label), Some(name)) = (labels.get(r), names.get(r)) else {
+            return Err(EvaluateError::Index {
+                path: inputs.test_index.display().to_string(),
+                message: format!("row {r} is out of range for {} images", labels.len()),
+            });
+        };
+        x.extend_from_slice(&features[r * HEAD_INPUTS..(r + 1) * HEAD_INPUTS]);
+        y.push(label);
+        images.push(name.clone());
+    }
+    let probabilities: Vec<f32> = model
+        .head
+        .logits(&model.dev, &x, rows.len())?
+        .into_iter()
+        .map(sigmoid)
+        .collect();
+    let evaluation = Evaluation::compute(&y, &probabilities, threshold)?;
+    write_all(&evaluation, out_dir)?;
+    write_predictions_csv(
+        &y,
+        &probabilities,
+        &images,
+        threshold,
+        &out_dir.join(PREDICTIONS_CSV),
+    )?;
+    Ok(evaluation)
+}
+
+/// The `path` column of the load stage's `index.csv`, by row.
+fn image_names(index: &Path) -> Result<Vec<String>, EvaluateError> {
+    let err = |message: String| EvaluateError::Index {
+        path: index.display().to_string(),
+        message,
+    };
+    let mut reader = csv::Reader::from_path(index).map_err(|e| err(e.to_string()))?;
+    let headers = reader.headers().map_err(|e| err(e.to_string()))?.clone();
+    let column = headers
+        .iter()
+        .position(|h| h == "path")
+        .ok_or_else(|| err("no `path` column".into()))?;
+    reader
+        .records()
+        .map(|r| {
+            r.map_err(|e| err(e.to_string()))
+                .map(|rec| rec.get(column).unwrap_or_default().to_string())
+        })
+        .collect()
+}

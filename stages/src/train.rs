@@ -1,0 +1,331 @@
+//! Training the classification head on frozen VGG16 features, with Keras' `fit` semantics.
+//!
+//! When the base is frozen and no augmentation is applied, the base's output for an image never
+//! changes during training, so computing it once and training the head on it gives exactly
+//! the model that running the whole network every epoch would give; only faster.
+//!
+//! Keras semantics kept: `validation_fraction` takes the LAST fraction of the training rows,
+//! before any shuffling; the remaining rows are reshuffled every epoch (from the run's seed);
+//! dropout is active in training only; the reported training loss and accuracy are the means
+//! over the epoch's batches as they were trained, weighted by batch size.
+
+use std::time::Instant;
+
+use dfdx::optim::{Adam, AdamConfig};
+use dfdx::prelude::*;
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+
+use std::path::Path;
+
+use crate::arrays::{self, ArrayError};
+use crate::data::split::shuffle;
+use crate::metrics::{EpochRecord, History};
+use crate::model::head::{with_head, HeadNet, HEAD_INPUTS};
+use crate::model::{checkpoint, ModelError, Vgg16Model};
+use crate::progress::Progress;
+
+/// `[stages.train]` parameters.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Keras' default is 1e-7 (PyTorch's 1e-8).
+    pub epsilon: f64,
+    pub validation_fraction: f64,
+    pub seed: u64,
+    /// Only `true` is trained here: the head on precomputed features.
+    pub freeze_base: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("the loss became {value} at epoch {epoch}, batch {batch}: lower the learning rate or check the inputs")]
+    NonFinite { epoch: usize, batch: usize, value: f32 },
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Array(#[from] ArrayError),
+    #[error("cannot write {path}: {message}")]
+    Write { path: String, message: String },
+    #[error("tensor error: {0}")]
+    Tensor(String),
+}
+
+impl From<dfdx::tensor::CpuError> for TrainError {
+    fn from(e: dfdx::tensor::CpuError) -> Self {
+        TrainError::Tensor(format!("{e:?}"))
+    }
+}
+
+/// Rows used for fitting and for validation, Keras' way.
+pub fn validation_split(rows: &[usize], fraction: f64) -> (Vec<usize>, Vec<usize>) {
+    let split_at = ((rows.len() as f64) * (1.0 - fraction)).floor() as usize;
+    let split_at = split_at.clamp(0, rows.len());
+    (rows[..split_at].to_vec(), rows[split_at..].to_vec())
+}
+
+/// Mean binary cross-entropy and accuracy of logits against 0/1 targets, computed stably
+/// from the logit: `max(x, 0) - x y + ln(1 + e^-|x|)`.
+pub fn loss_and_accuracy(logits: &[f32], targets: &[f32]) -> (f64, f64) {
+    let mut loss = 0.0f64;
+    let mut right = 0usize;
+    for (&x, &y) in logits.iter().zip(targets) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        loss += x.max(0.0) - x * y + (-x.abs()).exp().ln_1p();
+        if (x > 0.0) == (y > 0.5) {
+            right += 1;
+        }
+    }
+    let n = logits.len().max(1) as f64;
+    (loss / n, right as f64 / n)
+}
+
+/// Trains `model.head` on the features of `train_rows` (`features` is `[n, 512]` for all
+/// rows, `labels` their 0/1 labels). Returns the per-epoch history.
+pub fn train_head(
+    model: &mut Vgg16Model,
+    features: &[f32],
+    labels: &[u8],
+    train_rows: &[usize],
+    cfg: &TrainConfig,
+    progress: &dyn Progress,
+) -> Result<History, TrainError> {
+    if !cfg.freeze_base {
+        return Err(TrainError::Config(
+            "freeze_base = false (fine-tuning the whole VGG16) is not available yet; the head is trained on frozen features".into(),
+        ));
+    }
+    if cfg.batch_size == 0 || cfg.epochs == 0 {
+        return Err(TrainError::Config("epochs and batch_size must be at least 1".into()));
+    }
+    if !(0.0..1.0).contains(&cfg.validation_fraction) {
+        return Err(TrainError::Config(format!(
+            "validation_fraction must be in [0, 1), not {}",
+            cfg.validation_fraction
+        )));
+    }
+    let dev = Cpu::seed_from_u64(cfg.seed);
+    let ctx = Data { features, labels, dev: &dev };
+    with_head!(&mut model.head, h => fit(h, &ctx, train_rows, cfg, progress))
+}
+
+struct Data<'a> {
+    features: &'a [f32],
+    labels: &'a [u8],
+    dev: &'a Cpu,
+}
+
+impl Data<'_> {
+    fn gather(&self, rows: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let mut x = Vec::with_capacity(rows.len() * HEAD_INPUTS);
+        let mut y = Vec::with_capacity(rows.len());
+        for &r in rows {
+            x.extend_from_slice(&self.features[r * HEAD_INPUTS..(r + 1) * HEAD_INPUTS]);
+            y.push(f32::from(self.labels[r]));
+        }
+        (x, y)
+    }
+}
+
+fn fit<const U: usize>(
+    head: &mut HeadNet<U>,
+    data: &Data,
+    train_rows: &[usize],
+    cfg: &TrainConfig,
+    progress: &dyn Progress,
+) -> Result<History, TrainError> {
+    let (fit_rows, val_rows) = validation_split(train_rows, cfg.validation_fraction);
+    if fit_rows.is_empty() {
+        return Err(TrainError::Config("no training rows left after the validation split".into()));
+    }
+    let mut opt = Adam::new(
+        head,
+        AdamConfig {
+            lr: cfg.learning_rate,
+            betas: [cfg.beta1, cfg.beta2],
+            eps: cfg.epsilon,
+            weight_decay: None,
+        },
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut grads = head.alloc_grads();
+    let mut history = History::default();
+    let batches_per_epoch = fit_rows.len().div_ceil(cfg.batch_size);
+    progress.start("epochs", (cfg.epochs * batches_per_epoch) as u64);
+    for epoch in 1..=cfg.epochs {
+        let clock = Instant::now();
+        let mut order = fit_rows.clone();
+        shuffle(&mut order, &mut rng);
+        let (mut loss_sum, mut right, mut seen) = (0.0f64, 0.0f64, 0usize);
+        for (b, rows) in order.chunks(cfg.batch_size).enumerate() {
+            let (x, y) = data.gather(rows);
+            let n = rows.len();
+            let xs = data
+                .dev
+                .try_tensor_from_vec(x, (n, Const::<HEAD_INPUTS>))
+                ?;
+            let ys = data
+                .dev
+                .try_tensor_from_vec(y.clone(), (n, Const::<1>))
+                ?;
+            let logits = head.try_forward_mut(xs.traced(grads))?;
+            let mut batch_logits = vec![0.0; n];
+            logits.copy_into(&mut batch_logits);
+            let loss = binary_cross_entropy_with_logits_loss(logits, ys);
+            let value = loss.array();
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    batch: b + 1,
+                    value,
+                });
+            }
+            grads = loss.backward();
+            opt.update(head, &grads)
+                .map_err(|e| TrainError::Tensor(format!("{e:?}")))?;
+            head.zero_grads(&mut grads);
+            let (_, acc) = loss_and_accuracy(&batch_logits, &y);
+            loss_sum += f64::from(value) * n as f64;
+            right += acc * n as f64;
+            seen += n;
+            progress.advance(1);
+        }
+        let (val_loss, val_accuracy) = if val_rows.is_empty() {
+            (None, None)
+        } else {
+            let (x, y) = data.gather(&val_rows);
+            let xs = data
+                .dev
+                .try_tensor_from_vec(x, (val_rows.len(), Const::<HEAD_INPUTS>))
+                ?;
+            let out = head.try_forward(xs)?;
+            let mut logits = vec![0.0; val_rows.len()];
+            out.copy_into(&mut logits);
+            let (l, a) = loss_and_accuracy(&logits, &y);
+            (Some(l), Some(a))
+        };
+        let record = EpochRecord {
+            epoch: epoch as u32,
+            loss: loss_sum / seen as f64,
+            accuracy: right / seen as f64,
+            val_loss,
+            val_accuracy,
+            seconds: clock.elapsed().as_secs_f64(),
+        };
+        progress.message(&format!(
+            "epoch {epoch}/{}: loss {:.4}, accuracy {:.3}{}",
+            cfg.epochs,
+            record.loss,
+            record.accuracy,
+            val_loss.map_or(String::new(), |v| format!(", val_loss {v:.4}"))
+        ));
+        history.push(record);
+    }
+    Ok(history)
+}
+
+/// The train stage's inputs, as files written by earlier stages.
+pub struct TrainInputs<'a> {
+    /// The initial checkpoint (`model.safetensors` of the model stage).
+    pub model: &'a Path,
+    /// `[n, 512]` features of every row (the features stage).
+    pub features: &'a Path,
+    pub labels: &'a Path,
+    /// Rows to train on, in split order (`train_index.npy`).
+    pub train_index: &'a Path,
+}
+
+/// What training did, for the run record; the last epoch's values are the stage's metrics.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TrainReport {
+    pub epochs: usize,
+    pub fit_rows: usize,
+    pub validation_rows: usize,
+    pub final_loss: f64,
+    pub final_accuracy: f64,
+    pub final_val_loss: Option<f64>,
+    pub final_val_accuracy: Option<f64>,
+}
+
+/// Runs the train stage: trains the head and writes `model.safetensors` (the whole trained
+/// model) and `history.csv` into `out_dir`.
+pub fn run(
+    inputs: &TrainInputs,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<TrainReport, TrainError> {
+    let dev = Cpu::seed_from_u64(cfg.seed);
+    let mut model = checkpoint::load(inputs.model, &dev)?;
+    let (shape, features) = arrays::read_f32(inputs.features)?;
+    let labels = arrays::read_labels(inputs.labels)?;
+    let rows = arrays::read_index(inputs.train_index)?;
+    if shape.len() != 2 || shape[1] != HEAD_INPUTS || shape[0] != labels.len() {
+        return Err(ArrayError::Shape {
+            path: inputs.features.to_path_buf(),
+            shape,
+            expected: format!("{} x {HEAD_INPUTS} (one row per label)", labels.len()),
+        }
+        .into());
+    }
+    if let Some(&bad) = rows.iter().find(|&&r| r >= labels.len()) {
+        return Err(TrainError::Config(format!(
+            "{}: row {bad} is out of range for {} labels",
+            inputs.train_index.display(),
+            labels.len()
+        )));
+    }
+    let history = train_head(&mut model, &features, &labels, &rows, cfg, progress)?;
+    checkpoint::save(&model, &out_dir.join("model.safetensors"))?;
+    let history_path = out_dir.join("history.csv");
+    history.write_csv(&history_path).map_err(|e| TrainError::Write {
+        path: history_path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let (fit_rows, val_rows) = validation_split(&rows, cfg.validation_fraction);
+    let last = history.epochs.last();
+    Ok(TrainReport {
+        epochs: history.epochs.len(),
+        fit_rows: fit_rows.len(),
+        validation_rows: val_rows.len(),
+        final_loss: last.map_or(f64::NAN, |e| e.loss),
+        final_accuracy: last.map_or(f64::NAN, |e| e.accuracy),
+        final_val_loss: last.and_then(|e| e.val_loss),
+        final_val_accuracy: last.and_then(|e| e.val_accuracy),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_takes_the_last_rows_before_shuffling() {
+        let rows: Vec<usize> = (0..220).map(|i| (i * 7) % 220).collect();
+        let (fit, val) = validation_split(&rows, 0.1);
+        assert_eq!(fit.len(), 198);
+        assert_eq!(val, rows[198..].to_vec());
+        let (fit, val) = validation_split(&rows, 0.0);
+        assert_eq!((fit.len(), val.len()), (220, 0));
+    }
+
+    #[test]
+    fn loss_matches_the_definition() {
+        // BCE of sigmoid(x) against y, by hand: -ln(sigmoid(2)) and -ln(1 - sigmoid(-1)).
+        let (loss, acc) = loss_and_accuracy(&[2.0, -1.0, 0.5], &[1.0, 0.0, 0.0]);
+        let s = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let want = (-(s(2.0)).ln() - (1.0 - s(-1.0)).ln() - (1.0 - s(0.5)).ln()) / 3.0;
+        assert!((loss - want).abs() < 1e-12, "{loss} vs {want}");
+        assert!((acc - 2.0 / 3.0).abs() < 1e-12);
+        // Stays finite where the naive form overflows.
+        let (big, _) = loss_and_accuracy(&[100.0], &[0.0]);
+        assert!((big - 100.0).abs() < 1e-9);
+    }
+}
