@@ -134,32 +134,41 @@ pub(crate) fn conv3x3_nhwc(
     chunks
         .into_par_iter()
         .zip(tiles.into_par_iter())
-        .for_each_init(Vec::new, |col: &mut Vec<f32>, (dst, t)| {
-            let m = (t.r1 - t.r0) * d.w;
-            col.resize(m * k, 0.0);
-            let img = &x[t.b * img_len..(t.b + 1) * img_len];
-            im2col(img, d.h, d.w, d.c_in, t.r0, t.r1, col);
-            let read_dst = match bias {
-                Some(b) => {
-                    for row in dst.chunks_exact_mut(d.c_out) {
-                        row.copy_from_slice(b);
+        .for_each(|(dst, t)| {
+            COL_SCRATCH.with_borrow_mut(|col| {
+                let m = (t.r1 - t.r0) * d.w;
+                col.resize(m * k, 0.0);
+                let img = &x[t.b * img_len..(t.b + 1) * img_len];
+                im2col(img, d.h, d.w, d.c_in, t.r0, t.r1, col);
+                let read_dst = match bias {
+                    Some(b) => {
+                        for row in dst.chunks_exact_mut(d.c_out) {
+                            row.copy_from_slice(b);
+                        }
+                        true
                     }
-                    true
+                    None => accumulate,
+                };
+                matmul(
+                    dst,
+                    MatRef::row_major(&col[..m * k], m, k),
+                    MatRef::row_major(wm, k, d.c_out),
+                    read_dst,
+                );
+                if relu {
+                    for v in dst.iter_mut() {
+                        *v = v.max(0.0);
+                    }
                 }
-                None => accumulate,
-            };
-            matmul(
-                dst,
-                MatRef::row_major(col, m, k),
-                MatRef::row_major(wm, k, d.c_out),
-                read_dst,
-            );
-            if relu {
-                for v in dst.iter_mut() {
-                    *v = v.max(0.0);
-                }
-            }
+            })
         });
+}
+
+thread_local! {
+    /// Per-thread im2col buffer, kept between calls: a fresh multi-MiB buffer per tile costs
+    /// page faults and zeroing. Its contents are fully overwritten before use, so reuse
+    /// cannot change results.
+    static COL_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Weight and bias gradients: `dwm = sum over pixels of im2col(x)^T * g` (`[9 c_in, c_out]`),
