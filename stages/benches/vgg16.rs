@@ -103,6 +103,16 @@ fn main() {
     let dev = Cpu::default();
     let threads = rayon::current_num_threads();
     println!("VGG16 base, 237x237x3, batch {BATCH}, {threads} threads");
+    #[cfg(target_arch = "x86_64")]
+    println!(
+        "CPU: avx512f {}, avx2 {} (gemm dispatches at run time)",
+        std::arch::is_x86_feature_detected!("avx512f"),
+        std::arch::is_x86_feature_detected!("avx2")
+    );
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        // Timings on a shared machine: say how busy it was.
+        println!("load average at start: {}", load.trim());
+    }
     if std::env::var_os("VGG16_LAYERS").is_some() {
         layer_breakdown(&dev);
     }
