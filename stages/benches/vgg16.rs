@@ -1,7 +1,8 @@
 //! VGG16 base forward at 237x237, batch 8, on all cores, against a plain gemm of one big
 //! layer's size measured in the same run; then a training step (forward + backward).
 //!
-//! Run with `cargo bench -p stages --bench vgg16`. Best of 3 after a warm-up.
+//! Run with `cargo bench -p stages --bench vgg16` (add `VGG16_LAYERS=1` for a per-layer
+//! breakdown). Best of 3 after a warm-up.
 
 use dfdx::prelude::*;
 use stages::model::vgg16::{Vgg16Base237, Vgg16Features};
@@ -30,27 +31,49 @@ fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
 
 /// One gemm with all cores (gemm's own rayon parallelism), the size of block3_conv2 on a
 /// batch of 8 at 237 (59 x 59 pixels, 256 -> 256 channels, k = 9 * 256).
-fn plain_gemm_gflops() -> f64 {
-    let (m, k, n) = (BATCH * 59 * 59, 9 * 256, 256);
-    let a = pseudo_random(m * k, 1);
-    let b = pseudo_random(k * n, 2);
-    let mut c = vec![0.0f32; m * n];
-    let threads = rayon::current_num_threads();
-    let secs = best_of_3(|| {
+struct PlainGemm {
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl PlainGemm {
+    fn new() -> Self {
+        let (m, k, n) = (BATCH * 59 * 59, 9 * 256, 256);
+        let (a, b) = (pseudo_random(m * k, 1), pseudo_random(k * n, 2));
+        Self {
+            m,
+            k,
+            n,
+            a,
+            b,
+            c: vec![0.0; m * n],
+        }
+    }
+
+    fn gflop(&self) -> f64 {
+        2.0 * (self.m * self.k * self.n) as f64 / 1e9
+    }
+
+    fn run(&mut self) -> f32 {
+        let (m, k, n) = (self.m, self.k, self.n);
         // SAFETY: a is m x k, b is k x n, c is m x n, all row-major and in bounds.
         unsafe {
             gemm::gemm(
                 m,
                 n,
                 k,
-                c.as_mut_ptr(),
+                self.c.as_mut_ptr(),
                 1,
                 n as isize,
                 false,
-                a.as_ptr(),
+                self.a.as_ptr(),
                 1,
                 k as isize,
-                b.as_ptr(),
+                self.b.as_ptr(),
                 1,
                 n as isize,
                 1.0,
@@ -58,12 +81,18 @@ fn plain_gemm_gflops() -> f64 {
                 false,
                 false,
                 false,
-                gemm::Parallelism::Rayon(threads),
+                gemm::Parallelism::Rayon(rayon::current_num_threads()),
             )
         }
-        c[0]
-    });
-    2.0 * (m * k * n) as f64 / secs / 1e9
+        self.c[0]
+    }
+}
+
+/// Seconds of one call of `f`.
+fn time<R>(f: &mut impl FnMut() -> R) -> f64 {
+    let t = Instant::now();
+    black_box(f());
+    t.elapsed().as_secs_f64()
 }
 
 /// Times one conv layer (input `S x S x CI`, batch 8) alone, forward only.
@@ -103,6 +132,16 @@ fn main() {
     let dev = Cpu::default();
     let threads = rayon::current_num_threads();
     println!("VGG16 base, 237x237x3, batch {BATCH}, {threads} threads");
+    #[cfg(target_arch = "x86_64")]
+    println!(
+        "CPU: avx512f {}, avx2 {} (gemm dispatches at run time)",
+        std::arch::is_x86_feature_detected!("avx512f"),
+        std::arch::is_x86_feature_detected!("avx2")
+    );
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        // Timings on a shared machine: say how busy it was.
+        println!("load average at start: {}", load.trim());
+    }
     if std::env::var_os("VGG16_LAYERS").is_some() {
         layer_breakdown(&dev);
     }
@@ -112,21 +151,31 @@ fn main() {
     let images = pseudo_random(BATCH * 237 * 237 * 3, 3);
     let shape = (BATCH, Const::<237>, Const::<237>, Const::<3>);
 
-    let gemm = plain_gemm_gflops();
-    let secs = best_of_3(|| {
+    // Forward and the reference gemm alternate, so both see the same machine load.
+    let mut gemm = PlainGemm::new();
+    let mut forward = || {
         let x = dev.tensor_from_vec(images.clone(), shape);
         base.forward(x)
-    });
+    };
+    let mut reference = || gemm.run();
+    black_box(forward());
+    black_box(reference());
+    let (mut secs, mut gemm_secs) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..3 {
+        secs = secs.min(time(&mut forward));
+        gemm_secs = gemm_secs.min(time(&mut reference));
+    }
+    let gemm_gflops = gemm.gflop() / gemm_secs;
     let per_image = secs / BATCH as f64;
     let conv = GFLOP_PER_IMAGE / per_image;
     println!("forward:   {per_image:.4} s/image, {conv:.1} GFLOP/s");
     println!(
-        "plain gemm ({} x {} x {}): {gemm:.1} GFLOP/s",
+        "plain gemm ({} x {} x {}): {gemm_gflops:.1} GFLOP/s",
         BATCH * 59 * 59,
         9 * 256,
         256
     );
-    println!("ratio forward / plain gemm: {:.2}", conv / gemm);
+    println!("ratio forward / plain gemm: {:.2}", conv / gemm_gflops);
 
     let mut grads = base.alloc_grads();
     let train_secs = best_of_3(|| {

@@ -244,3 +244,17 @@ fn features_do_not_depend_on_batching_or_threads() {
         "{e}"
     );
 }
+
+#[test]
+fn seed_size_runs_one_image_through_the_compiled_237_model() {
+    // One image only: about a second of compute; the shapes were checked when this built.
+    let cfg = config(&SMALL.replace("= 32", "= 237").replace("global", "avg4"));
+    let model = Vgg16Model::from_config(&cfg).unwrap();
+    let image: Vec<f32> = data(model.image_len(), 5)
+        .iter()
+        .map(|v| 0.5 + 0.5 * v)
+        .collect();
+    let p = model.predict(&image, 1, &NoProgress).unwrap();
+    assert_eq!(p.len(), 1);
+    assert!(p[0] > 0.0 && p[0] < 1.0, "{p:?}");
+}
