@@ -17,7 +17,11 @@ pub enum FeaturesError {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error("{path}: images are {got}x{got}, but the base was built for {want}x{want}")]
-    Size { path: String, got: usize, want: usize },
+    Size {
+        path: String,
+        got: usize,
+        want: usize,
+    },
 }
 
 /// What the stage did, for the run record.
@@ -40,7 +44,7 @@ pub fn compute(
     let dev = dfdx::tensor::Cpu::default();
     let (features, size, pooling) = checkpoint::load_base(base, &dev)?;
     let (shape, values) = arrays::read_f32(images)?;
-    let side = size.pixels() as usize;
+    let side = size.pixels();
     let n = match shape.as_slice() {
         [n, h, w, 3] if *h == side && *w == side => *n,
         [_, h, _, 3] => {

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::arrays::{self, ArrayError};
-use crate::figures::{plot_confusion, plot_history, plot_predictions, plot_roc, FigureError, PredictionSample};
+use crate::figures::{
+    plot_confusion, plot_history, plot_predictions, plot_roc, FigureError, PredictionSample,
+};
 use crate::metrics::io::{read_predictions_csv, read_roc_csv};
 use crate::metrics::{ConfusionMatrix, History, MetricsError};
 
@@ -34,8 +36,11 @@ pub const FIGURES: [&str; 5] = ["accuracy", "loss", "confusion", "roc", "predict
 pub fn run(inputs: &PlotInputs, threshold: f32, out_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     let mut written = plot_history(&History::read_csv(inputs.history)?, out_dir)?;
     let predictions = read_predictions_csv(inputs.predictions)?;
-    let confusion =
-        ConfusionMatrix::from_probabilities(&predictions.labels, &predictions.probabilities, threshold)?;
+    let confusion = ConfusionMatrix::from_probabilities(
+        &predictions.labels,
+        &predictions.probabilities,
+        threshold,
+    )?;
     written.extend(plot_confusion(&confusion, out_dir)?);
     written.extend(plot_roc(&read_roc_csv(inputs.roc)?, out_dir)?);
 
@@ -64,9 +69,9 @@ pub fn run(inputs: &PlotInputs, threshold: f32, out_dir: &Path) -> Result<Vec<Pa
     let image_len = h * w * 3;
     let mut samples = Vec::with_capacity(rows.len());
     for (i, &r) in rows.iter().enumerate() {
-        let image = pixels.get(r * image_len..(r + 1) * image_len).ok_or_else(|| {
-            PlotError::Mismatch(format!("test row {r} is not among the images"))
-        })?;
+        let image = pixels
+            .get(r * image_len..(r + 1) * image_len)
+            .ok_or_else(|| PlotError::Mismatch(format!("test row {r} is not among the images")))?;
         samples.push(PredictionSample {
             image,
             width: w as u32,

@@ -45,7 +45,11 @@ pub struct TrainConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("the loss became {value} at epoch {epoch}, batch {batch}: lower the learning rate or check the inputs")]
-    NonFinite { epoch: usize, batch: usize, value: f32 },
+    NonFinite {
+        epoch: usize,
+        batch: usize,
+        value: f32,
+    },
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -103,7 +107,9 @@ pub fn train_head(
         ));
     }
     if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(TrainError::Config("epochs and batch_size must be at least 1".into()));
+        return Err(TrainError::Config(
+            "epochs and batch_size must be at least 1".into(),
+        ));
     }
     if !(0.0..1.0).contains(&cfg.validation_fraction) {
         return Err(TrainError::Config(format!(
@@ -112,7 +118,11 @@ pub fn train_head(
         )));
     }
     let dev = Cpu::seed_from_u64(cfg.seed);
-    let ctx = Data { features, labels, dev: &dev };
+    let ctx = Data {
+        features,
+        labels,
+        dev: &dev,
+    };
     with_head!(&mut model.head, h => fit(h, &ctx, train_rows, cfg, progress))
 }
 
@@ -143,7 +153,9 @@ fn fit<const U: usize>(
 ) -> Result<History, TrainError> {
     let (fit_rows, val_rows) = validation_split(train_rows, cfg.validation_fraction);
     if fit_rows.is_empty() {
-        return Err(TrainError::Config("no training rows left after the validation split".into()));
+        return Err(TrainError::Config(
+            "no training rows left after the validation split".into(),
+        ));
     }
     let mut opt = Adam::new(
         head,
@@ -167,14 +179,8 @@ fn fit<const U: usize>(
         for (b, rows) in order.chunks(cfg.batch_size).enumerate() {
             let (x, y) = data.gather(rows);
             let n = rows.len();
-            let xs = data
-                .dev
-                .try_tensor_from_vec(x, (n, Const::<HEAD_INPUTS>))
-                ?;
-            let ys = data
-                .dev
-                .try_tensor_from_vec(y.clone(), (n, Const::<1>))
-                ?;
+            let xs = data.dev.try_tensor_from_vec(x, (n, Const::<HEAD_INPUTS>))?;
+            let ys = data.dev.try_tensor_from_vec(y.clone(), (n, Const::<1>))?;
             let logits = head.try_forward_mut(xs.traced(grads))?;
             let mut batch_logits = vec![0.0; n];
             logits.copy_into(&mut batch_logits);
@@ -203,8 +209,7 @@ fn fit<const U: usize>(
             let (x, y) = data.gather(&val_rows);
             let xs = data
                 .dev
-                .try_tensor_from_vec(x, (val_rows.len(), Const::<HEAD_INPUTS>))
-                ?;
+                .try_tensor_from_vec(x, (val_rows.len(), Const::<HEAD_INPUTS>))?;
             let out = head.try_forward(xs)?;
             let mut logits = vec![0.0; val_rows.len()];
             out.copy_into(&mut logits);
@@ -285,10 +290,12 @@ pub fn run(
     let history = train_head(&mut model, &features, &labels, &rows, cfg, progress)?;
     checkpoint::save(&model, &out_dir.join("model.safetensors"))?;
     let history_path = out_dir.join("history.csv");
-    history.write_csv(&history_path).map_err(|e| TrainError::Write {
-        path: history_path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    history
+        .write_csv(&history_path)
+        .map_err(|e| TrainError::Write {
+            path: history_path.display().to_string(),
+            message: e.to_string(),
+        })?;
     let (fit_rows, val_rows) = validation_split(&rows, cfg.validation_fraction);
     let last = history.epochs.last();
     Ok(TrainReport {

@@ -4,8 +4,8 @@ use stages::evaluate::{self, EvaluateInputs};
 use stages::plot::{self, PlotInputs, FIGURES};
 
 use crate::kind::{
-    InputSlots, OutputSpec, ParamDefault, ParamSpec, ParamType, Params, StageContext,
-    StageError, StageKind, StageReport,
+    InputSlots, OutputSpec, ParamDefault, ParamSpec, ParamType, Params, StageContext, StageError,
+    StageKind, StageReport,
 };
 
 const THRESHOLD: ParamSpec = ParamSpec {
@@ -89,8 +89,9 @@ impl StageKind for Plot {
         FIGURES
             .iter()
             .flat_map(|stem| {
-                ["png", "svg"]
-                    .map(|ext| OutputSpec::new(&format!("{stem}_{ext}"), &format!("{stem}.{ext}"), true))
+                ["png", "svg"].map(|ext| {
+                    OutputSpec::new(&format!("{stem}_{ext}"), &format!("{stem}.{ext}"), true)
+                })
             })
             .collect()
     }

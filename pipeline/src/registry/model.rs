@@ -2,15 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
+use stages::model::build_model;
 use stages::model::config::{HeadConfig, ModelConfig, Weights};
 use stages::model::size::{ImageSize, Pooling};
-use stages::model::build_model;
 use stages::train::{self, TrainConfig, TrainInputs};
 
 use super::{notes_of, Progress};
 use crate::kind::{
-    InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params,
-    StageContext, StageError, StageKind, StageReport,
+    InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params, StageContext,
+    StageError, StageKind, StageReport,
 };
 
 pub struct Model;
@@ -65,11 +65,13 @@ fn model_config(params: &Params, data_root: Option<&Path>) -> Result<ModelConfig
         path => Weights::File(PathBuf::from(path)),
     };
     let mut cfg = ModelConfig {
-        image_size: u32::try_from(int("image_size")?).map_err(|_| "image_size must be positive".to_string())?,
+        image_size: u32::try_from(int("image_size")?)
+            .map_err(|_| "image_size must be positive".to_string())?,
         weights,
         seed: u64::try_from(int("seed")?).map_err(|_| "seed must not be negative".to_string())?,
         head: HeadConfig {
-            units: usize::try_from(int("units")?).map_err(|_| "units must be positive".to_string())?,
+            units: usize::try_from(int("units")?)
+                .map_err(|_| "units must be positive".to_string())?,
             dropout: params.float("dropout").map_err(|e| e.to_string())? as f32,
             pooling,
         },
@@ -109,7 +111,8 @@ impl StageKind for Model {
             message,
         };
         let cfg = model_config(params, None).map_err(|m| problem("image_size", m))?;
-        let size = ImageSize::from_pixels(cfg.image_size).map_err(|e| problem("image_size", e.to_string()))?;
+        let size = ImageSize::from_pixels(cfg.image_size)
+            .map_err(|e| problem("image_size", e.to_string()))?;
         cfg.head
             .pooling
             .pooled_side(size)
@@ -117,15 +120,26 @@ impl StageKind for Model {
         if !stages::model::head::SUPPORTED_UNITS.contains(&cfg.head.units) {
             return Err(problem(
                 "units",
-                format!("{} is not supported; use one of {:?}", cfg.head.units, stages::model::head::SUPPORTED_UNITS),
+                format!(
+                    "{} is not supported; use one of {:?}",
+                    cfg.head.units,
+                    stages::model::head::SUPPORTED_UNITS
+                ),
             ));
         }
         if !(0.0..1.0).contains(&cfg.head.dropout) {
-            return Err(problem("dropout", format!("must be in [0, 1), not {}", cfg.head.dropout)));
+            return Err(problem(
+                "dropout",
+                format!("must be in [0, 1), not {}", cfg.head.dropout),
+            ));
         }
         Ok(())
     }
-    fn external_files(&self, params: &Params, data_root: &Path) -> Result<Vec<PathBuf>, StageError> {
+    fn external_files(
+        &self,
+        params: &Params,
+        data_root: &Path,
+    ) -> Result<Vec<PathBuf>, StageError> {
         let cfg = model_config(params, Some(data_root)).map_err(StageError::Message)?;
         match cfg.weights {
             Weights::Random | Weights::RandomHe => Ok(Vec::new()),
@@ -143,9 +157,18 @@ impl StageKind for Model {
         stages::features::write_base(&report.checkpoint, &ctx.output("base.safetensors"))
             .map_err(StageError::domain)?;
         let mut out = StageReport::default();
-        out.notes.insert("weights".into(), toml::Value::String(report.weights.clone()));
-        out.notes.insert("total_params".into(), toml::Value::Integer(report.summary.total_params as i64));
-        out.notes.insert("trainable_params".into(), toml::Value::Integer(report.summary.trainable_params as i64));
+        out.notes.insert(
+            "weights".into(),
+            toml::Value::String(report.weights.clone()),
+        );
+        out.notes.insert(
+            "total_params".into(),
+            toml::Value::Integer(report.summary.total_params as i64),
+        );
+        out.notes.insert(
+            "trainable_params".into(),
+            toml::Value::Integer(report.summary.trainable_params as i64),
+        );
         Ok(out)
     }
 }
@@ -189,15 +212,60 @@ impl StageKind for Features {
 pub struct Train;
 
 const TRAIN_PARAMS: &[ParamSpec] = &[
-    ParamSpec { name: "epochs", ty: ParamType::Int, default: ParamDefault::Int(50), help: "passes over the training rows" },
-    ParamSpec { name: "batch_size", ty: ParamType::Int, default: ParamDefault::Int(8), help: "rows per gradient step" },
-    ParamSpec { name: "learning_rate", ty: ParamType::Float, default: ParamDefault::Float(1e-3), help: "Adam's step size" },
-    ParamSpec { name: "beta1", ty: ParamType::Float, default: ParamDefault::Float(0.9), help: "Adam's first-moment decay" },
-    ParamSpec { name: "beta2", ty: ParamType::Float, default: ParamDefault::Float(0.999), help: "Adam's second-moment decay" },
-    ParamSpec { name: "epsilon", ty: ParamType::Float, default: ParamDefault::Float(1e-7), help: "Adam's epsilon (Keras' default)" },
-    ParamSpec { name: "validation_fraction", ty: ParamType::Float, default: ParamDefault::Float(0.1), help: "last share of the training rows held out for validation, as Keras' validation_split" },
-    ParamSpec { name: "seed", ty: ParamType::Int, default: ParamDefault::ExperimentSeed, help: "seed of the shuffles and dropout masks" },
-    ParamSpec { name: "freeze_base", ty: ParamType::Bool, default: ParamDefault::Bool(true), help: "train only the head on precomputed features" },
+    ParamSpec {
+        name: "epochs",
+        ty: ParamType::Int,
+        default: ParamDefault::Int(50),
+        help: "passes over the training rows",
+    },
+    ParamSpec {
+        name: "batch_size",
+        ty: ParamType::Int,
+        default: ParamDefault::Int(8),
+        help: "rows per gradient step",
+    },
+    ParamSpec {
+        name: "learning_rate",
+        ty: ParamType::Float,
+        default: ParamDefault::Float(1e-3),
+        help: "Adam's step size",
+    },
+    ParamSpec {
+        name: "beta1",
+        ty: ParamType::Float,
+        default: ParamDefault::Float(0.9),
+        help: "Adam's first-moment decay",
+    },
+    ParamSpec {
+        name: "beta2",
+        ty: ParamType::Float,
+        default: ParamDefault::Float(0.999),
+        help: "Adam's second-moment decay",
+    },
+    ParamSpec {
+        name: "epsilon",
+        ty: ParamType::Float,
+        default: ParamDefault::Float(1e-7),
+        help: "Adam's epsilon (Keras' default)",
+    },
+    ParamSpec {
+        name: "validation_fraction",
+        ty: ParamType::Float,
+        default: ParamDefault::Float(0.1),
+        help: "last share of the training rows held out for validation, as Keras' validation_split",
+    },
+    ParamSpec {
+        name: "seed",
+        ty: ParamType::Int,
+        default: ParamDefault::ExperimentSeed,
+        help: "seed of the shuffles and dropout masks",
+    },
+    ParamSpec {
+        name: "freeze_base",
+        ty: ParamType::Bool,
+        default: ParamDefault::Bool(true),
+        help: "train only the head on precomputed features",
+    },
 ];
 
 fn train_config(params: &Params) -> Result<TrainConfig, StageError> {
@@ -215,7 +283,8 @@ fn train_config(params: &Params) -> Result<TrainConfig, StageError> {
         beta2: params.float("beta2")?,
         epsilon: params.float("epsilon")?,
         validation_fraction: params.float("validation_fraction")?,
-        seed: u64::try_from(params.int("seed")?).map_err(|_| StageError::msg("`seed` must not be negative"))?,
+        seed: u64::try_from(params.int("seed")?)
+            .map_err(|_| StageError::msg("`seed` must not be negative"))?,
         freeze_base: params.bool("freeze_base")?,
     })
 }
@@ -250,7 +319,8 @@ impl StageKind for Train {
         if !cfg.freeze_base {
             return Err(ParamProblem {
                 param: "freeze_base".into(),
-                message: "fine-tuning the whole VGG16 (freeze_base = false) is not available yet".into(),
+                message: "fine-tuning the whole VGG16 (freeze_base = false) is not available yet"
+                    .into(),
             });
         }
         if !(0.0..1.0).contains(&cfg.validation_fraction) {
@@ -276,7 +346,8 @@ impl StageKind for Train {
             ..StageReport::default()
         };
         out.metrics.insert("final_loss".into(), report.final_loss);
-        out.metrics.insert("final_accuracy".into(), report.final_accuracy);
+        out.metrics
+            .insert("final_accuracy".into(), report.final_accuracy);
         if let Some(v) = report.final_val_loss {
             out.metrics.insert("final_val_loss".into(), v);
         }

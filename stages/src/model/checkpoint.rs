@@ -164,17 +164,17 @@ pub fn save(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
     for (name, shape, values) in model.head.tensors() {
         tensors.push((name.to_string(), F32Tensor::new(shape, &values)));
     }
-    let metadata = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("image_size".to_string(), model.size.pixels().to_string()),
-        ("pooling".to_string(), model.pooling.name().to_string()),
-        ("units".to_string(), model.head.units().to_string()),
-        ("dropout".to_string(), model.head.dropout().to_string()),
+    let metadata = vec![
+        ("format", FORMAT.to_string()),
+        ("image_size", model.size.pixels().to_string()),
+        ("pooling", model.pooling.name().to_string()),
+        ("units", model.head.units().to_string()),
+        ("dropout", model.head.dropout().to_string()),
         (
-            "input_layout".to_string(),
+            "input_layout",
             "NHWC f32; conv weights OIHW (torchvision)".to_string(),
         ),
-    ]);
+    ];
     write(&tensors, metadata, path)
 }
 
@@ -182,11 +182,11 @@ pub fn save(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
 /// the input size and pooling in the metadata. A change of the head leaves these bytes, and
 /// so every feature computed from them, unchanged.
 pub fn save_base(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
-    let metadata = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("image_size".to_string(), model.size.pixels().to_string()),
-        ("pooling".to_string(), model.pooling.name().to_string()),
-    ]);
+    let metadata = vec![
+        ("format", FORMAT.to_string()),
+        ("image_size", model.size.pixels().to_string()),
+        ("pooling", model.pooling.name().to_string()),
+    ];
     write(&base_tensors(model), metadata, path)
 }
 
@@ -201,12 +201,14 @@ pub fn load_base(
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let meta = decode_metadata(header.metadata());
     let field = |name: &str| {
-        meta.get(name).cloned().ok_or_else(|| ModelError::Safetensors {
-            path: path.to_path_buf(),
-            detail: format!("metadata `{name}` is missing"),
-        })
+        meta.get(name)
+            .cloned()
+            .ok_or_else(|| ModelError::Safetensors {
+                path: path.to_path_buf(),
+                detail: format!("metadata `{name}` is missing"),
+            })
     };
     let pixels: u32 = field("image_size")?
         .parse()
@@ -227,12 +229,12 @@ pub fn load_base(
 
 fn write(
     tensors: &[(String, F32Tensor)],
-    metadata: HashMap<String, String>,
+    metadata: Vec<(&str, String)>,
     path: &Path,
 ) -> Result<(), ModelError> {
     safetensors::serialize_to_file(
         tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(metadata),
+        Some(encode_metadata(&metadata)),
         path,
     )
     .map_err(|e| match e {
@@ -247,6 +249,29 @@ fn write(
     })
 }
 
+/// The metadata key holding all of ours. safetensors keeps metadata in a `HashMap`, whose
+/// order (and so the file's bytes) would change from process to process with several keys;
+/// one key holding `name=value` lines keeps checkpoints byte-identical run to run.
+const METADATA_KEY: &str = "pipeline";
+
+fn encode_metadata(pairs: &[(&str, String)]) -> HashMap<String, String> {
+    let lines: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    HashMap::from([(METADATA_KEY.to_string(), lines.join("\n"))])
+}
+
+fn decode_metadata(metadata: &Option<HashMap<String, String>>) -> HashMap<String, String> {
+    metadata
+        .as_ref()
+        .and_then(|m| m.get(METADATA_KEY))
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Reads a checkpoint written by [`save`].
 pub fn load(path: &Path, dev: &Cpu) -> Result<Vgg16Model, ModelError> {
     let bytes = read_file(path)?;
@@ -255,7 +280,7 @@ pub fn load(path: &Path, dev: &Cpu) -> Result<Vgg16Model, ModelError> {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let meta = decode_metadata(header.metadata());
     let get = |key: &str| -> Result<&String, ModelError> {
         meta.get(key).ok_or_else(|| ModelError::Metadata {
             path: path.to_path_buf(),

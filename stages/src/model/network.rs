@@ -9,9 +9,15 @@ use super::vgg16::{Vgg16Base, Vgg16Features};
 use crate::progress::Progress;
 use dfdx::prelude::*;
 
-/// Images per batch in the frozen-feature pass: enough independent tiles for every core,
-/// small enough to keep activations (about 60 MB per 237x237 image) modest.
+/// Images per batch in the frozen-feature pass at 224 and 237: enough independent tiles for
+/// every core, small enough to keep activations (about 60 MB per 237x237 image) modest.
 pub const FEATURE_BATCH: usize = 8;
+
+/// Images per batch for an input side: small images get larger batches, since the last
+/// blocks' maps (2x2 at side 32) give the gemm too few rows per image to keep cores busy.
+pub fn feature_batch(side: usize) -> usize {
+    (FEATURE_BATCH * 224 * 224 / (side * side)).clamp(FEATURE_BATCH, 128)
+}
 
 /// VGG16 base and head, with the input size and pooling they were built for.
 #[derive(Debug, Clone)]
@@ -123,7 +129,7 @@ impl Vgg16Model {
         }
         progress.start("VGG16 base features", n as u64);
         let mut out = Vec::with_capacity(n * HEAD_INPUTS);
-        for chunk in images.chunks(FEATURE_BATCH * len) {
+        for chunk in images.chunks(feature_batch(self.size.pixels()) * len) {
             let b = chunk.len() / len;
             out.extend(self.pooled_batch(chunk.to_vec(), b)?);
             progress.advance(b as u64);

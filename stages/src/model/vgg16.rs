@@ -278,10 +278,7 @@ impl Vgg16Features<f32, Cpu> {
                 ..
             } = layer.kind
             {
-                conv.set(
-                    &kernel(seed, weight, c_in, c_out),
-                    &vec![0.0; c_out],
-                );
+                conv.set(&kernel(seed, weight, c_in, c_out), &vec![0.0; c_out]);
             }
         }
         f
