@@ -205,23 +205,21 @@ fn metrics(out: &mut String, r: &RunRecord) -> fmt::Result {
     if metrics.is_empty() {
         return Ok(());
     }
+    // A list flowing into columns: runs often have dozens of metrics, and one long two-column
+    // table would push the figures far down the page.
     writeln!(
         out,
-        "<section id=\"metrics\"><h2>Metrics</h2>\n<div class=\"scroll\"><table class=\"narrow\">"
-    )?;
-    writeln!(
-        out,
-        "<thead><tr><th>Metric</th><th class=\"num\">Value</th></tr></thead><tbody>"
+        "<section id=\"metrics\"><h2>Metrics</h2>\n<ul class=\"metrics\">"
     )?;
     for (name, value) in &metrics {
         writeln!(
             out,
-            "<tr><td><code>{}</code></td><td class=\"num\">{}</td></tr>",
+            "<li><code>{}</code><span class=\"num\">{}</span></li>",
             Esc(name),
             Esc(&format_metric(*value))
         )?;
     }
-    writeln!(out, "</tbody></table></div></section>")
+    writeln!(out, "</ul></section>")
 }
 
 /// A file a stage placed in the run directory.
@@ -347,9 +345,9 @@ fn stages(out: &mut String, r: &RunRecord) -> fmt::Result {
             .collect();
         writeln!(
             out,
-            "<tr><td><strong>{}</strong>{}</td><td>{} <span class=\"sub\">v{}</span></td>\
+            "<tr><td><strong>{}</strong>{}</td><td class=\"nowrap\">{} <span class=\"sub\">v{}</span></td>\
              <td><span class=\"badge {class}\">{label}</span></td><td class=\"num\">{}</td>\
-             <td>{}</td><td><code title=\"{}\">{}</code></td></tr>",
+             <td>{}</td><td><code class=\"key\" title=\"{}\">{}</code></td></tr>",
             Esc(&s.name),
             notes(s),
             Esc(&s.kind),
@@ -399,7 +397,8 @@ fn parameters(out: &mut String, r: &RunRecord) -> fmt::Result {
     )?;
     let scalars: Vec<(&String, &toml::Value)> =
         r.params.iter().filter(|(_, v)| !v.is_table()).collect();
-    param_group(out, "", &scalars)?;
+    // Top-level values such as the seed belong to the experiment, not to one stage.
+    param_group(out, "(experiment)", &scalars)?;
     let mut order: Vec<&str> = r.stages.iter().map(|s| s.name.as_str()).collect();
     for (name, value) in &r.params {
         if value.is_table() && !order.contains(&name.as_str()) {
@@ -611,7 +610,8 @@ a:hover { text-decoration: underline; }
 }
 .succeeded, .hit { color: var(--ok); }
 .failed { color: var(--bad); }
-.running, .interrupted, .miss { color: var(--warn); }
+.running, .interrupted { color: var(--warn); }
+.miss { color: var(--muted); }
 .alert {
   margin: 24px 0 0; padding: 14px 18px; border: 1px solid currentColor; border-left-width: 5px;
   border-radius: 6px; background: var(--panel);
@@ -628,10 +628,16 @@ th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: le
 thead th { background: var(--panel); font-weight: 600; white-space: nowrap; }
 th.group { background: var(--panel); font-weight: 600; white-space: nowrap; }
 .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.notes { color: var(--muted); font-size: 0.85em; margin-top: 2px; }
+.notes { color: var(--muted); font-size: 0.85em; margin-top: 2px; overflow-wrap: anywhere; }
+code.key, .nowrap { white-space: nowrap; }
+ul.metrics { list-style: none; margin: 0; padding: 0; columns: 3 260px; column-gap: 32px; }
+ul.metrics li {
+  display: flex; justify-content: space-between; gap: 16px; padding: 4px 2px;
+  border-bottom: 1px solid var(--line); break-inside: avoid;
+}
 .figures {
   display: grid; gap: 18px;
-  grid-template-columns: repeat(auto-fill, minmax(min(100%, 340px), 1fr));
+  grid-template-columns: repeat(auto-fill, minmax(min(100%, 480px), 1fr));
 }
 figure {
   margin: 0; padding: 12px; border: 1px solid var(--line); border-radius: 8px;
@@ -640,6 +646,8 @@ figure {
 figure a { display: block; }
 figure img {
   display: block; margin: 0 auto; max-width: 100%; max-height: 560px; height: auto;
+  /* Thumbnails a few pixels wide would otherwise be a dot in their card. */
+  min-width: min(100%, 160px);
   background: #ffffff; border-radius: 4px;
 }
 figcaption { margin-top: 10px; text-align: center; font-weight: 600; overflow-wrap: anywhere; }
@@ -790,8 +798,8 @@ mod tests {
         ]);
         let html = render(&r, dir.path());
         assert!(html.contains("<title>demo · run 20261125-181502-042-7c1e</title>"));
-        assert!(html.contains("<code>evaluate.accuracy</code></td><td class=\"num\">0.875<"));
-        assert!(html.contains("<code>train.loss</code></td><td class=\"num\">0.25<"));
+        assert!(html.contains("<li><code>evaluate.accuracy</code><span class=\"num\">0.875</span>"));
+        assert!(html.contains("<li><code>train.loss</code><span class=\"num\">0.25</span>"));
         assert!(html.contains("src=\"data:image/png;base64,iVBORw==\""));
         assert!(html.contains("<a href=\"./history.csv\">history.csv</a>"));
         assert!(html.contains("second &lt;i&gt;line&lt;/i&gt;"));
