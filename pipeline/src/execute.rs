@@ -43,6 +43,8 @@ pub enum RunError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     #[error("cannot publish {path} into the run directory: {source}")]
     Publish {
         path: PathBuf,
@@ -272,12 +274,16 @@ pub fn run(
         Ok(()) => {
             record.status = RunStatus::Succeeded;
             store.runs.save(&record)?;
+            crate::report::write(&record, &run_dir)?;
             Ok(record)
         }
         Err(e) => {
             record.status = RunStatus::Failed;
             record.error = Some(e.to_string());
             store.runs.save(&record)?;
+            // The stage's error is the one to act on: a report failing too (a full disk) must
+            // not replace it, and `pipeline show` writes a missing report later.
+            let _ = crate::report::write(&record, &run_dir);
             Err(e)
         }
     }

@@ -16,5 +16,6 @@ pub mod kind;
 pub mod lock;
 pub mod record;
 pub mod registry;
+pub mod report;
 pub mod status;
 pub mod verify;

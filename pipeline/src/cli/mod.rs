@@ -39,7 +39,12 @@ enum Command {
     /// List recorded runs, newest first
     Runs,
     /// Show one run in full (RUN: id, unique prefix, name, latest or latest~N)
-    Show { run: String },
+    Show {
+        run: String,
+        /// Open the run's report.html in the browser (xdg-open on Linux, open on macOS)
+        #[arg(long)]
+        open: bool,
+    },
     /// What differs between two runs, and why
     Diff(diff::DiffArgs),
     /// Re-execute a run (or an experiment's lock file) from scratch and compare outputs
@@ -84,7 +89,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&args, &registry, &project, &artifacts),
         Command::Status(args) => run::status(&args, &registry, &project, &artifacts),
         Command::Runs => runs::list(&open_store(&artifacts)?),
-        Command::Show { run } => runs::show(&open_store(&artifacts)?, &run),
+        Command::Show { run, open } => runs::show(&open_store(&artifacts)?, &run, open),
         Command::Diff(args) => diff::diff(&open_store(&artifacts)?, &args),
         Command::Verify(args) => verify::verify(&args, &registry, &project, &artifacts),
         Command::Lock(args) => verify::lock(&args, &registry, &project, &artifacts),

@@ -1,10 +1,13 @@
 //! `pipeline runs`, `pipeline show` and `pipeline kinds`: reading what is recorded.
 
 use std::collections::BTreeSet;
-use std::process::ExitCode;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use pipeline::execute::Store;
 use pipeline::kind::{ParamDefault, Registry};
+use pipeline::report;
 
 use super::display::format_seconds;
 
@@ -67,7 +70,7 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-pub fn show(store: &Store, spec: &str) -> anyhow::Result<ExitCode> {
+pub fn show(store: &Store, spec: &str, open: bool) -> anyhow::Result<ExitCode> {
     let r = store.runs.resolve(spec)?;
     println!("run         {}", r.id);
     if let Some(name) = &r.name {
@@ -138,7 +141,59 @@ pub fn show(store: &Store, spec: &str) -> anyhow::Result<ExitCode> {
     for line in params.lines() {
         println!("  {line}");
     }
+    // A run killed before it ended, or recorded before reports existed, gets its report now.
+    let report = match report::ensure(&r, &dir) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("warning: {e}");
+            report::path_in(&dir)
+        }
+    };
+    if open {
+        open_in_browser(&report);
+    }
+    println!("\nreport: {}", report.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hands the file to the desktop's opener. Not finding or starting one is only a warning: the
+/// path is printed either way, and `show` is often run where there is no desktop (ssh, CI).
+fn open_in_browser(path: &Path) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let child = Command::new(opener)
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("warning: cannot start `{opener}` to open the report: {e}");
+            return;
+        }
+    };
+    // Openers usually hand over to the browser and exit at once; one that keeps running is
+    // left to itself rather than holding up the terminal.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return,
+            Ok(Some(status)) => {
+                eprintln!("warning: `{opener}` could not open the report ({status})");
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                eprintln!("warning: lost track of `{opener}`: {e}");
+                return;
+            }
+        }
+    }
 }
 
 pub fn kinds(registry: &Registry) {

@@ -1,0 +1,870 @@
+//! The run report: one self-contained `report.html` in each run directory, for a person to open
+//! in a browser or to mail on its own.
+//!
+//! It shows what `pipeline show` shows, plus every figure the run published, embedded as a
+//! `data:` URI. The CSS is inline, there is no script and nothing is fetched, so the file reads
+//! the same offline, archived or attached. It knows nothing of what the stages compute: a figure
+//! is any published `.png` file (or `.svg` file with no `.png` of the same stem), titled by its
+//! file stem; every other published file is linked by its path relative to the report.
+
+use std::fmt::{self, Write as _};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use crate::record::{CacheUse, RunRecord, StageRecord};
+
+/// The report's file name in a run directory.
+pub const REPORT_FILE: &str = "report.html";
+
+/// Figures larger than this are linked rather than embedded: base64 adds a third, and a report
+/// of hundreds of megabytes no longer opens quickly or fits in a mail.
+const MAX_EMBEDDED_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write the run report {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// Where the report of the run in `run_dir` is (or will be).
+pub fn path_in(run_dir: &Path) -> PathBuf {
+    run_dir.join(REPORT_FILE)
+}
+
+/// Writes the run's report into its directory, atomically: a browser reloading it, or a copy
+/// taken meanwhile, sees the previous report or this one, never a half-written file.
+pub fn write(record: &RunRecord, run_dir: &Path) -> Result<PathBuf, ReportError> {
+    let html = render(record, run_dir);
+    let path = path_in(run_dir);
+    // The process id keeps two writers (a run finishing, `pipeline show`) off each other's file.
+    let tmp = run_dir.join(format!(".{REPORT_FILE}.{}.tmp", std::process::id()));
+    fs::write(&tmp, html).map_err(|source| ReportError::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    fs::rename(&tmp, &path).map_err(|source| {
+        // Best effort: the rename error is the one to report, a stray temp file is harmless.
+        let _ = fs::remove_file(&tmp);
+        ReportError::Write {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    Ok(path)
+}
+
+/// The run's report, written first when the run has none: a run that was killed before it
+/// could write one, or one recorded before reports existed.
+pub fn ensure(record: &RunRecord, run_dir: &Path) -> Result<PathBuf, ReportError> {
+    let path = path_in(run_dir);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        write(record, run_dir)
+    }
+}
+
+/// The report as HTML. Published files are read from `run_dir`; one that cannot be read shows
+/// as a note in place of its figure rather than costing the whole report.
+pub fn render(record: &RunRecord, run_dir: &Path) -> String {
+    let mut out = String::with_capacity(64 * 1024);
+    // Writing into a String cannot fail; fmt::Result only lets the writer use `?`.
+    let _ = render_into(&mut out, record, run_dir);
+    out
+}
+
+fn render_into(out: &mut String, r: &RunRecord, run_dir: &Path) -> fmt::Result {
+    let status = r.status_label();
+    writeln!(out, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>")?;
+    writeln!(out, "<meta charset=\"utf-8\">")?;
+    writeln!(
+        out,
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+    )?;
+    writeln!(
+        out,
+        "<title>{} · run {}</title>",
+        Esc(&r.experiment.name),
+        Esc(&r.id)
+    )?;
+    writeln!(out, "<style>{CSS}</style>\n</head>\n<body>\n<main>")?;
+
+    writeln!(out, "<header>")?;
+    writeln!(
+        out,
+        "<h1>{} <span class=\"badge {status}\">{status}</span></h1>",
+        Esc(&r.experiment.name)
+    )?;
+    let name = r
+        .name
+        .as_deref()
+        .map_or(String::new(), |n| format!(" · {}", Esc(n)));
+    writeln!(
+        out,
+        "<p class=\"sub\">run <code>{}</code>{name}</p>",
+        Esc(&r.id)
+    )?;
+    let description = r.experiment.description.trim();
+    if !description.is_empty() {
+        writeln!(out, "<p class=\"description\">{}</p>", Esc(description))?;
+    }
+    writeln!(out, "</header>")?;
+
+    // What went wrong comes first: it is what a person opening a failed run looks for.
+    if let Some(error) = &r.error {
+        writeln!(
+            out,
+            "<section class=\"alert failed\" id=\"error\"><h2>Run failed</h2><pre>{}</pre></section>",
+            Esc(error)
+        )?;
+    } else if status == "interrupted" {
+        writeln!(
+            out,
+            "<section class=\"alert interrupted\"><h2>Run interrupted</h2><p>The process \
+             ended before the run finished; the stages below are those that completed.</p></section>"
+        )?;
+    } else if status == "running" {
+        writeln!(
+            out,
+            "<section class=\"alert running\"><h2>Run in progress</h2><p>The run was still going \
+             when this report was written; it rewrites the report when it ends.</p></section>"
+        )?;
+    }
+
+    facts(out, r)?;
+    metrics(out, r)?;
+    figures(out, r, run_dir)?;
+    stages(out, r)?;
+    parameters(out, r)?;
+    files(out, r)?;
+
+    writeln!(
+        out,
+        "<footer>Written by pipeline {}. Self-contained: figures and styles are embedded; \
+         linked files sit next to this report in the run directory.</footer>",
+        Esc(env!("CARGO_PKG_VERSION"))
+    )?;
+    writeln!(out, "</main>\n</body>\n</html>")
+}
+
+/// The run's identity and circumstances, as a two-column list.
+fn facts(out: &mut String, r: &RunRecord) -> fmt::Result {
+    let mut rows: Vec<(&str, String)> = vec![("Run id", code(&r.id))];
+    if let Some(name) = &r.name {
+        rows.push(("Name", Esc(name).to_string()));
+    }
+    rows.push(("Status", Esc(r.status_label()).to_string()));
+    rows.push(("Experiment", code(&r.experiment.path)));
+    rows.push(("Started", Esc(&timestamp(&r.started)).to_string()));
+    if let Some(finished) = &r.finished {
+        rows.push(("Finished", Esc(&timestamp(finished)).to_string()));
+    }
+    if let Some(d) = r.duration_s {
+        rows.push(("Duration", Esc(&format_seconds(d)).to_string()));
+    }
+    rows.push(("Seed", r.experiment.seed.to_string()));
+    if !r.experiment.overrides.is_empty() {
+        let list: Vec<String> = r.experiment.overrides.iter().map(|o| code(o)).collect();
+        rows.push(("Overrides", list.join(" ")));
+    }
+    if r.no_cache {
+        rows.push(("Cache", "not used (<code>--no-cache</code>)".into()));
+    }
+    rows.push(("Tool version", Esc(&r.tool_version).to_string()));
+    if let Some(commit) = &r.git_commit {
+        let dirty = if r.git_dirty == Some(true) {
+            " with uncommitted changes"
+        } else {
+            ""
+        };
+        rows.push(("Git commit", format!("{}{dirty}", code(commit))));
+    }
+    rows.push(("Host CPU", Esc(&r.host.cpu).to_string()));
+    rows.push(("Threads", r.host.threads.to_string()));
+    rows.push((
+        "Platform",
+        Esc(&format!("{}-{}", r.host.os, r.host.arch)).to_string(),
+    ));
+    rows.push(("Data root", code(&r.data_root)));
+
+    writeln!(
+        out,
+        "<section id=\"run\"><h2>Run</h2>\n<dl class=\"facts\">"
+    )?;
+    for (label, value) in rows {
+        writeln!(out, "<dt>{label}</dt><dd>{value}</dd>")?;
+    }
+    writeln!(out, "</dl></section>")
+}
+
+fn metrics(out: &mut String, r: &RunRecord) -> fmt::Result {
+    let metrics = r.metrics();
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    // A list flowing into columns: runs often have dozens of metrics, and one long two-column
+    // table would push the figures far down the page.
+    writeln!(
+        out,
+        "<section id=\"metrics\"><h2>Metrics</h2>\n<ul class=\"metrics\">"
+    )?;
+    for (name, value) in &metrics {
+        writeln!(
+            out,
+            "<li><code>{}</code><span class=\"num\">{}</span></li>",
+            Esc(name),
+            Esc(&format_metric(*value))
+        )?;
+    }
+    writeln!(out, "</ul></section>")
+}
+
+/// A file a stage placed in the run directory.
+struct Published<'a> {
+    stage: &'a str,
+    /// Its name in the run directory.
+    name: &'a str,
+    size: u64,
+}
+
+fn published(r: &RunRecord) -> Vec<Published<'_>> {
+    r.stages
+        .iter()
+        .flat_map(|s| {
+            s.outputs.values().filter_map(move |o| {
+                o.published.as_deref().map(|name| Published {
+                    stage: &s.name,
+                    name,
+                    size: o.size,
+                })
+            })
+        })
+        .collect()
+}
+
+/// The extension of a file name, lower-cased, and its stem.
+fn split_name(name: &str) -> (String, &str) {
+    let path = Path::new(name);
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or(name);
+    (ext, stem)
+}
+
+/// The published files shown as figures, with their media types: every `.png`, and every
+/// `.svg` whose stem has no `.png` (stages often write both; the bitmap is the one to show).
+fn figure_files<'a>(files: &'a [Published<'a>]) -> Vec<(&'a Published<'a>, &'static str)> {
+    let png_stems: Vec<&str> = files
+        .iter()
+        .filter_map(|f| match split_name(f.name) {
+            (ext, stem) if ext == "png" => Some(stem),
+            _ => None,
+        })
+        .collect();
+    files
+        .iter()
+        .filter_map(|f| match split_name(f.name) {
+            (ext, _) if ext == "png" => Some((f, "image/png")),
+            (ext, stem) if ext == "svg" && !png_stems.contains(&stem) => Some((f, "image/svg+xml")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn figures(out: &mut String, r: &RunRecord, run_dir: &Path) -> fmt::Result {
+    let files = published(r);
+    let figures = figure_files(&files);
+    if figures.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "<section id=\"figures\"><h2>Figures</h2>\n<div class=\"figures\">"
+    )?;
+    for (file, mime) in figures {
+        let (_, stem) = split_name(file.name);
+        writeln!(out, "<figure>")?;
+        match embed(&run_dir.join(file.name), file.size, mime) {
+            // SVG goes in through <img> as well, not inline: an <img> runs no script the file
+            // may hold and loads nothing it may reference.
+            Ok(uri) => writeln!(
+                out,
+                "<a href=\"{}\"><img src=\"{uri}\" alt=\"{}\"></a>",
+                Href(file.name),
+                Esc(stem)
+            )?,
+            Err(reason) => writeln!(
+                out,
+                "<p class=\"missing\">Not embedded: {}. <a href=\"{}\">Open {}</a>.</p>",
+                Esc(&reason),
+                Href(file.name),
+                Esc(file.name)
+            )?,
+        }
+        writeln!(out, "<figcaption>{}</figcaption>\n</figure>", Esc(stem))?;
+    }
+    writeln!(out, "</div></section>")
+}
+
+/// A `data:` URI holding the file, or why it is not embedded.
+fn embed(path: &Path, recorded_size: u64, mime: &str) -> Result<String, String> {
+    let size = fs::metadata(path).map(|m| m.len()).unwrap_or(recorded_size);
+    if size > MAX_EMBEDDED_BYTES {
+        return Err(format!("{} is too large to embed", format_bytes(size)));
+    }
+    let bytes = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(format!(
+        "data:{mime};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
+}
+
+fn stages(out: &mut String, r: &RunRecord) -> fmt::Result {
+    writeln!(out, "<section id=\"stages\"><h2>Stages</h2>")?;
+    if r.stages.is_empty() {
+        return writeln!(out, "<p class=\"sub\">No stage finished.</p></section>");
+    }
+    writeln!(out, "<div class=\"scroll\"><table>")?;
+    writeln!(
+        out,
+        "<thead><tr><th>Stage</th><th>Kind</th><th>Cache</th><th class=\"num\">Duration</th>\
+         <th>Published</th><th>Key</th></tr></thead><tbody>"
+    )?;
+    for s in &r.stages {
+        let (class, label) = cache_label(s.cache);
+        let links: Vec<String> = s
+            .outputs
+            .values()
+            .filter_map(|o| o.published.as_deref())
+            .map(|p| format!("<a href=\"{}\">{}</a>", Href(p), Esc(p)))
+            .collect();
+        writeln!(
+            out,
+            "<tr><td><strong>{}</strong>{}</td><td class=\"nowrap\">{} <span class=\"sub\">v{}</span></td>\
+             <td><span class=\"badge {class}\">{label}</span></td><td class=\"num\">{}</td>\
+             <td>{}</td><td><code class=\"key\" title=\"{}\">{}</code></td></tr>",
+            Esc(&s.name),
+            notes(s),
+            Esc(&s.kind),
+            s.kind_version,
+            Esc(&format_seconds(s.duration_s)),
+            links.join("<br>"),
+            Esc(&s.key),
+            Esc(&s.key.chars().take(12).collect::<String>())
+        )?;
+    }
+    writeln!(out, "</tbody></table></div></section>")
+}
+
+/// What a stage noted about its work (counts, sizes), under its name.
+fn notes(s: &StageRecord) -> String {
+    if s.notes.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = s
+        .notes
+        .iter()
+        .map(|(k, v)| format!("{} = {}", Esc(k), Esc(&value_text(v))))
+        .collect();
+    format!("<div class=\"notes\">{}</div>", items.join("<br>"))
+}
+
+/// The cache use as hit or miss, with why a result was recomputed when it was not simply new.
+fn cache_label(cache: CacheUse) -> (&'static str, &'static str) {
+    match cache {
+        CacheUse::Hit => ("hit", "hit"),
+        CacheUse::Miss => ("miss", "miss"),
+        CacheUse::Forced => ("miss", "miss (--no-cache)"),
+        CacheUse::Damaged => ("miss", "miss (cache entry damaged)"),
+    }
+}
+
+/// The effective parameters: top-level values (the seed), then one group per stage in run
+/// order, then stages the run did not reach.
+fn parameters(out: &mut String, r: &RunRecord) -> fmt::Result {
+    writeln!(
+        out,
+        "<section id=\"parameters\"><h2>Parameters</h2>\n<div class=\"scroll\"><table>"
+    )?;
+    writeln!(
+        out,
+        "<thead><tr><th>Stage</th><th>Parameter</th><th>Value</th></tr></thead><tbody>"
+    )?;
+    let scalars: Vec<(&String, &toml::Value)> =
+        r.params.iter().filter(|(_, v)| !v.is_table()).collect();
+    // Top-level values such as the seed belong to the experiment, not to one stage.
+    param_group(out, "(experiment)", &scalars)?;
+    let mut order: Vec<&str> = r.stages.iter().map(|s| s.name.as_str()).collect();
+    for (name, value) in &r.params {
+        if value.is_table() && !order.contains(&name.as_str()) {
+            order.push(name);
+        }
+    }
+    for stage in order {
+        if let Some(table) = r.params.get(stage).and_then(|v| v.as_table()) {
+            let rows: Vec<(&String, &toml::Value)> = table.iter().collect();
+            param_group(out, stage, &rows)?;
+        }
+    }
+    writeln!(out, "</tbody></table></div></section>")
+}
+
+fn param_group(out: &mut String, stage: &str, rows: &[(&String, &toml::Value)]) -> fmt::Result {
+    for (i, (name, value)) in rows.iter().enumerate() {
+        write!(out, "<tr>")?;
+        if i == 0 {
+            write!(
+                out,
+                "<th scope=\"rowgroup\" rowspan=\"{}\" class=\"group\">{}</th>",
+                rows.len(),
+                Esc(stage)
+            )?;
+        }
+        writeln!(
+            out,
+            "<td><code>{}</code></td><td><code>{}</code></td></tr>",
+            Esc(name),
+            Esc(&value_text(value))
+        )?;
+    }
+    Ok(())
+}
+
+fn files(out: &mut String, r: &RunRecord) -> fmt::Result {
+    writeln!(
+        out,
+        "<section id=\"files\"><h2>Files</h2>\n<div class=\"scroll\"><table class=\"narrow\">"
+    )?;
+    writeln!(
+        out,
+        "<thead><tr><th>File</th><th>Stage</th><th class=\"num\">Size</th></tr></thead><tbody>"
+    )?;
+    for f in published(r) {
+        writeln!(
+            out,
+            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td class=\"num\">{}</td></tr>",
+            Href(f.name),
+            Esc(f.name),
+            Esc(f.stage),
+            format_bytes(f.size)
+        )?;
+    }
+    for (name, what) in [
+        ("run.toml", "the run record"),
+        ("experiment.toml", "the experiment as run"),
+    ] {
+        writeln!(
+            out,
+            "<tr><td><a href=\"{}\">{}</a></td><td class=\"sub\">{what}</td><td></td></tr>",
+            Href(name),
+            Esc(name)
+        )?;
+    }
+    writeln!(out, "</tbody></table></div></section>")
+}
+
+/// A parameter or note as written in TOML, strings without their quotes.
+fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn code(text: &str) -> String {
+    format!("<code>{}</code>", Esc(text))
+}
+
+/// An RFC 3339 time from the record as `2026-11-25 18:15:02 UTC`, or as recorded if it is not
+/// one.
+fn timestamp(text: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        })
+        .unwrap_or_else(|_| text.to_string())
+}
+
+fn format_seconds(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if s < 120.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0)
+    }
+}
+
+fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if value < 1000.0 {
+            break;
+        }
+        value /= 1000.0;
+        unit = u;
+    }
+    format!("{value:.1} {unit}")
+}
+
+/// A metric with up to six decimals and no trailing zeros; very small or large values in
+/// exponent form, where fixed decimals would show only zeros or noise.
+fn format_metric(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let magnitude = v.abs();
+    if magnitude != 0.0 && !(1e-4..1e12).contains(&magnitude) {
+        return format!("{v:.4e}");
+    }
+    let fixed = format!("{v:.6}");
+    fixed
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// Text escaped for HTML element content and quoted attribute values.
+struct Esc<'a>(&'a str);
+
+impl fmt::Display for Esc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
+            f.write_str(&rest[..i])?;
+            f.write_str(match rest.as_bytes()[i] {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                _ => "&#39;",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        f.write_str(rest)
+    }
+}
+
+/// A file name as a relative URL: every byte but the unreserved ones percent-encoded, so that
+/// `#`, `?`, `:` or spaces in a name still lead to the file (and nothing needs HTML escaping).
+struct Href<'a>(&'a str);
+
+impl fmt::Display for Href<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A leading `./` keeps a name like `c:x` from reading as a URL scheme.
+        f.write_str("./")?;
+        for &b in self.0.as_bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                f.write_char(char::from(b))?;
+            } else {
+                write!(f, "%{b:02X}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const CSS: &str = r#"
+:root {
+  color-scheme: light dark;
+  --fg: #1f2328; --muted: #59636e; --bg: #ffffff; --panel: #f6f8fa; --line: #d1d9e0;
+  --accent: #0969da; --ok: #1a7f37; --bad: #cf222e; --warn: #9a6700;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --fg: #e6edf3; --muted: #9198a1; --bg: #0d1117; --panel: #151b23; --line: #3d444d;
+    --accent: #4493f8; --ok: #3fb950; --bad: #f85149; --warn: #d29922;
+  }
+}
+* { box-sizing: border-box; }
+body {
+  margin: 0; background: var(--bg); color: var(--fg);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+}
+main { max-width: 1200px; margin: 0 auto; padding: 28px 24px 48px; }
+h1 { font-size: 1.9em; line-height: 1.25; margin: 0 0 4px; overflow-wrap: anywhere; }
+h1 .badge { font-size: 0.45em; vertical-align: middle; }
+h2 { font-size: 1.2em; margin: 36px 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+.alert h2 { margin: 0 0 8px; border: 0; padding: 0; }
+.sub { color: var(--muted); margin: 0; }
+.description { margin: 12px 0 0; max-width: 80ch; white-space: pre-line; overflow-wrap: anywhere; }
+code, pre { font-family: ui-monospace, SFMono-Regular, "SF Mono", Menlo, Consolas, "Liberation Mono", monospace; font-size: 0.88em; }
+code { white-space: pre-wrap; overflow-wrap: anywhere; }
+a { color: var(--accent); text-decoration: none; }
+a:hover { text-decoration: underline; }
+.badge {
+  display: inline-block; padding: 0 9px; border: 1px solid currentColor; border-radius: 999px;
+  font-size: 0.82em; font-weight: 600; white-space: nowrap;
+}
+.succeeded, .hit { color: var(--ok); }
+.failed { color: var(--bad); }
+.running, .interrupted { color: var(--warn); }
+.miss { color: var(--muted); }
+.alert {
+  margin: 24px 0 0; padding: 14px 18px; border: 1px solid currentColor; border-left-width: 5px;
+  border-radius: 6px; background: var(--panel);
+}
+.alert p, .alert pre { color: var(--fg); margin: 0; }
+.alert pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+dl.facts { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 4px 20px; margin: 0; }
+dl.facts dt { color: var(--muted); }
+dl.facts dd { margin: 0; overflow-wrap: anywhere; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; }
+table.narrow { width: auto; min-width: 50%; }
+th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
+thead th { background: var(--panel); font-weight: 600; white-space: nowrap; }
+th.group { background: var(--panel); font-weight: 600; white-space: nowrap; }
+.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.notes { color: var(--muted); font-size: 0.85em; margin-top: 2px; overflow-wrap: anywhere; }
+code.key, .nowrap { white-space: nowrap; }
+ul.metrics { list-style: none; margin: 0; padding: 0; columns: 3 260px; column-gap: 32px; }
+ul.metrics li {
+  display: flex; justify-content: space-between; gap: 16px; padding: 4px 2px;
+  border-bottom: 1px solid var(--line); break-inside: avoid;
+}
+.figures {
+  display: grid; gap: 18px;
+  grid-template-columns: repeat(auto-fill, minmax(min(100%, 480px), 1fr));
+}
+figure {
+  margin: 0; padding: 12px; border: 1px solid var(--line); border-radius: 8px;
+  display: flex; flex-direction: column; justify-content: space-between; min-width: 0;
+}
+figure a { display: block; }
+figure img {
+  display: block; margin: 0 auto; max-width: 100%; max-height: 560px; height: auto;
+  /* Thumbnails a few pixels wide would otherwise be a dot in their card. */
+  min-width: min(100%, 160px);
+  background: #ffffff; border-radius: 4px;
+}
+figcaption { margin-top: 10px; text-align: center; font-weight: 600; overflow-wrap: anywhere; }
+.missing { color: var(--muted); margin: 0; }
+footer { margin-top: 44px; color: var(--muted); font-size: 0.85em; }
+@media print {
+  main { max-width: none; padding: 0; }
+  figure, tr { break-inside: avoid; }
+}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::record::{
+        ExperimentRecord, Host, OutputRecord, RunStatus, StageRecord, RECORD_FORMAT,
+    };
+
+    fn output(file: &str, published: bool) -> OutputRecord {
+        OutputRecord {
+            file: file.into(),
+            size: 3,
+            blake3: "00".repeat(32),
+            published: published.then(|| file.to_string()),
+            volatile: false,
+        }
+    }
+
+    fn stage(name: &str, outputs: &[(&str, bool)], metrics: &[(&str, f64)]) -> StageRecord {
+        StageRecord {
+            name: name.into(),
+            kind: "shell".into(),
+            kind_version: 1,
+            key: "ab".repeat(32),
+            cache: CacheUse::Miss,
+            duration_s: 1.25,
+            params: toml::Table::new(),
+            inputs: BTreeMap::new(),
+            external: None,
+            outputs: outputs
+                .iter()
+                .map(|(f, p)| (f.to_string(), output(f, *p)))
+                .collect(),
+            notes: toml::Table::new(),
+            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    fn record(stages: Vec<StageRecord>) -> RunRecord {
+        let params: toml::Table = toml::from_str(
+            "seed = 3\n[train]\nepochs = 2\nnote = \"a <b> & 'c'\"\n[evaluate]\nthreshold = 0.5\n",
+        )
+        .expect("params parse");
+        RunRecord {
+            format: RECORD_FORMAT,
+            id: "20261125-181502-042-7c1e".into(),
+            name: Some("base<line>".into()),
+            status: RunStatus::Succeeded,
+            error: None,
+            pid: std::process::id(),
+            started: "2026-11-25T18:15:02.042Z".into(),
+            finished: Some("2026-11-25T18:15:05.000Z".into()),
+            duration_s: Some(2.958),
+            tool_version: "0.1.0".into(),
+            git_commit: Some("c0ffee".into()),
+            git_dirty: Some(true),
+            host: Host {
+                cpu: "Test CPU".into(),
+                threads: 2,
+                os: "linux".into(),
+                arch: "x86_64".into(),
+            },
+            data_root: "/data".into(),
+            no_cache: false,
+            experiment: ExperimentRecord {
+                path: "exp.toml".into(),
+                name: "demo".into(),
+                description: "first line\nsecond <i>line</i>".into(),
+                digest: "00".into(),
+                seed: 3,
+                overrides: vec![],
+            },
+            params,
+            stages,
+        }
+    }
+
+    #[test]
+    fn escapes_every_special_character() {
+        assert_eq!(
+            Esc(r#"a<b>&"c"'d'"#).to_string(),
+            "a&lt;b&gt;&amp;&quot;c&quot;&#39;d&#39;"
+        );
+        assert_eq!(Esc("plain é text").to_string(), "plain é text");
+    }
+
+    #[test]
+    fn hrefs_are_relative_and_percent_encoded() {
+        assert_eq!(Href("roc.png").to_string(), "./roc.png");
+        assert_eq!(
+            Href("a b#1?.csv").to_string(),
+            "./a%20b%231%3F.csv",
+            "space, fragment and query characters must not cut the name"
+        );
+        assert_eq!(Href("c:x\"<").to_string(), "./c%3Ax%22%3C");
+    }
+
+    #[test]
+    fn metrics_keep_their_precision_without_noise() {
+        assert_eq!(format_metric(0.9125), "0.9125");
+        assert_eq!(format_metric(12.0), "12");
+        assert_eq!(format_metric(0.0), "0");
+        assert_eq!(format_metric(-0.5), "-0.5");
+        assert_eq!(format_metric(1.5e-7), "1.5000e-7");
+        assert_eq!(format_metric(f64::NAN), "NaN");
+        assert_eq!(format_bytes(999), "999 B");
+        assert_eq!(format_bytes(12_345), "12.3 kB");
+        assert_eq!(format_bytes(58_000_000), "58.0 MB");
+    }
+
+    #[test]
+    fn figures_are_pngs_and_svgs_without_a_png() {
+        let r = record(vec![
+            stage("plot", &[("roc.png", true), ("roc.svg", true)], &[]),
+            stage("draw", &[("curve.SVG", true), ("table.csv", true)], &[]),
+            stage("hidden", &[("private.png", false)], &[]),
+        ]);
+        let files = published(&r);
+        let figures: Vec<(&str, &str)> = figure_files(&files)
+            .into_iter()
+            .map(|(f, mime)| (f.name, mime))
+            .collect();
+        assert_eq!(
+            figures,
+            [("roc.png", "image/png"), ("curve.SVG", "image/svg+xml")]
+        );
+    }
+
+    #[test]
+    fn renders_metrics_parameters_and_facts_escaped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("roc.png"), b"\x89PNG").expect("write");
+        let r = record(vec![
+            stage("train", &[("history.csv", true)], &[("loss", 0.25)]),
+            stage("evaluate", &[("roc.png", true)], &[("accuracy", 0.875)]),
+        ]);
+        let html = render(&r, dir.path());
+        assert!(html.contains("<title>demo · run 20261125-181502-042-7c1e</title>"));
+        assert!(html.contains("<li><code>evaluate.accuracy</code><span class=\"num\">0.875</span>"));
+        assert!(html.contains("<li><code>train.loss</code><span class=\"num\">0.25</span>"));
+        assert!(html.contains("src=\"data:image/png;base64,iVBORw==\""));
+        assert!(html.contains("<a href=\"./history.csv\">history.csv</a>"));
+        assert!(html.contains("second &lt;i&gt;line&lt;/i&gt;"));
+        assert!(html.contains("base&lt;line&gt;"));
+        assert!(html.contains("<code>a &lt;b&gt; &amp; &#39;c&#39;</code>"));
+        assert!(html.contains("<dt>Started</dt><dd>2026-11-25 18:15:02 UTC</dd>"));
+        assert!(html.contains("<code>c0ffee</code> with uncommitted changes"));
+        assert!(html.contains("<dt>Host CPU</dt><dd>Test CPU</dd>"));
+        assert!(html.contains("<dt>Threads</dt><dd>2</dd>"));
+        assert!(
+            !html.contains("id=\"error\""),
+            "a succeeded run has no error"
+        );
+        // Parameters follow the stages' run order, not the alphabet.
+        let train = html
+            .find("rowspan=\"2\" class=\"group\">train<")
+            .expect("train");
+        let evaluate = html.find("class=\"group\">evaluate<").expect("evaluate");
+        assert!(train < evaluate);
+    }
+
+    #[test]
+    fn a_failed_run_shows_its_error_first_and_a_missing_figure_is_noted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = record(vec![stage("plot", &[("gone.png", true)], &[])]);
+        r.status = RunStatus::Failed;
+        r.error = Some("stage `x` failed: <boom> & more".into());
+        let html = render(&r, dir.path());
+        let error = html
+            .find("<pre>stage `x` failed: &lt;boom&gt; &amp; more</pre>")
+            .expect("error shown escaped");
+        assert!(error < html.find("id=\"run\"").expect("facts"));
+        assert!(html.contains("<span class=\"badge failed\">failed</span>"));
+        assert!(html.contains("Not embedded: cannot read"), "{html}");
+        assert!(html.contains("<a href=\"./gone.png\">Open gone.png</a>"));
+    }
+
+    #[test]
+    fn writes_atomically_and_ensure_keeps_an_existing_report() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = record(vec![]);
+        let path = write(&r, dir.path()).expect("write");
+        assert_eq!(path, dir.path().join(REPORT_FILE));
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [REPORT_FILE], "no temp file left");
+        fs::write(&path, "kept").expect("overwrite");
+        assert_eq!(ensure(&r, dir.path()).expect("ensure"), path);
+        assert_eq!(fs::read_to_string(&path).expect("read"), "kept");
+        fs::remove_file(&path).expect("remove");
+        ensure(&r, dir.path()).expect("ensure");
+        assert!(fs::read_to_string(&path)
+            .expect("read")
+            .starts_with("<!DOCTYPE html>"));
+    }
+
+    #[test]
+    fn a_report_that_cannot_be_written_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("no-such-run");
+        let err = write(&record(vec![]), &missing).expect_err("no directory");
+        let text = err.to_string();
+        assert!(text.contains("no-such-run"), "{text}");
+        assert!(text.starts_with("cannot write the run report"), "{text}");
+    }
+}
