@@ -1,6 +1,6 @@
 //! End-to-end tests of `pipeline predict` through the binary: the quickstart's trained model on
 //! its own test images gives the evaluate stage's probabilities; folders, `--csv`, and the
-//! error cases.
+//! error cases; and, when the real data is present, real X-rays against the seed recipe.
 
 mod common;
 
@@ -341,4 +341,89 @@ outputs = ["out.txt"]
             "error: run {id} has no trained checkpoint (no `train` stage published model.safetensors)"
         )
     );
+}
+
+/// The real chest X-rays, when present beside the checkout (as in tests/experiments.rs).
+fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("PIPELINE_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/data"));
+    if dir.join("covid-chestxray-dataset/metadata.csv").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipping: the real chest X-ray data is not at {} (set PIPELINE_TEST_DATA)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// Real JPEG and PNG files of every size, resized from the original files by `predict`
+/// itself: the decode, orientation and resize match the load stage's, not only the model.
+#[test]
+fn real_xrays_get_the_evaluate_stages_probabilities() {
+    let Some(data) = shared_data() else { return };
+    let store = tempfile::tempdir().expect("tempdir");
+    let data_root = data.to_str().expect("utf-8 path");
+    // The seed recipe at 32 x 32, as tests/experiments.rs runs it.
+    let out = pipeline(
+        store.path(),
+        &[
+            "run",
+            "experiments/model1.toml",
+            "--data-root",
+            data_root,
+            "--set",
+            "load.image_size=32",
+            "--set",
+            "model.image_size=32",
+            "--set",
+            "model.pooling=global",
+            "--set",
+            "model.weights=random-he",
+            "--set",
+            "train.epochs=5",
+            "--name",
+            "real",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = store.path().join("runs");
+    let run_dir = fs::read_dir(&runs)
+        .expect("runs")
+        .next()
+        .expect("one run")
+        .expect("entry")
+        .path();
+    let evaluated = run_dir.join("predictions.csv");
+    let names = csv_column(&evaluated, "image");
+    let want_p = csv_column(&evaluated, "probability");
+    let want_label = csv_column(&evaluated, "predicted_label");
+    assert_eq!(names.len(), 55);
+
+    let csv = store.path().join("real.csv");
+    let files: Vec<String> = names
+        .iter()
+        .map(|n| data.join(n).display().to_string())
+        .collect();
+    let mut args = vec![
+        "predict",
+        "real",
+        "--csv",
+        csv.to_str().expect("utf-8 path"),
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let out = pipeline(store.path(), &args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(csv_column(&csv, "image"), files);
+    let got_p = csv_column(&csv, "probability");
+    for (i, name) in names.iter().enumerate() {
+        let (got, want): (f64, f64) = (
+            got_p[i].parse().expect("probability"),
+            want_p[i].parse().expect("probability"),
+        );
+        assert!((got - want).abs() <= 1e-6, "{name}: {got} vs {want}");
+    }
+    assert_eq!(csv_column(&csv, "label"), want_label);
 }
