@@ -277,7 +277,7 @@ fn bad_inputs_get_one_line_errors_naming_them() {
     fs::write(empty.join("readme.txt"), "no images here").expect("readme");
     let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
 
-    let cases: [(Vec<String>, String); 4] = [
+    let cases: [(Vec<String>, String); 5] = [
         (
             vec!["latest".into(), s(&good), s(&bad)],
             format!("error: cannot decode image {}: ", bad.display()),
@@ -299,6 +299,18 @@ fn bad_inputs_get_one_line_errors_naming_them() {
         (
             vec!["no-such-run".into(), s(&good)],
             "error: no run matches `no-such-run`".into(),
+        ),
+        (
+            vec![
+                "latest".into(),
+                s(&good),
+                "--csv".into(),
+                s(&dir.path().join("no/such/dir.csv")),
+            ],
+            format!(
+                "error: cannot write {}: ",
+                dir.path().join("no/such/dir.csv").display()
+            ),
         ),
     ];
     for (args, want) in cases {

@@ -52,11 +52,12 @@ pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
             (path.display().to_string(), p, label)
         })
         .collect();
-    for (path, p, label) in &rows {
-        println!("{path}\t{p:.6}\t{label}");
-    }
+    // The file first: when it cannot be written, the command fails having printed nothing.
     if let Some(file) = &args.csv {
         write_csv(file, &rows).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    for (path, p, label) in &rows {
+        println!("{path}\t{p:.6}\t{label}");
     }
     Ok(ExitCode::SUCCESS)
 }
