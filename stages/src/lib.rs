@@ -10,5 +10,6 @@ pub mod figures;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod predict;
 pub mod progress;
 pub mod train;

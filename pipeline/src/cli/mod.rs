@@ -2,6 +2,7 @@
 
 mod diff;
 mod display;
+mod predict;
 mod run;
 mod runs;
 mod verify;
@@ -51,6 +52,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Run an experiment and write EXP.lock (stage keys, output digests, metrics) to commit
     Lock(ExperimentArgs),
+    /// Predict images with a run's trained model, preprocessed as in that run
+    Predict(predict::PredictArgs),
     /// Remove cache entries that no kept run refers to
     Gc {
         /// Keep only what the newest N runs refer to
@@ -93,6 +96,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Diff(args) => diff::diff(&open_store(&artifacts)?, &args),
         Command::Verify(args) => verify::verify(&args, &registry, &project, &artifacts),
         Command::Lock(args) => verify::lock(&args, &registry, &project, &artifacts),
+        Command::Predict(args) => predict::predict(&open_store(&artifacts)?, &args),
         Command::Gc { keep_last, dry_run } => {
             runs::gc(&open_store(&artifacts)?, keep_last, dry_run)
         }

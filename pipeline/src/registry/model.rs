@@ -87,7 +87,8 @@ impl StageKind for Model {
         "model"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: checkpoint metadata in one key, byte-stable.
+        2
     }
     fn summary(&self) -> &'static str {
         "builds VGG16 + head; writes the initial checkpoint, the base alone, and a summary"
@@ -294,7 +295,8 @@ impl StageKind for Train {
         "train"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: checkpoint metadata in one key, byte-stable.
+        2
     }
     fn summary(&self) -> &'static str {
         "trains the head with Adam and binary cross-entropy, Keras' fit semantics"

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Value of the `format` metadata key; bump when the layout changes.
-pub const FORMAT: &str = "pipeline-vgg16/1";
+pub const FORMAT: &str = "pipeline-vgg16/2";
 
 /// An owned f32 tensor to serialise.
 struct F32Tensor {

@@ -1,0 +1,209 @@
+//! `pipeline predict`: a recorded run's trained model on new images, preprocessed as the run
+//! preprocessed its training data. The numbers come from `stages::predict`; this module only
+//! reads the run record, lists the images and prints.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use pipeline::execute::Store;
+use pipeline::record::{RunRecord, StageRecord};
+use stages::data::normalize::NormalizeConfig;
+use stages::metrics::{predicted_label, CLASS_NAMES, DEFAULT_THRESHOLD};
+
+/// The file the `train` stage writes its trained model to.
+const CHECKPOINT_FILE: &str = "model.safetensors";
+/// What a folder argument contributes, compared without case.
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// The run whose trained model predicts: id, unique prefix, name, latest or latest~N
+    pub run: String,
+    /// Image files, or folders whose .png/.jpg/.jpeg files are taken (sorted, not recursive)
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Also write `image,probability,label` to FILE (probabilities at full f32 precision)
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+}
+
+pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
+    let run = store.runs.resolve(&args.run)?;
+    let checkpoint = checkpoint(store, &run)?;
+    let image_size = image_size(&run)?;
+    let mode = normalize_config(&run)?.mode;
+    let images = expand(&args.images)?;
+    let progress = Bar::new();
+    let result = stages::predict::predict(&checkpoint, image_size, mode, &images, &progress);
+    // Cleared before any error is printed, so the message does not land on the bar's line.
+    progress.0.finish_and_clear();
+    // The message already names the file and the cause; `?` would also chain the cause's
+    // own source after it and print that twice.
+    let probabilities = result.map_err(|e| anyhow::Error::msg(e.to_string()))?;
+
+    let rows: Vec<(String, f32, &str)> = images
+        .iter()
+        .zip(probabilities)
+        .map(|(path, p)| {
+            let label = CLASS_NAMES[usize::from(predicted_label(p, DEFAULT_THRESHOLD))];
+            (path.display().to_string(), p, label)
+        })
+        .collect();
+    // The file first: when it cannot be written, the command fails having printed nothing.
+    if let Some(file) = &args.csv {
+        write_csv(file, &rows).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    for (path, p, label) in &rows {
+        println!("{path}\t{p:.6}\t{label}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The one stage of `kind`: preprocessing is found by what stages do, not what they are called.
+fn stage_of_kind<'a>(run: &'a RunRecord, kind: &str) -> anyhow::Result<&'a StageRecord> {
+    let found: Vec<&StageRecord> = run.stages.iter().filter(|s| s.kind == kind).collect();
+    match found.as_slice() {
+        [stage] => Ok(stage),
+        [] => bail!("run {} has no `{kind}` stage", run.id),
+        // Which of them fed the model is a question the record does not answer directly.
+        many => bail!(
+            "run {} has several `{kind}` stages ({}): cannot tell which one to follow",
+            run.id,
+            many.iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The trained model the run directory holds.
+fn checkpoint(store: &Store, run: &RunRecord) -> anyhow::Result<PathBuf> {
+    let missing = || {
+        anyhow::anyhow!(
+            "run {} has no trained checkpoint (no `train` stage published {CHECKPOINT_FILE})",
+            run.id
+        )
+    };
+    // A run that failed or was interrupted before training has no `train` stage recorded.
+    if !run.stages.iter().any(|s| s.kind == "train") {
+        return Err(missing());
+    }
+    let name = stage_of_kind(run, "train")?
+        .outputs
+        .values()
+        .find(|o| o.file == CHECKPOINT_FILE)
+        .and_then(|o| o.published.as_ref())
+        .ok_or_else(missing)?;
+    let path = store.runs.dir_of(&run.id).join(name);
+    if !path.is_file() {
+        bail!(
+            "run {}: the trained checkpoint {} is missing",
+            run.id,
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn image_size(run: &RunRecord) -> anyhow::Result<u32> {
+    let load = stage_of_kind(run, "load")?;
+    load.params
+        .get("image_size")
+        .and_then(toml::Value::as_integer)
+        .and_then(|v| u32::try_from(v).ok())
+        .with_context(|| {
+            format!(
+                "run {}: stage `{}` records no valid image_size",
+                run.id, load.name
+            )
+        })
+}
+
+fn normalize_config(run: &RunRecord) -> anyhow::Result<NormalizeConfig> {
+    let stage = stage_of_kind(run, "normalize")?;
+    // The recorded parameters are the effective ones, so the stage's own config type reads
+    // them with the same defaults and spelling the stage accepted.
+    stage.params.clone().try_into().with_context(|| {
+        format!(
+            "run {}: stage `{}` has unreadable parameters",
+            run.id, stage.name
+        )
+    })
+}
+
+/// Files as given; folders replaced by their image files, sorted by name.
+fn expand(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut images = Vec::new();
+    for arg in args {
+        if !arg.is_dir() {
+            // A missing or unreadable file is reported by the decoder, naming it.
+            images.push(arg.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(arg)
+            .with_context(|| format!("cannot read the folder {}", arg.display()))?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("cannot read the folder {}", arg.display()))?
+            .into_iter()
+            .filter(|p| p.is_file() && is_image_name(p))
+            .collect();
+        if found.is_empty() {
+            bail!(
+                "the folder {} holds no .png, .jpg or .jpeg images",
+                arg.display()
+            );
+        }
+        found.sort();
+        images.extend(found);
+    }
+    Ok(images)
+}
+
+fn is_image_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+fn write_csv(file: &Path, rows: &[(String, f32, &str)]) -> anyhow::Result<()> {
+    let mut out = csv::Writer::from_path(file)?;
+    out.write_record(["image", "probability", "label"])?;
+    for (path, p, label) in rows {
+        // Shortest round-trip form, as the evaluate stage's predictions.csv.
+        out.write_record([path.as_str(), &p.to_string(), label])?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A progress bar on stderr; indicatif hides it when stderr is not a terminal.
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new() -> Bar {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} images")
+        {
+            bar.set_style(style);
+        }
+        Bar(bar)
+    }
+}
+
+impl stages::progress::Progress for Bar {
+    fn start(&self, phase: &str, total: u64) {
+        self.0.set_message(phase.to_string());
+        self.0.set_length(total);
+        self.0.set_position(0);
+    }
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn message(&self, _text: &str) {}
+}

@@ -1,0 +1,212 @@
+//! Predicting new images with a trained checkpoint, preprocessed exactly as in training.
+//!
+//! Each image goes through [`load_image`] (the load stage's decode, EXIF orientation and
+//! Pillow-BICUBIC resize) and [`normalize`] (the normalize stage's arithmetic), so a file the
+//! load stage read gives the same model input, and the same probability, as it did there.
+
+use std::path::{Path, PathBuf};
+
+use dfdx::tensor::Cpu;
+use ndarray::{Array3, Array4, Axis};
+use rayon::prelude::*;
+
+use crate::data::normalize::{normalize, NormalizeMode};
+use crate::data::{load_image, DecodeError};
+use crate::model::{checkpoint, ModelError};
+use crate::progress::Progress;
+
+/// Images decoded and normalised at a time: bounds memory for any number of files (a
+/// 237 x 237 batch is about 21 MB of f32) while giving the model several of its own
+/// batches of [`crate::model::network::FEATURE_BATCH`] per step.
+pub const PREDICT_BATCH: usize = 32;
+
+/// Why prediction failed; each variant names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    /// An image could not be read or decoded (the message names it).
+    #[error(transparent)]
+    Image(#[from] DecodeError),
+    /// The checkpoint could not be loaded (the message names it).
+    #[error(transparent)]
+    Checkpoint(ModelError),
+    /// The run's load stage resized to another size than the model takes.
+    #[error("{path} takes {model}x{model} images, but the preprocessing resizes to {size}x{size}")]
+    SizeMismatch {
+        path: PathBuf,
+        model: usize,
+        size: u32,
+    },
+    /// The forward pass failed.
+    #[error("{path}: prediction failed: {source}")]
+    Model { path: PathBuf, source: ModelError },
+}
+
+/// The probability of COVID for each of `images`, in order, by the model in `checkpoint`
+/// after resizing to `image_size` and normalising with `mode`.
+///
+/// All or nothing: an image that cannot be decoded stops everything with an error naming it.
+/// Reports one unit of progress per image.
+pub fn predict(
+    checkpoint: &Path,
+    image_size: u32,
+    mode: NormalizeMode,
+    images: &[PathBuf],
+    progress: &dyn Progress,
+) -> Result<Vec<f32>, PredictError> {
+    let dev = Cpu::default();
+    let model = checkpoint::load(checkpoint, &dev).map_err(PredictError::Checkpoint)?;
+    // Checked here, not left to the forward pass, whose length error would not say why.
+    if model.size.pixels() != image_size as usize {
+        return Err(PredictError::SizeMismatch {
+            path: checkpoint.to_path_buf(),
+            model: model.size.pixels(),
+            size: image_size,
+        });
+    }
+    progress.start("predicting", images.len() as u64);
+    let mut probabilities = Vec::with_capacity(images.len());
+    for chunk in images.chunks(PREDICT_BATCH) {
+        let decoded: Vec<Array3<u8>> = chunk
+            .par_iter()
+            .map(|path| load_image(path, image_size))
+            .collect::<Result<_, _>>()?;
+        let batch = stack(&decoded, image_size as usize);
+        let inputs = normalize(batch.view(), mode);
+        // `normalize` returns a fresh standard-layout array, so this slice always exists;
+        // the fallback copy only keeps the code free of a panic path.
+        let flat = match inputs.as_slice() {
+            Some(s) => s.to_vec(),
+            None => inputs.iter().copied().collect(),
+        };
+        let model_err = |source| PredictError::Model {
+            path: checkpoint.to_path_buf(),
+            source,
+        };
+        probabilities.extend(
+            model
+                .predict(&flat, chunk.len(), &crate::progress::NoProgress)
+                .map_err(model_err)?,
+        );
+        progress.advance(chunk.len() as u64);
+    }
+    Ok(probabilities)
+}
+
+/// N x size x size x 3 from N images that `load_image` made `size x size x 3`.
+fn stack(images: &[Array3<u8>], size: usize) -> Array4<u8> {
+    let mut batch = Array4::<u8>::zeros((images.len(), size, size, 3));
+    for (mut slot, image) in batch.axis_iter_mut(Axis(0)).zip(images) {
+        slot.assign(image);
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{build_model, ModelConfig};
+    use crate::progress::NoProgress;
+
+    const SMALL: &str = r#"
+image_size = 32
+weights = "random-he"
+seed = 3
+[head]
+units = 64
+dropout = 0.2
+pooling = "global"
+"#;
+
+    /// A 32 x 32 checkpoint in `dir`, and three images of different sizes and colour types.
+    fn fixture(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
+        let cfg: ModelConfig = toml::from_str(SMALL).unwrap();
+        let report = build_model(&cfg, dir).unwrap();
+        let rgb = image::RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x + y) * 3) as u8])
+        });
+        let gray = image::GrayImage::from_fn(32, 32, |x, y| image::Luma([((x * y) % 256) as u8]));
+        let big = image::RgbImage::from_fn(64, 80, |x, y| {
+            image::Rgb([(x * 4) as u8, 255 - (y * 3) as u8, 128])
+        });
+        let paths = vec![dir.join("a.png"), dir.join("b.png"), dir.join("c.jpg")];
+        rgb.save(&paths[0]).unwrap();
+        gray.save(&paths[1]).unwrap();
+        big.save(&paths[2]).unwrap();
+        (report.checkpoint, paths)
+    }
+
+    #[test]
+    fn matches_load_normalize_and_the_model_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ckpt, paths) = fixture(dir.path());
+        for mode in [NormalizeMode::Scale, NormalizeMode::Caffe] {
+            let got = predict(&ckpt, 32, mode, &paths, &NoProgress).unwrap();
+            let decoded: Vec<_> = paths.iter().map(|p| load_image(p, 32).unwrap()).collect();
+            let inputs = normalize(stack(&decoded, 32).view(), mode);
+            let model = checkpoint::load(&ckpt, &Cpu::default()).unwrap();
+            let want = model
+                .predict(inputs.as_slice().unwrap(), paths.len(), &NoProgress)
+                .unwrap();
+            assert_eq!(got.len(), 3);
+            let bits = |v: &[f32]| v.iter().map(|p| p.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{mode:?}");
+            assert!(got.iter().all(|p| *p > 0.0 && *p < 1.0), "{got:?}");
+        }
+    }
+
+    #[test]
+    fn batching_does_not_change_the_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ckpt, paths) = fixture(dir.path());
+        // More than one PREDICT_BATCH, so the last chunk is partial.
+        let many: Vec<PathBuf> = paths
+            .iter()
+            .cycle()
+            .take(PREDICT_BATCH + 5)
+            .cloned()
+            .collect();
+        let all = predict(&ckpt, 32, NormalizeMode::Scale, &many, &NoProgress).unwrap();
+        let one = predict(&ckpt, 32, NormalizeMode::Scale, &paths, &NoProgress).unwrap();
+        for (i, p) in all.iter().enumerate() {
+            assert_eq!(p.to_bits(), one[i % 3].to_bits(), "image {i}");
+        }
+        assert!(predict(&ckpt, 32, NormalizeMode::Scale, &[], &NoProgress)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ckpt, mut paths) = fixture(dir.path());
+        let bad = dir.path().join("notes.png");
+        std::fs::write(&bad, b"not an image").unwrap();
+        paths.push(bad);
+        let err = predict(&ckpt, 32, NormalizeMode::Scale, &paths, &NoProgress).unwrap_err();
+        assert!(matches!(err, PredictError::Image(_)), "{err:?}");
+        assert!(err.to_string().contains("notes.png"), "{err}");
+
+        let missing = dir.path().join("gone.jpg");
+        let err = predict(&ckpt, 32, NormalizeMode::Scale, &[missing], &NoProgress).unwrap_err();
+        assert!(err.to_string().contains("gone.jpg"), "{err}");
+
+        let err = predict(&ckpt, 224, NormalizeMode::Scale, &paths[..1], &NoProgress).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} takes 32x32 images, but the preprocessing resizes to 224x224",
+                ckpt.display()
+            )
+        );
+
+        let err = predict(
+            &dir.path().join("none.safetensors"),
+            32,
+            NormalizeMode::Scale,
+            &paths[..1],
+            &NoProgress,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("none.safetensors"), "{err}");
+    }
+}
