@@ -38,7 +38,10 @@ fn timed(label: &str, target_s: f64, args: &[&str]) -> f64 {
     match out {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            eprintln!("{label}: pipeline failed:\n{}", String::from_utf8_lossy(&o.stderr));
+            eprintln!(
+                "{label}: pipeline failed:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             std::process::exit(1);
         }
         Err(e) => {
@@ -46,7 +49,11 @@ fn timed(label: &str, target_s: f64, args: &[&str]) -> f64 {
             std::process::exit(1);
         }
     }
-    let verdict = if seconds <= target_s { "ok" } else { "OVER TARGET" };
+    let verdict = if seconds <= target_s {
+        "ok"
+    } else {
+        "OVER TARGET"
+    };
     println!("{label:<34} {seconds:>8.2} s   (target {target_s} s: {verdict})");
     seconds
 }
@@ -56,7 +63,10 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("../shared/data"));
     if !data.join("covid-chestxray-dataset/metadata.csv").is_file() {
-        eprintln!("skipping: the real chest X-ray data is not at {}", data.display());
+        eprintln!(
+            "skipping: the real chest X-ray data is not at {}",
+            data.display()
+        );
         return;
     }
     let Ok(store) = tempfile::tempdir() else {
@@ -84,5 +94,8 @@ fn main() {
     timed("rerun with --set train.epochs=20", 10.0, &epochs);
     let peak = children_peak_mb();
     let verdict = if peak <= 2048.0 { "ok" } else { "OVER TARGET" };
-    println!("{:<34} {peak:>8.0} MB  (target 2048 MB: {verdict})", "peak memory (largest run)");
+    println!(
+        "{:<34} {peak:>8.0} MB  (target 2048 MB: {verdict})",
+        "peak memory (largest run)"
+    );
 }
