@@ -9,14 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::cache_uses;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
+use common::{cache_uses, repo, shared_data};
 
 /// Runs `pipeline` from the repository root with a store of its own.
 fn pipeline(store: &Path, args: &[&str], threads: Option<usize>) -> String {
@@ -220,22 +213,6 @@ fn quickstart_end_to_end_cached_and_bit_identical_across_thread_counts() {
     let (_, single) = latest_record(&b);
     assert_eq!(digests(&record), digests(&single));
     assert!(digests(&record).contains_key("train.model"));
-}
-
-/// The real chest X-rays, when present beside the checkout.
-fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("PIPELINE_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/data"));
-    if dir.join("covid-chestxray-dataset/metadata.csv").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipping: the real chest X-ray data is not at {} (set PIPELINE_TEST_DATA)",
-            dir.display()
-        );
-        None
-    }
 }
 
 #[test]

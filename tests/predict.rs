@@ -9,20 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::Project;
+use common::{repo, shared_data, Project};
 
 /// The quickstart, run once for the whole test binary (it takes 15-30 s).
 struct Trained {
     store: tempfile::TempDir,
     id: String,
     record: toml::Table,
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
 }
 
 fn trained() -> &'static Trained {
@@ -353,22 +346,6 @@ outputs = ["out.txt"]
             "error: run {id} has no trained checkpoint (no `train` stage published model.safetensors)"
         )
     );
-}
-
-/// The real chest X-rays, when present beside the checkout (as in tests/experiments.rs).
-fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("PIPELINE_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/data"));
-    if dir.join("covid-chestxray-dataset/metadata.csv").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipping: the real chest X-ray data is not at {} (set PIPELINE_TEST_DATA)",
-            dir.display()
-        );
-        None
-    }
 }
 
 /// Real JPEG and PNG files of every size, resized from the original files by `predict`

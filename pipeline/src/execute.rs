@@ -412,12 +412,7 @@ impl Runner<'_> {
             key,
             cache: cache_use,
             duration_s,
-            params: stage
-                .params
-                .values()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            params: stage.params.to_table(),
             inputs: inputs
                 .iter()
                 .map(|(slot, a)| {
@@ -511,12 +506,7 @@ impl Runner<'_> {
                     blake3: String::new(),
                 })
                 .collect(),
-            params: stage
-                .params
-                .values()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            params: stage.params.to_table(),
             inputs: inputs
                 .iter()
                 .map(|(slot, a)| (slot.clone(), a.digest.to_hex().to_string()))

@@ -20,14 +20,7 @@ pub struct KeyParts<'a> {
 pub fn stage_key(parts: &KeyParts) -> blake3::Hash {
     let mut h = FieldHasher::new("pipeline.stage-key");
     h.str(parts.kind).u64(u64::from(parts.kind_version));
-    let params = toml::Value::Table(
-        parts
-            .params
-            .values()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    );
+    let params = toml::Value::Table(parts.params.to_table());
     h.value(&params);
     h.u64(parts.inputs.len() as u64);
     for (slot, digest) in parts.inputs {

@@ -123,6 +123,14 @@ impl Params {
         &self.values
     }
 
+    /// The parameters as a TOML table (for records, manifests and hashing).
+    pub fn to_table(&self) -> toml::Table {
+        self.values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     pub fn get(&self, name: &str) -> Option<&toml::Value> {
         self.values.get(name)
     }

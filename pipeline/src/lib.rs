@@ -12,6 +12,7 @@ pub mod fingerprint;
 pub mod gc;
 pub mod graph;
 pub mod hash;
+pub mod human;
 pub mod kind;
 pub mod lock;
 pub mod record;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
+use crate::human::{format_bytes, format_metric, format_seconds};
 use crate::record::{CacheUse, RunRecord, StageRecord};
 
 /// The report's file name in a run directory.
@@ -492,50 +493,6 @@ fn timestamp(text: &str) -> String {
         .unwrap_or_else(|_| text.to_string())
 }
 
-fn format_seconds(s: f64) -> String {
-    if s < 1.0 {
-        format!("{:.0} ms", s * 1000.0)
-    } else if s < 120.0 {
-        format!("{s:.1} s")
-    } else {
-        format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0)
-    }
-}
-
-fn format_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
-    if n < 1000 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64;
-    let mut unit = "B";
-    for u in UNITS {
-        if value < 1000.0 {
-            break;
-        }
-        value /= 1000.0;
-        unit = u;
-    }
-    format!("{value:.1} {unit}")
-}
-
-/// A metric with up to six decimals and no trailing zeros; very small or large values in
-/// exponent form, where fixed decimals would show only zeros or noise.
-fn format_metric(v: f64) -> String {
-    if !v.is_finite() {
-        return v.to_string();
-    }
-    let magnitude = v.abs();
-    if magnitude != 0.0 && !(1e-4..1e12).contains(&magnitude) {
-        return format!("{v:.4e}");
-    }
-    let fixed = format!("{v:.6}");
-    fixed
-        .trim_end_matches('0')
-        .trim_end_matches('.')
-        .to_string()
-}
-
 /// Text escaped for HTML element content and quoted attribute values.
 struct Esc<'a>(&'a str);
 
@@ -755,19 +712,6 @@ mod tests {
             "space, fragment and query characters must not cut the name"
         );
         assert_eq!(Href("c:x\"<").to_string(), "./c%3Ax%22%3C");
-    }
-
-    #[test]
-    fn metrics_keep_their_precision_without_noise() {
-        assert_eq!(format_metric(0.9125), "0.9125");
-        assert_eq!(format_metric(12.0), "12");
-        assert_eq!(format_metric(0.0), "0");
-        assert_eq!(format_metric(-0.5), "-0.5");
-        assert_eq!(format_metric(1.5e-7), "1.5000e-7");
-        assert_eq!(format_metric(f64::NAN), "NaN");
-        assert_eq!(format_bytes(999), "999 B");
-        assert_eq!(format_bytes(12_345), "12.3 kB");
-        assert_eq!(format_bytes(58_000_000), "58.0 MB");
     }
 
     #[test]

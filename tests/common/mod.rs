@@ -107,3 +107,29 @@ pub fn cache_uses(record: &toml::Table) -> Vec<String> {
         })
         .collect()
 }
+
+/// The workspace root (the checkout), where `experiments/` lives.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The real chest X-rays, when present beside the checkout (`../shared/data`, or
+/// `PIPELINE_TEST_DATA`). Prints why and returns `None` when absent, so the calling test
+/// skips visibly.
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("PIPELINE_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/data"));
+    if dir.join("covid-chestxray-dataset/metadata.csv").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipping: the real chest X-ray data is not at {} (set PIPELINE_TEST_DATA)",
+            dir.display()
+        );
+        None
+    }
+}

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use pipeline::execute::Reporter;
 use pipeline::experiment::Stage;
+use pipeline::human::format_seconds;
 use pipeline::kind::ProgressSink;
 use pipeline::record::CacheUse;
 
@@ -53,16 +54,6 @@ fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
-}
-
-pub fn format_seconds(s: f64) -> String {
-    if s < 1.0 {
-        format!("{:.0} ms", s * 1000.0)
-    } else if s < 120.0 {
-        format!("{s:.1} s")
-    } else {
-        format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0)
-    }
 }
 
 impl ProgressSink for Terminal {

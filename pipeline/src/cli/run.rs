@@ -10,7 +10,9 @@ use pipeline::kind::Registry;
 use pipeline::record::CacheUse;
 use pipeline::status::{self, StageState};
 
-use super::display::{format_seconds, Terminal};
+use pipeline::human::format_seconds;
+
+use super::display::Terminal;
 use super::{data_root, load_experiment, open_store, ExperimentArgs};
 
 #[derive(Args)]

@@ -9,7 +9,7 @@ use pipeline::execute::Store;
 use pipeline::kind::{ParamDefault, Registry};
 use pipeline::report;
 
-use super::display::format_seconds;
+use pipeline::human::format_seconds;
 
 /// How many metric columns `pipeline runs` shows.
 const METRIC_COLUMNS: usize = 4;

@@ -78,12 +78,7 @@ impl Experiment {
         let mut out = toml::Table::new();
         out.insert("seed".into(), toml::Value::Integer(self.seed));
         for stage in &self.stages {
-            let table: toml::Table = stage
-                .params
-                .values()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let table: toml::Table = stage.params.to_table();
             out.insert(stage.name.clone(), toml::Value::Table(table));
         }
         out

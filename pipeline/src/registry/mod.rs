@@ -28,11 +28,7 @@ pub fn registry() -> Registry {
 
 /// Deserializes a stage's whole parameter table into a domain config type.
 fn config<T: DeserializeOwned>(params: &Params) -> Result<T, String> {
-    let table: toml::Table = params
-        .values()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let table: toml::Table = params.to_table();
     toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| e.message().trim().to_string())
