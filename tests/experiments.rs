@@ -270,3 +270,76 @@ fn model1_recipe_on_the_real_images_at_a_small_size() {
     let (_, rerun) = latest_record(&store);
     assert!(cache_uses(&rerun).iter().all(|u| u.ends_with("=hit")));
 }
+
+#[test]
+fn fine_tuning_updates_the_base_and_evaluates_with_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    pipeline(
+        &store,
+        &[
+            "run",
+            "experiments/quickstart.toml",
+            "--set",
+            "load.sources=[{ type = \"synthetic\", count_per_class = 20, seed = 7 }]",
+            "--set",
+            "train.freeze_base=false",
+            "--set",
+            "train.epochs=1",
+        ],
+        None,
+    );
+    let (dir, record) = latest_record(&store);
+    let stage = |name: &str| {
+        record["stages"]
+            .as_array()
+            .expect("stages")
+            .iter()
+            .find(|s| s["name"].as_str() == Some(name))
+            .cloned()
+            .expect("stage")
+    };
+    let digest = |name: &str, output: &str| {
+        stage(name)["outputs"][output]["blake3"]
+            .as_str()
+            .expect("digest")
+            .to_string()
+    };
+    // The frozen pass and the trained model see different features: the base was trained.
+    assert_ne!(digest("features", "features"), digest("train", "features"));
+    assert_eq!(
+        stage("evaluate")["inputs"]["features"]["digest"].as_str(),
+        Some(digest("train", "features").as_str()),
+        "evaluation uses the fine-tuned base's features"
+    );
+    assert_eq!(csv_rows(&dir.join("history.csv")).len(), 1);
+    assert_eq!(metrics(&dir)["n_test"], 8.0, "20 % of 40, rounded up");
+
+    // With the base frozen, the trained model's features are the frozen pass's, byte for byte.
+    pipeline(
+        &store,
+        &[
+            "run",
+            "experiments/quickstart.toml",
+            "--set",
+            "load.sources=[{ type = \"synthetic\", count_per_class = 20, seed = 7 }]",
+            "--set",
+            "train.epochs=1",
+        ],
+        None,
+    );
+    let (_, frozen) = latest_record(&store);
+    let find = |name: &str| {
+        frozen["stages"]
+            .as_array()
+            .expect("stages")
+            .iter()
+            .find(|s| s["name"].as_str() == Some(name))
+            .cloned()
+            .expect("stage")
+    };
+    assert_eq!(
+        find("features")["outputs"]["features"]["blake3"],
+        find("train")["outputs"]["features"]["blake3"]
+    );
+}

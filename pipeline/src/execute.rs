@@ -186,12 +186,18 @@ pub(crate) fn key_of(
         .iter()
         .map(|(slot, a)| (slot.clone(), a.digest))
         .collect();
+    let outputs: Vec<(String, String)> = stage
+        .outputs
+        .iter()
+        .map(|o| (o.name.clone(), o.file.clone()))
+        .collect();
     stage_key(&KeyParts {
         kind: kind.name(),
         kind_version: kind.version(),
         params: &stage.params,
         inputs: &digests,
         external: external.map(|e| e.digest),
+        outputs: &outputs,
     })
 }
 

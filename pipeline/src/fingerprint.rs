@@ -15,6 +15,9 @@ pub struct KeyParts<'a> {
     pub inputs: &'a BTreeMap<String, blake3::Hash>,
     /// Digest of the external data files read (names and bytes), if any.
     pub external: Option<blake3::Hash>,
+    /// The outputs the stage promises, as (name, file): an entry made under another set of
+    /// outputs cannot serve this one.
+    pub outputs: &'a [(String, String)],
 }
 
 pub fn stage_key(parts: &KeyParts) -> blake3::Hash {
@@ -25,6 +28,10 @@ pub fn stage_key(parts: &KeyParts) -> blake3::Hash {
     h.u64(parts.inputs.len() as u64);
     for (slot, digest) in parts.inputs {
         h.str(slot).digest(digest);
+    }
+    h.u64(parts.outputs.len() as u64);
+    for (name, file) in parts.outputs {
+        h.str(name).str(file);
     }
     match &parts.external {
         Some(d) => h.str("external").digest(d),
@@ -57,6 +64,7 @@ mod tests {
             params: &p,
             inputs: &inputs,
             external: None,
+            outputs: &[],
         };
         let k = stage_key(&base);
         assert_eq!(k, stage_key(&base), "same parts, same key");

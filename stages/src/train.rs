@@ -38,7 +38,8 @@ pub struct TrainConfig {
     pub epsilon: f64,
     pub validation_fraction: f64,
     pub seed: u64,
-    /// Only `true` is trained here: the head on precomputed features.
+    /// `true`: train the head on precomputed features; `false`: fine-tune the whole network
+    /// on the images ([`crate::finetune`]).
     pub freeze_base: bool,
 }
 
@@ -101,11 +102,17 @@ pub fn train_head(
     cfg: &TrainConfig,
     progress: &dyn Progress,
 ) -> Result<History, TrainError> {
-    if !cfg.freeze_base {
-        return Err(TrainError::Config(
-            "freeze_base = false (fine-tuning the whole VGG16) is not available yet; the head is trained on frozen features".into(),
-        ));
-    }
+    check_settings(cfg)?;
+    let dev = Cpu::seed_from_u64(cfg.seed);
+    let ctx = Data {
+        features,
+        labels,
+        dev: &dev,
+    };
+    with_head!(&mut model.head, h => fit(h, &ctx, train_rows, cfg, progress))
+}
+
+fn check_settings(cfg: &TrainConfig) -> Result<(), TrainError> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         return Err(TrainError::Config(
             "epochs and batch_size must be at least 1".into(),
@@ -117,13 +124,7 @@ pub fn train_head(
             cfg.validation_fraction
         )));
     }
-    let dev = Cpu::seed_from_u64(cfg.seed);
-    let ctx = Data {
-        features,
-        labels,
-        dev: &dev,
-    };
-    with_head!(&mut model.head, h => fit(h, &ctx, train_rows, cfg, progress))
+    Ok(())
 }
 
 struct Data<'a> {
@@ -245,6 +246,8 @@ pub struct TrainInputs<'a> {
     pub labels: &'a Path,
     /// Rows to train on, in split order (`train_index.npy`).
     pub train_index: &'a Path,
+    /// The normalized images, read only when fine-tuning (`freeze_base = false`).
+    pub images: &'a Path,
 }
 
 /// What training did, for the run record; the last epoch's values are the stage's metrics.
@@ -259,8 +262,12 @@ pub struct TrainReport {
     pub final_val_accuracy: Option<f64>,
 }
 
-/// Runs the train stage: trains the head and writes `model.safetensors` (the whole trained
-/// model) and `history.csv` into `out_dir`.
+/// The features of every row as the trained model sees them, written beside the checkpoint.
+pub const FEATURES_FILE: &str = "features.npy";
+
+/// Runs the train stage: trains the head (or, with `freeze_base = false`, the whole network)
+/// and writes `model.safetensors` (the whole trained model), `history.csv` and
+/// `features.npy` (every row's features under the trained base) into `out_dir`.
 pub fn run(
     inputs: &TrainInputs,
     cfg: &TrainConfig,
@@ -287,7 +294,40 @@ pub fn run(
             labels.len()
         )));
     }
-    let history = train_head(&mut model, &features, &labels, &rows, cfg, progress)?;
+    let history = if cfg.freeze_base {
+        train_head(&mut model, &features, &labels, &rows, cfg, progress)?
+    } else {
+        let (shape, images) = arrays::read_f32(inputs.images)?;
+        let side = model.size.pixels();
+        if shape != [labels.len(), side, side, 3] {
+            return Err(ArrayError::Shape {
+                path: inputs.images.to_path_buf(),
+                shape,
+                expected: format!("{} x {side} x {side} x 3", labels.len()),
+            }
+            .into());
+        }
+        check_settings(cfg)?;
+        let history =
+            crate::finetune::fine_tune(&mut model, &images, &labels, &rows, cfg, progress)?;
+        // The base changed: what the trained model sees of each image changed with it.
+        let trained = model.base_features(&images, labels.len(), progress)?;
+        arrays::write_f32(
+            &out_dir.join(FEATURES_FILE),
+            &[labels.len(), HEAD_INPUTS],
+            trained,
+        )?;
+        history
+    };
+    if cfg.freeze_base {
+        // The base is unchanged, so are the features: pass them on for evaluation.
+        std::fs::copy(inputs.features, out_dir.join(FEATURES_FILE)).map_err(|e| {
+            TrainError::Write {
+                path: out_dir.join(FEATURES_FILE).display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
+    }
     checkpoint::save(&model, &out_dir.join("model.safetensors"))?;
     let history_path = out_dir.join("history.csv");
     history

@@ -265,7 +265,7 @@ const TRAIN_PARAMS: &[ParamSpec] = &[
         name: "freeze_base",
         ty: ParamType::Bool,
         default: ParamDefault::Bool(true),
-        help: "train only the head on precomputed features",
+        help: "true: train the head on precomputed features; false: fine-tune the whole network (slow on CPU)",
     },
 ];
 
@@ -295,8 +295,9 @@ impl StageKind for Train {
         "train"
     }
     fn version(&self) -> u32 {
-        // 2: checkpoint metadata in one key, byte-stable.
-        2
+        // 2: checkpoint metadata in one key, byte-stable. 3: the images input and the
+        // features output (fine-tuning).
+        3
     }
     fn summary(&self) -> &'static str {
         "trains the head with Adam and binary cross-entropy, Keras' fit semantics"
@@ -305,12 +306,13 @@ impl StageKind for Train {
         TRAIN_PARAMS
     }
     fn inputs(&self) -> InputSlots {
-        InputSlots::Fixed(&["model", "features", "labels", "train"])
+        InputSlots::Fixed(&["model", "features", "labels", "train", "images"])
     }
     fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
         vec![
             OutputSpec::new("model", "model.safetensors", true).floats(),
             OutputSpec::new("history", "history.csv", true).volatile(),
+            OutputSpec::new("features", "features.npy", false).floats(),
         ]
     }
     fn check(&self, params: &Params) -> Result<(), ParamProblem> {
@@ -318,13 +320,6 @@ impl StageKind for Train {
             param: "epochs".into(),
             message: e.to_string(),
         })?;
-        if !cfg.freeze_base {
-            return Err(ParamProblem {
-                param: "freeze_base".into(),
-                message: "fine-tuning the whole VGG16 (freeze_base = false) is not available yet"
-                    .into(),
-            });
-        }
         if !(0.0..1.0).contains(&cfg.validation_fraction) {
             return Err(ParamProblem {
                 param: "validation_fraction".into(),
@@ -340,6 +335,7 @@ impl StageKind for Train {
             features: ctx.input("features")?,
             labels: ctx.input("labels")?,
             train_index: ctx.input("train")?,
+            images: ctx.input("images")?,
         };
         let report = train::run(&inputs, &cfg, ctx.out_dir, &Progress(ctx.progress))
             .map_err(StageError::domain)?;
