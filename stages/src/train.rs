@@ -21,7 +21,7 @@ use std::path::Path;
 use crate::arrays::{self, ArrayError};
 use crate::data::split::shuffle;
 use crate::metrics::{EpochRecord, History};
-use crate::model::head::{with_head, HeadNet, HEAD_INPUTS};
+use crate::model::head::{with_head, HEAD_INPUTS};
 use crate::model::{checkpoint, ModelError, Vgg16Model};
 use crate::progress::Progress;
 
@@ -104,12 +104,16 @@ pub fn train_head(
 ) -> Result<History, TrainError> {
     check_settings(cfg)?;
     let dev = Cpu::seed_from_u64(cfg.seed);
-    let ctx = Data {
-        features,
+    let data = Rows {
+        values: features,
+        width: HEAD_INPUTS,
         labels,
         dev: &dev,
+        shape: |n| (n, Const::<HEAD_INPUTS>),
+        // The head is small: the validation rows go through in one pass.
+        eval_batch: usize::MAX,
     };
-    with_head!(&mut model.head, h => fit(h, &ctx, train_rows, cfg, progress))
+    with_head!(&mut model.head, h => fit(h, &data, train_rows, cfg, "epochs", progress))
 }
 
 fn check_settings(cfg: &TrainConfig) -> Result<(), TrainError> {
@@ -127,31 +131,63 @@ fn check_settings(cfg: &TrainConfig) -> Result<(), TrainError> {
     Ok(())
 }
 
-struct Data<'a> {
-    features: &'a [f32],
-    labels: &'a [u8],
-    dev: &'a Cpu,
+/// The rows a network trains on: `width` values per row (a feature vector or an image) and
+/// each row's 0/1 label, turned into batches of tensors of shape `S`.
+pub(crate) struct Rows<'a, S> {
+    pub values: &'a [f32],
+    pub width: usize,
+    pub labels: &'a [u8],
+    pub dev: &'a Cpu,
+    /// The tensor shape of a batch of `n` rows.
+    pub shape: fn(usize) -> S,
+    /// Rows per forward pass when predicting the validation rows (bounds the activations).
+    pub eval_batch: usize,
 }
 
-impl Data<'_> {
+impl<S: Shape> Rows<'_, S> {
     fn gather(&self, rows: &[usize]) -> (Vec<f32>, Vec<f32>) {
-        let mut x = Vec::with_capacity(rows.len() * HEAD_INPUTS);
+        let mut x = Vec::with_capacity(rows.len() * self.width);
         let mut y = Vec::with_capacity(rows.len());
         for &r in rows {
-            x.extend_from_slice(&self.features[r * HEAD_INPUTS..(r + 1) * HEAD_INPUTS]);
+            x.extend_from_slice(&self.values[r * self.width..(r + 1) * self.width]);
             y.push(f32::from(self.labels[r]));
         }
         (x, y)
     }
+
+    /// The batch of `rows` as a tensor, and their labels.
+    fn batch(&self, rows: &[usize]) -> Result<(Batch<S>, Vec<f32>), TrainError> {
+        let (x, y) = self.gather(rows);
+        Ok((
+            self.dev.try_tensor_from_vec(x, (self.shape)(rows.len()))?,
+            y,
+        ))
+    }
 }
 
-fn fit<const U: usize>(
-    head: &mut HeadNet<U>,
-    data: &Data,
+type Batch<S> = Tensor<S, f32, Cpu>;
+type Logits<T = NoneTape> = Tensor<(usize, Const<1>), f32, Cpu, T>;
+
+/// Keras' `fit` for any network from rows of shape `S` to one logit: the last
+/// `validation_fraction` of `train_rows` held out, the rest reshuffled every epoch from the
+/// seed, Adam on the mean binary cross-entropy of each batch, a non-finite loss stopping with
+/// its epoch and batch. `phase` names the progress bar (one unit per training row).
+pub(crate) fn fit<S: Shape, M>(
+    net: &mut M,
+    data: &Rows<S>,
     train_rows: &[usize],
     cfg: &TrainConfig,
+    phase: &str,
     progress: &dyn Progress,
-) -> Result<History, TrainError> {
+) -> Result<History, TrainError>
+where
+    M: TensorCollection<f32, Cpu>
+        + ModuleMut<
+            Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>,
+            Output = Logits<OwnedTape<f32, Cpu>>,
+            Error = CpuError,
+        > + Module<Tensor<S, f32, Cpu>, Output = Logits, Error = CpuError>,
+{
     let (fit_rows, val_rows) = validation_split(train_rows, cfg.validation_fraction);
     if fit_rows.is_empty() {
         return Err(TrainError::Config(
@@ -159,7 +195,7 @@ fn fit<const U: usize>(
         ));
     }
     let mut opt = Adam::new(
-        head,
+        net,
         AdamConfig {
             lr: cfg.learning_rate,
             betas: [cfg.beta1, cfg.beta2],
@@ -168,21 +204,19 @@ fn fit<const U: usize>(
         },
     );
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut grads = head.alloc_grads();
+    let mut grads = net.alloc_grads();
     let mut history = History::default();
-    let batches_per_epoch = fit_rows.len().div_ceil(cfg.batch_size);
-    progress.start("epochs", (cfg.epochs * batches_per_epoch) as u64);
+    progress.start(phase, (cfg.epochs * fit_rows.len()) as u64);
     for epoch in 1..=cfg.epochs {
         let clock = Instant::now();
         let mut order = fit_rows.clone();
         shuffle(&mut order, &mut rng);
         let (mut loss_sum, mut right, mut seen) = (0.0f64, 0.0f64, 0usize);
         for (b, rows) in order.chunks(cfg.batch_size).enumerate() {
-            let (x, y) = data.gather(rows);
             let n = rows.len();
-            let xs = data.dev.try_tensor_from_vec(x, (n, Const::<HEAD_INPUTS>))?;
+            let (xs, y) = data.batch(rows)?;
             let ys = data.dev.try_tensor_from_vec(y.clone(), (n, Const::<1>))?;
-            let logits = head.try_forward_mut(xs.traced(grads))?;
+            let logits = net.try_forward_mut(xs.traced(grads))?;
             let mut batch_logits = vec![0.0; n];
             logits.copy_into(&mut batch_logits);
             let loss = binary_cross_entropy_with_logits_loss(logits, ys);
@@ -195,26 +229,29 @@ fn fit<const U: usize>(
                 });
             }
             grads = loss.backward();
-            opt.update(head, &grads)
+            opt.update(net, &grads)
                 .map_err(|e| TrainError::Tensor(format!("{e:?}")))?;
-            head.zero_grads(&mut grads);
+            net.zero_grads(&mut grads);
             let (_, acc) = loss_and_accuracy(&batch_logits, &y);
             loss_sum += f64::from(value) * n as f64;
             right += acc * n as f64;
             seen += n;
-            progress.advance(1);
+            progress.advance(n as u64);
         }
         let (val_loss, val_accuracy) = if val_rows.is_empty() {
             (None, None)
         } else {
-            let (x, y) = data.gather(&val_rows);
-            let xs = data
-                .dev
-                .try_tensor_from_vec(x, (val_rows.len(), Const::<HEAD_INPUTS>))?;
-            let out = head.try_forward(xs)?;
-            let mut logits = vec![0.0; val_rows.len()];
-            out.copy_into(&mut logits);
-            let (l, a) = loss_and_accuracy(&logits, &y);
+            let mut logits = Vec::with_capacity(val_rows.len());
+            let mut targets = Vec::with_capacity(val_rows.len());
+            for rows in val_rows.chunks(data.eval_batch) {
+                let (xs, y) = data.batch(rows)?;
+                let out = net.try_forward(xs)?;
+                let mut part = vec![0.0; rows.len()];
+                out.copy_into(&mut part);
+                logits.extend(part);
+                targets.extend(y);
+            }
+            let (l, a) = loss_and_accuracy(&logits, &targets);
             (Some(l), Some(a))
         };
         let record = EpochRecord {
