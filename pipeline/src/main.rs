@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     restore_sigpipe();
+    stages::memory::reuse_large_allocations();
     match cli::main() {
         Ok(code) => code,
         Err(e) => {

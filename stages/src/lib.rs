@@ -8,6 +8,7 @@ pub mod evaluate;
 pub mod features;
 pub mod figures;
 pub mod finetune;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod plot;
