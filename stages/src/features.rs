@@ -30,6 +30,8 @@ pub struct FeaturesReport {
     pub images: usize,
     pub image_size: usize,
     pub pooling: String,
+    /// The forward algorithm of the convolutions (`direct` or `winograd`).
+    pub conv: String,
     pub features_per_image: usize,
 }
 
@@ -42,7 +44,12 @@ pub fn compute(
     progress: &dyn Progress,
 ) -> Result<FeaturesReport, FeaturesError> {
     let dev = dfdx::tensor::Cpu::default();
-    let (features, size, pooling) = checkpoint::load_base(base, &dev)?;
+    let checkpoint::BaseCheckpoint {
+        features,
+        size,
+        pooling,
+        conv,
+    } = checkpoint::load_base(base, &dev)?;
     let (shape, values) = arrays::read_f32(images)?;
     let side = size.pixels();
     let n = match shape.as_slice() {
@@ -65,13 +72,14 @@ pub fn compute(
     };
     // The head plays no part in the base's output; the model type wants one.
     let head = AnyHead::glorot(&dev, 64, 0.0, 0)?;
-    let model = Vgg16Model::new(size, pooling, features, head, dev)?;
+    let model = Vgg16Model::new(size, pooling, conv, features, head, dev)?;
     let out_values = model.base_features(&values, n, progress)?;
     arrays::write_f32(out, &[n, HEAD_INPUTS], out_values)?;
     Ok(FeaturesReport {
         images: n,
         image_size: side,
         pooling: pooling.name().to_string(),
+        conv: conv.name().to_string(),
         features_per_image: HEAD_INPUTS,
     })
 }

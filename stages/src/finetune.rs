@@ -29,12 +29,13 @@ pub fn fine_tune(
 ) -> Result<History, TrainError> {
     let dev = Cpu::seed_from_u64(cfg.seed);
     let side = model.size.pixels();
+    let conv = model.conv;
     let features = &mut model.features;
     macro_rules! run {
         ($s0:literal, $s1:literal, $s2:literal, $s3:literal, $s4:literal, $s5:literal, $k:literal) => {
             with_head!(&mut model.head, h => {
                 let mut net = (
-                    Vgg16Base::<$s1, $s2, $s3, $s4, $s5, f32, Cpu> { features: features.clone() },
+                    Vgg16Base::<$s1, $s2, $s3, $s4, $s5, f32, Cpu> { features: features.clone(), conv },
                     AvgPool::<$k, 1, 1>,
                     Flatten::<HEAD_INPUTS>,
                     h.clone(),

@@ -8,11 +8,14 @@
 //!   the same weights give the same outputs there (after permuting NHWC input to NCHW).
 //! - `head.dense1.weight` `[units, 512]`, `head.dense1.bias` `[units]`, `head.dense2.weight`
 //!   `[1, units]`, `head.dense2.bias` `[1]`: PyTorch `Linear` layout (`[out, in]`).
-//! - Metadata: `format`, `image_size`, `pooling`, `units`, `dropout`, `input_layout`.
+//! - Metadata: `format`, `image_size`, `pooling`, `conv`, `units`, `dropout`, `input_layout`.
+//!   `conv` (the forward algorithm, see [`ConvAlgorithm`]) was added within format 2: a file
+//!   without it was computed with `direct`, which is what loading assumes.
 
 use super::error::ModelError;
 use super::head::{AnyHead, HEAD_INPUTS, HEAD_TENSORS};
 use super::network::Vgg16Model;
+use super::ops::ConvAlgorithm;
 use super::size::{ImageSize, Pooling};
 use super::vgg16::{conv_layers, FeatureKind, Vgg16Features};
 use dfdx::prelude::*;
@@ -168,6 +171,7 @@ pub fn save(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
         ("format", FORMAT.to_string()),
         ("image_size", model.size.pixels().to_string()),
         ("pooling", model.pooling.name().to_string()),
+        ("conv", model.conv.name().to_string()),
         ("units", model.head.units().to_string()),
         ("dropout", model.head.dropout().to_string()),
         (
@@ -179,23 +183,37 @@ pub fn save(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
 }
 
 /// Writes only what the frozen-feature pass depends on: the base in torchvision naming, with
-/// the input size and pooling in the metadata. A change of the head leaves these bytes, and
-/// so every feature computed from them, unchanged.
+/// the input size, pooling and conv algorithm in the metadata. A change of the head leaves
+/// these bytes, and so every feature computed from them, unchanged.
 pub fn save_base(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
     let metadata = vec![
         ("format", FORMAT.to_string()),
         ("image_size", model.size.pixels().to_string()),
         ("pooling", model.pooling.name().to_string()),
+        ("conv", model.conv.name().to_string()),
     ];
     write(&base_tensors(model), metadata, path)
 }
 
-/// Reads a file written by [`save_base`]: the base, and the input size and pooling it was
-/// built for.
-pub fn load_base(
-    path: &Path,
-    dev: &Cpu,
-) -> Result<(Vgg16Features<f32, Cpu>, ImageSize, Pooling), ModelError> {
+/// What [`load_base`] reads: the base and how it is to be run.
+pub struct BaseCheckpoint {
+    pub features: Vgg16Features<f32, Cpu>,
+    pub size: ImageSize,
+    pub pooling: Pooling,
+    pub conv: ConvAlgorithm,
+}
+
+/// The `conv` metadata value; files written before it existed were computed `direct`.
+fn conv_of(meta: &HashMap<String, String>) -> Option<ConvAlgorithm> {
+    meta.get("conv")
+        .map_or(Some(ConvAlgorithm::Direct), |name| {
+            ConvAlgorithm::from_name(name)
+        })
+}
+
+/// Reads a file written by [`save_base`]: the base, and the input size, pooling and conv
+/// algorithm it was built for.
+pub fn load_base(path: &Path, dev: &Cpu) -> Result<BaseCheckpoint, ModelError> {
     let bytes = read_file(path)?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| ModelError::Safetensors {
         path: path.to_path_buf(),
@@ -222,9 +240,21 @@ pub fn load_base(
         path: path.to_path_buf(),
         detail: format!("unknown pooling `{pooling_name}` in the metadata"),
     })?;
+    let conv = conv_of(&meta).ok_or_else(|| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        detail: format!(
+            "unknown conv `{}` in the metadata",
+            meta.get("conv").map_or("", |s| s.as_str())
+        ),
+    })?;
     let mut features: Vgg16Features<f32, Cpu> = BuildModule::build(dev);
     read_base(&mut features, &parse(&bytes, path)?, path)?;
-    Ok((features, size, pooling))
+    Ok(BaseCheckpoint {
+        features,
+        size,
+        pooling,
+        conv,
+    })
 }
 
 fn write(
@@ -304,6 +334,16 @@ pub fn load(path: &Path, dev: &Cpu) -> Result<Vgg16Model, ModelError> {
     let pooling_name = get("pooling")?;
     let pooling = Pooling::from_name(pooling_name)
         .ok_or_else(|| bad("pooling", format!("unknown `{pooling_name}`")))?;
+    let conv = conv_of(&meta).ok_or_else(|| {
+        bad(
+            "conv",
+            format!(
+                "unknown `{}`, expected one of {}",
+                meta.get("conv").map_or("", |s| s.as_str()),
+                ConvAlgorithm::NAMES.join(", ")
+            ),
+        )
+    })?;
     let units: usize = get("units")?
         .parse()
         .map_err(|e| bad("units", format!("{e}")))?;
@@ -325,5 +365,5 @@ pub fn load(path: &Path, dev: &Cpu) -> Result<Vgg16Model, ModelError> {
         *slot = read_f32(&st, path, name, shape)?;
     }
     head.set_tensors(&values);
-    Vgg16Model::new(size, pooling, features, head, dev.clone())
+    Vgg16Model::new(size, pooling, conv, features, head, dev.clone())
 }

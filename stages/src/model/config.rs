@@ -1,5 +1,6 @@
 //! The build-model stage's configuration, as written in the experiment file.
 
+use super::ops::ConvAlgorithm;
 use super::size::Pooling;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,20 @@ pub struct ModelConfig {
     /// Seed of the random initialisation (the head is always initialised from it).
     pub seed: u64,
     pub head: HeadConfig,
+    /// How the base's forward pass computes its convolutions: `"direct"` (the default) or
+    /// `"winograd"` (faster, slightly different rounding; see [`ConvAlgorithm`]).
+    #[serde(default, deserialize_with = "conv_algorithm")]
+    pub conv: ConvAlgorithm,
+}
+
+fn conv_algorithm<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ConvAlgorithm, D::Error> {
+    let s = String::deserialize(d)?;
+    ConvAlgorithm::from_name(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unknown conv `{s}`, expected one of {}",
+            ConvAlgorithm::NAMES.join(", ")
+        ))
+    })
 }
 
 /// The classification head.

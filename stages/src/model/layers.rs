@@ -2,8 +2,8 @@
 //! max-pool 2x2, average pool and flatten, NHWC with compile-time shapes.
 
 use super::ops::{
-    try_avg_pool, try_conv3x3, try_flatten, try_max_pool2x2, Activation, Conv3x3Kernel, Flat, Nhwc,
-    Pool2dKernel,
+    try_avg_pool, try_conv3x3, try_flatten, try_max_pool2x2, Activation, Conv3x3Kernel,
+    ConvAlgorithm, Flat, Nhwc, Pool2dKernel,
 };
 use dfdx::nn::modules::*;
 use dfdx::prelude::*;
@@ -51,6 +51,29 @@ impl<const CI: usize, const CO: usize, E: Dtype, D: Storage<E>> NonMutableModule
 {
 }
 
+impl<const CI: usize, const CO: usize, D: Device<f32> + Conv3x3Kernel<f32>>
+    Conv3x3Relu<CI, CO, f32, D>
+{
+    /// The layer's output with the forward pass computed by `algorithm` (the `Module`
+    /// implementation uses [`ConvAlgorithm::Direct`]).
+    pub fn try_forward_with<B: Dim, const H: usize, const W: usize, T>(
+        &self,
+        x: Nhwc<B, H, W, CI, D, T>,
+        algorithm: ConvAlgorithm,
+    ) -> Result<Nhwc<B, H, W, CO, D, T>, D::Err>
+    where
+        T: Tape<f32, D> + Merge<T>,
+    {
+        try_conv3x3(
+            x,
+            self.weight.retaped::<T>(),
+            self.bias.retaped::<T>(),
+            Activation::Relu,
+            algorithm,
+        )
+    }
+}
+
 impl<B: Dim, const H: usize, const W: usize, const CI: usize, const CO: usize, D, T>
     Module<Nhwc<B, H, W, CI, D, T>> for Conv3x3Relu<CI, CO, f32, D>
 where
@@ -61,12 +84,7 @@ where
     type Error = D::Err;
 
     fn try_forward(&self, x: Nhwc<B, H, W, CI, D, T>) -> Result<Self::Output, D::Err> {
-        try_conv3x3(
-            x,
-            self.weight.retaped::<T>(),
-            self.bias.retaped::<T>(),
-            Activation::Relu,
-        )
+        self.try_forward_with(x, ConvAlgorithm::Direct)
     }
 }
 

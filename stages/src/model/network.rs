@@ -4,6 +4,7 @@
 use super::error::ModelError;
 use super::head::{sigmoid, AnyHead, HEAD_INPUTS};
 use super::layers::{AvgPool, Flatten};
+use super::ops::ConvAlgorithm;
 use super::size::{ImageSize, Pooling};
 use super::vgg16::{Vgg16Base, Vgg16Features};
 use crate::progress::Progress;
@@ -24,6 +25,8 @@ pub fn feature_batch(side: usize) -> usize {
 pub struct Vgg16Model {
     pub size: ImageSize,
     pub pooling: Pooling,
+    /// How the base's forward pass computes its convolutions (recorded in checkpoints).
+    pub conv: ConvAlgorithm,
     pub features: Vgg16Features<f32, Cpu>,
     pub head: AnyHead,
     pub dev: Cpu,
@@ -41,6 +44,7 @@ fn pooled<
     const K: usize,
 >(
     features: &Vgg16Features<f32, Cpu>,
+    conv: ConvAlgorithm,
     dev: &Cpu,
     images: Vec<f32>,
     b: usize,
@@ -48,6 +52,7 @@ fn pooled<
     // Cloning the features clones Arc handles, not weights.
     let base = Vgg16Base::<S1, S2, S3, S4, S5, f32, Cpu> {
         features: features.clone(),
+        conv,
     };
     let x = dev.try_tensor_from_vec(images, (b, Const::<S0>, Const::<S0>, Const::<3>))?;
     let y = base.try_forward(x)?;
@@ -63,6 +68,7 @@ impl Vgg16Model {
     pub fn new(
         size: ImageSize,
         pooling: Pooling,
+        conv: ConvAlgorithm,
         features: Vgg16Features<f32, Cpu>,
         head: AnyHead,
         dev: Cpu,
@@ -71,6 +77,7 @@ impl Vgg16Model {
         Ok(Self {
             size,
             pooling,
+            conv,
             features,
             head,
             dev,
@@ -83,22 +90,23 @@ impl Vgg16Model {
     }
 
     fn pooled_batch(&self, images: Vec<f32>, b: usize) -> Result<Vec<f32>, ModelError> {
-        let f = &self.features;
-        let dev = &self.dev;
+        let (f, c, dev) = (&self.features, self.conv, &self.dev);
         match (self.size, self.pooling) {
             (ImageSize::S237, Pooling::Avg4) => {
-                pooled::<237, 118, 59, 29, 14, 7, 4>(f, dev, images, b)
+                pooled::<237, 118, 59, 29, 14, 7, 4>(f, c, dev, images, b)
             }
             (ImageSize::S237, Pooling::Global) => {
-                pooled::<237, 118, 59, 29, 14, 7, 7>(f, dev, images, b)
+                pooled::<237, 118, 59, 29, 14, 7, 7>(f, c, dev, images, b)
             }
             (ImageSize::S224, Pooling::Avg4) => {
-                pooled::<224, 112, 56, 28, 14, 7, 4>(f, dev, images, b)
+                pooled::<224, 112, 56, 28, 14, 7, 4>(f, c, dev, images, b)
             }
             (ImageSize::S224, Pooling::Global) => {
-                pooled::<224, 112, 56, 28, 14, 7, 7>(f, dev, images, b)
+                pooled::<224, 112, 56, 28, 14, 7, 7>(f, c, dev, images, b)
             }
-            (ImageSize::S32, Pooling::Global) => pooled::<32, 16, 8, 4, 2, 1, 1>(f, dev, images, b),
+            (ImageSize::S32, Pooling::Global) => {
+                pooled::<32, 16, 8, 4, 2, 1, 1>(f, c, dev, images, b)
+            }
             (size @ ImageSize::S32, Pooling::Avg4) => Err(ModelError::PoolingTooLarge {
                 size: size.pixels(),
                 base_out: size.base_out(),

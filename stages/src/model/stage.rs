@@ -46,7 +46,7 @@ impl Vgg16Model {
                 f
             }
         };
-        Vgg16Model::new(size, cfg.head.pooling, features, head, dev)
+        Vgg16Model::new(size, cfg.head.pooling, cfg.conv, features, head, dev)
     }
 }
 

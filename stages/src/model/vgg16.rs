@@ -8,7 +8,7 @@
 //! intermediate shape checked at build time.
 
 use super::layers::{Conv3x3Relu, MaxPool2x2};
-use super::ops::{Conv3x3Kernel, Nhwc, Pool2dKernel};
+use super::ops::{Conv3x3Kernel, ConvAlgorithm, Nhwc, Pool2dKernel};
 use dfdx::nn::modules::*;
 use dfdx::prelude::*;
 
@@ -393,6 +393,9 @@ pub struct Vgg16Base<
     D: Storage<E>,
 > {
     pub features: Vgg16Features<E, D>,
+    /// How the forward pass computes the convolutions. Not a parameter: rebuilding the base
+    /// through dfdx's visitors (`to_device` and the like) resets it to the default.
+    pub conv: ConvAlgorithm,
 }
 
 impl<
@@ -412,7 +415,10 @@ impl<
     ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
             Self::module("", |s| &s.features, |s| &mut s.features),
-            |features| Vgg16Base { features },
+            |features| Vgg16Base {
+                features,
+                conv: ConvAlgorithm::default(),
+            },
         )
     }
 }
@@ -448,22 +454,24 @@ where
     type Error = D::Err;
 
     fn try_forward(&self, x: Nhwc<B, S0, S0, 3, D, T>) -> Result<Self::Output, D::Err> {
-        let f = &self.features;
-        let x = f.conv1_2.try_forward(f.conv1_1.try_forward(x)?)?;
+        let (f, a) = (&self.features, self.conv);
+        let x = f.conv1_1.try_forward_with(x, a)?;
+        let x = f.conv1_2.try_forward_with(x, a)?;
         let x = MaxPool2x2::<S1, S1>.try_forward(x)?;
-        let x = f.conv2_2.try_forward(f.conv2_1.try_forward(x)?)?;
+        let x = f.conv2_1.try_forward_with(x, a)?;
+        let x = f.conv2_2.try_forward_with(x, a)?;
         let x = MaxPool2x2::<S2, S2>.try_forward(x)?;
-        let x = f
-            .conv3_3
-            .try_forward(f.conv3_2.try_forward(f.conv3_1.try_forward(x)?)?)?;
+        let x = f.conv3_1.try_forward_with(x, a)?;
+        let x = f.conv3_2.try_forward_with(x, a)?;
+        let x = f.conv3_3.try_forward_with(x, a)?;
         let x = MaxPool2x2::<S3, S3>.try_forward(x)?;
-        let x = f
-            .conv4_3
-            .try_forward(f.conv4_2.try_forward(f.conv4_1.try_forward(x)?)?)?;
+        let x = f.conv4_1.try_forward_with(x, a)?;
+        let x = f.conv4_2.try_forward_with(x, a)?;
+        let x = f.conv4_3.try_forward_with(x, a)?;
         let x = MaxPool2x2::<S4, S4>.try_forward(x)?;
-        let x = f
-            .conv5_3
-            .try_forward(f.conv5_2.try_forward(f.conv5_1.try_forward(x)?)?)?;
+        let x = f.conv5_1.try_forward_with(x, a)?;
+        let x = f.conv5_2.try_forward_with(x, a)?;
+        let x = f.conv5_3.try_forward_with(x, a)?;
         MaxPool2x2::<S5, S5>.try_forward(x)
     }
 }

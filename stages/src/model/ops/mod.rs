@@ -10,7 +10,9 @@ pub mod conv3x3;
 mod gemm;
 pub mod pool2d;
 
-pub use conv3x3::{try_conv3x3, Activation, Conv3x3Kernel, Conv3x3Op, Nhwc};
+pub use conv3x3::{
+    try_conv3x3, Activation, Conv3x3Kernel, Conv3x3Op, ConvAlgorithm, Nhwc, WINOGRAD_MIN_CHANNELS,
+};
 pub use pool2d::{try_avg_pool, try_max_pool2x2, Pool2dKernel, Pool2dOp, PoolKind};
 
 use dfdx::prelude::*;

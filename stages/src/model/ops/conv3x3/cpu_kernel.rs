@@ -6,7 +6,8 @@
 //! weight-gradient reduction over pixels runs in a fixed number of groups summed in a fixed
 //! order. So results are bit-identical whatever the number of rayon threads.
 
-use super::{Conv3x3Kernel, Conv3x3Op};
+use super::winograd::conv3x3_winograd_nhwc;
+use super::{Conv3x3Kernel, Conv3x3Op, ConvAlgorithm, WINOGRAD_MIN_CHANNELS};
 use crate::model::ops::gemm::{matmul, MatRef};
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -274,17 +275,17 @@ impl Conv3x3Kernel<f32> for Cpu {
         out_shape: O,
     ) -> Result<Tensor<O, f32, Self>, Self::Err> {
         let d = op.dims();
-        let wm = oihw_to_gemm(&to_vec(w), d.c_in, d.c_out);
         let mut out = vec![0.0f32; out_shape.num_elements()];
-        conv3x3_nhwc(
-            &to_vec(x),
-            &wm,
-            Some(&to_vec(b)),
-            &mut out,
-            d,
-            false,
-            op.relu,
-        );
+        let (xs, ws, bs) = (to_vec(x), to_vec(w), to_vec(b));
+        match op.algorithm {
+            ConvAlgorithm::Winograd if d.c_in >= WINOGRAD_MIN_CHANNELS => {
+                conv3x3_winograd_nhwc(&xs, &ws, &bs, &mut out, d, op.relu)
+            }
+            _ => {
+                let wm = oihw_to_gemm(&ws, d.c_in, d.c_out);
+                conv3x3_nhwc(&xs, &wm, Some(&bs), &mut out, d, false, op.relu)
+            }
+        }
         self.try_tensor_from_vec(out, out_shape)
     }
 

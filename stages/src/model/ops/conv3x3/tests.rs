@@ -46,6 +46,16 @@ fn naive(x: &[f64], w: &[f64], b: &[f64], d: Dims, relu: bool) -> Vec<f64> {
 fn check<const B: usize, const H: usize, const W: usize, const CI: usize, const CO: usize>(
     act: Activation,
 ) {
+    check_with::<B, H, W, CI, CO>(act, ConvAlgorithm::Direct, 1e-5);
+}
+
+/// [`check`] with the forward pass computed by `algorithm`, forward compared within
+/// `forward_tol` (the backward pass is the same for every algorithm).
+fn check_with<const B: usize, const H: usize, const W: usize, const CI: usize, const CO: usize>(
+    act: Activation,
+    algorithm: ConvAlgorithm,
+    forward_tol: f64,
+) {
     let dev = Cpu::default();
     let d = Dims {
         batch: B,
@@ -69,9 +79,14 @@ fn check<const B: usize, const H: usize, const W: usize, const CI: usize, const 
         (Const::<B>, Const::<H>, Const::<W>, Const::<CO>),
     );
 
-    let y = try_conv3x3(x.leaky_trace(), w.retaped(), b.retaped(), act).unwrap();
+    let y = try_conv3x3(x.leaky_trace(), w.retaped(), b.retaped(), act, algorithm).unwrap();
     let (xd, wd, bd, rd) = (to_f64(&xv), to_f64(&wv), to_f64(&bv), to_f64(&rv));
-    assert_close(&y.as_vec(), &naive(&xd, &wd, &bd, d, relu), 1e-5, "forward");
+    assert_close(
+        &y.as_vec(),
+        &naive(&xd, &wd, &bd, d, relu),
+        forward_tol,
+        "forward",
+    );
 
     let grads = (y * r).sum().backward();
     let loss = |x: &[f64], w: &[f64], b: &[f64]| -> f64 {
@@ -131,14 +146,21 @@ fn weight_layout_conversions_are_inverse_views() {
 }
 
 /// Forward + backward on a size with several tiles per image and several weight-gradient
-/// groups, returning every output bit.
-fn run_bits(dev: &Cpu) -> Vec<u32> {
+/// groups (and several Winograd blocks), returning every output bit.
+fn run_bits(dev: &Cpu, algorithm: ConvAlgorithm) -> Vec<u32> {
     type X = (Const<3>, Const<40>, Const<36>, Const<64>);
     let x = dev.tensor_from_vec(data(3 * 40 * 36 * 64, 11), X::default());
     let w: Tensor<Rank4<32, 64, 3, 3>, f32, Cpu> =
         dev.tensor_from_vec(data(32 * 64 * 9, 12), Default::default());
     let b: Tensor<Rank1<32>, f32, Cpu> = dev.tensor_from_vec(data(32, 13), Default::default());
-    let y = try_conv3x3(x.leaky_trace(), w.retaped(), b.retaped(), Activation::Relu).unwrap();
+    let y = try_conv3x3(
+        x.leaky_trace(),
+        w.retaped(),
+        b.retaped(),
+        Activation::Relu,
+        algorithm,
+    )
+    .unwrap();
     let yv = y.as_vec();
     let grads = y.square().sum().backward();
     let mut all = yv;
@@ -157,13 +179,70 @@ fn results_are_bit_identical_on_one_and_two_threads() {
             .build()
             .unwrap()
     };
-    let one = pool(1).install(|| run_bits(&dev));
-    let two = pool(2).install(|| run_bits(&dev));
-    let again = pool(2).install(|| run_bits(&dev));
-    assert_eq!(
-        one.len(),
-        3 * 40 * 36 * 32 + 3 * 40 * 36 * 64 + 32 * 64 * 9 + 32
+    for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::Winograd] {
+        let one = pool(1).install(|| run_bits(&dev, algorithm));
+        let two = pool(2).install(|| run_bits(&dev, algorithm));
+        let again = pool(2).install(|| run_bits(&dev, algorithm));
+        assert_eq!(
+            one.len(),
+            3 * 40 * 36 * 32 + 3 * 40 * 36 * 64 + 32 * 64 * 9 + 32
+        );
+        assert!(
+            one == two,
+            "{algorithm:?}: 1-thread and 2-thread results differ"
+        );
+        assert!(two == again, "{algorithm:?}: two 2-thread runs differ");
+    }
+}
+
+#[test]
+fn winograd_forward_and_gradients_on_odd_sizes() {
+    // Sizes that are not multiples of the 4x4 output tile, channels not multiples of the
+    // 8 transform lanes, one image smaller than a tile; at least 16 input channels so the
+    // Winograd kernel (not the direct fallback) runs. Its rounding error is larger than the
+    // direct kernel's, hence the looser forward tolerance.
+    check_with::<2, 5, 7, 16, 5>(Activation::Identity, ConvAlgorithm::Winograd, 2e-5);
+    check_with::<2, 9, 6, 17, 9>(Activation::Relu, ConvAlgorithm::Winograd, 2e-5);
+    check_with::<1, 3, 2, 24, 3>(Activation::Relu, ConvAlgorithm::Winograd, 2e-5);
+}
+
+/// Largest error of `got` against `want`, relative to the largest `|want|`.
+fn rel_error(got: &[f32], want: &[f64]) -> f64 {
+    let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0.0f64, |a, (g, w)| a.max((*g as f64 - w).abs()));
+    err / scale
+}
+
+#[test]
+fn winograd_rounds_more_than_direct_but_within_2e_5_of_the_output_scale() {
+    // A VGG-like layer: 128 input channels, several blocks of tiles, a partial last tile.
+    let d = Dims {
+        batch: 2,
+        h: 29,
+        w: 27,
+        c_in: 128,
+        c_out: 24,
+    };
+    let (xv, wv, bv) = (
+        data(d.batch * d.h * d.w * d.c_in, 21),
+        data(d.c_out * d.c_in * 9, 22),
+        data(d.c_out, 23),
     );
-    assert!(one == two, "1-thread and 2-thread results differ");
-    assert!(two == again, "two 2-thread runs differ");
+    let want = naive(&to_f64(&xv), &to_f64(&wv), &to_f64(&bv), d, true);
+    let mut winograd = vec![f32::NAN; want.len()];
+    super::winograd::conv3x3_winograd_nhwc(&xv, &wv, &bv, &mut winograd, d, true);
+    let mut direct = vec![f32::NAN; want.len()];
+    let wm = oihw_to_gemm(&wv, d.c_in, d.c_out);
+    cpu_kernel::conv3x3_nhwc(&xv, &wm, Some(&bv), &mut direct, d, false, true);
+    let (ew, ed) = (rel_error(&winograd, &want), rel_error(&direct, &want));
+    // Measured: direct about 5e-7, Winograd about 6e-6 of the output scale.
+    assert!(ed < 2e-6, "direct kernel error {ed:e}");
+    assert!(ew < 2e-5, "winograd kernel error {ew:e}");
+    assert!(
+        ew > ed,
+        "winograd should round more than direct ({ew:e} vs {ed:e})"
+    );
 }
