@@ -62,7 +62,35 @@ fn tiles(d: &Dims, min_pixels: usize) -> Vec<Tile> {
 /// Writes the im2col rows of output rows `[r0, r1)` of one image (`img` is H x W x C) into
 /// `col`, one row of `9 * C` values per output pixel; padding positions are zeros.
 fn im2col(img: &[f32], h: usize, w: usize, c: usize, r0: usize, r1: usize, col: &mut [f32]) {
+    // The first layer's 3 channels make every run 3 or 9 values long, where a `memcpy` call
+    // per run costs more than the copy: give that case fixed-size copies.
+    if c == 3 {
+        im2col_runs::<9>(img, h, w, 3, r0, r1, col)
+    } else {
+        im2col_runs::<0>(img, h, w, c, r0, r1, col)
+    }
+}
+
+/// [`im2col`] with fixed-size copies of the three adjacent taps when `C3 = 3 * c` is
+/// given (`C3 = 0`: copies of any length).
+#[inline(always)]
+fn im2col_runs<const C3: usize>(
+    img: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    r0: usize,
+    r1: usize,
+    col: &mut [f32],
+) {
     let k = 9 * c;
+    let copy = |dst: &mut [f32], src: &[f32]| match (
+        <&mut [f32; C3]>::try_from(&mut *dst),
+        <&[f32; C3]>::try_from(src),
+    ) {
+        (Ok(d), Ok(s)) if C3 > 0 => *d = *s,
+        _ => dst.copy_from_slice(src),
+    };
     for oh in r0..r1 {
         for ow in 0..w {
             let row = &mut col[((oh - r0) * w + ow) * k..][..k];
@@ -76,7 +104,7 @@ fn im2col(img: &[f32], h: usize, w: usize, c: usize, r0: usize, r1: usize, col: 
                 let src = &img[(ih - 1) * w * c..ih * w * c];
                 if ow >= 1 && ow + 1 < w {
                     // Interior: the three taps are adjacent pixels, one contiguous run.
-                    seg.copy_from_slice(&src[(ow - 1) * c..(ow + 2) * c]);
+                    copy(seg, &src[(ow - 1) * c..(ow + 2) * c]);
                 } else {
                     for kw in 0..3 {
                         let dst = &mut seg[kw * c..(kw + 1) * c];
