@@ -88,6 +88,45 @@ pub(crate) fn matmul(dst: &mut [f32], lhs: MatRef<'_>, rhs: MatRef<'_>, accumula
     }
 }
 
+/// `dst = lhs (m x k) * rhs (k x n)` into rows `dst[i * dst_rs ..][..n]`, for callers that
+/// run several products into disjoint parts of one buffer at the same time.
+///
+/// # Safety
+/// `dst` must be valid for writes at `i * dst_rs + j` for every `i < m`, `j < n`, and no
+/// other thread may read or write those elements during the call.
+pub(crate) unsafe fn matmul_to_raw(dst: *mut f32, dst_rs: usize, lhs: MatRef<'_>, rhs: MatRef<'_>) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "inner dimensions differ");
+    assert!(k > 0 && m > 0 && n > 0, "empty product");
+    assert!(dst_rs >= n, "destination rows overlap");
+    lhs.check();
+    rhs.check();
+    // SAFETY: the views are bounds-checked above; dst is the caller's promise.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@
 //! transforms run in a fixed order, so the results are bit-identical on any number of threads.
 
 use super::cpu_kernel::Dims;
-use crate::model::ops::gemm::{matmul, MatRef};
+use crate::model::ops::gemm::{matmul_to_raw, MatRef};
 use rayon::prelude::*;
 
 /// Output tile side, kernel side and input tile side (`TILE + 2`).
@@ -261,6 +261,12 @@ fn first_pixel_row(g: usize, grid: &Grid, h: usize) -> usize {
     b * h + (r * TILE).min(h)
 }
 
+/// The block's products `m`, written by the 36 position tasks at once, each into its own
+/// columns of every tile's row.
+struct Products(*mut f32);
+// SAFETY: shared only within `run_block`, where the tasks write disjoint elements.
+unsafe impl Sync for Products {}
+
 thread_local! {
     /// Transformed input `V` and products `M` of the last block this thread started, kept for
     /// the next one (fully overwritten before being read). A block takes them out while it
@@ -335,8 +341,8 @@ fn conv_transformed(
 }
 
 /// One block: input transform (parallel over tiles), 36 gemms (parallel over positions),
-/// output transform (parallel over tile rows). `v` is tile-major `[t][p][ci]` so each tile's
-/// transform writes one run; `m` is position-major `[p][t][co]` so each gemm writes one run.
+/// output transform (parallel over tile rows). `v` `[t][p][ci]` and `m` `[t][p][co]` are
+/// tile-major, so each tile's transforms read or write one contiguous run.
 #[allow(clippy::too_many_arguments)]
 fn run_block(
     x: &[f32],
@@ -353,7 +359,7 @@ fn run_block(
     let (c_in, c_out) = (d.c_in, d.c_out);
     let tiles = (blk.row1 - blk.row0) * grid.tiles_w;
     v.resize(tiles * POSITIONS * c_in, 0.0);
-    m.resize(POSITIONS * tiles * c_out, 0.0);
+    m.resize(tiles * POSITIONS * c_out, 0.0);
     v.par_chunks_mut(POSITIONS * c_in)
         .enumerate()
         .with_min_len(8)
@@ -369,19 +375,22 @@ fn run_block(
             );
         });
     let v = &v[..];
-    m.par_chunks_mut(tiles * c_out)
-        .enumerate()
-        .for_each(|(p, mp)| {
-            let vp = MatRef {
-                data: &v[p * c_in..],
-                rows: tiles,
-                cols: c_in,
-                rs: POSITIONS * c_in,
-                cs: 1,
-            };
-            let up = MatRef::row_major(&u.u[p * c_out * c_in..][..c_out * c_in], c_out, c_in).t();
-            matmul(mp, vp, up, false);
-        });
+    let products = Products(m.as_mut_ptr());
+    let products = &products;
+    (0..POSITIONS).into_par_iter().for_each(|p| {
+        let vp = MatRef {
+            data: &v[p * c_in..],
+            rows: tiles,
+            cols: c_in,
+            rs: POSITIONS * c_in,
+            cs: 1,
+        };
+        let up = MatRef::row_major(&u.u[p * c_out * c_in..][..c_out * c_in], c_out, c_in).t();
+        // SAFETY: `m` holds tiles * 36 * c_out values; position p writes row t at
+        // t * 36 * c_out + p * c_out, c_out values, inside `m` and disjoint from every other
+        // position's columns. Nothing reads `m` until all positions are done.
+        unsafe { matmul_to_raw(products.0.add(p * c_out), POSITIONS * c_out, vp, up) };
+    });
     // Output tile rows: each covers up to 4 pixel rows of one image, contiguous in `dst`.
     let mut rows_out = Vec::with_capacity(blk.row1 - blk.row0);
     let mut rest = dst;
@@ -404,7 +413,7 @@ fn run_block(
                     tc,
                     pixel_rows,
                 };
-                transform_output_tile(m, tiles, at, bias, relu, d, out_rows);
+                transform_output_tile(m, at, bias, relu, d, out_rows);
             }
         });
 }
@@ -478,11 +487,9 @@ struct OutputTile {
     pixel_rows: usize,
 }
 
-/// `A^T m A` of one tile from `m[p][t][co]` (`tiles` tiles per position), plus bias, then
-/// ReLU when asked.
+/// `A^T m A` of one tile from `m[t][p][co]`, plus bias, then ReLU when asked.
 fn transform_output_tile(
     m: &[f32],
-    tiles: usize,
     at: OutputTile,
     bias: &[f32],
     relu: bool,
@@ -492,29 +499,27 @@ fn transform_output_tile(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { transform_output_tile_avx2(m, tiles, at, bias, relu, d, out_rows) };
+        return unsafe { transform_output_tile_avx2(m, at, bias, relu, d, out_rows) };
     }
-    transform_output_tile_any(m, tiles, at, bias, relu, d, out_rows)
+    transform_output_tile_any(m, at, bias, relu, d, out_rows)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn transform_output_tile_avx2(
     m: &[f32],
-    tiles: usize,
     at: OutputTile,
     bias: &[f32],
     relu: bool,
     d: &Dims,
     out_rows: &mut [f32],
 ) {
-    transform_output_tile_any(m, tiles, at, bias, relu, d, out_rows)
+    transform_output_tile_any(m, at, bias, relu, d, out_rows)
 }
 
 #[inline(always)]
 fn transform_output_tile_any(
     m: &[f32],
-    tiles: usize,
     at: OutputTile,
     bias: &[f32],
     relu: bool,
@@ -529,7 +534,7 @@ fn transform_output_tile_any(
         let mut mt = [[F8::default(); IN_TILE]; IN_TILE];
         for i in 0..IN_TILE {
             for (j, col) in mt.iter_mut().enumerate() {
-                let from = ((i * IN_TILE + j) * tiles + at.t) * c + c0;
+                let from = (at.t * POSITIONS + i * IN_TILE + j) * c + c0;
                 col[i] = F8::load(&m[from..from + lanes]);
             }
         }
