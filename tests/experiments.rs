@@ -343,3 +343,45 @@ fn fine_tuning_updates_the_base_and_evaluates_with_it() {
         find("train")["outputs"]["features"]["blake3"]
     );
 }
+
+#[test]
+fn winograd_and_direct_convolutions_give_the_same_predictions() {
+    // The quickstart runs Winograd convolutions; the direct kernel computes the same function
+    // with different rounding. The features differ in the last bits, so the head trains to
+    // slightly different weights, but no prediction may move by more than 1e-4 or change label.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path();
+    pipeline(store, &["run", "experiments/quickstart.toml"], None);
+    let (fast_dir, fast) = latest_record(store);
+    pipeline(
+        store,
+        &[
+            "run",
+            "experiments/quickstart.toml",
+            "--set",
+            "model.conv=direct",
+        ],
+        None,
+    );
+    let (direct_dir, direct) = latest_record(store);
+    assert_eq!(fast["params"]["model"]["conv"].as_str(), Some("winograd"));
+    assert_eq!(direct["params"]["model"]["conv"].as_str(), Some("direct"));
+    assert_ne!(
+        digests(&fast)["features.features"],
+        digests(&direct)["features.features"],
+        "the conv parameter must reach the features stage"
+    );
+    let (a, b) = (
+        csv_rows(&fast_dir.join("predictions.csv")),
+        csv_rows(&direct_dir.join("predictions.csv")),
+    );
+    assert_eq!(a.len(), 48);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x["image"], y["image"]);
+        assert_eq!(x["predicted_label"], y["predicted_label"], "{x:?} vs {y:?}");
+        let p: f64 = x["probability"].parse().expect("probability");
+        let q: f64 = y["probability"].parse().expect("probability");
+        assert!((p - q).abs() < 1e-4, "{x:?} vs {y:?}");
+    }
+}

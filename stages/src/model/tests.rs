@@ -258,3 +258,36 @@ fn seed_size_runs_one_image_through_the_compiled_237_model() {
     assert_eq!(p.len(), 1);
     assert!(p[0] > 0.0 && p[0] < 1.0, "{p:?}");
 }
+
+#[test]
+fn the_conv_algorithm_is_configured_saved_and_loaded_with_the_model() {
+    use super::ops::ConvAlgorithm;
+    assert_eq!(config(SMALL).conv, ConvAlgorithm::Direct, "the default");
+    let cfg = config(&SMALL.replace("seed = 42", "seed = 42\nconv = \"winograd\""));
+    assert_eq!(cfg.conv, ConvAlgorithm::Winograd);
+    let err =
+        toml::from_str::<ModelConfig>(&SMALL.replace("seed = 42", "seed = 42\nconv = \"fft\""))
+            .unwrap_err();
+    assert!(err.to_string().contains("unknown conv `fft`"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let report = build_model(&cfg, dir.path()).unwrap();
+    let loaded = checkpoint::load(&report.checkpoint, &Cpu::default()).unwrap();
+    assert_eq!(loaded.conv, ConvAlgorithm::Winograd);
+    let base = dir.path().join("base.safetensors");
+    checkpoint::save_base(&loaded, &base).unwrap();
+    let read = checkpoint::load_base(&base, &Cpu::default()).unwrap();
+    assert_eq!(read.conv, ConvAlgorithm::Winograd);
+
+    // The algorithm changes the features only by rounding.
+    let images = data(3 * 32 * 32 * 3, 5);
+    let fast = loaded.base_features(&images, 3, &NoProgress).unwrap();
+    let mut direct_model = loaded.clone();
+    direct_model.conv = ConvAlgorithm::Direct;
+    let direct = direct_model.base_features(&images, 3, &NoProgress).unwrap();
+    assert_ne!(fast, direct);
+    let scale = direct.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    for (f, d) in fast.iter().zip(&direct) {
+        assert!((f - d).abs() <= 1e-4 * scale, "{f} vs {d} (scale {scale})");
+    }
+}
