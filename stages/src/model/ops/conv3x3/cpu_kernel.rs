@@ -303,17 +303,18 @@ impl Conv3x3Kernel<f32> for Cpu {
         out_shape: O,
     ) -> Result<Tensor<O, f32, Self>, Self::Err> {
         let d = op.dims();
-        let mut out = vec![0.0f32; out_shape.num_elements()];
         let (xs, ws, bs) = (to_vec(x), to_vec(w), to_vec(b));
-        match op.algorithm {
+        let out = match op.algorithm {
             ConvAlgorithm::Winograd if d.c_in >= WINOGRAD_MIN_CHANNELS => {
-                conv3x3_winograd_nhwc(&xs, &ws, &bs, &mut out, d, op.relu)
+                conv3x3_winograd_nhwc(&xs, &ws, &bs, d, op.relu)
             }
             _ => {
+                let mut out = vec![0.0f32; out_shape.num_elements()];
                 let wm = oihw_to_gemm(&ws, d.c_in, d.c_out);
-                conv3x3_nhwc(&xs, &wm, Some(&bs), &mut out, d, false, op.relu)
+                conv3x3_nhwc(&xs, &wm, Some(&bs), &mut out, d, false, op.relu);
+                out
             }
-        }
+        };
         self.try_tensor_from_vec(out, out_shape)
     }
 
