@@ -472,22 +472,35 @@ fn transform_input_tile_any(x: &[f32], d: &Dims, b: usize, tr: usize, tc: usize,
     let (h, w, c) = (d.h as isize, d.w as isize, d.c_in);
     let img = &x[b * d.h * d.w * c..(b + 1) * d.h * d.w * c];
     let (y0, x0) = ((tr * TILE) as isize - 1, (tc * TILE) as isize - 1);
+    // The rows and columns of the 6x6 tile inside the image; the rest is zero padding.
+    let (i_lo, i_hi) = (
+        (-y0).max(0) as usize,
+        (h - y0).min(IN_TILE as isize) as usize,
+    );
+    let (j_lo, j_hi) = (
+        (-x0).max(0) as usize,
+        (w - x0).min(IN_TILE as isize) as usize,
+    );
+    let interior = (i_lo, i_hi, j_lo, j_hi) == (0, IN_TILE, 0, IN_TILE);
     for c0 in (0..c).step_by(LANES) {
         let lanes = LANES.min(c - c0);
-        // dt[col][row], so each column's transform takes one array.
-        let mut dt = [[F8::default(); IN_TILE]; IN_TILE];
-        for (i, yy) in (y0..y0 + IN_TILE as isize).enumerate() {
-            if yy < 0 || yy >= h {
-                continue;
-            }
-            for (j, xx) in (x0..x0 + IN_TILE as isize).enumerate() {
-                if xx < 0 || xx >= w {
-                    continue;
+        let pixel = |i: usize, j: usize| {
+            let at = (((y0 + i as isize) * w + x0 + j as isize) as usize) * c + c0;
+            F8::load(&img[at..at + lanes])
+        };
+        // dt[col][row], so each column's transform takes one array. Interior tiles (most of
+        // them) fill it whole, with no bounds to check and no zeros to write first.
+        let dt: [[F8; IN_TILE]; IN_TILE] = if interior {
+            std::array::from_fn(|j| std::array::from_fn(|i| pixel(i, j)))
+        } else {
+            let mut dt = [[F8::default(); IN_TILE]; IN_TILE];
+            for i in i_lo..i_hi {
+                for (j, col) in dt.iter_mut().enumerate().take(j_hi).skip(j_lo) {
+                    col[i] = pixel(i, j);
                 }
-                let at = ((yy * w + xx) as usize) * c + c0;
-                dt[j][i] = F8::load(&img[at..at + lanes]);
             }
-        }
+            dt
+        };
         let mut rows = [[F8::default(); IN_TILE]; IN_TILE];
         for (j, col) in dt.into_iter().enumerate() {
             for (i, v) in input_1d(col).into_iter().enumerate() {
