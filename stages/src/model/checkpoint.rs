@@ -2,10 +2,14 @@
 //!
 //! Layout of `model.safetensors` (all tensors f32, little-endian):
 //! - `features.{i}.weight` `[c_out, c_in, 3, 3]` (OIHW) and `features.{i}.bias` `[c_out]` for
-//!   the 13 convolutions, `i` in 0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28: exactly
-//!   torchvision's `vgg16().features` state dict, so
-//!   `features.load_state_dict(load_file(path), strict=False)` in PyTorch loads the base, and
-//!   the same weights give the same outputs there (after permuting NHWC input to NCHW).
+//!   the 13 convolutions, `i` in 0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28: exactly the
+//!   `features.*` part of torchvision's `vgg16()` state dict, so
+//!   `vgg16().load_state_dict(load_file(path), strict=False)` in PyTorch loads the base (only
+//!   `classifier.*` missing; `head.*` unexpected in a whole checkpoint), and the same weights
+//!   give the same outputs there (after permuting NHWC input to NCHW).
+//!   `tools/torch_crosscheck.py` checks both, loading strictly. (Not
+//!   `vgg16().features.load_state_dict(...)`: that module names its tensors `0.weight`, ...,
+//!   so with `strict=False` it would silently load nothing.)
 //! - `head.dense1.weight` `[units, 512]`, `head.dense1.bias` `[units]`, `head.dense2.weight`
 //!   `[1, units]`, `head.dense2.bias` `[1]`: PyTorch `Linear` layout (`[out, in]`).
 //! - Metadata: `format`, `image_size`, `pooling`, `conv`, `units`, `dropout`, `input_layout`.
@@ -127,8 +131,9 @@ fn read_base(
 }
 
 /// Loads the 13 convolutions from a `.safetensors` file in torchvision VGG16 naming
-/// (`features.0.weight` `[64, 3, 3, 3]` f32, ...), e.g. ImageNet weights converted from
-/// `torchvision.models.vgg16(weights="IMAGENET1K_V1").features.state_dict()`.
+/// (`features.0.weight` `[64, 3, 3, 3]` f32, ...), e.g. ImageNet weights: the `features.*`
+/// entries of `torchvision.models.vgg16(weights="IMAGENET1K_V1").state_dict()` (the README
+/// has the conversion; `.features.state_dict()` alone names them `0.weight`, ...).
 pub fn load_base_weights(
     features: &mut Vgg16Features<f32, Cpu>,
     path: &Path,
