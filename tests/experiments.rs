@@ -222,22 +222,8 @@ fn model1_recipe_on_the_real_images_at_a_small_size() {
     let store = tmp.path().join("store");
     let data_root = data.to_string_lossy().into_owned();
     // The seed recipe, shrunk to 32 x 32 so the test stays quick; the full size is a benchmark.
-    let args = [
-        "run",
-        "experiments/model1.toml",
-        "--data-root",
-        &data_root,
-        "--set",
-        "load.image_size=32",
-        "--set",
-        "model.image_size=32",
-        "--set",
-        "model.pooling=global",
-        "--set",
-        "model.weights=random-he",
-        "--set",
-        "train.epochs=5",
-    ];
+    let mut args = vec!["run", "experiments/model1.toml", "--data-root", &data_root];
+    args.extend(common::MODEL1_AT_32);
     pipeline(&store, &args, None);
     let (dir, record) = latest_record(&store);
     let load = &record["stages"][0];

@@ -359,23 +359,11 @@ fn real_xrays_get_the_evaluate_stages_probabilities() {
     let out = pipeline(
         store.path(),
         &[
-            "run",
-            "experiments/model1.toml",
-            "--data-root",
-            data_root,
-            "--set",
-            "load.image_size=32",
-            "--set",
-            "model.image_size=32",
-            "--set",
-            "model.pooling=global",
-            "--set",
-            "model.weights=random-he",
-            "--set",
-            "train.epochs=5",
-            "--name",
-            "real",
-        ],
+            &["run", "experiments/model1.toml", "--data-root", data_root][..],
+            &common::MODEL1_AT_32,
+            &["--name", "real"],
+        ]
+        .concat(),
     );
     assert!(out.status.success(), "{}", text(&out));
     let runs = store.path().join("runs");

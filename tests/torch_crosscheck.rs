@@ -194,24 +194,8 @@ fn model1_on_the_real_images_gives_the_same_outputs_in_torchvision() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = tmp.path().join("store");
     let data_root = data.to_string_lossy().into_owned();
-    pipeline(
-        &store,
-        &[
-            "run",
-            "experiments/model1.toml",
-            "--data-root",
-            &data_root,
-            "--set",
-            "load.image_size=32",
-            "--set",
-            "model.image_size=32",
-            "--set",
-            "model.pooling=global",
-            "--set",
-            "model.weights=random-he",
-            "--set",
-            "train.epochs=5",
-        ],
-    );
+    let mut args = vec!["run", "experiments/model1.toml", "--data-root", &data_root];
+    args.extend(common::MODEL1_AT_32);
+    pipeline(&store, &args);
     assert_torch_agrees(&python, &only_run(&store));
 }

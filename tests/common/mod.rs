@@ -133,3 +133,18 @@ pub fn shared_data() -> Option<PathBuf> {
         None
     }
 }
+
+/// `--set` arguments that shrink `experiments/model1.toml` (the seed recipe) to 32 x 32 and 5
+/// epochs, so tests on the real images stay quick; the full size is a benchmark.
+pub const MODEL1_AT_32: [&str; 10] = [
+    "--set",
+    "load.image_size=32",
+    "--set",
+    "model.image_size=32",
+    "--set",
+    "model.pooling=global",
+    "--set",
+    "model.weights=random-he",
+    "--set",
+    "train.epochs=5",
+];

@@ -63,29 +63,7 @@ pub(crate) fn matmul(dst: &mut [f32], lhs: MatRef<'_>, rhs: MatRef<'_>, accumula
     }
     // SAFETY: all three views were bounds-checked above (last element inside the slice),
     // dst is a unique borrow that does not alias the shared lhs/rhs borrows.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
+    unsafe { gemm_raw(dst.as_mut_ptr(), n, accumulate, lhs, rhs) }
 }
 
 /// `dst = lhs (m x k) * rhs (k x n)` into rows `dst[i * dst_rs ..][..n]`, for callers that
@@ -102,15 +80,32 @@ pub(crate) unsafe fn matmul_to_raw(dst: *mut f32, dst_rs: usize, lhs: MatRef<'_>
     lhs.check();
     rhs.check();
     // SAFETY: the views are bounds-checked above; dst is the caller's promise.
+    unsafe { gemm_raw(dst, dst_rs, false, lhs, rhs) }
+}
+
+/// `gemm::gemm` on row-major `dst` (row stride `dst_rs`), single-threaded.
+///
+/// # Safety
+/// `lhs` and `rhs` are bounds-checked views; `dst` must be valid for reads (when
+/// `accumulate`) and writes at `i * dst_rs + j` for `i < lhs.rows`, `j < rhs.cols`, with no
+/// other access to those elements during the call.
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+) {
+    // SAFETY: forwarded from the caller.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
+            lhs.rows,
+            rhs.cols,
+            lhs.cols,
             dst,
             1,
             dst_rs as isize,
-            false,
+            accumulate,
             lhs.data.as_ptr(),
             lhs.cs as isize,
             lhs.rs as isize,
