@@ -1,6 +1,6 @@
 //! VGG16 base forward at 237x237, batch 8, on all cores, with the direct (im2col + gemm) and
 //! the Winograd convolutions, against a plain gemm of one big layer's size measured in the
-//! same run; then a training step (forward + backward).
+//! same run; then a training step (forward + backward) with each.
 //!
 //! GFLOP/s are the direct convolution's 33.46 GFLOP per image over the time taken, for both
 //! algorithms: for Winograd that is an effective rate (it does fewer multiplications).
@@ -204,16 +204,18 @@ fn main() {
         );
     }
 
-    let mut grads = base.alloc_grads();
-    let train_secs = best_of_3(|| {
-        let x = dev.tensor_from_vec(images.clone(), shape);
-        let y = base.forward(x.trace(grads.clone()));
-        let g = y.mean().backward();
-        grads = g;
-        base.zero_grads(&mut grads);
-    });
-    println!(
-        "training step (forward + backward through the base, batch {BATCH}): {:.4} s/image",
-        train_secs / BATCH as f64
-    );
+    for (name, model) in [("direct", &base), ("winograd", &winograd)] {
+        let mut grads = model.alloc_grads();
+        let train_secs = best_of_3(|| {
+            let x = dev.tensor_from_vec(images.clone(), shape);
+            let y = model.forward(x.trace(grads.clone()));
+            let g = y.mean().backward();
+            grads = g;
+            model.zero_grads(&mut grads);
+        });
+        println!(
+            "training step ({name:<8}, forward + backward through the base, batch {BATCH}): {:.4} s/image",
+            train_secs / BATCH as f64
+        );
+    }
 }

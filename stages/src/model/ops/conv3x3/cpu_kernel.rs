@@ -262,18 +262,27 @@ pub(crate) fn oihw_to_gemm(w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
     wm
 }
 
-/// The gemm-form weights of the transposed convolution that maps an output gradient back to
-/// the input: taps flipped, channels swapped, `[9 c_out, c_in]`.
+/// OIHW weights of the transposed convolution that maps an output gradient back to the
+/// input: taps flipped, channels swapped, `[c_in, c_out, 3, 3]`.
 fn flipped_transposed(w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
-    let mut wm = vec![0.0f32; 9 * c_in * c_out];
+    let mut wt = vec![0.0f32; 9 * c_in * c_out];
     for co in 0..c_out {
         for ci in 0..c_in {
             for tap in 0..9 {
-                wm[((8 - tap) * c_out + co) * c_in + ci] = w[(co * c_in + ci) * 9 + tap];
+                wt[(ci * c_out + co) * 9 + 8 - tap] = w[(co * c_in + ci) * 9 + tap];
             }
         }
     }
-    wm
+    wt
+}
+
+/// Whether `op`'s backward pass computes the input gradient with Winograd: when the forward
+/// pass does, and the gradient's own convolution is wide on both sides (the first layer's
+/// 3-channel input gradient stays direct, as its forward does).
+fn winograd_input_grad(op: &Conv3x3Op) -> bool {
+    op.algorithm == ConvAlgorithm::Winograd
+        && op.c_in >= WINOGRAD_MIN_CHANNELS
+        && op.c_out >= WINOGRAD_MIN_CHANNELS
 }
 
 /// Adds the gemm-form gradient `dwm` `[9 c_in, c_out]` into OIHW `gw`.
@@ -334,7 +343,7 @@ impl Conv3x3Kernel<f32> for Cpu {
         let g: &[f32] = if op.relu {
             let y = to_vec(out);
             masked = g_out
-                .iter()
+                .par_iter()
                 .zip(&y)
                 .map(|(g, y)| if *y > 0.0 { *g } else { 0.0 })
                 .collect::<Vec<f32>>();
@@ -347,13 +356,21 @@ impl Conv3x3Kernel<f32> for Cpu {
         {
             // Input gradient: a 3x3 convolution of g with flipped, transposed weights.
             let wt = flipped_transposed(&w_oihw, d.c_in, d.c_out);
-            let gx = grads.get_or_alloc_mut(x)?;
             let dt = Dims {
                 c_in: d.c_out,
                 c_out: d.c_in,
                 ..d
             };
-            conv3x3_nhwc(g, &wt, None, gx, dt, true, false);
+            if winograd_input_grad(&op) {
+                let gx_new = conv3x3_winograd_nhwc(g, &wt, &vec![0.0; d.c_in], dt, false);
+                let gx = grads.get_or_alloc_mut(x)?;
+                gx.par_iter_mut()
+                    .zip(&gx_new)
+                    .for_each(|(acc, v)| *acc += v);
+            } else {
+                let wm = oihw_to_gemm(&wt, dt.c_in, dt.c_out);
+                conv3x3_nhwc(g, &wm, None, grads.get_or_alloc_mut(x)?, dt, true, false);
+            }
         }
         let (dwm, db) = conv3x3_weight_grad(&xs, g, d);
         add_gemm_to_oihw(grads.get_or_alloc_mut(w)?, &dwm, d.c_in, d.c_out);
