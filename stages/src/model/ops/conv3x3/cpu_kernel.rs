@@ -21,8 +21,12 @@ const TILE_BYTES: usize = 1 << 20;
 const MIN_TILE_PIXELS: usize = 256;
 /// Number of partial weight gradients summed at the end of the backward pass. Fixed (not the
 /// thread count) so that the reduction order, hence every bit, is the same on any machine
-/// with the same SIMD level.
-const WEIGHT_GRAD_GROUPS: usize = 8;
+/// with the same SIMD level. It bounds the weight gradient's parallelism: 16 keeps a 16-core
+/// machine busy, for at most 16 partial copies of one layer's weights in memory (150 MB for
+/// a 512-channel layer).
+const WEIGHT_GRAD_GROUPS: usize = 16;
+/// Values per task when the partial weight gradients are summed.
+const REDUCE_CHUNK: usize = 1 << 16;
 
 /// Shapes of one convolution in NHWC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,23 +246,37 @@ pub(crate) fn conv3x3_weight_grad(x: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, V
         .collect();
     let mut iter = partials.into_iter();
     let (mut dw, mut db) = iter.next().unwrap_or_default();
-    for (pw, pb) in iter {
-        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
-        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
+    let rest: Vec<(Vec<f32>, Vec<f32>)> = iter.collect();
+    // Parallel over chunks of the weights, each summing the groups in group order: the same
+    // additions in the same order as a sequential sum.
+    dw.par_chunks_mut(REDUCE_CHUNK)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            for (pw, _) in &rest {
+                let part = &pw[i * REDUCE_CHUNK..][..chunk.len()];
+                chunk.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+            }
+        });
+    for (_, pb) in &rest {
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
     (dw, db)
 }
 
 /// OIHW weights `[c_out, c_in, 3, 3]` to the gemm form `[9 c_in, c_out]`.
 pub(crate) fn oihw_to_gemm(w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
+    // These layout changes are strided copies of up to 2.4 M weights, run once per layer
+    // per pass: done serially they show up next to the deep layers' convolutions on many
+    // cores. Each task writes one row of the result.
     let mut wm = vec![0.0f32; 9 * c_in * c_out];
-    for co in 0..c_out {
-        for ci in 0..c_in {
-            for tap in 0..9 {
-                wm[(tap * c_in + ci) * c_out + co] = w[(co * c_in + ci) * 9 + tap];
+    wm.par_chunks_mut(c_out.max(1))
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (tap, ci) = (row / c_in, row % c_in);
+            for (co, v) in dst.iter_mut().enumerate() {
+                *v = w[(co * c_in + ci) * 9 + tap];
             }
-        }
-    }
+        });
     wm
 }
 
@@ -266,13 +284,16 @@ pub(crate) fn oihw_to_gemm(w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
 /// input: taps flipped, channels swapped, `[c_in, c_out, 3, 3]`.
 fn flipped_transposed(w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
     let mut wt = vec![0.0f32; 9 * c_in * c_out];
-    for co in 0..c_out {
-        for ci in 0..c_in {
-            for tap in 0..9 {
-                wt[(ci * c_out + co) * 9 + 8 - tap] = w[(co * c_in + ci) * 9 + tap];
+    wt.par_chunks_mut(9 * c_out.max(1))
+        .enumerate()
+        .for_each(|(ci, dst)| {
+            for (co, taps) in dst.chunks_exact_mut(9).enumerate() {
+                let src = &w[(co * c_in + ci) * 9..][..9];
+                for (tap, v) in taps.iter_mut().enumerate() {
+                    *v = src[8 - tap];
+                }
             }
-        }
-    }
+        });
     wt
 }
 
@@ -287,13 +308,15 @@ fn winograd_input_grad(op: &Conv3x3Op) -> bool {
 
 /// Adds the gemm-form gradient `dwm` `[9 c_in, c_out]` into OIHW `gw`.
 fn add_gemm_to_oihw(gw: &mut [f32], dwm: &[f32], c_in: usize, c_out: usize) {
-    for co in 0..c_out {
-        for ci in 0..c_in {
-            for tap in 0..9 {
-                gw[(co * c_in + ci) * 9 + tap] += dwm[(tap * c_in + ci) * c_out + co];
+    gw.par_chunks_mut(9 * c_in.max(1))
+        .enumerate()
+        .for_each(|(co, dst)| {
+            for (ci, taps) in dst.chunks_exact_mut(9).enumerate() {
+                for (tap, v) in taps.iter_mut().enumerate() {
+                    *v += dwm[(tap * c_in + ci) * c_out + co];
+                }
             }
-        }
-    }
+        });
 }
 
 fn to_vec<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
