@@ -7,6 +7,7 @@
 //! order. So results are bit-identical whatever the number of rayon threads.
 
 use super::winograd::conv3x3_winograd_nhwc;
+use super::winograd_weight_grad::conv3x3_winograd_weight_grad;
 use super::{Conv3x3Kernel, Conv3x3Op, ConvAlgorithm, WINOGRAD_MIN_CHANNELS};
 use crate::model::ops::gemm::{matmul, MatRef};
 use dfdx::prelude::*;
@@ -297,10 +298,10 @@ fn flipped_transposed(w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
     wt
 }
 
-/// Whether `op`'s backward pass computes the input gradient with Winograd: when the forward
-/// pass does, and the gradient's own convolution is wide on both sides (the first layer's
-/// 3-channel input gradient stays direct, as its forward does).
-fn winograd_input_grad(op: &Conv3x3Op) -> bool {
+/// Whether `op`'s backward pass computes the input and weight gradients with Winograd: when
+/// the forward pass does, and the layer is wide on both sides (the first layer, 3 channels in,
+/// stays direct, as its forward does).
+fn winograd_backward(op: &Conv3x3Op) -> bool {
     op.algorithm == ConvAlgorithm::Winograd
         && op.c_in >= WINOGRAD_MIN_CHANNELS
         && op.c_out >= WINOGRAD_MIN_CHANNELS
@@ -384,7 +385,7 @@ impl Conv3x3Kernel<f32> for Cpu {
                 c_out: d.c_in,
                 ..d
             };
-            if winograd_input_grad(&op) {
+            if winograd_backward(&op) {
                 let gx_new = conv3x3_winograd_nhwc(g, &wt, &vec![0.0; d.c_in], dt, false);
                 let gx = grads.get_or_alloc_mut(x)?;
                 gx.par_iter_mut()
@@ -395,8 +396,19 @@ impl Conv3x3Kernel<f32> for Cpu {
                 conv3x3_nhwc(g, &wm, None, grads.get_or_alloc_mut(x)?, dt, true, false);
             }
         }
-        let (dwm, db) = conv3x3_weight_grad(&xs, g, d);
-        add_gemm_to_oihw(grads.get_or_alloc_mut(w)?, &dwm, d.c_in, d.c_out);
+        let db = if winograd_backward(&op) {
+            let (dw, db) = conv3x3_winograd_weight_grad(&xs, g, d);
+            grads
+                .get_or_alloc_mut(w)?
+                .par_iter_mut()
+                .zip(&dw)
+                .for_each(|(acc, v)| *acc += v);
+            db
+        } else {
+            let (dwm, db) = conv3x3_weight_grad(&xs, g, d);
+            add_gemm_to_oihw(grads.get_or_alloc_mut(w)?, &dwm, d.c_in, d.c_out);
+            db
+        };
         for (a, v) in grads.get_or_alloc_mut(b)?.iter_mut().zip(&db) {
             *a += v;
         }

@@ -8,6 +8,7 @@ mod cpu_kernel;
 #[cfg(test)]
 mod tests;
 mod winograd;
+mod winograd_weight_grad;
 
 #[cfg(test)]
 use cpu_kernel::oihw_to_gemm;
@@ -24,9 +25,8 @@ pub enum Activation {
     Relu,
 }
 
-/// How the convolution is computed. Both compute the same function; they differ in speed and
-/// in rounding. The choice covers the forward pass and the backward pass's input gradient
-/// (itself a 3x3 convolution); the weight gradient is always computed direct.
+/// How the convolution is computed, forward and backward. Both compute the same function;
+/// they differ in speed and in rounding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
     /// im2col + gemm: every product of the sum, as PyTorch's and Keras' CPU convolutions do.
@@ -34,8 +34,9 @@ pub enum ConvAlgorithm {
     Direct,
     /// Winograd F(4x4, 3x3) on layers with at least [`WINOGRAD_MIN_CHANNELS`] input channels
     /// (narrower ones run direct): 2.25 multiplications per output instead of 9. Rounding
-    /// error about ten times the direct kernel's (a few 1e-6 of the output scale). The input
-    /// gradient uses it too where both sides have at least that many channels.
+    /// error about ten times the direct kernel's (a few 1e-6 of the output scale). The
+    /// backward pass (input and weight gradients) uses it too where both sides have at least
+    /// that many channels.
     Winograd,
 }
 

@@ -204,13 +204,14 @@ fn winograd_forward_and_gradients_on_odd_sizes() {
     check_with::<2, 5, 7, 16, 5>(Activation::Identity, ConvAlgorithm::Winograd, 2e-5);
     check_with::<2, 9, 6, 17, 9>(Activation::Relu, ConvAlgorithm::Winograd, 2e-5);
     check_with::<1, 3, 2, 24, 3>(Activation::Relu, ConvAlgorithm::Winograd, 2e-5);
-    // At least 16 channels on both sides: the input gradient is computed with Winograd too.
+    // At least 16 channels on both sides: the gradients are computed with Winograd too.
     check_with::<2, 5, 7, 16, 17>(Activation::Relu, ConvAlgorithm::Winograd, 2e-5);
     check_with::<1, 6, 9, 20, 16>(Activation::Identity, ConvAlgorithm::Winograd, 2e-5);
 }
 
-/// The input gradient of a wide VGG-like layer under `algorithm`, for a fixed output gradient.
-fn input_grad(dev: &Cpu, algorithm: ConvAlgorithm) -> Vec<f32> {
+/// The input, weight and bias gradients of a wide VGG-like layer under `algorithm`, for a
+/// fixed output gradient.
+fn gradients(dev: &Cpu, algorithm: ConvAlgorithm) -> [Vec<f32>; 3] {
     type X = (Const<2>, Const<13>, Const<11>, Const<48>);
     let x = dev.tensor_from_vec(data(2 * 13 * 11 * 48, 31), X::default());
     let w: Tensor<Rank4<40, 48, 3, 3>, f32, Cpu> =
@@ -228,20 +229,30 @@ fn input_grad(dev: &Cpu, algorithm: ConvAlgorithm) -> Vec<f32> {
         algorithm,
     )
     .unwrap();
-    (y * r).sum().backward().get(&x).as_vec()
+    let grads = (y * r).sum().backward();
+    [
+        grads.get(&x).as_vec(),
+        grads.get(&w).as_vec(),
+        grads.get(&b).as_vec(),
+    ]
 }
 
 #[test]
-fn winograd_input_gradient_runs_on_wide_layers_and_agrees_with_direct() {
+fn winograd_gradients_run_on_wide_layers_and_agree_with_direct() {
     let dev = Cpu::default();
-    let direct = input_grad(&dev, ConvAlgorithm::Direct);
-    let winograd = input_grad(&dev, ConvAlgorithm::Winograd);
-    let want: Vec<f64> = direct.iter().map(|v| *v as f64).collect();
-    let err = rel_error(&winograd, &want);
-    // Different bits prove the Winograd path ran; the size of the difference is the same
-    // rounding as its forward pass.
-    assert!(err > 0.0, "the input gradient did not go through Winograd");
-    assert!(err < 2e-5, "winograd input gradient off by {err:e}");
+    let direct = gradients(&dev, ConvAlgorithm::Direct);
+    let winograd = gradients(&dev, ConvAlgorithm::Winograd);
+    for (name, (got, want)) in ["input", "weight"].iter().zip(winograd.iter().zip(&direct)) {
+        let want: Vec<f64> = want.iter().map(|v| *v as f64).collect();
+        let err = rel_error(got, &want);
+        // Different bits prove the Winograd path ran; the size of the difference is the
+        // rounding of the transforms.
+        assert!(err > 0.0, "the {name} gradient did not go through Winograd");
+        assert!(err < 2e-5, "winograd {name} gradient off by {err:e}");
+    }
+    // The bias gradient is the same sum either way, in an order of its own.
+    let want: Vec<f64> = direct[2].iter().map(|v| *v as f64).collect();
+    assert!(rel_error(&winograd[2], &want) < 1e-6);
 }
 
 /// Largest error of `got` against `want`, relative to the largest `|want|`.

@@ -18,19 +18,19 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Output tile side, kernel side and input tile side (`TILE + 2`).
-const TILE: usize = 4;
-const IN_TILE: usize = 6;
+pub(super) const TILE: usize = 4;
+pub(super) const IN_TILE: usize = 6;
 /// Transform positions: one gemm each.
-const POSITIONS: usize = IN_TILE * IN_TILE;
+pub(super) const POSITIONS: usize = IN_TILE * IN_TILE;
 /// Channels handled together by the transforms: one AVX2 register's worth, kept in local
 /// arrays so the compiler vectorises across channels (NHWC keeps them adjacent).
-const LANES: usize = 8;
+pub(super) const LANES: usize = 8;
 /// Bytes of transformed input per block for narrow layers: small enough to stay in a core's
 /// L2 between the transform and the gemms that read it.
 const BLOCK_BYTES: usize = 1 << 21;
 
 /// G (6 x 3) of F(4, 3) with interpolation points 0, 1, -1, 2, -2 and infinity.
-const WEIGHT_G: [[f64; 3]; IN_TILE] = [
+pub(super) const WEIGHT_G: [[f64; 3]; IN_TILE] = [
     [1.0 / 4.0, 0.0, 0.0],
     [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
     [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
@@ -102,7 +102,7 @@ fn transform_weights(w: &[f32], c_in: usize, c_out: usize, buffer: Vec<f32>) -> 
 /// never fuses a multiply and an add, so every target gives the same bits.
 #[derive(Clone, Copy, Default)]
 #[repr(align(32))]
-struct F8([f32; LANES]);
+pub(super) struct F8(pub(super) [f32; LANES]);
 
 impl std::ops::Add for F8 {
     type Output = F8;
@@ -132,7 +132,7 @@ impl F8 {
     /// The first `src.len()` (at most 8) lanes from `src`, the rest zero. The full-width case
     /// is a fixed-size copy kept in registers rather than a `memcpy` call.
     #[inline(always)]
-    fn load(src: &[f32]) -> F8 {
+    pub(super) fn load(src: &[f32]) -> F8 {
         match <&[f32; LANES]>::try_from(src) {
             Ok(full) => F8(*full),
             Err(_) => {
@@ -158,7 +158,7 @@ impl F8 {
 
     /// Writes the first `dst.len()` (at most 8) lanes into `dst`.
     #[inline(always)]
-    fn store(self, dst: &mut [f32]) {
+    pub(super) fn store(self, dst: &mut [f32]) {
         match <&mut [f32; LANES]>::try_from(&mut *dst) {
             Ok(full) => *full = self.0,
             Err(_) => {
@@ -236,15 +236,15 @@ fn output_1d(m: [F8; IN_TILE]) -> [F8; TILE] {
 
 /// Tile grid of one image and the blocks of whole tile rows that are transformed together.
 #[derive(Clone, Copy, Debug)]
-struct Grid {
-    tiles_h: usize,
-    tiles_w: usize,
+pub(super) struct Grid {
+    pub(super) tiles_h: usize,
+    pub(super) tiles_w: usize,
     /// Tile rows per block (the last block may have fewer).
-    rows_per_block: usize,
+    pub(super) rows_per_block: usize,
 }
 
 impl Grid {
-    fn new(d: &Dims) -> Self {
+    pub(super) fn new(d: &Dims) -> Self {
         let tiles_h = d.h.div_ceil(TILE);
         let tiles_w = d.w.div_ceil(TILE);
         let widest = d.c_in.max(d.c_out);
@@ -445,7 +445,14 @@ fn run_block(
 
 /// `B^T d B` of the 6x6 input tile at tile row `tr`, column `tc` of image `b` (zeros
 /// outside the image), written as `vt[p][ci]`.
-fn transform_input_tile(x: &[f32], d: &Dims, b: usize, tr: usize, tc: usize, vt: &mut [f32]) {
+pub(super) fn transform_input_tile(
+    x: &[f32],
+    d: &Dims,
+    b: usize,
+    tr: usize,
+    tc: usize,
+    vt: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
