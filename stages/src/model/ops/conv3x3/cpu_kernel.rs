@@ -7,7 +7,7 @@
 //! order. So results are bit-identical whatever the number of rayon threads.
 
 use super::winograd::conv3x3_winograd_nhwc;
-use super::winograd_weight_grad::conv3x3_winograd_weight_grad;
+use super::winograd_weight_grad::add_winograd_weight_grad;
 use super::{Conv3x3Kernel, Conv3x3Op, ConvAlgorithm, WINOGRAD_MIN_CHANNELS};
 use crate::model::ops::gemm::{matmul, MatRef};
 use dfdx::prelude::*;
@@ -397,13 +397,7 @@ impl Conv3x3Kernel<f32> for Cpu {
             }
         }
         let db = if winograd_backward(&op) {
-            let (dw, db) = conv3x3_winograd_weight_grad(&xs, g, d);
-            grads
-                .get_or_alloc_mut(w)?
-                .par_iter_mut()
-                .zip(&dw)
-                .for_each(|(acc, v)| *acc += v);
-            db
+            add_winograd_weight_grad(&xs, g, d, grads.get_or_alloc_mut(w)?)
         } else {
             let (dwm, db) = conv3x3_weight_grad(&xs, g, d);
             add_gemm_to_oihw(grads.get_or_alloc_mut(w)?, &dwm, d.c_in, d.c_out);

@@ -102,7 +102,7 @@ fn transform_weights(w: &[f32], c_in: usize, c_out: usize, buffer: Vec<f32>) -> 
 /// never fuses a multiply and an add, so every target gives the same bits.
 #[derive(Clone, Copy, Default)]
 #[repr(align(32))]
-pub(super) struct F8(pub(super) [f32; LANES]);
+pub(super) struct F8([f32; LANES]);
 
 impl std::ops::Add for F8 {
     type Output = F8;
@@ -240,7 +240,7 @@ pub(super) struct Grid {
     pub(super) tiles_h: usize,
     pub(super) tiles_w: usize,
     /// Tile rows per block (the last block may have fewer).
-    pub(super) rows_per_block: usize,
+    rows_per_block: usize,
 }
 
 impl Grid {

@@ -23,10 +23,22 @@ const MIN_BLOCK_TILES: usize = 256;
 /// Bytes of transformed input and output gradient per block above that minimum.
 const BLOCK_BYTES: usize = 8 << 20;
 
-/// `(dw, db)`: the gradients of OIHW weights `[c_out, c_in, 3, 3]` and of the bias, for input
-/// `x` (NHWC `[batch, h, w, c_in]`) and output gradient `g` (NHWC `[batch, h, w, c_out]`,
-/// already masked by the activation).
-pub(crate) fn conv3x3_winograd_weight_grad(x: &[f32], g: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {
+/// Adds the gradient of OIHW weights `[c_out, c_in, 3, 3]` into `gw` and returns the bias
+/// gradient, for input `x` (NHWC `[batch, h, w, c_in]`) and output gradient `g` (NHWC
+/// `[batch, h, w, c_out]`, already masked by the activation).
+pub(crate) fn add_winograd_weight_grad(x: &[f32], g: &[f32], d: Dims, gw: &mut [f32]) -> Vec<f32> {
+    let want_tiles = (BLOCK_BYTES / (POSITIONS * 4 * (d.c_in + d.c_out))).max(MIN_BLOCK_TILES);
+    add_weight_grad_in_blocks(x, g, d, want_tiles.div_ceil(d.w.div_ceil(TILE)), gw)
+}
+
+/// [`add_winograd_weight_grad`] with blocks of `rows_per_block` tile rows.
+fn add_weight_grad_in_blocks(
+    x: &[f32],
+    g: &[f32],
+    d: Dims,
+    rows_per_block: usize,
+    gw: &mut [f32],
+) -> Vec<f32> {
     let (c_in, c_out) = (d.c_in, d.c_out);
     assert_eq!(x.len(), d.batch * d.h * d.w * c_in, "conv3x3 input size");
     assert_eq!(
@@ -34,19 +46,7 @@ pub(crate) fn conv3x3_winograd_weight_grad(x: &[f32], g: &[f32], d: Dims) -> (Ve
         d.batch * d.h * d.w * c_out,
         "conv3x3 gradient size"
     );
-    let grid = Grid::new(&d);
-    let want_tiles = (BLOCK_BYTES / (POSITIONS * 4 * (c_in + c_out))).max(MIN_BLOCK_TILES);
-    weight_grad_in_blocks(x, g, d, want_tiles.div_ceil(grid.tiles_w))
-}
-
-/// [`conv3x3_winograd_weight_grad`] with blocks of `rows_per_block` tile rows.
-fn weight_grad_in_blocks(
-    x: &[f32],
-    g: &[f32],
-    d: Dims,
-    rows_per_block: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let (c_in, c_out) = (d.c_in, d.c_out);
+    assert_eq!(gw.len(), c_out * c_in * 9, "conv3x3 weight gradient size");
     let grid = Grid::new(&d);
     let total_rows = d.batch * grid.tiles_h;
     let rows_per_block = rows_per_block.clamp(1, total_rows.max(1));
@@ -97,10 +97,8 @@ fn weight_grad_in_blocks(
                 matmul(dst, vp.t(), mp, true);
             });
     }
-    (
-        untransform_weight_grad(&du, c_in, c_out),
-        bias_grad(g, c_out),
-    )
+    add_untransformed(gw, &du, c_in, c_out);
+    bias_grad(g, c_out)
 }
 
 /// `A z` for a 4-vector: the adjoint of the forward pass's output transform along one axis.
@@ -167,10 +165,11 @@ fn transform_grad_tile_any(g: &[f32], d: &Dims, b: usize, tr: usize, tc: usize, 
     }
 }
 
-/// `G^T dU G` for every (output, input) channel pair, from `du[p][ci][co]` to OIHW, in f64.
-fn untransform_weight_grad(du: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
+/// Adds `G^T dU G` for every (output, input) channel pair, from `du[p][ci][co]`, into OIHW
+/// `gw`, computed in f64.
+fn add_untransformed(gw: &mut [f32], du: &[f32], c_in: usize, c_out: usize) {
     // First [ci][co][9], each task one input channel reading its 36 rows of du contiguously;
-    // then the transpose to OIHW.
+    // then added into OIHW, each task one output channel.
     let mut by_input = vec![0.0f32; c_in * c_out * 9];
     by_input
         .par_chunks_mut(c_out * 9)
@@ -193,15 +192,14 @@ fn untransform_weight_grad(du: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
                 }
             }
         });
-    let mut dw = vec![0.0f32; c_out * c_in * 9];
-    dw.par_chunks_mut(c_in * 9)
+    gw.par_chunks_mut(c_in * 9)
         .enumerate()
         .for_each(|(co, dst)| {
             for (ci, taps) in dst.chunks_exact_mut(9).enumerate() {
-                taps.copy_from_slice(&by_input[(ci * c_out + co) * 9..][..9]);
+                let src = &by_input[(ci * c_out + co) * 9..][..9];
+                taps.iter_mut().zip(src).for_each(|(acc, v)| *acc += v);
             }
         });
-    dw
 }
 
 /// Pixels per partial sum of the bias gradient.
@@ -209,7 +207,7 @@ const BIAS_CHUNK_PIXELS: usize = 4096;
 
 /// The sum of `g` over all pixels, per channel: partial sums over fixed chunks of pixels,
 /// added in chunk order (the same bits on any number of threads).
-pub(crate) fn bias_grad(g: &[f32], c: usize) -> Vec<f32> {
+fn bias_grad(g: &[f32], c: usize) -> Vec<f32> {
     let partials: Vec<Vec<f32>> = g
         .par_chunks(BIAS_CHUNK_PIXELS * c.max(1))
         .map(|chunk| {
@@ -249,8 +247,13 @@ mod tests {
         };
         let x = data(d.batch * d.h * d.w * d.c_in, 1);
         let g = data(d.batch * d.h * d.w * d.c_out, 2);
-        let (one_block, db) = weight_grad_in_blocks(&x, &g, d, 6);
-        let (per_row, db_rows) = weight_grad_in_blocks(&x, &g, d, 1);
+        let in_blocks = |rows_per_block| {
+            let mut gw = vec![0.0f32; d.c_out * d.c_in * 9];
+            let db = add_weight_grad_in_blocks(&x, &g, d, rows_per_block, &mut gw);
+            (gw, db)
+        };
+        let (one_block, db) = in_blocks(6);
+        let (per_row, db_rows) = in_blocks(1);
         let (dwm, db_direct) = conv3x3_weight_grad(&x, &g, d);
         // The direct result is in gemm form: `oihw_to_gemm` is a permutation, so mapping the
         // OIHW indices through it says where each OIHW element sits.
