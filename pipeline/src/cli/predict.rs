@@ -37,7 +37,14 @@ pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
     let mode = normalize_config(&run)?.mode;
     let images = expand(&args.images)?;
     let progress = Bar::new();
-    let result = stages::predict::predict(&checkpoint, image_size, mode, &images, &progress);
+    let result = stages::predict::predict(
+        &stages::model::CpuBackend,
+        &checkpoint,
+        image_size,
+        mode,
+        &images,
+        &progress,
+    );
     // Cleared before any error is printed, so the message does not land on the bar's line.
     progress.0.finish_and_clear();
     // The message already names the file and the cause; `?` would also chain the cause's

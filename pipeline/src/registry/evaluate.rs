@@ -54,8 +54,8 @@ impl StageKind for Evaluate {
             index: ctx.input("index")?,
         };
         let threshold = ctx.params.float("threshold")? as f32;
-        let evaluation =
-            evaluate::run(&inputs, threshold, ctx.out_dir).map_err(StageError::domain)?;
+        let evaluation = evaluate::run(&stages::model::CpuBackend, &inputs, threshold, ctx.out_dir)
+            .map_err(StageError::domain)?;
         let mut report = StageReport::default();
         for (name, value) in evaluation.scalars() {
             // NaN (an undefined AUC, say) stays out of the headline numbers; metrics.csv has it.

@@ -2,10 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use stages::model::build_model;
 use stages::model::config::{HeadConfig, ModelConfig, Weights};
-use stages::model::ops::ConvAlgorithm;
 use stages::model::size::{ImageSize, Pooling};
+use stages::model::{build_model, ConvAlgorithm, CpuBackend};
 use stages::train::{self, TrainConfig, TrainInputs};
 
 use super::{notes_of, Progress};
@@ -129,13 +128,13 @@ impl StageKind for Model {
             .pooling
             .pooled_side(size)
             .map_err(|e| problem("pooling", e.to_string()))?;
-        if !stages::model::head::SUPPORTED_UNITS.contains(&cfg.head.units) {
+        if !stages::model::spec::SUPPORTED_UNITS.contains(&cfg.head.units) {
             return Err(problem(
                 "units",
                 format!(
                     "{} is not supported; use one of {:?}",
                     cfg.head.units,
-                    stages::model::head::SUPPORTED_UNITS
+                    stages::model::spec::SUPPORTED_UNITS
                 ),
             ));
         }
@@ -208,6 +207,7 @@ impl StageKind for Features {
     }
     fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
         let report = stages::features::compute(
+            &CpuBackend,
             ctx.input("base")?,
             ctx.input("images")?,
             &ctx.output("features.npy"),
@@ -348,8 +348,14 @@ impl StageKind for Train {
             train_index: ctx.input("train")?,
             images: ctx.input("images")?,
         };
-        let report = train::run(&inputs, &cfg, ctx.out_dir, &Progress(ctx.progress))
-            .map_err(StageError::domain)?;
+        let report = train::run(
+            &CpuBackend,
+            &inputs,
+            &cfg,
+            ctx.out_dir,
+            &Progress(ctx.progress),
+        )
+        .map_err(StageError::domain)?;
         let mut out = StageReport {
             notes: notes_of(&report),
             ..StageReport::default()

@@ -1,7 +1,7 @@
 //! The build-model stage's configuration, as written in the experiment file.
 
-use super::ops::ConvAlgorithm;
 use super::size::Pooling;
+use super::spec::ConvAlgorithm;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! f64 reference, odd sizes (floor) included.
 
 use super::*;
-use crate::model::ops::test_util::{assert_close, data, fd_grad, to_f64};
+use crate::model::cpu::ops::test_util::{assert_close, data, fd_grad, to_f64};
 
 /// Plain-loop reference pooling of NHWC x.
 fn naive(x: &[f64], kind: PoolKind, k: usize, b: usize, h: usize, w: usize, c: usize) -> Vec<f64> {
@@ -143,7 +143,7 @@ fn flatten_keeps_hwc_order() {
         data(2 * 2 * 3 * 4, 5),
         (Const::<2>, Const::<2>, Const::<3>, Const::<4>),
     );
-    let f = crate::model::ops::try_flatten::<_, 2, 3, 4, 24, _, _>(x.clone()).unwrap();
+    let f = crate::model::cpu::ops::try_flatten::<_, 2, 3, 4, 24, _, _>(x.clone()).unwrap();
     assert_eq!(f.as_vec(), x.as_vec());
     assert_eq!(f.shape().1.size(), 24);
 }

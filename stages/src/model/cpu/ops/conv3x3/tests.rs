@@ -2,7 +2,7 @@
 //! finite differences of the f64 reference, and bit-identical results on 1 and 2 threads.
 
 use super::*;
-use crate::model::ops::test_util::{assert_close, data, fd_grad, to_f64};
+use crate::model::cpu::ops::test_util::{assert_close, data, fd_grad, to_f64};
 
 /// Plain-loop reference: NHWC x, OIHW w, stride 1, padding 1, then the activation.
 fn naive(x: &[f64], w: &[f64], b: &[f64], d: Dims, relu: bool) -> Vec<f64> {

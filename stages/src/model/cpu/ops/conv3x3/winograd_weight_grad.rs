@@ -12,9 +12,9 @@
 //! block the 36 positions write disjoint parts of `dU`. So every bit is the same on any
 //! number of threads.
 
-use super::cpu_kernel::Dims;
 use super::winograd::{transform_input_tile, Grid, F8, IN_TILE, LANES, POSITIONS, TILE, WEIGHT_G};
-use crate::model::ops::gemm::{matmul, MatRef};
+use super::Dims;
+use crate::model::cpu::ops::gemm::{matmul, MatRef};
 use rayon::prelude::*;
 
 /// Fewest tiles per block: each block's products reduce over its tiles, and a short
@@ -228,7 +228,7 @@ fn bias_grad(g: &[f32], c: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ops::conv3x3::cpu_kernel::{conv3x3_weight_grad, oihw_to_gemm};
+    use crate::model::cpu::ops::conv3x3::cpu_kernel::{conv3x3_weight_grad, oihw_to_gemm};
 
     fn data(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = crate::model::init::SplitMix64::new(seed);
