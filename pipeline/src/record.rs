@@ -4,7 +4,8 @@
 //! ```text
 //! runs/<run-id>/run.toml           what ran, with what, where, and what came out
 //! runs/<run-id>/experiment.toml    the experiment file as it was
-//! runs/<run-id>/<published files>  hard links into the cache (metrics, figures, checkpoint)
+//! runs/<run-id>/<published files>  read-only: copies of small files (metrics, figures),
+//!                                  hard links into the cache for large ones (checkpoint)
 //! ```
 //!
 //! A run id is the UTC start time to the millisecond plus a short random suffix
