@@ -786,3 +786,132 @@ fn gc_prune_runs_needs_keep_last() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--keep-last"), "{}", text(&out));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Escapes: nothing in the store may lead gc or a run outside it
+
+/// A manifest is checked by its own digest, which anyone can recompute: it is a guard against
+/// accidents, not a signature. What it names must still stay inside its entry.
+#[test]
+fn a_manifest_naming_a_file_outside_its_entry_is_damage() {
+    let p = Project::new();
+    let counter = p.path().join("counter");
+    p.write("exp.toml", &counted(&counter));
+    p.ok(&["run", "exp.toml"]);
+    let victim = p.write("victim.txt", "1\n2\n3\n4\n5\n");
+    let gen = entry_dir(&p, &key_of(&p.latest(), "gen"));
+    let manifest = gen.join("manifest.toml");
+    make_writable(&manifest);
+    let text = fs::read_to_string(&manifest).expect("manifest");
+    let body = text.split_once('\n').expect("digest line").1.replace(
+        "file = \"numbers.txt\"",
+        "file = \"../../../../../victim.txt\"",
+    );
+    // A forger recomputes the digest: the manifest is consistent, only its content is wrong.
+    fs::write(
+        &manifest,
+        format!(
+            "# blake3 {}\n{body}",
+            blake3::hash(body.as_bytes()).to_hex()
+        ),
+    )
+    .expect("forge");
+    let out = p.ok(&["run", "exp.toml"]);
+    assert!(
+        out.contains("manifest.toml names a file outside its entry: ../../../../../victim.txt"),
+        "{out}"
+    );
+    assert_eq!(cache_uses(&p.latest()), ["gen=damaged", "sum=hit"]);
+    assert_eq!(
+        fs::read_to_string(&victim).expect("victim"),
+        "1\n2\n3\n4\n5\n"
+    );
+}
+
+#[test]
+fn an_entry_directory_swapped_for_a_link_is_damage_and_its_target_is_left_alone() {
+    let p = Project::new();
+    let counter = p.path().join("counter");
+    p.write("exp.toml", &counted(&counter));
+    p.ok(&["run", "exp.toml"]);
+    let gen = entry_dir(&p, &key_of(&p.latest(), "gen"));
+    // The entry, intact, moved elsewhere and linked back.
+    let elsewhere = p.path().join("elsewhere");
+    fs::rename(&gen, &elsewhere).expect("move");
+    std::os::unix::fs::symlink(&elsewhere, &gen).expect("link");
+    let out = p.ok(&["run", "exp.toml"]);
+    assert!(
+        out.contains("cache entry damaged: the entry is a symbolic link, not a directory"),
+        "{out}"
+    );
+    assert_eq!(cache_uses(&p.latest()), ["gen=damaged", "sum=hit"]);
+    assert!(fs::symlink_metadata(&gen).expect("entry").is_dir());
+    let kept = fs::metadata(elsewhere.join("numbers.txt")).expect("the target is untouched");
+    assert_eq!(kept.permissions().mode() & 0o222, 0, "and still read-only");
+}
+
+#[test]
+fn gc_prunes_only_run_directories_and_never_follows_a_record_or_a_link_out() {
+    let p = Project::new();
+    let counter = p.path().join("counter");
+    p.write("exp.toml", &counted(&counter));
+    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "exp.toml"]);
+    let victim = p.path().join("victim");
+    fs::create_dir(&victim).expect("mkdir");
+    fs::write(victim.join("precious.txt"), "keep me").expect("write");
+
+    // A run directory copied by hand whose record claims to be elsewhere.
+    let latest = p.latest();
+    let id = latest["id"].as_str().expect("id").to_string();
+    let record = fs::read_to_string(run_dir(&p, &latest).join("run.toml")).expect("record");
+    let forged = p.runs_dir().join("copy");
+    fs::create_dir(&forged).expect("mkdir");
+    fs::write(
+        forged.join("run.toml"),
+        record.replace(&format!("id = \"{id}\""), "id = \"../../victim\""),
+    )
+    .expect("forge");
+    // Leftovers that are links to the victim, where gc removes leftovers.
+    std::os::unix::fs::symlink(&victim, p.path().join("artifacts/cache/tmp/link")).expect("ln");
+    fs::create_dir_all(p.path().join("artifacts/tmp")).expect("mkdir");
+    std::os::unix::fs::symlink(&victim, p.path().join("artifacts/tmp/verify-link")).expect("ln");
+
+    let out = p.ok(&["gc", "--keep-last", "0", "--prune-runs"]);
+    assert!(
+        out.contains("removed 2 cache entries, 2 run directories"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_to_string(victim.join("precious.txt")).expect("the victim survives"),
+        "keep me"
+    );
+    assert!(
+        forged.join("run.toml").is_file(),
+        "not a run of this store: left alone"
+    );
+    assert!(!p.path().join("artifacts/cache/tmp/link").exists());
+    assert!(!p.path().join("artifacts/tmp/verify-link").exists());
+}
+
+#[test]
+fn stray_files_in_the_store_do_not_break_gc_or_runs() {
+    let p = Project::new();
+    let counter = p.path().join("counter");
+    p.write("exp.toml", &counted(&counter));
+    p.ok(&["run", "exp.toml"]);
+    let entries = p.path().join("artifacts/cache/entries");
+    // What file managers and careless hands leave behind.
+    fs::write(entries.join(".DS_Store"), "x").expect("write");
+    let shard = fs::read_dir(&entries)
+        .expect("entries")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.is_dir())
+        .expect("a shard");
+    fs::write(shard.join("a"), "x").expect("write");
+    fs::create_dir(shard.join("notes")).expect("mkdir");
+    let out = p.ok(&["gc", "--keep-last", "0"]);
+    assert!(out.contains("removed 2 cache entries"), "{out}");
+    p.ok(&["run", "exp.toml"]);
+    assert_eq!(cache_uses(&p.latest()), ["gen=miss", "sum=miss"]);
+}

@@ -259,7 +259,20 @@ impl Cache {
     }
 
     fn read_manifest(&self, key: &str) -> ManifestState {
-        let path = self.entry_dir(key).join(MANIFEST);
+        let dir = self.entry_dir(key);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            // A link would make the entry whatever it points to.
+            Ok(meta) => {
+                return ManifestState::Damaged(format!(
+                    "the entry is {}, not a directory",
+                    describe_type(&meta.file_type())
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return ManifestState::Absent,
+            Err(e) => return ManifestState::Damaged(format!("the entry cannot be read: {e}")),
+        }
+        let path = dir.join(MANIFEST);
         let meta = match fs::symlink_metadata(&path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return ManifestState::Absent,
@@ -372,7 +385,7 @@ impl Cache {
         for item in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
             let key = name.split('.').next().unwrap_or_default();
-            if key.len() == 64 && self.is_locked(key) {
+            if is_key(key) && self.is_locked(key) {
                 continue;
             }
             stale.push(item.path());
@@ -466,16 +479,24 @@ impl Cache {
         fs::remove_dir_all(&trash).map_err(io_err(&trash))
     }
 
-    /// Every published key.
+    /// Every published key. Anything else under `entries/` (a file manager's `.DS_Store`,
+    /// a stray copy) is no entry and is left alone.
     pub fn keys(&self) -> Result<Vec<String>, CacheError> {
         let entries = self.root.join("entries");
         let mut keys = Vec::new();
         for shard in fs::read_dir(&entries).map_err(io_err(&entries))?.flatten() {
+            let shard_name = shard.file_name().to_string_lossy().into_owned();
+            if shard_name.len() != 2 || !shard.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             for entry in fs::read_dir(shard.path())
                 .map_err(io_err(&shard.path()))?
                 .flatten()
             {
-                keys.push(entry.file_name().to_string_lossy().into_owned());
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if is_key(&name) && name.starts_with(&shard_name) {
+                    keys.push(name);
+                }
             }
         }
         keys.sort();
@@ -544,10 +565,35 @@ fn parse_manifest(bytes: &[u8], key: &str) -> ManifestState {
     if manifest.key != key {
         return ManifestState::Damaged(format!(
             "{MANIFEST} belongs to another entry ({})",
-            &manifest.key[..manifest.key.len().min(12)]
+            manifest.key.chars().take(12).collect::<String>()
+        ));
+    }
+    // The digest is no signature (anyone can recompute it): what the manifest names must
+    // still stay inside its entry, as the run directory takes its file names from it.
+    if let Some(f) = manifest.files.iter().find(|f| !is_plain_file_name(&f.file)) {
+        return ManifestState::Damaged(format!(
+            "{MANIFEST} names a file outside its entry: {}",
+            f.file
         ));
     }
     ManifestState::Intact(Box::new(manifest))
+}
+
+/// A name that stays in its directory: no separator, not `.` or `..`, not the manifest.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name != MANIFEST
+        && !name.contains(['/', '\\', '\0'])
+}
+
+/// Whether `name` can be a key: 64 lower-case hex digits.
+fn is_key(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Problems with an entry's files, each naming its file: missing, not a regular file, another
@@ -610,6 +656,10 @@ fn make_writable(dir: &Path) {
             }
         }
     };
+    if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        // Never through a link: its target's files are not ours to touch.
+        return;
+    }
     writable(dir);
     let Ok(read) = fs::read_dir(dir) else { return };
     for file in read.flatten() {
