@@ -915,3 +915,210 @@ fn stray_files_in_the_store_do_not_break_gc_or_runs() {
     p.ok(&["run", "exp.toml"]);
     assert_eq!(cache_uses(&p.latest()), ["gen=miss", "sum=miss"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Kills and races, many times over
+
+/// Checks, independently of the code under test, that the store holds nothing half-made:
+/// every entry's manifest matches its digest line and every file it lists has the recorded
+/// size and digest; every run record parses and every file it says it published is whole.
+fn assert_store_whole(p: &Project, context: &str) {
+    let entries = p.path().join("artifacts/cache/entries");
+    for shard in fs::read_dir(&entries).expect("entries") {
+        for entry in fs::read_dir(shard.expect("shard").path()).expect("shard") {
+            let dir = entry.expect("entry").path();
+            let text = fs::read_to_string(dir.join("manifest.toml"))
+                .unwrap_or_else(|e| panic!("{context}: {}: {e}", dir.display()));
+            let (first, body) = text.split_once('\n').expect("digest line");
+            assert_eq!(
+                first,
+                format!("# blake3 {}", blake3::hash(body.as_bytes()).to_hex()),
+                "{context}: {}",
+                dir.display()
+            );
+            let manifest: toml::Table = toml::from_str(body).expect("manifest parses");
+            for f in manifest["files"].as_array().expect("files") {
+                let bytes = fs::read(dir.join(f["file"].as_str().expect("file"))).expect("file");
+                assert_eq!(
+                    Some(bytes.len() as i64),
+                    f["size"].as_integer(),
+                    "{context}"
+                );
+                assert_eq!(
+                    Some(blake3::hash(&bytes).to_hex().as_str()),
+                    f["blake3"].as_str(),
+                    "{context}: {}",
+                    dir.display()
+                );
+            }
+        }
+    }
+    for run in fs::read_dir(p.runs_dir()).expect("runs") {
+        let dir = run.expect("run").path();
+        let Ok(text) = fs::read_to_string(dir.join("run.toml")) else {
+            continue; // killed before its record was first written
+        };
+        let record: toml::Table =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{context}: {}: {e}", dir.display()));
+        for stage in record["stages"].as_array().expect("stages") {
+            for output in stage["outputs"].as_table().expect("outputs").values() {
+                let Some(name) = output.get("published").and_then(|v| v.as_str()) else {
+                    continue;
+                };
+                let bytes = fs::read(dir.join(name))
+                    .unwrap_or_else(|e| panic!("{context}: {name} recorded but {e}"));
+                assert_eq!(
+                    Some(blake3::hash(&bytes).to_hex().as_str()),
+                    output["blake3"].as_str(),
+                    "{context}: {}/{name}",
+                    dir.display()
+                );
+            }
+        }
+    }
+}
+
+/// Four stages with some work in each, and a published file large enough to be linked.
+const WORK: &str = r#"
+name = "work"
+seed = 1
+
+[stages.a]
+kind = "shell"
+command = "seq 1 20000 > a.txt; sleep 0.03"
+outputs = ["a.txt"]
+
+[stages.b]
+kind = "shell"
+inputs = { a = "a.a.txt" }
+command = "awk '{print $1 * 3}' $PIPELINE_IN_A > b.txt; sleep 0.03"
+outputs = ["b.txt"]
+
+[stages.big]
+kind = "shell"
+inputs = { b = "b.b.txt" }
+command = "cat $PIPELINE_IN_B > big.bin; head -c 4500000 /dev/zero >> big.bin"
+outputs = ["big.bin"]
+
+[stages.sum]
+kind = "shell"
+inputs = { b = "b.b.txt" }
+command = "awk '{s+=$1} END {print s}' $PIPELINE_IN_B > total.txt"
+outputs = ["total.txt"]
+"#;
+
+#[test]
+fn twenty_sigkills_at_spread_moments_leave_a_store_that_is_whole_and_resumes() {
+    let p = Project::new();
+    p.write("exp.toml", WORK);
+    for i in 0..20u64 {
+        // New keys on odd rounds; on even ones --no-cache, which replaces existing entries.
+        let seed = format!("a.command=seq 1 {} > a.txt; sleep 0.03", 20000 + i);
+        let args: Vec<&str> = if i % 2 == 0 {
+            vec!["run", "exp.toml", "--no-cache"]
+        } else {
+            vec!["run", "exp.toml", "--set", &seed]
+        };
+        let mut child = spawn(&p, &args);
+        std::thread::sleep(Duration::from_millis(20 + (i * 37) % 400));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        assert_store_whole(&p, &format!("after kill {i}"));
+    }
+    let gc = p.ok(&["gc"]);
+    assert!(gc.contains("; kept "), "{gc}");
+    assert!(
+        tmp_dirs(&p).is_empty(),
+        "gc removed every leftover: {:?}",
+        tmp_dirs(&p)
+    );
+    p.ok(&["run", "exp.toml"]);
+    let record = p.latest();
+    assert_eq!(record["status"].as_str(), Some("succeeded"));
+    assert_eq!(
+        fs::read_to_string(run_dir(&p, &record).join("total.txt")).expect("total"),
+        format!("{}\n", 3 * 20000 * 20001 / 2)
+    );
+    assert_store_whole(&p, "after the final run");
+    let verify = p.ok(&["verify", "latest"]);
+    assert!(verify.contains("reproduces bit for bit"), "{verify}");
+}
+
+/// Runs, gcs and a verify started together, three rounds. Every run and gc must succeed;
+/// verify must either reproduce the finished run it names, or not find it because a gc pruned
+/// it first: never report a difference that is not there.
+#[test]
+fn runs_gcs_and_verifies_racing_never_fail_a_run_nor_leave_anything_half_made() {
+    let p = Project::new();
+    p.write("exp.toml", WORK);
+    for round in 0..3u64 {
+        let name = format!("r{round}");
+        p.ok(&["run", "exp.toml", "--name", &name]);
+        let set = format!(
+            "sum.command=awk '{{s+=$1}} END {{print s + {round}}}' $PIPELINE_IN_B > total.txt"
+        );
+        let mut children = Vec::new();
+        for i in 0..4u64 {
+            let mut args = vec!["run", "exp.toml"];
+            if i % 2 == 1 {
+                args.extend(["--set", set.as_str()]);
+            }
+            children.push(("run", spawn(&p, &args)));
+            std::thread::sleep(Duration::from_millis(15 * i));
+        }
+        children.push(("gc", spawn(&p, &["gc", "--keep-last", "0", "--prune-runs"])));
+        std::thread::sleep(Duration::from_millis(40));
+        children.push(("gc", spawn(&p, &["gc"])));
+        let verify = spawn(&p, &["verify", &name]);
+        for (what, child) in children {
+            let out = finish(child, Duration::from_secs(60), what);
+            assert!(
+                out.status.success(),
+                "round {round}: {what} failed:\n{}",
+                text(&out)
+            );
+        }
+        let out = finish(verify, Duration::from_secs(60), "verify");
+        let all = text(&out);
+        let reproduced = out.status.success() && all.contains("reproduces bit for bit");
+        let pruned_first = out.status.code() == Some(1)
+            && all.trim_end().ends_with(&format!(
+                "error: no run matches `{name}` (try `pipeline runs`)"
+            ));
+        assert!(reproduced || pruned_first, "round {round}: verify:\n{all}");
+        assert_store_whole(&p, &format!("after round {round}"));
+    }
+}
+
+#[test]
+fn verify_refuses_a_running_run_and_compares_only_what_an_interrupted_one_recorded() {
+    let p = Project::new();
+    let (mut run, hold) = start_held_run(&p);
+    let record = p.latest();
+    let id = record["id"].as_str().expect("id");
+    // Bounded: re-executing this run would wait on `hold` like the run itself.
+    let out = bounded(&p, &["verify", "latest"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "error: run {id} is still running (pid {}): verify it when it has finished",
+            run.id()
+        )
+    );
+    run.kill().expect("SIGKILL");
+    run.wait().expect("reaped");
+    fs::remove_file(&hold).expect("release");
+    let out = p.ok(&["verify", "latest"]);
+    assert!(out.contains("a            same"), "{out}");
+    assert!(
+        out.contains("b            not recorded (the run was interrupted before it)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "run {id} reproduces bit for bit in the 1 stage(s) it recorded (it was interrupted before the other 1)"
+        )),
+        "{out}"
+    );
+}

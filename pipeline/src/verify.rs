@@ -33,9 +33,12 @@ pub struct StageVerdict {
     pub different: Vec<String>,
     /// The stage's key differs from the recorded one (its kind changed since the run).
     pub key_changed: bool,
+    /// The run has no result for this stage: it failed or was interrupted before it.
+    pub not_recorded: bool,
 }
 
 impl StageVerdict {
+    /// Reproduced, or nothing recorded to compare with.
     pub fn same(&self) -> bool {
         self.different.is_empty()
     }
@@ -178,6 +181,15 @@ pub fn compare(recorded: &RunRecord, fresh: &RunRecord) -> Vec<StageVerdict> {
         .iter()
         .map(|s| {
             let old = recorded.stage(&s.name);
+            if old.is_none() {
+                // Nothing to compare with: not a difference, which would be a false alarm.
+                return StageVerdict {
+                    stage: s.name.clone(),
+                    different: Vec::new(),
+                    key_changed: false,
+                    not_recorded: true,
+                };
+            }
             let old_outputs: BTreeMap<&String, &String> = old
                 .map(|o| o.outputs.iter().map(|(k, v)| (k, &v.blake3)).collect())
                 .unwrap_or_default();
@@ -192,6 +204,7 @@ pub fn compare(recorded: &RunRecord, fresh: &RunRecord) -> Vec<StageVerdict> {
                 stage: s.name.clone(),
                 different,
                 key_changed: old.is_some_and(|o| o.key != s.key),
+                not_recorded: false,
             }
         })
         .collect()

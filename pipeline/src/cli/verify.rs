@@ -42,6 +42,13 @@ pub fn verify(
     let _lease = lease(&store)?;
     let spec = args.run.as_deref().unwrap_or("latest");
     let record = store.runs.resolve(spec)?;
+    if record.status_label() == "running" {
+        anyhow::bail!(
+            "run {} is still running (pid {}): verify it when it has finished",
+            record.id,
+            record.pid
+        );
+    }
     let run_dir = store.runs.dir_of(&record.id);
     // The run's own files first: re-executing proves nothing about a directory whose files
     // are no longer the ones recorded.
@@ -77,8 +84,16 @@ pub fn verify(
     )?;
     let verdicts = verify::compare(&record, &fresh);
     let mut failed = 0;
+    let mut unrecorded = 0;
+    let ended = match record.status_label() {
+        "interrupted" => "was interrupted",
+        _ => "failed",
+    };
     for v in &verdicts {
-        if v.same() {
+        if v.not_recorded {
+            unrecorded += 1;
+            println!("{:<12} not recorded (the run {ended} before it)", v.stage);
+        } else if v.same() {
             println!("{:<12} same", v.stage);
         } else {
             failed += 1;
@@ -97,7 +112,15 @@ pub fn verify(
         );
         return Ok(ExitCode::from(1));
     }
-    println!("run {} reproduces bit for bit", record.id);
+    if unrecorded > 0 {
+        println!(
+            "run {} reproduces bit for bit in the {} stage(s) it recorded (it {ended} before the other {unrecorded})",
+            record.id,
+            verdicts.len() - unrecorded,
+        );
+    } else {
+        println!("run {} reproduces bit for bit", record.id);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
