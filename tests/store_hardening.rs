@@ -1122,3 +1122,56 @@ fn verify_refuses_a_running_run_and_compares_only_what_an_interrupted_one_record
         "{out}"
     );
 }
+
+/// Large published files stay hard links into the cache (a copy would double the store), so
+/// an edit in place, once their read-only mode is overridden, reaches the cache entry too:
+/// the next run finds the entry damaged by its digest and recomputes it, and verify names the
+/// run's altered file.
+#[test]
+fn an_in_place_edit_of_a_linked_published_file_is_caught_by_the_next_run_and_by_verify() {
+    let p = Project::new();
+    p.write("exp.toml", &big("a"));
+    p.ok(&["run", "exp.toml"]);
+    let record = p.latest();
+    let published = run_dir(&p, &record).join("big.bin");
+    let cached = entry_dir(&p, &key_of(&record, "big")).join("big.bin");
+    assert_eq!(
+        fs::metadata(&published).expect("published").ino(),
+        fs::metadata(&cached).expect("cached").ino(),
+        "a large published file is a link into the cache"
+    );
+    assert!(
+        fs::OpenOptions::new().write(true).open(&published).is_err() || running_as_root(),
+        "read-only: a plain write is refused"
+    );
+    make_writable(&published);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .open(&published)
+        .expect("open for writing");
+    std::io::Write::write_all(&mut file, b"b").expect("edit in place");
+    drop(file);
+
+    let out = p.ok(&["run", "exp.toml"]);
+    assert!(
+        out.contains("cache entry damaged: big.bin does not match its digest"),
+        "{out}"
+    );
+    assert_eq!(cache_uses(&p.latest()), ["big=damaged"]);
+    let id = record["id"].as_str().expect("id");
+    let err = String::from_utf8_lossy(&bounded(&p, &["verify", id]).stderr).into_owned();
+    assert!(
+        err.contains(&format!(
+            "error: run {id}: big.bin does not match the digest recorded in run.toml"
+        )),
+        "{err}"
+    );
+}
+
+/// Whether this process ignores file modes (root), where a read-only mode refuses nothing.
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
