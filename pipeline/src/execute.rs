@@ -223,7 +223,8 @@ pub(crate) fn key_of(
 }
 
 /// Runs an experiment and records it. The record is saved as the run goes, so a run that is
-/// killed still shows which stages finished; a failed run is recorded with its error.
+/// killed still shows which stages finished; a failed run is recorded with its error. The run
+/// holds the store's shared lease from start to end, so `gc` waits for it.
 pub fn run(
     exp: &Experiment,
     registry: &Registry,

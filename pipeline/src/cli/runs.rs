@@ -235,7 +235,9 @@ pub fn gc(store: &Store, opts: &GcOptions, no_wait: bool) -> anyhow::Result<Exit
                     "the store is in use by {who}: gc removed nothing; run it again when it has finished, or without --no-wait to wait"
                 );
             }
-            eprintln!("waiting: {who} {verb} using the store; gc starts when it ends (--no-wait fails instead)");
+            eprintln!(
+                "waiting: {who} {verb} using the store; gc starts once it is free (--no-wait fails instead)"
+            );
             store.cache.lease_exclusive()?
         }
     };
