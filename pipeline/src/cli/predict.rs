@@ -10,6 +10,7 @@ use clap::Args;
 
 use pipeline::execute::Store;
 use pipeline::record::{RunRecord, StageRecord};
+use pipeline::verify::check_recorded;
 use stages::data::normalize::NormalizeConfig;
 use stages::metrics::{predicted_label, CLASS_NAMES, DEFAULT_THRESHOLD};
 
@@ -92,16 +93,24 @@ fn checkpoint(store: &Store, run: &RunRecord) -> anyhow::Result<PathBuf> {
     if !run.stages.iter().any(|s| s.kind == "train") {
         return Err(missing());
     }
-    let name = stage_of_kind(run, "train")?
+    let output = stage_of_kind(run, "train")?
         .outputs
         .values()
-        .find(|o| o.file == CHECKPOINT_FILE)
-        .and_then(|o| o.published.as_ref())
+        .find(|o| o.file == CHECKPOINT_FILE && o.published.is_some())
         .ok_or_else(missing)?;
+    let name = output.published.as_ref().ok_or_else(missing)?;
     let path = store.runs.dir_of(&run.id).join(name);
     if !path.is_file() {
         bail!(
             "run {}: the trained checkpoint {} is missing",
+            run.id,
+            path.display()
+        );
+    }
+    // The model that predicts must be the one the run trained and evaluated.
+    if let Err(how) = check_recorded(&path, Some(output.size), &output.blake3) {
+        bail!(
+            "run {}: {} does not match the digest recorded in run.toml (altered or damaged since the run){how}",
             run.id,
             path.display()
         );
