@@ -2,6 +2,7 @@
 
 mod decode;
 pub mod load;
+pub mod memory_budget;
 pub mod normalize;
 pub mod resize;
 pub mod split;
