@@ -36,9 +36,11 @@ pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
     let checkpoint = checkpoint(store, &run)?;
     let image_size = image_size(&run)?;
     let mode = normalize_config(&run)?.mode;
+    let options = decode_options(&run)?;
     let images = expand(&args.images)?;
     let progress = Bar::new();
-    let result = stages::predict::predict(&checkpoint, image_size, mode, &images, &progress);
+    let result =
+        stages::predict::predict_with(&checkpoint, image_size, mode, options, &images, &progress);
     // Cleared before any error is printed, so the message does not land on the bar's line.
     progress.0.finish_and_clear();
     // The message already names the file and the cause; `?` would also chain the cause's
@@ -130,6 +132,19 @@ fn image_size(run: &RunRecord) -> anyhow::Result<u32> {
                 run.id, load.name
             )
         })
+}
+
+/// Images are read as strictly as the run's load stage read them: truncated images only if
+/// it allowed them.
+fn decode_options(run: &RunRecord) -> anyhow::Result<stages::data::DecodeOptions> {
+    let load = stage_of_kind(run, "load")?;
+    Ok(stages::data::DecodeOptions {
+        allow_truncated: load
+            .params
+            .get("allow_truncated_images")
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false),
+    })
 }
 
 fn normalize_config(run: &RunRecord) -> anyhow::Result<NormalizeConfig> {

@@ -705,7 +705,7 @@ fn exif_orientation_is_applied() {
     // 6 = rotate 90 degrees clockwise to display: left half ends up on top.
     std::fs::write(&path, with_exif_orientation(&jpeg, 6)).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    let d = crate::data::decode::decode_resize(&bytes, 8, &path).unwrap();
+    let d = crate::data::decode::decode_resize(&bytes, 8, &path, Default::default()).unwrap();
     assert!(d.reoriented);
     assert_eq!((d.width, d.height), (16, 32));
     let a = load_image(&path, 8).unwrap();
@@ -715,3 +715,5 @@ fn exif_orientation_is_applied() {
     let b = load_image(&plain, 8).unwrap();
     assert!(b[[4, 0, 0]] < 30 && b[[4, 7, 0]] > 225, "{b:?}");
 }
+
+mod bad_input;
