@@ -336,7 +336,7 @@ fn headless(chromium: &Path, page: &Path, args: &[&str]) -> String {
 #[test]
 fn a_browser_renders_the_report() {
     let Some(chromium) = chromium() else {
-        eprintln!("skipping: chromium not installed (apt-get install chromium)");
+        common::skip("chromium not installed (apt-get install chromium)");
         return;
     };
     let p = project();

@@ -15,7 +15,8 @@ use common::{repo, shared_data};
 /// The script's own tolerance: PyTorch against the run, relative to the values' scale.
 const TOLERANCE: f64 = 1e-4;
 
-/// The Python to use, or `None` (after saying why) when it cannot import torch.
+/// The Python to use, or `None` (after recording the calling test as skipped) when it cannot
+/// import torch.
 fn torch_python() -> Option<String> {
     let python = std::env::var("PIPELINE_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = Command::new(&python)
@@ -24,11 +25,11 @@ fn torch_python() -> Option<String> {
     match probe {
         Ok(out) if out.status.success() => Some(python),
         _ => {
-            eprintln!(
-                "skipping: torch/torchvision not importable by {python}; \
+            common::skip(&format!(
+                "torch/torchvision not importable by {python}; \
                  set PIPELINE_TORCH_PYTHON to a Python that has torch, torchvision, \
                  safetensors and numpy"
-            );
+            ));
             None
         }
     }

@@ -8,27 +8,46 @@
 //! entries/<first two hex digits>/<key>/<output files>  read-only
 //! tmp/<key>.<pid>.<nanos>/                             a stage at work; never read
 //! locks/<key>.lock                                     held while a key is computed
+//! locks/store.lease                                    shared by runs, exclusive for gc
 //! ```
 //!
 //! A stage writes into a directory under `tmp/`; only when it has succeeded and every output
 //! is hashed is that directory renamed into `entries/`. A rename within one file system is
 //! atomic, so an entry either exists whole, with its manifest, or not at all: a stage that
 //! fails or is killed leaves at most a `tmp/` directory, which nothing reads and which the
-//! next computation of the same key removes.
+//! next computation of the same key, or `pipeline gc`, removes.
+//!
+//! Nothing in an entry is trusted as it is found. The manifest's first line is the blake3
+//! digest of the rest (`# blake3 <hex>`, so `tail -n +2 manifest.toml | b3sum` checks it by
+//! hand), and every output file must be a regular file of the recorded size and digest. An
+//! entry that fails any check is damaged: reported, removed and recomputed, never used.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::hash::hash_file;
+use crate::hash::{describe_type, hash_regular_file, FileProblem};
 
 /// Version of the entry layout and manifest; entries of another version are not read.
-pub const STORE_FORMAT: u32 = 1;
+/// 2: the manifest carries its own digest on its first line and is read-only.
+pub const STORE_FORMAT: u32 = 2;
+
+/// The manifest's file name inside an entry.
+pub const MANIFEST: &str = "manifest.toml";
+
+/// How the manifest's first line starts; the hex digest of the remaining bytes follows.
+const SELF_DIGEST_PREFIX: &str = "# blake3 ";
+
+/// A manifest is a few kilobytes; anything far larger is not one, and is not read whole.
+const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The file every run holds shared and gc exclusive, under `locks/`.
+const LEASE_FILE: &str = "store.lease";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -36,6 +55,12 @@ pub enum CacheError {
     Io { path: PathBuf, source: io::Error },
     #[error("cache entry {path}: unreadable manifest: {message}")]
     Manifest { path: PathBuf, message: String },
+    #[error("{path}: output {file} {problem}")]
+    Output {
+        path: PathBuf,
+        file: String,
+        problem: FileProblem,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -86,7 +111,7 @@ impl Manifest {
     }
 }
 
-/// A published, verified entry.
+/// A published entry whose manifest is intact (its files are checked by [`verify`]).
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub dir: PathBuf,
@@ -103,11 +128,23 @@ impl Entry {
 #[derive(Debug)]
 pub enum Lookup {
     Hit(Box<Entry>),
+    /// No entry, or one written by another store format.
     Miss,
-    /// The entry exists but its files no longer match the manifest; it has been removed.
+    /// The entry exists but its manifest or files fail their checks; [`Cache::lookup`] has
+    /// removed it. Each problem names the file at fault: `numbers.txt is a FIFO, not a
+    /// regular file`.
     Damaged {
-        files: Vec<String>,
+        problems: Vec<String>,
     },
+}
+
+/// What reading an entry's manifest found.
+enum ManifestState {
+    Absent,
+    /// Written by another store format: not ours to read, not damage either.
+    OtherFormat,
+    Damaged(String),
+    Intact(Box<Manifest>),
 }
 
 pub struct Cache {
@@ -116,6 +153,19 @@ pub struct Cache {
 
 /// Holds the lock on one key until dropped.
 pub struct KeyLock {
+    _file: File,
+}
+
+/// A run's shared hold on the store, from its start to its end: while any run holds one,
+/// `gc` removes nothing, so nothing a run has found or will read disappears under it. The OS
+/// drops it when the process ends, however it ends.
+pub struct Lease {
+    _file: File,
+}
+
+/// gc's exclusive hold on the store: no run is in progress while it is held, so every
+/// temporary directory is a leftover and every entry is free to remove.
+pub struct ExclusiveLease {
     _file: File,
 }
 
@@ -135,6 +185,7 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         // Published directories have been renamed away; this only removes failed work.
+        make_writable(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -158,62 +209,150 @@ impl Cache {
         self.root.join("entries").join(&key[..2]).join(key)
     }
 
-    /// Looks a key up and checks every file against its digest; a damaged entry is removed
-    /// so that it is recomputed rather than used.
+    fn lock_path(&self, key: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{key}.lock"))
+    }
+
+    /// Looks a key up and checks the manifest and every file; a damaged entry is removed so
+    /// that it is recomputed rather than used.
     pub fn lookup(&self, key: &str) -> Result<Lookup, CacheError> {
-        let Some(entry) = self.read_entry(key)? else {
-            return Ok(Lookup::Miss);
-        };
-        let bad = verify(&entry);
-        if bad.is_empty() {
-            Ok(Lookup::Hit(Box::new(entry)))
-        } else {
+        let found = self.inspect(key)?;
+        if let Lookup::Damaged { .. } = found {
             self.evict(key)?;
-            Ok(Lookup::Damaged { files: bad })
+        }
+        Ok(found)
+    }
+
+    /// [`Cache::lookup`] without removing a damaged entry: for questions that must not change
+    /// the store.
+    pub fn inspect(&self, key: &str) -> Result<Lookup, CacheError> {
+        match self.read_manifest(key) {
+            ManifestState::Absent | ManifestState::OtherFormat => Ok(Lookup::Miss),
+            ManifestState::Damaged(problem) => Ok(Lookup::Damaged {
+                problems: vec![problem],
+            }),
+            ManifestState::Intact(manifest) => {
+                let entry = Entry {
+                    dir: self.entry_dir(key),
+                    manifest: *manifest,
+                };
+                let problems = verify(&entry);
+                if problems.is_empty() {
+                    Ok(Lookup::Hit(Box::new(entry)))
+                } else {
+                    Ok(Lookup::Damaged { problems })
+                }
+            }
         }
     }
 
-    /// Reads an entry's manifest without checking its files.
+    /// Reads an entry's manifest without checking its files: `None` when there is no entry,
+    /// or its manifest is damaged or of another format.
     pub fn read_entry(&self, key: &str) -> Result<Option<Entry>, CacheError> {
+        Ok(match self.read_manifest(key) {
+            ManifestState::Intact(manifest) => Some(Entry {
+                dir: self.entry_dir(key),
+                manifest: *manifest,
+            }),
+            _ => None,
+        })
+    }
+
+    fn read_manifest(&self, key: &str) -> ManifestState {
         let dir = self.entry_dir(key);
-        let manifest_path = dir.join("manifest.toml");
-        let text = match fs::read_to_string(&manifest_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&manifest_path)(e)),
-        };
-        let manifest: Manifest = toml::from_str(&text).map_err(|e| CacheError::Manifest {
-            path: manifest_path.clone(),
-            message: e.message().to_string(),
-        })?;
-        if manifest.format != STORE_FORMAT || manifest.key != key {
-            return Ok(None);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            // A link would make the entry whatever it points to.
+            Ok(meta) => {
+                return ManifestState::Damaged(format!(
+                    "the entry is {}, not a directory",
+                    describe_type(&meta.file_type())
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return ManifestState::Absent,
+            Err(e) => return ManifestState::Damaged(format!("the entry cannot be read: {e}")),
         }
-        Ok(Some(Entry { dir, manifest }))
+        let path = dir.join(MANIFEST);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return ManifestState::Absent,
+            Err(e) => return ManifestState::Damaged(format!("{MANIFEST} cannot be read: {e}")),
+        };
+        if !meta.file_type().is_file() {
+            return ManifestState::Damaged(format!(
+                "{MANIFEST} is {}, not a regular file",
+                describe_type(&meta.file_type())
+            ));
+        }
+        if meta.len() > MAX_MANIFEST_BYTES {
+            return ManifestState::Damaged(format!(
+                "{MANIFEST} has {} bytes, far more than a manifest",
+                meta.len()
+            ));
+        }
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => return ManifestState::Damaged(format!("{MANIFEST} cannot be read: {e}")),
+        };
+        parse_manifest(&bytes, key)
     }
 
     /// Blocks until this process holds the key's lock. Another process computing the same
     /// key holds it until it has published (or failed); the OS releases it if that process
     /// dies, so a killed run never blocks later ones.
     pub fn lock(&self, key: &str) -> Result<KeyLock, CacheError> {
-        let path = self.root.join("locks").join(format!("{key}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let path = self.lock_path(key);
+        let file = open_lock_file(&path)?;
         file.lock().map_err(io_err(&path))?;
         Ok(KeyLock { _file: file })
     }
 
     /// Whether another process holds the key's lock right now.
     pub fn is_locked(&self, key: &str) -> bool {
-        let path = self.root.join("locks").join(format!("{key}.lock"));
-        let Ok(file) = File::options().write(true).open(path) else {
+        let Ok(file) = File::options().write(true).open(self.lock_path(key)) else {
             return false;
         };
         file.try_lock().is_err()
+    }
+
+    /// A run's shared lease, if gc does not hold the store right now.
+    pub fn try_lease(&self) -> Result<Option<Lease>, CacheError> {
+        let (path, file) = self.lease_file()?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(Lease { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// A run's shared lease, waiting for gc to finish if it holds the store.
+    pub fn lease(&self) -> Result<Lease, CacheError> {
+        let (path, file) = self.lease_file()?;
+        file.lock_shared().map_err(io_err(&path))?;
+        Ok(Lease { _file: file })
+    }
+
+    /// gc's exclusive lease, if no run holds the store right now.
+    pub fn try_lease_exclusive(&self) -> Result<Option<ExclusiveLease>, CacheError> {
+        let (path, file) = self.lease_file()?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(ExclusiveLease { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// gc's exclusive lease, waiting for every run that holds the store to end.
+    pub fn lease_exclusive(&self) -> Result<ExclusiveLease, CacheError> {
+        let (path, file) = self.lease_file()?;
+        file.lock().map_err(io_err(&path))?;
+        Ok(ExclusiveLease { _file: file })
+    }
+
+    fn lease_file(&self) -> Result<(PathBuf, File), CacheError> {
+        let path = self.root.join("locks").join(LEASE_FILE);
+        let file = open_lock_file(&path)?;
+        Ok((path, file))
     }
 
     /// A fresh directory for computing `key`. Call with the key's lock held: leftovers of
@@ -223,14 +362,12 @@ impl Cache {
         if let Ok(dir) = fs::read_dir(&tmp) {
             for leftover in dir.flatten() {
                 if leftover.file_name().to_string_lossy().starts_with(key) {
+                    make_writable(&leftover.path());
                     let _ = fs::remove_dir_all(leftover.path());
                 }
             }
         }
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = tmp.join(format!("{key}.{}.{nanos}", std::process::id()));
+        let dir = tmp.join(format!("{key}.{}.{}", std::process::id(), nanos()));
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         Ok(Staging {
             dir,
@@ -238,8 +375,36 @@ impl Cache {
         })
     }
 
+    /// Temporary directories no computation is working in: those of killed runs, and entries
+    /// an interrupted eviction left behind. Proof of the exclusive lease is required, since
+    /// only then is no run in progress; a key whose lock is held is still skipped, so that a
+    /// process of an older version, which takes no lease, keeps its work.
+    pub fn stale_tmp(&self, _lease: &ExclusiveLease) -> Result<Vec<PathBuf>, CacheError> {
+        let tmp = self.root.join("tmp");
+        let mut stale = Vec::new();
+        for item in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            let key = name.split('.').next().unwrap_or_default();
+            if is_key(key) && self.is_locked(key) {
+                continue;
+            }
+            stale.push(item.path());
+        }
+        stale.sort();
+        Ok(stale)
+    }
+
+    /// Removes the lock file of a key that no longer has an entry. Only under the exclusive
+    /// lease: a run takes a key's lock only while it holds its own lease, so no one holds or
+    /// waits for it then, and no one can be left locking a file that is gone.
+    pub fn remove_lock_file(&self, key: &str, _lease: &ExclusiveLease) {
+        let _ = fs::remove_file(self.lock_path(key));
+    }
+
     /// Hashes the staged outputs, writes the manifest and moves the directory into place.
     /// `manifest.files` lists the outputs by name and file; sizes and digests are filled in.
+    /// An output must be a regular file: a link would make the entry depend on what it points
+    /// to, and a FIFO or device has no bytes to record.
     pub fn publish(
         &self,
         staging: Staging,
@@ -252,11 +417,16 @@ impl Cache {
             .par_iter()
             .map(|f| {
                 let path = dir.join(&f.file);
+                let problem = |problem| CacheError::Output {
+                    path: dir.clone(),
+                    file: f.file.clone(),
+                    problem,
+                };
+                let digest = hash_regular_file(&path, None).map_err(problem)?;
                 let file = File::open(&path).map_err(io_err(&path))?;
                 // Durable before the rename makes it visible.
                 file.sync_all().map_err(io_err(&path))?;
                 let size = file.metadata().map_err(io_err(&path))?.len();
-                let digest = hash_file(&path).map_err(io_err(&path))?;
                 set_read_only(&path)?;
                 Ok(FileRecord {
                     size,
@@ -268,19 +438,21 @@ impl Cache {
         manifest.files = records?;
         manifest.key = staging.key.clone();
         manifest.format = STORE_FORMAT;
-        let text = toml::to_string(&manifest).map_err(|e| CacheError::Manifest {
-            path: dir.clone(),
-            message: e.to_string(),
+        let manifest_path = dir.join(MANIFEST);
+        let text = render_manifest(&manifest).map_err(|message| CacheError::Manifest {
+            path: manifest_path.clone(),
+            message,
         })?;
-        let manifest_path = dir.join("manifest.toml");
-        fs::write(&manifest_path, text).map_err(io_err(&manifest_path))?;
+        write_durably(&manifest_path, text.as_bytes()).map_err(io_err(&manifest_path))?;
+        set_read_only(&manifest_path)?;
 
         let target = self.entry_dir(&staging.key);
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        if target.exists() {
-            // Only with --no-cache: the fresh result replaces the old one.
+        if fs::symlink_metadata(&target).is_ok() {
+            // A damaged entry found by another run, an entry of another format, or
+            // --no-cache: the fresh result replaces it.
             self.evict(&staging.key)?;
         }
         fs::rename(&dir, &target).map_err(io_err(&target))?;
@@ -294,10 +466,10 @@ impl Cache {
     /// the entry whole or not at all.
     pub fn evict(&self, key: &str) -> Result<(), CacheError> {
         let dir = self.entry_dir(key);
-        let trash = self
-            .root
-            .join("tmp")
-            .join(format!("{key}.evicted.{}", std::process::id()));
+        let trash =
+            self.root
+                .join("tmp")
+                .join(format!("{key}.evicted.{}.{}", std::process::id(), nanos()));
         match fs::rename(&dir, &trash) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -307,40 +479,162 @@ impl Cache {
         fs::remove_dir_all(&trash).map_err(io_err(&trash))
     }
 
-    /// Every published key.
+    /// Every published key. Anything else under `entries/` (a file manager's `.DS_Store`,
+    /// a stray copy) is no entry and is left alone.
     pub fn keys(&self) -> Result<Vec<String>, CacheError> {
         let entries = self.root.join("entries");
         let mut keys = Vec::new();
         for shard in fs::read_dir(&entries).map_err(io_err(&entries))?.flatten() {
+            let shard_name = shard.file_name().to_string_lossy().into_owned();
+            if shard_name.len() != 2 || !shard.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             for entry in fs::read_dir(shard.path())
                 .map_err(io_err(&shard.path()))?
                 .flatten()
             {
-                keys.push(entry.file_name().to_string_lossy().into_owned());
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if is_key(&name) && name.starts_with(&shard_name) {
+                    keys.push(name);
+                }
             }
         }
         keys.sort();
         Ok(keys)
     }
+
+    /// Where a key's entry lives (whether or not it exists).
+    pub fn entry_path(&self, key: &str) -> PathBuf {
+        self.entry_dir(key)
+    }
 }
 
-/// Names of the entry's files that are missing or differ from their recorded digest.
+/// The manifest as written: the digest line, then the TOML it covers.
+fn render_manifest(manifest: &Manifest) -> Result<String, String> {
+    let body = toml::to_string(manifest).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{SELF_DIGEST_PREFIX}{}\n{body}",
+        blake3::hash(body.as_bytes()).to_hex()
+    ))
+}
+
+/// Checks a manifest's own digest, then its content against the key it was found under.
+fn parse_manifest(bytes: &[u8], key: &str) -> ManifestState {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return ManifestState::Damaged(format!("{MANIFEST} is not UTF-8 text"));
+    };
+    let Some((recorded, body)) = text
+        .strip_prefix(SELF_DIGEST_PREFIX)
+        .and_then(|rest| rest.split_once('\n'))
+    else {
+        // Manifests of format 1 had no digest line; they are another format, not damage.
+        let old_format = toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|t| t.get("format").and_then(toml::Value::as_integer))
+            .is_some_and(|f| f < i64::from(STORE_FORMAT));
+        return if old_format {
+            ManifestState::OtherFormat
+        } else {
+            ManifestState::Damaged(format!("{MANIFEST} has no digest line"))
+        };
+    };
+    if recorded != blake3::hash(body.as_bytes()).to_hex().as_str() {
+        return ManifestState::Damaged(format!("{MANIFEST} does not match its own digest"));
+    }
+    let table: toml::Table = match toml::from_str(body) {
+        Ok(t) => t,
+        Err(e) => {
+            return ManifestState::Damaged(format!(
+                "{MANIFEST} does not parse: {}",
+                e.message().trim()
+            ))
+        }
+    };
+    if table.get("format").and_then(toml::Value::as_integer) != Some(i64::from(STORE_FORMAT)) {
+        return ManifestState::OtherFormat;
+    }
+    let manifest: Manifest = match table.try_into() {
+        Ok(m) => m,
+        Err(e) => {
+            return ManifestState::Damaged(format!(
+                "{MANIFEST} does not parse: {}",
+                e.message().trim()
+            ))
+        }
+    };
+    if manifest.key != key {
+        return ManifestState::Damaged(format!(
+            "{MANIFEST} belongs to another entry ({})",
+            manifest.key.chars().take(12).collect::<String>()
+        ));
+    }
+    // The digest is no signature (anyone can recompute it): what the manifest names must
+    // still stay inside its entry, as the run directory takes its file names from it.
+    if let Some(f) = manifest.files.iter().find(|f| !is_plain_file_name(&f.file)) {
+        return ManifestState::Damaged(format!(
+            "{MANIFEST} names a file outside its entry: {}",
+            f.file
+        ));
+    }
+    ManifestState::Intact(Box::new(manifest))
+}
+
+/// A name that stays in its directory: no separator, not `.` or `..`, not the manifest.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name != MANIFEST
+        && !name.contains(['/', '\\', '\0'])
+}
+
+/// Whether `name` can be a key: 64 lower-case hex digits.
+fn is_key(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Problems with an entry's files, each naming its file: missing, not a regular file, another
+/// size, or other bytes than recorded. Type and size are checked before anything is read.
 pub fn verify(entry: &Entry) -> Vec<String> {
     let mut bad: Vec<String> = entry
         .manifest
         .files
         .par_iter()
-        .filter(|f| {
+        .filter_map(|f| {
             let path = entry.path_of(f);
-            match hash_file(&path) {
-                Ok(d) => d.to_hex().as_str() != f.blake3,
-                Err(_) => true,
+            match hash_regular_file(&path, Some(f.size)) {
+                Ok(d) if d.to_hex().as_str() == f.blake3 => None,
+                Ok(_) => Some(format!("{} does not match its digest", f.file)),
+                Err(problem) => Some(format!("{} {problem}", f.file)),
             }
         })
-        .map(|f| f.file.clone())
         .collect();
     bad.sort();
     bad
+}
+
+fn open_lock_file(path: &Path) -> Result<File, CacheError> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))
+}
+
+fn nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 fn set_read_only(path: &Path) -> Result<(), CacheError> {
@@ -349,16 +643,27 @@ fn set_read_only(path: &Path) -> Result<(), CacheError> {
     fs::set_permissions(path, perms).map_err(io_err(path))
 }
 
-/// Makes a removed entry's files writable again so the directory can be deleted everywhere.
+/// Makes a removed entry's files, and the directory itself, writable again so that it can be
+/// deleted everywhere (links are left alone: their target is not ours).
 fn make_writable(dir: &Path) {
+    let writable = |path: &Path| {
+        if let Ok(meta) = fs::symlink_metadata(path) {
+            if meta.is_dir() || meta.is_file() {
+                let mut perms = meta.permissions();
+                #[allow(clippy::permissions_set_readonly_false)]
+                perms.set_readonly(false);
+                let _ = fs::set_permissions(path, perms);
+            }
+        }
+    };
+    if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        // Never through a link: its target's files are not ours to touch.
+        return;
+    }
+    writable(dir);
     let Ok(read) = fs::read_dir(dir) else { return };
     for file in read.flatten() {
-        if let Ok(meta) = file.metadata() {
-            let mut perms = meta.permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perms.set_readonly(false);
-            let _ = fs::set_permissions(file.path(), perms);
-        }
+        writable(&file.path());
     }
 }
 
@@ -465,9 +770,179 @@ mod tests {
         make_writable(&entry.dir);
         fs::write(&path, b"hellp").expect("corrupt");
         match cache.lookup(KEY).expect("lookup") {
-            Lookup::Damaged { files } => assert_eq!(files, vec!["out.txt".to_string()]),
+            Lookup::Damaged { problems } => {
+                assert_eq!(
+                    problems,
+                    vec!["out.txt does not match its digest".to_string()]
+                )
+            }
             other => panic!("expected damage, got {other:?}"),
         }
         assert!(matches!(cache.lookup(KEY).expect("lookup"), Lookup::Miss));
+    }
+
+    fn published(cache: &Cache) -> Entry {
+        let lock = cache.lock(KEY).expect("lock");
+        let staging = cache.stage(KEY, &lock).expect("stage");
+        fs::write(staging.dir().join("out.txt"), b"hello").expect("write");
+        let mut m = manifest(&[("out", "out.txt")]);
+        m.metrics.insert("test_accuracy".into(), 0.75);
+        cache.publish(staging, m, &lock).expect("publish")
+    }
+
+    fn rewrite_manifest(entry: &Entry, edit: impl FnOnce(String) -> String) {
+        let path = entry.dir.join(MANIFEST);
+        make_writable(&entry.dir);
+        let text = fs::read_to_string(&path).expect("manifest");
+        fs::write(&path, edit(text)).expect("write");
+    }
+
+    fn damage_of(cache: &Cache) -> Vec<String> {
+        match cache.lookup(KEY).expect("lookup") {
+            Lookup::Damaged { problems } => problems,
+            other => panic!("expected damage, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_manifest_is_read_only_and_carries_its_own_digest() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(root.path()).expect("open");
+        let entry = published(&cache);
+        let path = entry.dir.join(MANIFEST);
+        assert!(fs::metadata(&path)
+            .expect("manifest")
+            .permissions()
+            .readonly());
+        let text = fs::read_to_string(&path).expect("manifest");
+        let (first, body) = text.split_once('\n').expect("two parts");
+        assert_eq!(
+            first,
+            format!("# blake3 {}", blake3::hash(body.as_bytes()).to_hex())
+        );
+        let parsed: Manifest = toml::from_str(body).expect("the rest is the TOML manifest");
+        assert_eq!(parsed, entry.manifest);
+        assert_eq!(parsed.format, STORE_FORMAT);
+    }
+
+    #[test]
+    fn an_edited_metric_is_damage() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(root.path()).expect("open");
+        let entry = published(&cache);
+        rewrite_manifest(&entry, |t| {
+            assert!(t.contains("test_accuracy = 0.75"), "{t}");
+            t.replace("test_accuracy = 0.75", "test_accuracy = 0.99")
+        });
+        assert_eq!(
+            damage_of(&cache),
+            ["manifest.toml does not match its own digest"]
+        );
+        assert!(matches!(cache.lookup(KEY).expect("lookup"), Lookup::Miss));
+    }
+
+    #[test]
+    fn a_manifest_that_does_not_parse_or_belongs_elsewhere_is_damage() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(root.path()).expect("open");
+
+        // A consistent digest over TOML that does not parse: a bug's output, not an edit.
+        let entry = published(&cache);
+        rewrite_manifest(&entry, |_| {
+            let body = "format = 2\nkey = [\n";
+            format!(
+                "# blake3 {}\n{body}",
+                blake3::hash(body.as_bytes()).to_hex()
+            )
+        });
+        let problems = damage_of(&cache);
+        assert!(
+            problems[0].starts_with("manifest.toml does not parse: "),
+            "{problems:?}"
+        );
+
+        // Intact, but another key's: moved or copied in by hand.
+        let entry = published(&cache);
+        rewrite_manifest(&entry, |t| {
+            let (_, body) = t.split_once('\n').expect("two parts");
+            let body = body.replace(KEY, &"0".repeat(64));
+            format!(
+                "# blake3 {}\n{body}",
+                blake3::hash(body.as_bytes()).to_hex()
+            )
+        });
+        assert_eq!(
+            damage_of(&cache),
+            ["manifest.toml belongs to another entry (000000000000)"]
+        );
+
+        let entry = published(&cache);
+        rewrite_manifest(&entry, |t| t.split_once('\n').expect("lines").1.to_string());
+        assert_eq!(damage_of(&cache), ["manifest.toml has no digest line"]);
+    }
+
+    #[test]
+    fn entries_of_the_previous_format_are_misses_and_get_replaced() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(root.path()).expect("open");
+        let entry = published(&cache);
+        // What format 1 wrote: the bare TOML, no digest line.
+        rewrite_manifest(&entry, |t| {
+            t.split_once('\n')
+                .expect("lines")
+                .1
+                .replace("format = 2", "format = 1")
+        });
+        assert!(cache.read_entry(KEY).expect("read").is_none());
+        assert!(matches!(cache.lookup(KEY).expect("lookup"), Lookup::Miss));
+        let fresh = published(&cache);
+        assert!(matches!(cache.lookup(KEY).expect("lookup"), Lookup::Hit(_)));
+        assert_eq!(fresh.manifest.format, STORE_FORMAT);
+    }
+
+    #[test]
+    fn gc_excludes_runs_and_runs_share() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(root.path()).expect("open");
+        let a = cache.try_lease().expect("lease").expect("free store");
+        let b = cache
+            .try_lease()
+            .expect("lease")
+            .expect("runs share the store");
+        assert!(cache.try_lease_exclusive().expect("lease").is_none());
+        drop(a);
+        assert!(cache.try_lease_exclusive().expect("lease").is_none());
+        drop(b);
+        let gc = cache
+            .try_lease_exclusive()
+            .expect("lease")
+            .expect("no run left");
+        assert!(
+            cache.try_lease().expect("lease").is_none(),
+            "a run waits for gc"
+        );
+        drop(gc);
+        assert!(cache.try_lease().expect("lease").is_some());
+    }
+
+    #[test]
+    fn stale_tmp_spares_a_key_being_computed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(root.path()).expect("open");
+        let other = "cd".repeat(32);
+        let dead = root.path().join("tmp").join(format!("{other}.999999.1"));
+        let evicted = root
+            .path()
+            .join("tmp")
+            .join(format!("{other}.evicted.999999.2"));
+        fs::create_dir_all(&dead).expect("mkdir");
+        fs::create_dir_all(&evicted).expect("mkdir");
+        let lock = cache.lock(KEY).expect("lock");
+        let staging = cache.stage(KEY, &lock).expect("stage");
+        // Another process's view: the key's lock is held by this one, on another descriptor.
+        let gc = cache.lease_exclusive().expect("lease");
+        let stale = cache.stale_tmp(&gc).expect("stale");
+        assert_eq!(stale, vec![dead, evicted]);
+        assert!(!stale.iter().any(|p| p == staging.dir()));
     }
 }

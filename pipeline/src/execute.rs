@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::cache::{Cache, CacheError, Entry, FileRecord, Lookup, Manifest, STORE_FORMAT};
 use crate::experiment::{Experiment, Stage};
 use crate::fingerprint::{stage_key, KeyParts};
-use crate::hash::{digest_of_files, hash_files, FileDigest};
+use crate::hash::{describe_type, digest_of_files, hash_files, hash_regular_file, FileDigest};
 use crate::kind::{ProgressSink, Registry, StageContext, StageError, StageKind};
 use crate::record::{
     git_state, CacheUse, ExperimentRecord, ExternalRecord, Host, InputRecord, OutputRecord,
@@ -33,6 +33,14 @@ pub enum RunError {
         output: String,
         file: String,
     },
+    #[error(
+        "stage `{stage}`: output {file} must be a regular file, not {what} (write the bytes, or copy them with `cp -L`)"
+    )]
+    NotRegularOutput {
+        stage: String,
+        file: String,
+        what: &'static str,
+    },
     #[error("stage `{stage}`: input `{slot}` comes from `{from}`, which has no result")]
     MissingInput {
         stage: String,
@@ -45,12 +53,20 @@ pub enum RunError {
     Record(#[from] RecordError),
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
+    #[error("cannot remove {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot publish {path} into the run directory: {source}")]
     Publish {
         path: PathBuf,
         source: std::io::Error,
     },
 }
+
+/// Published files below this size are copied into the run directory, larger ones linked.
+const COPY_BELOW: u64 = 4 * 1024 * 1024;
 
 /// An artifacts directory: the cache and the runs.
 pub struct Store {
@@ -84,6 +100,11 @@ pub trait Reporter: Sync {
     fn progress(&self) -> &dyn ProgressSink;
     /// The stage waits for another process computing the same result.
     fn waiting(&self, stage: &Stage);
+    /// The stage's cached result failed its checks and is recomputed; each problem names the
+    /// file at fault.
+    fn damaged(&self, _stage: &Stage, _problems: &[String]) {}
+    /// `pipeline gc` holds the store: the run waits for it before it starts.
+    fn store_busy(&self) {}
     fn stage_finished(&self, stage: &Stage, cache: CacheUse, seconds: f64);
     fn stage_failed(&self, stage: &Stage, error: &str);
 }
@@ -202,7 +223,8 @@ pub(crate) fn key_of(
 }
 
 /// Runs an experiment and records it. The record is saved as the run goes, so a run that is
-/// killed still shows which stages finished; a failed run is recorded with its error.
+/// killed still shows which stages finished; a failed run is recorded with its error. The run
+/// holds the store's shared lease from start to end, so `gc` waits for it.
 pub fn run(
     exp: &Experiment,
     registry: &Registry,
@@ -210,6 +232,15 @@ pub fn run(
     opts: &RunOptions,
     reporter: &dyn Reporter,
 ) -> Result<RunRecord, RunError> {
+    // Held to the end, before the run directory exists: gc waits for every run that holds
+    // it, so nothing this run finds in the store, or will read later, is removed under it.
+    let _lease = match store.cache.try_lease()? {
+        Some(lease) => lease,
+        None => {
+            reporter.store_busy();
+            store.cache.lease()?
+        }
+    };
     let started = chrono::Utc::now();
     let clock = Instant::now();
     let id = store.runs.create(&started)?;
@@ -332,7 +363,10 @@ impl Runner<'_> {
         if !self.opts.no_cache {
             match cache.lookup(&key)? {
                 Lookup::Hit(entry) => found = Some(*entry),
-                Lookup::Damaged { .. } => cache_use = CacheUse::Damaged,
+                Lookup::Damaged { problems } => {
+                    self.reporter.damaged(stage, &problems);
+                    cache_use = CacheUse::Damaged;
+                }
                 Lookup::Miss => {}
             }
         }
@@ -352,7 +386,12 @@ impl Runner<'_> {
                 } else {
                     match cache.lookup(&key)? {
                         Lookup::Hit(entry) => Some(*entry),
-                        _ => None,
+                        Lookup::Damaged { problems } => {
+                            self.reporter.damaged(stage, &problems);
+                            cache_use = CacheUse::Damaged;
+                            None
+                        }
+                        Lookup::Miss => None,
                     }
                 };
                 match published {
@@ -396,7 +435,7 @@ impl Runner<'_> {
                 },
             );
             let published = if output.publish {
-                Some(self.publish(stage, &path, &file.file)?)
+                Some(self.publish(stage, &path, file)?)
             } else {
                 None
             };
@@ -487,12 +526,23 @@ impl Runner<'_> {
             source,
         })?;
         for output in &stage.outputs {
-            if !staging.dir().join(&output.file).is_file() {
-                return Err(RunError::MissingOutput {
-                    stage: stage.name.clone(),
-                    output: output.name.clone(),
-                    file: output.file.clone(),
-                });
+            // Not followed: a link would make the result depend on what it points to.
+            match fs::symlink_metadata(staging.dir().join(&output.file)) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(meta) => {
+                    return Err(RunError::NotRegularOutput {
+                        stage: stage.name.clone(),
+                        file: output.file.clone(),
+                        what: describe_type(&meta.file_type()),
+                    })
+                }
+                Err(_) => {
+                    return Err(RunError::MissingOutput {
+                        stage: stage.name.clone(),
+                        output: output.name.clone(),
+                        file: output.file.clone(),
+                    })
+                }
             }
         }
         let manifest = Manifest {
@@ -531,21 +581,50 @@ impl Runner<'_> {
         Ok(cache.publish(staging, manifest, lock)?)
     }
 
-    /// Places a result file in the run directory: a hard link where the file system allows
-    /// (the cache files are read-only, so this cannot alter the cache), a copy otherwise.
-    fn publish(&mut self, stage: &Stage, path: &Path, file: &str) -> Result<String, RunError> {
+    /// Places a result file in the run directory, read-only. Small files (metrics, tables,
+    /// figures: what people open in editors and spreadsheets) are copies, so that an edit in
+    /// place cannot reach the cache; large ones (checkpoints) are hard links where the file
+    /// system allows, so that a run does not double the store. Either way `run.toml` records
+    /// the digest, which `pipeline verify` and `predict` check before using a file.
+    fn publish(
+        &mut self,
+        stage: &Stage,
+        path: &Path,
+        record: &FileRecord,
+    ) -> Result<String, RunError> {
+        let file = &record.file;
         let name = if self.published_names.iter().any(|n| n == file) {
             format!("{}-{file}", stage.name)
         } else {
             file.to_string()
         };
         let target = self.run_dir.join(&name);
-        if fs::hard_link(path, &target).is_err() {
-            fs::copy(path, &target).map_err(|source| RunError::Publish {
-                path: target.clone(),
-                source,
-            })?;
+        let publish_err = |source| RunError::Publish {
+            path: target.clone(),
+            source,
+        };
+        // Written under another name, then renamed: a run killed here leaves no half file
+        // under a name the record could list.
+        let partial = self.run_dir.join(format!(".{name}.partial"));
+        let _ = fs::remove_file(&partial);
+        let linked = record.size >= COPY_BELOW && fs::hard_link(path, &partial).is_ok();
+        if !linked {
+            fs::copy(path, &partial).map_err(publish_err)?;
+            let mut perms = fs::metadata(&partial).map_err(publish_err)?.permissions();
+            perms.set_readonly(true);
+            fs::set_permissions(&partial, perms).map_err(publish_err)?;
+            // The entry was checked when found; the copy is checked too, as it is what the
+            // run directory will hold.
+            let copied = hash_regular_file(&partial, Some(record.size));
+            if !copied.is_ok_and(|d| d.to_hex().as_str() == record.blake3) {
+                let _ = fs::remove_file(&partial);
+                return Err(publish_err(std::io::Error::other(format!(
+                    "the copy of {} does not match its digest (was the cache entry changed?)",
+                    path.display()
+                ))));
+            }
         }
+        fs::rename(&partial, &target).map_err(publish_err)?;
         self.published_names.push(name.clone());
         Ok(name)
     }

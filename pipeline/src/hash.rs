@@ -119,6 +119,133 @@ pub fn hash_file(path: &Path) -> io::Result<blake3::Hash> {
     Ok(hasher.finalize())
 }
 
+/// Why a file that should hold recorded bytes cannot be hashed as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
+    #[error("is missing")]
+    Missing,
+    #[error("is {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("has {found} bytes, not the {expected} recorded")]
+    WrongSize { expected: u64, found: u64 },
+    #[error("cannot be read: {0}")]
+    Io(io::Error),
+}
+
+/// What a file system object is, for messages: `a symbolic link`, `a FIFO`, ...
+pub fn describe_type(file_type: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO";
+        }
+        if file_type.is_char_device() {
+            return "a character device";
+        }
+        if file_type.is_block_device() {
+            return "a block device";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+    }
+    if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "not a file"
+    }
+}
+
+/// The blake3 digest of a file that must be a regular file (not a link to one) of
+/// `expected_len` bytes when given. Type and size are checked before a byte is read, so a
+/// file swapped for a link to `/dev/zero`, a FIFO or a device is reported, not read or waited
+/// on; the file is then read through the one descriptor that was checked, and never past its
+/// size.
+pub fn hash_regular_file(
+    path: &Path,
+    expected_len: Option<u64>,
+) -> Result<blake3::Hash, FileProblem> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => FileProblem::Missing,
+        _ => FileProblem::Io(e),
+    })?;
+    check_type_and_size(&meta, expected_len)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Should the path have been swapped since the check: no following a link, and no
+        // blocking on a FIFO's open.
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| match e.raw_os_error() {
+        #[cfg(unix)]
+        Some(libc::ELOOP) => FileProblem::NotRegular("a symbolic link"),
+        _ if e.kind() == io::ErrorKind::NotFound => FileProblem::Missing,
+        _ => FileProblem::Io(e),
+    })?;
+    let opened = file.metadata().map_err(FileProblem::Io)?;
+    check_type_and_size(&opened, Some(meta.len()))?;
+    hash_open_file(file, opened.len())
+}
+
+fn check_type_and_size(
+    meta: &std::fs::Metadata,
+    expected_len: Option<u64>,
+) -> Result<(), FileProblem> {
+    if !meta.file_type().is_file() {
+        return Err(FileProblem::NotRegular(describe_type(&meta.file_type())));
+    }
+    match expected_len {
+        Some(expected) if meta.len() != expected => Err(FileProblem::WrongSize {
+            expected,
+            found: meta.len(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Hashes exactly `len` bytes of an open regular file, in pieces (large ones on all threads),
+/// so that memory stays bounded and a file that grows while read is caught.
+fn hash_open_file(file: File, len: u64) -> Result<blake3::Hash, FileProblem> {
+    const PIECE: usize = 8 * 1024 * 1024;
+    let mut hasher = blake3::Hasher::new();
+    let mut reader = file.take(len.saturating_add(1));
+    let mut buf = vec![0u8; len.saturating_add(1).min(PIECE as u64) as usize];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FileProblem::Io(e)),
+        };
+        total += n as u64;
+        if n >= LARGE_PIECE {
+            hasher.update_rayon(&buf[..n]);
+        } else {
+            hasher.update(&buf[..n]);
+        }
+    }
+    if total != len {
+        return Err(FileProblem::WrongSize {
+            expected: len,
+            found: total,
+        });
+    }
+    Ok(hasher.finalize())
+}
+
+/// Pieces at least this long are hashed on all threads; below it, threads cost more than they
+/// save.
+const LARGE_PIECE: usize = 128 * 1024;
+
 /// One file of a stage's external data, named relative to the data root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDigest {
@@ -194,6 +321,57 @@ mod tests {
         let ab_c = FieldHasher::new("t").str("ab").str("c").finish();
         let a_bc = FieldHasher::new("t").str("a").str("bc").finish();
         assert_ne!(ab_c, a_bc);
+    }
+
+    #[test]
+    fn regular_files_hash_as_plain_blake3_and_anything_else_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.bin");
+        // Over one piece, so the multi-piece, multi-threaded path is taken too.
+        let bytes: Vec<u8> = (0..9_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&file, &bytes).expect("write");
+        assert_eq!(
+            hash_regular_file(&file, Some(bytes.len() as u64)).expect("hash"),
+            blake3::hash(&bytes)
+        );
+        assert_eq!(
+            hash_regular_file(&file, None).expect("hash"),
+            blake3::hash(&bytes)
+        );
+        assert!(matches!(
+            hash_regular_file(&file, Some(5)),
+            Err(FileProblem::WrongSize {
+                expected: 5,
+                found: 9_000_000
+            })
+        ));
+        assert!(matches!(
+            hash_regular_file(&dir.path().join("none"), None),
+            Err(FileProblem::Missing)
+        ));
+        assert!(matches!(
+            hash_regular_file(dir.path(), None),
+            Err(FileProblem::NotRegular("a directory"))
+        ));
+        let link = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &link).expect("symlink");
+        assert_eq!(
+            hash_regular_file(&link, Some(0))
+                .expect_err("a link")
+                .to_string(),
+            "is a symbolic link, not a regular file"
+        );
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        // Returns at once: a FIFO is never opened, so nothing blocks waiting for a writer.
+        assert!(matches!(
+            hash_regular_file(&fifo, None),
+            Err(FileProblem::NotRegular("a FIFO"))
+        ));
     }
 
     #[test]

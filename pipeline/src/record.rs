@@ -4,7 +4,8 @@
 //! ```text
 //! runs/<run-id>/run.toml           what ran, with what, where, and what came out
 //! runs/<run-id>/experiment.toml    the experiment file as it was
-//! runs/<run-id>/<published files>  hard links into the cache (metrics, figures, checkpoint)
+//! runs/<run-id>/<published files>  read-only: copies of small files (metrics, figures),
+//!                                  hard links into the cache for large ones (checkpoint)
 //! ```
 //!
 //! A run id is the UTC start time to the millisecond plus a short random suffix
@@ -295,12 +296,17 @@ impl RunStore {
         })
     }
 
-    /// Every readable run, newest first. Directories without a readable record are skipped.
+    /// Every readable run, newest first. Directories without a readable record are skipped,
+    /// and so are records whose id is not their directory's name (a run directory copied by
+    /// hand): every use of a run finds its files by id, and gc removes runs by it.
     pub fn list(&self) -> Result<Vec<RunRecord>, RecordError> {
         let mut runs: Vec<RunRecord> = fs::read_dir(&self.root)
             .map_err(io_err(&self.root))?
             .flatten()
-            .filter_map(|e| self.load(&e.file_name().to_string_lossy()).ok())
+            .filter_map(|e| {
+                let dir = e.file_name().to_string_lossy().into_owned();
+                self.load(&dir).ok().filter(|r| r.id == dir)
+            })
             .collect();
         runs.sort_by(|a, b| b.started.cmp(&a.started).then(b.id.cmp(&a.id)));
         Ok(runs)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::cache::verify;
+use crate::cache::Lookup;
 use crate::execute::{connect_inputs, external_data, key_of, Available, RunError, Store};
 use crate::experiment::{Experiment, Stage};
 use crate::kind::Registry;
@@ -73,32 +73,29 @@ pub fn status(
         let key = key_of(stage, kind, &inputs, external.as_ref())
             .to_hex()
             .to_string();
-        let state = match store.cache.read_entry(&key)? {
-            Some(entry) => {
-                // Checked, not looked up: a status query must not change the store.
-                if verify(&entry).is_empty() {
-                    for output in &stage.outputs {
-                        if let Some(file) = entry.manifest.file(&output.name) {
-                            if let Ok(digest) = blake3::Hash::from_hex(&file.blake3) {
-                                available.insert(
-                                    format!("{}.{}", stage.name, output.name),
-                                    Available {
-                                        path: entry.path_of(file),
-                                        digest,
-                                    },
-                                );
-                            }
+        // Inspected, not looked up: a status query must not change the store.
+        let state = match store.cache.inspect(&key)? {
+            Lookup::Hit(entry) => {
+                for output in &stage.outputs {
+                    if let Some(file) = entry.manifest.file(&output.name) {
+                        if let Ok(digest) = blake3::Hash::from_hex(&file.blake3) {
+                            available.insert(
+                                format!("{}.{}", stage.name, output.name),
+                                Available {
+                                    path: entry.path_of(file),
+                                    digest,
+                                },
+                            );
                         }
                     }
-                    StageState::Cached
-                } else {
-                    StageState::Stale(vec![
-                        "the cached result was damaged (its files no longer match their digests)"
-                            .into(),
-                    ])
                 }
+                StageState::Cached
             }
-            None => {
+            Lookup::Damaged { problems } => StageState::Stale(vec![format!(
+                "the cached result was damaged ({})",
+                problems.join("; ")
+            )]),
+            Lookup::Miss => {
                 if let Some(prev) = previous {
                     for (slot, a) in &inputs {
                         let old = prev.inputs.get(slot).map(|i| i.digest.as_str());

@@ -1,11 +1,14 @@
-//! `pipeline verify`: re-executes a run's stages from scratch in a temporary store and
-//! compares every output's digest with the recorded one.
+//! `pipeline verify`: checks that a run's directory still holds what its record says, then
+//! re-executes its stages from scratch in a temporary store and compares every output's
+//! digest with the recorded one.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 
 use crate::execute::{self, Reporter, RunError, RunOptions, Store};
 use crate::experiment::{self, Experiment, Override};
+use crate::hash::{hash_regular_file, FileProblem};
 use crate::kind::Registry;
 use crate::record::RunRecord;
 
@@ -30,12 +33,88 @@ pub struct StageVerdict {
     pub different: Vec<String>,
     /// The stage's key differs from the recorded one (its kind changed since the run).
     pub key_changed: bool,
+    /// The run has no result for this stage: it failed or was interrupted before it.
+    pub not_recorded: bool,
 }
 
 impl StageVerdict {
+    /// Reproduced, or nothing recorded to compare with.
     pub fn same(&self) -> bool {
         self.different.is_empty()
     }
+}
+
+/// How a file differs from what a record says of it.
+#[derive(Debug)]
+pub enum Discrepancy {
+    /// A regular file of the recorded size, with other bytes.
+    Bytes,
+    /// Missing, not a regular file, another size, or unreadable.
+    File(FileProblem),
+}
+
+impl fmt::Display for Discrepancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Discrepancy::Bytes => Ok(()),
+            Discrepancy::File(problem) => write!(f, ": it {problem}"),
+        }
+    }
+}
+
+/// Checks a file against a recorded size (when known) and blake3 digest (hex). Type and size
+/// come first, so a link to a device or a FIFO is reported without being read.
+pub fn check_recorded(path: &Path, size: Option<u64>, blake3: &str) -> Result<(), Discrepancy> {
+    let digest = hash_regular_file(path, size).map_err(Discrepancy::File)?;
+    if digest.to_hex().as_str() == blake3 {
+        Ok(())
+    } else {
+        Err(Discrepancy::Bytes)
+    }
+}
+
+/// A file of a run directory that no longer matches `run.toml`.
+#[derive(Debug)]
+pub struct Altered {
+    /// Its name in the run directory.
+    pub file: String,
+    pub how: Discrepancy,
+}
+
+impl fmt::Display for Altered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} does not match the digest recorded in run.toml{}",
+            self.file, self.how
+        )
+    }
+}
+
+/// The files of a run directory that differ from its record: the experiment's copy, then
+/// every published output in stage order. Volatile outputs are checked too: they may differ
+/// between executions, not after one.
+pub fn altered_files(record: &RunRecord, run_dir: &Path) -> Vec<Altered> {
+    let mut expected: Vec<(String, Option<u64>, &str)> = vec![(
+        "experiment.toml".into(),
+        None,
+        record.experiment.digest.as_str(),
+    )];
+    for stage in &record.stages {
+        for output in stage.outputs.values() {
+            if let Some(name) = &output.published {
+                expected.push((name.clone(), Some(output.size), output.blake3.as_str()));
+            }
+        }
+    }
+    expected
+        .into_iter()
+        .filter_map(|(file, size, digest)| {
+            check_recorded(&run_dir.join(&file), size, digest)
+                .err()
+                .map(|how| Altered { file, how })
+        })
+        .collect()
 }
 
 /// Rebuilds the experiment a run executed, from the copy and the overrides it recorded.
@@ -102,6 +181,15 @@ pub fn compare(recorded: &RunRecord, fresh: &RunRecord) -> Vec<StageVerdict> {
         .iter()
         .map(|s| {
             let old = recorded.stage(&s.name);
+            if old.is_none() {
+                // Nothing to compare with: not a difference, which would be a false alarm.
+                return StageVerdict {
+                    stage: s.name.clone(),
+                    different: Vec::new(),
+                    key_changed: false,
+                    not_recorded: true,
+                };
+            }
             let old_outputs: BTreeMap<&String, &String> = old
                 .map(|o| o.outputs.iter().map(|(k, v)| (k, &v.blake3)).collect())
                 .unwrap_or_default();
@@ -116,6 +204,7 @@ pub fn compare(recorded: &RunRecord, fresh: &RunRecord) -> Vec<StageVerdict> {
                 stage: s.name.clone(),
                 different,
                 key_changed: old.is_some_and(|o| o.key != s.key),
+                not_recorded: false,
             }
         })
         .collect()

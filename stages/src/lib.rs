@@ -14,4 +14,6 @@ pub mod model;
 pub mod plot;
 pub mod predict;
 pub mod progress;
+#[cfg(test)]
+pub(crate) mod test_skip;
 pub mod train;

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array3, Array4, Axis};
 use rayon::prelude::*;
 
+#[cfg(test)]
+use crate::data::load_image;
 use crate::data::normalize::{normalize, NormalizeMode};
-use crate::data::{load_image, DecodeError};
+use crate::data::{load_image_with, DecodeError, DecodeOptions};
 use crate::model::inference::{head_logits, pooled_features, sigmoid};
 use crate::model::{checkpoint, Backend, ModelError};
 use crate::progress::Progress;
@@ -45,12 +47,36 @@ pub enum PredictError {
 /// run on `backend`, after resizing to `image_size` and normalising with `mode`.
 ///
 /// All or nothing: an image that cannot be decoded stops everything with an error naming it.
-/// Reports one unit of progress per image.
+/// Images are read as strictly as the load stage reads them by default (no devices, FIFOs or
+/// huge files, no decompression bombs, no truncated files); [`predict_with`] takes the
+/// options of a load stage that allowed truncated images. Reports one unit of progress per
+/// image.
 pub fn predict(
     backend: &dyn Backend,
     checkpoint: &Path,
     image_size: u32,
     mode: NormalizeMode,
+    images: &[PathBuf],
+    progress: &dyn Progress,
+) -> Result<Vec<f32>, PredictError> {
+    predict_with(
+        backend,
+        checkpoint,
+        image_size,
+        mode,
+        DecodeOptions::default(),
+        images,
+        progress,
+    )
+}
+
+/// [`predict`], reading images with `options` (those of the run's load stage).
+pub fn predict_with(
+    backend: &dyn Backend,
+    checkpoint: &Path,
+    image_size: u32,
+    mode: NormalizeMode,
+    options: DecodeOptions,
     images: &[PathBuf],
     progress: &dyn Progress,
 ) -> Result<Vec<f32>, PredictError> {
@@ -75,7 +101,7 @@ pub fn predict(
     for chunk in images.chunks(PREDICT_BATCH) {
         let decoded: Vec<Array3<u8>> = chunk
             .par_iter()
-            .map(|path| load_image(path, image_size))
+            .map(|path| load_image_with(path, image_size, options))
             .collect::<Result<_, _>>()?;
         let batch = stack(&decoded, image_size as usize);
         let inputs = normalize(batch.view(), mode);

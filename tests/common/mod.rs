@@ -117,8 +117,8 @@ pub fn repo() -> PathBuf {
 }
 
 /// The real chest X-rays, when present beside the checkout (`../shared/data`, or
-/// `PIPELINE_TEST_DATA`). Prints why and returns `None` when absent, so the calling test
-/// skips visibly.
+/// `PIPELINE_TEST_DATA`). When absent, records the calling test as skipped ([`skip`]) and
+/// returns `None`, so that the test returns.
 pub fn shared_data() -> Option<PathBuf> {
     let dir = std::env::var_os("PIPELINE_TEST_DATA")
         .map(PathBuf::from)
@@ -126,11 +126,50 @@ pub fn shared_data() -> Option<PathBuf> {
     if dir.join("covid-chestxray-dataset/metadata.csv").is_file() {
         Some(dir)
     } else {
-        eprintln!(
-            "skipping: the real chest X-ray data is not at {} (set PIPELINE_TEST_DATA)",
+        skip(&format!(
+            "no real chest X-ray data at {} (set PIPELINE_TEST_DATA)",
             dir.display()
-        );
+        ));
         None
+    }
+}
+
+/// Records that the calling test is skipped because of `reason` (the test then returns), so
+/// that a skip does not look like a pass. libtest cannot mark a running test ignored, so this
+/// says why on stderr and, when `PIPELINE_SKIP_LOG` names a file (`.ci/run` sets it), appends
+/// `binary: test<TAB>reason` to it; `.ci/run` lists those lines at the end, pass or fail.
+/// The same lines as `stages`' own `test_skip::skip` writes for its unit tests.
+pub fn skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("an unnamed test")
+        .to_owned();
+    eprintln!("skipping {test}: {reason}");
+    let Some(log) = std::env::var_os("PIPELINE_SKIP_LOG") else {
+        return;
+    };
+    // The test binary's name without cargo's hash suffix (`predict-0123abcd` -> `predict`).
+    let exe = std::env::current_exe().ok();
+    let stem = exe
+        .as_deref()
+        .and_then(|p| p.file_stem())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let binary = stem.rsplit_once('-').map_or(&stem[..], |(name, _)| name);
+    let line = format!("{binary}: {test}\t{}\n", reason.replace(['\t', '\n'], " "));
+    // One `write_all` on a file opened for appending: lines from tests running at the same
+    // time, in one binary or several, do not interleave.
+    let written = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        // Unrecorded, the skip would look like a pass.
+        panic!(
+            "cannot record a skipped test in {}: {e}",
+            Path::new(&log).display()
+        );
     }
 }
 

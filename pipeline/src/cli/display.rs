@@ -119,6 +119,29 @@ impl Reporter for Terminal {
         }
     }
 
+    fn damaged(&self, _stage: &Stage, problems: &[String]) {
+        let text = format!(
+            "{}   cache entry damaged: {}; recomputing",
+            self.prefix(),
+            problems.join("; ")
+        );
+        // A line that stays, above the bar when there is one: damage is worth reading later.
+        let mut shown = false;
+        self.with_bar(|bar| {
+            if self.interactive {
+                bar.println(&text);
+                shown = true;
+            }
+        });
+        if !shown {
+            eprintln!("{text}");
+        }
+    }
+
+    fn store_busy(&self) {
+        eprintln!("waiting: `pipeline gc` is cleaning the store; the run starts when it ends");
+    }
+
     fn stage_finished(&self, _stage: &Stage, cache: CacheUse, seconds: f64) {
         let line = format!(
             "{} {:<8} {}",

@@ -54,14 +54,20 @@ enum Command {
     Lock(ExperimentArgs),
     /// Predict images with a run's trained model, preprocessed as in that run
     Predict(predict::PredictArgs),
-    /// Remove cache entries that no kept run refers to
+    /// Remove cache entries that no kept run refers to, and leftovers of killed work
     Gc {
         /// Keep only what the newest N runs refer to
         #[arg(long, value_name = "N")]
         keep_last: Option<usize>,
+        /// Also remove the directories of runs older than the newest N (needs --keep-last)
+        #[arg(long, requires = "keep_last")]
+        prune_runs: bool,
         /// Show what would be removed, remove nothing
         #[arg(long)]
         dry_run: bool,
+        /// Fail at once if a run is using the store, instead of waiting for it to end
+        #[arg(long)]
+        no_wait: bool,
     },
     /// List the stage kinds and their parameters
     Kinds,
@@ -97,8 +103,18 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::verify(&args, &registry, &project, &artifacts),
         Command::Lock(args) => verify::lock(&args, &registry, &project, &artifacts),
         Command::Predict(args) => predict::predict(&open_store(&artifacts)?, &args),
-        Command::Gc { keep_last, dry_run } => {
-            runs::gc(&open_store(&artifacts)?, keep_last, dry_run)
+        Command::Gc {
+            keep_last,
+            prune_runs,
+            dry_run,
+            no_wait,
+        } => {
+            let opts = pipeline::gc::GcOptions {
+                keep_last,
+                prune_runs,
+                dry_run,
+            };
+            runs::gc(&open_store(&artifacts)?, &opts, no_wait)
         }
         Command::Kinds => {
             runs::kinds(&registry);

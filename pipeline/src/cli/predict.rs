@@ -10,6 +10,7 @@ use clap::Args;
 
 use pipeline::execute::Store;
 use pipeline::record::{RunRecord, StageRecord};
+use pipeline::verify::check_recorded;
 use stages::data::normalize::NormalizeConfig;
 use stages::metrics::{predicted_label, CLASS_NAMES, DEFAULT_THRESHOLD};
 
@@ -35,13 +36,15 @@ pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
     let checkpoint = checkpoint(store, &run)?;
     let image_size = image_size(&run)?;
     let mode = normalize_config(&run)?.mode;
+    let options = decode_options(&run)?;
     let images = expand(&args.images)?;
     let progress = Bar::new();
-    let result = stages::predict::predict(
+    let result = stages::predict::predict_with(
         &stages::model::CpuBackend,
         &checkpoint,
         image_size,
         mode,
+        options,
         &images,
         &progress,
     );
@@ -99,16 +102,24 @@ fn checkpoint(store: &Store, run: &RunRecord) -> anyhow::Result<PathBuf> {
     if !run.stages.iter().any(|s| s.kind == "train") {
         return Err(missing());
     }
-    let name = stage_of_kind(run, "train")?
+    let output = stage_of_kind(run, "train")?
         .outputs
         .values()
-        .find(|o| o.file == CHECKPOINT_FILE)
-        .and_then(|o| o.published.as_ref())
+        .find(|o| o.file == CHECKPOINT_FILE && o.published.is_some())
         .ok_or_else(missing)?;
+    let name = output.published.as_ref().ok_or_else(missing)?;
     let path = store.runs.dir_of(&run.id).join(name);
     if !path.is_file() {
         bail!(
             "run {}: the trained checkpoint {} is missing",
+            run.id,
+            path.display()
+        );
+    }
+    // The model that predicts must be the one the run trained and evaluated.
+    if let Err(how) = check_recorded(&path, Some(output.size), &output.blake3) {
+        bail!(
+            "run {}: {} does not match the digest recorded in run.toml (altered or damaged since the run){how}",
             run.id,
             path.display()
         );
@@ -128,6 +139,19 @@ fn image_size(run: &RunRecord) -> anyhow::Result<u32> {
                 run.id, load.name
             )
         })
+}
+
+/// Images are read as strictly as the run's load stage read them: truncated images only if
+/// it allowed them.
+fn decode_options(run: &RunRecord) -> anyhow::Result<stages::data::DecodeOptions> {
+    let load = stage_of_kind(run, "load")?;
+    Ok(stages::data::DecodeOptions {
+        allow_truncated: load
+            .params
+            .get("allow_truncated_images")
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false),
+    })
 }
 
 fn normalize_config(run: &RunRecord) -> anyhow::Result<NormalizeConfig> {

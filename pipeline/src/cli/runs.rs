@@ -6,10 +6,11 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use pipeline::execute::Store;
+use pipeline::gc::GcOptions;
 use pipeline::kind::{ParamDefault, Registry};
 use pipeline::report;
 
-use pipeline::human::format_seconds;
+use pipeline::human::{format_bytes, format_seconds};
 
 /// How many metric columns `pipeline runs` shows.
 const METRIC_COLUMNS: usize = 4;
@@ -224,17 +225,93 @@ pub fn kinds(registry: &Registry) {
     }
 }
 
-pub fn gc(store: &Store, keep_last: Option<usize>, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let collected = pipeline::gc::collect(store, keep_last, dry_run)?;
-    let verb = if dry_run { "would remove" } else { "removed" };
+pub fn gc(store: &Store, opts: &GcOptions, no_wait: bool) -> anyhow::Result<ExitCode> {
+    let lease = match store.cache.try_lease_exclusive()? {
+        Some(lease) => lease,
+        None => {
+            let (who, verb) = store_users(store);
+            if no_wait {
+                anyhow::bail!(
+                    "the store is in use by {who}: gc removed nothing; run it again when it has finished, or without --no-wait to wait"
+                );
+            }
+            eprintln!(
+                "waiting: {who} {verb} using the store; gc starts once it is free (--no-wait fails instead)"
+            );
+            store.cache.lease_exclusive()?
+        }
+    };
+    let collected = pipeline::gc::collect(store, opts, &lease)?;
+    drop(lease);
+    let verb = if opts.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     for key in &collected.entries {
         println!("{verb} {key}");
     }
+    for id in &collected.runs {
+        println!("{verb} run {id}");
+    }
+    for dir in &collected.tmp {
+        println!("{verb} stale {dir}");
+    }
+    let freed = format_bytes(collected.freed);
     println!(
-        "{verb} {} cache entries ({:.1} MB); kept {}",
+        "{verb} {} cache entries, {} and {}; {}; kept {} cache entries",
         collected.entries.len(),
-        collected.bytes as f64 / 1e6,
+        count(collected.runs.len(), "run directory", "run directories"),
+        count(
+            collected.tmp.len(),
+            "stale temporary directory",
+            "stale temporary directories"
+        ),
+        if opts.dry_run {
+            format!("{freed} would be freed")
+        } else {
+            format!("{freed} freed")
+        },
         collected.kept
     );
+    if collected.still_linked > 0 {
+        let held = format_bytes(collected.still_linked);
+        if collected.linking_runs > 0 {
+            println!(
+                "{held} of it stays on disk, still linked from {} (add --prune-runs to remove them)",
+                count(
+                    collected.linking_runs,
+                    "older run directory",
+                    "older run directories"
+                )
+            );
+        } else {
+            println!("{held} of it stays on disk, still linked from outside the store");
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The runs that hold the store right now, for gc's message, with the verb that agrees.
+fn store_users(store: &Store) -> (String, &'static str) {
+    let running: Vec<String> = store
+        .runs
+        .list()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.status_label() == "running")
+        .map(|r| format!("{} (pid {})", r.id, r.pid))
+        .collect();
+    match running.as_slice() {
+        [] => (
+            "another pipeline process (a run starting, or a verify)".into(),
+            "is",
+        ),
+        [one] => (format!("run {one}"), "is"),
+        many => (format!("runs {}", many.join(", ")), "are"),
+    }
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

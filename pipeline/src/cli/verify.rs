@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use pipeline::execute::{self, RunOptions};
+use pipeline::cache::Lease;
+use pipeline::execute::{self, RunOptions, Store};
 use pipeline::kind::Registry;
 use pipeline::lock::{self, Check};
 use pipeline::verify;
@@ -37,9 +38,33 @@ pub fn verify(
         return verify_lock(lock_file, args, registry, project, artifacts);
     }
     let store = open_store(artifacts)?;
+    // Held to the end: gc neither prunes this run nor clears the scratch store meanwhile.
+    let _lease = lease(&store)?;
     let spec = args.run.as_deref().unwrap_or("latest");
     let record = store.runs.resolve(spec)?;
-    let exp = verify::experiment_of(&record, &store.runs.dir_of(&record.id), registry)?;
+    if record.status_label() == "running" {
+        anyhow::bail!(
+            "run {} is still running (pid {}): verify it when it has finished",
+            record.id,
+            record.pid
+        );
+    }
+    let run_dir = store.runs.dir_of(&record.id);
+    // The run's own files first: re-executing proves nothing about a directory whose files
+    // are no longer the ones recorded.
+    let altered = verify::altered_files(&record, &run_dir);
+    if !altered.is_empty() {
+        for file in &altered {
+            eprintln!("error: run {}: {file}", record.id);
+        }
+        eprintln!(
+            "error: run {} was altered after it ran ({} file(s) above); nothing re-executed",
+            record.id,
+            altered.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let exp = verify::experiment_of(&record, &run_dir, registry)?;
     let opts = RunOptions {
         data_root: args
             .data_root
@@ -59,8 +84,16 @@ pub fn verify(
     )?;
     let verdicts = verify::compare(&record, &fresh);
     let mut failed = 0;
+    let mut unrecorded = 0;
+    let ended = match record.status_label() {
+        "interrupted" => "was interrupted",
+        _ => "failed",
+    };
     for v in &verdicts {
-        if v.same() {
+        if v.not_recorded {
+            unrecorded += 1;
+            println!("{:<12} not recorded (the run {ended} before it)", v.stage);
+        } else if v.same() {
             println!("{:<12} same", v.stage);
         } else {
             failed += 1;
@@ -79,7 +112,15 @@ pub fn verify(
         );
         return Ok(ExitCode::from(1));
     }
-    println!("run {} reproduces bit for bit", record.id);
+    if unrecorded > 0 {
+        println!(
+            "run {} reproduces bit for bit in the {} stage(s) it recorded (it {ended} before the other {unrecorded})",
+            record.id,
+            verdicts.len() - unrecorded,
+        );
+    } else {
+        println!("run {} reproduces bit for bit", record.id);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -90,6 +131,9 @@ fn verify_lock(
     project: &Path,
     artifacts: &Path,
 ) -> anyhow::Result<ExitCode> {
+    let store = open_store(artifacts)?;
+    // Held to the end: gc does not clear the scratch store under `artifacts/tmp` meanwhile.
+    let _lease = lease(&store)?;
     let locked = lock::read(lock_file)?;
     let exp_path = lock_file
         .parent()
@@ -159,6 +203,15 @@ fn verify_lock(
         );
         Ok(ExitCode::from(1))
     }
+}
+
+/// A shared hold on the store, as a run takes, waiting (and saying so) while gc works.
+fn lease(store: &Store) -> anyhow::Result<Lease> {
+    if let Some(lease) = store.cache.try_lease()? {
+        return Ok(lease);
+    }
+    eprintln!("waiting: `pipeline gc` is cleaning the store; verify starts when it ends");
+    Ok(store.cache.lease()?)
 }
 
 pub fn lock(

@@ -39,6 +39,18 @@ const LOAD_PARAMS: &[ParamSpec] = &[
         default: ParamDefault::Str("error"),
         help: "stop on an unreadable image, or leave it out and list it in skipped.csv",
     },
+    ParamSpec {
+        name: "allow_truncated_images",
+        ty: ParamType::Bool,
+        default: ParamDefault::Bool(false),
+        help: "load JPEGs cut short (the missing part gray) instead of treating them as bad images",
+    },
+    ParamSpec {
+        name: "allow_outside_data_root",
+        ty: ParamType::Bool,
+        default: ParamDefault::Bool(false),
+        help: "follow symbolic links that lead out of the data root (refused by default)",
+    },
 ];
 
 impl StageKind for Load {
@@ -46,7 +58,9 @@ impl StageKind for Load {
         "load"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: truncated JPEGs, decompression bombs, stray CSV quotes and links out of the data
+        // root became errors; a result cached from such input must not be reused.
+        2
     }
     fn summary(&self) -> &'static str {
         "decodes and resizes chest X-rays into images.npy + labels.npy"

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array4, ArrayView4, Axis, Zip};
 use serde::{Deserialize, Serialize};
 
+use super::memory_budget::{self, Bytes};
+
 /// How pixel values become model inputs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +53,12 @@ pub enum NormalizeError {
         path: PathBuf,
         source: ndarray_npy::WriteNpyError,
     },
+    #[error("normalizing {path} needs {needed} of memory (the images and their float32 copy), but only {available} is available; lower the load stage's image_size or load fewer images")]
+    Memory {
+        path: PathBuf,
+        needed: Bytes,
+        available: Bytes,
+    },
 }
 
 /// What was written, for the run record.
@@ -87,12 +95,21 @@ pub fn normalize(images: ArrayView4<u8>, mode: NormalizeMode) -> Array4<f32> {
     out
 }
 
-/// Reads `in_images` (uint8 N x H x W x 3 npy), normalises it and writes f32 `out` (npy).
+/// Reads `in_images` (uint8 N x H x W x 3 npy), normalises it and writes f32 `out` (npy),
+/// after checking that the memory available holds both.
 pub fn normalize_file(
     in_images: &Path,
     mode: NormalizeMode,
     out: &Path,
 ) -> Result<NormalizeReport, NormalizeError> {
+    // The input read whole (its file is its bytes plus a small header) and four bytes of
+    // output per input byte: refused here rather than aborted by the allocator later.
+    let len = std::fs::metadata(in_images).map_or(0, |m| m.len());
+    memory_budget::check(len.saturating_mul(5)).map_err(|short| NormalizeError::Memory {
+        path: in_images.to_path_buf(),
+        needed: short.needed,
+        available: short.available,
+    })?;
     let images: ndarray::ArrayD<u8> =
         ndarray_npy::read_npy(in_images).map_err(|source| NormalizeError::Read {
             path: in_images.to_path_buf(),
@@ -193,6 +210,28 @@ mod tests {
         assert!(toml::from_str::<NormalizeConfig>("mode = \"zscore\"").is_err());
         let err = toml::from_str::<NormalizeConfig>("mod = \"scale\"").unwrap_err();
         assert!(err.to_string().contains("mod"), "{err}");
+    }
+
+    #[test]
+    fn images_too_large_for_memory_are_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("images.npy");
+        // A sparse 2 TB file: nothing on disk, nothing read; 10 TB needed to normalize it.
+        std::fs::File::create(&input)
+            .unwrap()
+            .set_len(2_000_000_000_000)
+            .unwrap();
+        let err =
+            normalize_file(&input, NormalizeMode::Scale, &dir.path().join("o.npy")).unwrap_err();
+        assert!(
+            matches!(&err, NormalizeError::Memory { needed, .. } if needed.0 == 10_000_000_000_000),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("images.npy needs 10.0 TB"),
+            "{err}"
+        );
+        assert!(!dir.path().join("o.npy").exists());
     }
 
     #[test]

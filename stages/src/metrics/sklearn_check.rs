@@ -1,7 +1,8 @@
 //! Cross-checks every metric against scikit-learn itself, where a Python with sklearn exists.
 //!
-//! The interpreter is `$SKLEARN_PYTHON`, or `python3`. Without sklearn the test prints why
-//! and passes: the hand-computed tests beside each metric are the ones that always run.
+//! The interpreter is `$SKLEARN_PYTHON`, or `python3`. Without sklearn the test records
+//! itself as skipped (`crate::test_skip`) and returns: the hand-computed tests beside each
+//! metric are the ones that always run.
 
 use std::process::Command;
 
@@ -109,11 +110,11 @@ fn cases() -> Vec<(Vec<u8>, Vec<f32>)> {
 #[test]
 fn matches_scikit_learn() {
     if !sklearn_available() {
-        eprintln!(
-            "skipped: `{} -c 'import sklearn'` failed; set SKLEARN_PYTHON to a Python with \
+        crate::test_skip::skip(&format!(
+            "`{} -c 'import sklearn'` failed; set SKLEARN_PYTHON to a Python with \
              scikit-learn to cross-check the metrics",
             python()
-        );
+        ));
         return;
     }
     for (labels, probabilities) in cases() {

@@ -275,15 +275,14 @@ fn the_conv_algorithm_is_configured_saved_and_loaded_with_the_model() {
     assert_eq!(read.spec.conv(), ConvAlgorithm::Winograd);
     assert_eq!(read.weights, loaded.weights.base);
 
-    // The algorithm changes the features only by rounding.
+    // The algorithm changes the features, by rounding only: how much is checked layer by
+    // layer, within derived bounds, in `every_layer_is_within_its_rounding_bound_...` (an
+    // end-to-end tolerance through 13 layers cannot be derived: worst-case bounds grow by
+    // about sqrt(9 C) per layer and say nothing after a few).
     let images = data(3 * 32 * 32 * 3, 5);
     let fast = features(&loaded, &images, 3).unwrap();
     let mut direct_model = loaded.clone();
     direct_model.spec = loaded.spec.with_conv(ConvAlgorithm::Direct);
     let direct = features(&direct_model, &images, 3).unwrap();
     assert_ne!(fast, direct);
-    let scale = direct.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-    for (f, d) in fast.iter().zip(&direct) {
-        assert!((f - d).abs() <= 1e-4 * scale, "{f} vs {d} (scale {scale})");
-    }
 }

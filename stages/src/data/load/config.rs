@@ -10,6 +10,8 @@ use serde::Deserialize;
 /// classes = ["NORMAL", "COVID"]   # label i = classes[i]; default as shown
 /// image_size = 237
 /// on_bad_image = "error"          # or "skip"; default "error"
+/// allow_truncated_images = false  # default false: a JPEG cut short is a bad image
+/// allow_outside_data_root = false # default false: no symbolic link may lead out of the root
 ///
 /// [[sources]]
 /// type = "cohen"
@@ -35,6 +37,13 @@ pub struct LoadConfig {
     /// What to do with an image that cannot be read or decoded.
     #[serde(default)]
     pub on_bad_image: OnBadImage,
+    /// Load JPEGs cut short (the missing part gray) instead of treating them as bad images.
+    #[serde(default)]
+    pub allow_truncated_images: bool,
+    /// Follow symbolic links (to files or folders) that lead out of the data root. Without
+    /// it every file read must resolve to a path inside the data root.
+    #[serde(default)]
+    pub allow_outside_data_root: bool,
     /// Where the images come from, loaded in this order.
     pub sources: Vec<Source>,
 }

@@ -12,27 +12,40 @@
 //!
 //! Row order is the order of `sources`, then each source's own order (CSV row order for
 //! Cohen, sorted file names for folders), independent of the number of threads.
+//!
+//! Bad input is refused before it costs anything: every path read must resolve inside the
+//! data root ([`confine`]), a stray quote in `metadata.csv` is an error ([`stray_quote`]),
+//! `images.npy` must fit in the memory available before it is allocated, and each image is
+//! checked for a decompression bomb or truncation before it is decoded.
 
 mod config;
+mod confine;
 mod npy;
 mod output;
 mod sources;
+mod stray_quote;
 mod synthetic;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use ndarray::Array4;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::decode::{decode_resize, DecodeError};
+use super::decode::{decode_resize, DecodeError, DecodeOptions};
+use super::image_file::read_image_file;
+use super::memory_budget::{self, Bytes};
+use super::resize::resize_u8;
 use crate::progress::Progress;
 pub use config::{
     CohenSource, FilterValue, FolderSource, LoadConfig, NpySource, OnBadImage, Source,
     SyntheticSource,
 };
+use confine::Confinement;
 use sources::SelectedFile;
 
 /// Everything that can stop the load stage; every variant names the file, key or value at fault.
@@ -61,8 +74,25 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{link} leads to {target}, outside the data root {root}: refused (allow_outside_data_root = true in the load stage follows such links)")]
+    OutsideDataRoot {
+        /// The path that was to be read.
+        path: PathBuf,
+        /// The symbolic link on the way to it that leads out (`path` itself, or a folder).
+        link: PathBuf,
+        /// Where the link resolves to.
+        target: PathBuf,
+        root: PathBuf,
+    },
     #[error("cannot read CSV {path}: {source}")]
     Csv { path: PathBuf, source: csv::Error },
+    #[error("{path} line {line}: a quoted field runs from this line to line {last_line}, and the record {why}: a stray or missing double quote? (no row is loaded from a file read this way)")]
+    StrayQuote {
+        path: PathBuf,
+        line: u64,
+        last_line: u64,
+        why: String,
+    },
     #[error("CSV {path} has no column {column:?}")]
     MissingColumn { path: PathBuf, column: String },
     #[error("{csv} line {line} selects {path}, which does not exist")]
@@ -107,6 +137,27 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("image_size {size}: {images} images of {size} x {size} x 3 bytes need {needed} of memory (images.npy, and one image in progress per thread), but only {available} is available; lower image_size or load fewer images")]
+    Memory {
+        size: u32,
+        images: usize,
+        needed: Bytes,
+        available: Bytes,
+    },
+    #[error("image_size {size}: cannot allocate {bytes} for the {images} images of images.npy: out of memory; lower image_size or load fewer images")]
+    Alloc {
+        size: u32,
+        images: usize,
+        bytes: Bytes,
+    },
+    #[error(
+        "{path} is {needed} and needs as much memory to read, but only {available} is available"
+    )]
+    NpyMemory {
+        path: PathBuf,
+        needed: Bytes,
+        available: Bytes,
+    },
 }
 
 /// What a load did, for the run record.
@@ -146,11 +197,11 @@ pub struct Skipped {
 /// One planned output row.
 enum Item {
     File(SelectedFile),
+    /// Row `row` of the array read from an npy source (shared by all its rows).
     Npy {
         rel: String,
-        pixels: Vec<u8>,
-        width: u32,
-        height: u32,
+        images: Arc<Array4<u8>>,
+        row: usize,
     },
     Synthetic {
         seed: u64,
@@ -171,14 +222,13 @@ struct Plan {
     skipped: Vec<Skipped>,
 }
 
-/// One produced row.
+/// One produced row (its pixels are written straight into `images.npy`'s buffer).
 struct Row {
     path: String,
     label: u8,
     digest: blake3::Hash,
     width: u32,
     height: u32,
-    pixels: Vec<u8>,
     reoriented: bool,
     bytes: u64,
     from_file: bool,
@@ -214,9 +264,11 @@ fn label_of(cfg: &LoadConfig, label: &str) -> Result<u8, LoadError> {
 }
 
 /// Lists every source. `read_arrays` loads npy sources' pixels (the load needs them,
-/// `input_files` only their paths).
+/// `input_files` only their paths). Every path is checked against the data root before it is
+/// opened.
 fn plan(cfg: &LoadConfig, data_root: &Path, read_arrays: bool) -> Result<Plan, LoadError> {
     validate(cfg)?;
+    let confine = Confinement::new(data_root, cfg.allow_outside_data_root);
     let mut plan = Plan {
         rows: Vec::new(),
         inputs: Vec::new(),
@@ -226,7 +278,7 @@ fn plan(cfg: &LoadConfig, data_root: &Path, read_arrays: bool) -> Result<Plan, L
         match source {
             Source::Cohen(src) => {
                 let label = label_of(cfg, &src.label)?;
-                let sel = sources::select_cohen(src, data_root)?;
+                let sel = sources::select_cohen(src, data_root, &confine)?;
                 if let Some((file, line)) = sel.missing.first() {
                     if cfg.on_bad_image == OnBadImage::Error {
                         return Err(LoadError::MissingImage {
@@ -258,7 +310,7 @@ fn plan(cfg: &LoadConfig, data_root: &Path, read_arrays: bool) -> Result<Plan, L
             }
             Source::Folder(src) => {
                 let label = label_of(cfg, &src.label)?;
-                let files = sources::select_folder(src, data_root)?;
+                let files = sources::select_folder(src, data_root, &confine)?;
                 if files.is_empty() {
                     return Err(LoadError::EmptySource {
                         source_desc: format!("folder {}", src.path),
@@ -278,6 +330,7 @@ fn plan(cfg: &LoadConfig, data_root: &Path, read_arrays: bool) -> Result<Plan, L
                 let images = data_root.join(&images_rel);
                 let labels = data_root.join(&labels_rel);
                 for path in [&images, &labels] {
+                    confine.check(path)?;
                     if !path.is_file() {
                         return Err(LoadError::MissingFile { path: path.clone() });
                     }
@@ -341,6 +394,9 @@ pub fn input_files(cfg: &LoadConfig, data_root: &Path) -> Result<Vec<PathBuf>, L
 /// Runs the load stage: decodes and resizes every selected image in parallel and writes
 /// `images.npy`, `labels.npy`, `index.csv` and `skipped.csv` into `out_dir` (created if
 /// needed). Reports progress as phase `"decode"`, one unit per image.
+///
+/// `images.npy`'s buffer is allocated once, after checking that it fits in the memory
+/// available, and each image is resized straight into its row.
 pub fn load(
     cfg: &LoadConfig,
     data_root: &Path,
@@ -349,14 +405,19 @@ pub fn load(
 ) -> Result<LoadReport, LoadError> {
     let plan = plan(cfg, data_root, true)?;
     let size = cfg.image_size;
+    let options = DecodeOptions {
+        allow_truncated: cfg.allow_truncated_images,
+    };
+    let mut pixels = allocate_images(plan.rows.len(), size)?;
+    let row_len = row_bytes(size);
     progress.start("decode", plan.rows.len() as u64);
-    // Each task reads, decodes and shrinks one image and keeps only the small result, so at
-    // most one full-resolution image per thread is alive at a time.
-    let results: Vec<Result<Row, DecodeError>> = plan
-        .rows
-        .into_par_iter()
-        .map(|planned| {
-            let row = produce(planned, size);
+    // Each task reads, decodes and shrinks one image into its row of `pixels` and keeps only
+    // the small result, so at most one full-resolution image per thread is alive at a time.
+    let results: Vec<Result<Row, DecodeError>> = pixels
+        .par_chunks_mut(row_len)
+        .zip(plan.rows.into_par_iter())
+        .map(|(slot, planned)| {
+            let row = produce(planned, size, options, slot);
             progress.advance(1);
             row
         })
@@ -364,9 +425,16 @@ pub fn load(
 
     let mut rows = Vec::with_capacity(results.len());
     let mut skipped = plan.skipped;
-    for result in results {
+    for (i, result) in results.into_iter().enumerate() {
         match result {
-            Ok(row) => rows.push(row),
+            Ok(row) => {
+                // Close the gaps left by skipped images, keeping row order.
+                let kept = rows.len();
+                if kept != i {
+                    pixels.copy_within(i * row_len..(i + 1) * row_len, kept * row_len);
+                }
+                rows.push(row);
+            }
             Err(e) if cfg.on_bad_image == OnBadImage::Skip => skipped.push(Skipped {
                 path: error_path(&e, data_root),
                 reason: error_reason(&e),
@@ -374,6 +442,7 @@ pub fn load(
             Err(e) => return Err(e.into()),
         }
     }
+    pixels.truncate(rows.len() * row_len);
     if !skipped.is_empty() {
         progress.message(&format!("skipped {} bad images", skipped.len()));
     }
@@ -417,62 +486,111 @@ pub fn load(
         bytes_read: rows.iter().map(|r| r.bytes).sum(),
         skipped,
     };
-    output::write_all(out_dir, &cfg.classes, size, rows, &report.skipped)?;
+    let labels: Vec<u8> = rows.iter().map(|r| r.label).collect();
+    output::write_all(
+        out_dir,
+        &cfg.classes,
+        size,
+        &rows,
+        labels,
+        pixels,
+        &report.skipped,
+    )?;
     Ok(report)
 }
 
-/// Produces one row: reads and decodes a file, or takes/generates pixels.
-fn produce(planned: Planned, size: u32) -> Result<Row, DecodeError> {
+/// Bytes of one `size x size x 3` row.
+fn row_bytes(size: u32) -> usize {
+    // validate() bounds size to 16384: at most 805 MB, which fits any 64-bit usize.
+    (size as usize).pow(2) * 3
+}
+
+/// The zeroed `images.npy` buffer for `images` rows, after checking that it and one image in
+/// progress per thread fit in the memory available; never aborts for want of memory.
+fn allocate_images(images: usize, size: u32) -> Result<Vec<u8>, LoadError> {
+    let row = row_bytes(size) as u64;
+    let buffer = row.saturating_mul(images as u64);
+    let in_progress = row.saturating_mul(rayon::current_num_threads() as u64);
+    memory_budget::check(buffer.saturating_add(in_progress)).map_err(|short| {
+        LoadError::Memory {
+            size,
+            images,
+            needed: short.needed,
+            available: short.available,
+        }
+    })?;
+    let alloc_err = || LoadError::Alloc {
+        size,
+        images,
+        bytes: Bytes(buffer),
+    };
+    let len = usize::try_from(buffer).map_err(|_| alloc_err())?;
+    memory_budget::try_zeroed(len).map_err(|_| alloc_err())
+}
+
+/// Produces one row into `slot` (`size x size x 3` bytes): reads and decodes a file, or
+/// takes or generates pixels.
+fn produce(
+    planned: Planned,
+    size: u32,
+    options: DecodeOptions,
+    slot: &mut [u8],
+) -> Result<Row, DecodeError> {
     let label = planned.label;
+    let s = size as usize;
     match planned.item {
         Item::File(file) => {
-            let bytes = std::fs::read(&file.abs).map_err(|source| DecodeError::Read {
-                path: file.abs.clone(),
-                source,
-            })?;
+            let bytes = read_image_file(&file.abs)?;
             let digest = blake3::hash(&bytes);
-            let decoded = decode_resize(&bytes, size, &file.abs)?;
+            let decoded = decode_resize(&bytes, size, &file.abs, options)?;
+            slot.copy_from_slice(&decoded.pixels);
             Ok(Row {
                 path: file.rel,
                 label,
                 digest,
                 width: decoded.width,
                 height: decoded.height,
-                pixels: decoded.pixels,
                 reoriented: decoded.reoriented,
                 bytes: bytes.len() as u64,
                 from_file: true,
             })
         }
-        Item::Npy {
-            rel,
-            pixels,
-            width,
-            height,
-        } => Ok(Row {
-            path: rel,
-            label,
-            digest: blake3::hash(&pixels),
-            width,
-            height,
-            pixels,
-            reoriented: false,
-            bytes: 0,
-            from_file: false,
-        }),
+        Item::Npy { rel, images, row } => {
+            let (_, h, w, _) = images.dim();
+            let raw: Vec<u8> = images
+                .index_axis(ndarray::Axis(0), row)
+                .iter()
+                .copied()
+                .collect();
+            if (h, w) == (s, s) {
+                slot.copy_from_slice(&raw);
+            } else {
+                slot.copy_from_slice(&resize_u8(&raw, w, h, 3, s, s));
+            }
+            Ok(Row {
+                path: rel,
+                label,
+                digest: blake3::hash(slot),
+                width: w as u32,
+                height: h as u32,
+                reoriented: false,
+                bytes: 0,
+                from_file: false,
+            })
+        }
         Item::Synthetic {
             seed,
             index,
             positive,
         } => {
             let pixels = synthetic::generate(seed, index, positive, size);
+            slot.copy_from_slice(&pixels);
             Ok(Row {
                 path: format!("synthetic:seed={seed}#{index}"),
                 label,
                 digest: blake3::hash(&pixels),
                 width: size,
                 height: size,
-                pixels,
                 reoriented: false,
                 bytes: 0,
                 from_file: false,
@@ -484,7 +602,12 @@ fn produce(planned: Planned, size: u32) -> Result<Row, DecodeError> {
 fn error_path(e: &DecodeError, data_root: &Path) -> String {
     let path = match e {
         DecodeError::Read { path, .. }
+        | DecodeError::NotAFile { path, .. }
+        | DecodeError::FileTooLarge { path, .. }
         | DecodeError::Decode { path, .. }
+        | DecodeError::TooManyPixels { path, .. }
+        | DecodeError::TooManyBytes { path, .. }
+        | DecodeError::Truncated { path, .. }
         | DecodeError::Empty { path }
         | DecodeError::Size { path, .. } => path,
     };
@@ -498,7 +621,25 @@ fn error_path(e: &DecodeError, data_root: &Path) -> String {
 fn error_reason(e: &DecodeError) -> String {
     match e {
         DecodeError::Read { source, .. } => format!("unreadable: {source}"),
+        DecodeError::NotAFile { kind, .. } => format!("not a regular file: {kind}"),
+        DecodeError::FileTooLarge { bytes, limit, .. } => {
+            format!("file too large: {bytes}, over the limit of {limit}")
+        }
         DecodeError::Decode { source, .. } => format!("cannot decode: {source}"),
+        DecodeError::TooManyPixels { width, height, .. } => format!(
+            "possible decompression bomb: claims {width} x {height} pixels, over the limit of {}",
+            super::decode::MAX_IMAGE_PIXELS
+        ),
+        DecodeError::TooManyBytes {
+            width,
+            height,
+            bytes,
+            ..
+        } => format!(
+            "possible decompression bomb: claims {width} x {height} pixels, {bytes} decoded, over the limit of {}",
+            Bytes(super::decode::MAX_DECODED_BYTES)
+        ),
+        DecodeError::Truncated { detail, .. } => format!("truncated: {detail}"),
         DecodeError::Empty { .. } => "zero width or height".to_owned(),
         DecodeError::Size { size, .. } => format!("cannot make {size}x{size}x3 array"),
     }

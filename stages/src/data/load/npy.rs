@@ -1,19 +1,32 @@
 //! Rows of the seed's ready arrays (`X.npy` + `Y.npy`).
 
 use std::path::Path;
+use std::sync::Arc;
 
-use ndarray::{Array4, ArrayD, Axis};
+use ndarray::{Array4, ArrayD};
 
 use super::{Item, LoadConfig, LoadError, Planned};
-use crate::data::resize::resize_u8;
+use crate::data::memory_budget::{self, Bytes};
 
-/// Reads an npy source into rows, resizing when its images are not `image_size` square.
+/// Reads an npy source into rows (each resized when the load produces it, if its images are
+/// not `image_size` square). The array must fit in the memory available.
 pub(super) fn rows(
     cfg: &LoadConfig,
     images: &Path,
     images_rel: &str,
     labels: &Path,
 ) -> Result<Vec<Planned>, LoadError> {
+    let len = std::fs::metadata(images)
+        .map_err(|source| LoadError::ReadNpy {
+            path: images.to_path_buf(),
+            source: source.into(),
+        })?
+        .len();
+    memory_budget::check(len).map_err(|short| LoadError::NpyMemory {
+        path: images.to_path_buf(),
+        needed: Bytes(len),
+        available: short.available,
+    })?;
     let x: Array4<u8> = ndarray_npy::read_npy(images).map_err(|source| LoadError::ReadNpy {
         path: images.to_path_buf(),
         source,
@@ -37,11 +50,10 @@ pub(super) fn rows(
             ),
         });
     }
-    let s = cfg.image_size as usize;
-    x.axis_iter(Axis(0))
-        .zip(y)
+    let x = Arc::new(x);
+    y.into_iter()
         .enumerate()
-        .map(|(row, (img, value))| {
+        .map(|(row, value)| {
             let ok = value.fract() == 0.0 && value >= 0.0 && (value as usize) < cfg.classes.len();
             if !ok {
                 return Err(LoadError::NpyLabel {
@@ -51,18 +63,11 @@ pub(super) fn rows(
                     classes: cfg.classes.len(),
                 });
             }
-            let raw: Vec<u8> = img.iter().copied().collect();
-            let pixels = if (h, w) == (s, s) {
-                raw
-            } else {
-                resize_u8(&raw, w, h, 3, s, s)
-            };
             Ok(Planned {
                 item: Item::Npy {
                     rel: format!("{images_rel}#{row}"),
-                    pixels,
-                    width: w as u32,
-                    height: h as u32,
+                    images: Arc::clone(&x),
+                    row,
                 },
                 label: value as u8,
             })

@@ -6,29 +6,28 @@ use ndarray::{Array2, Array4};
 
 use super::{LoadError, Row, Skipped};
 
-/// Writes `images.npy`, `labels.npy`, `index.csv` and `skipped.csv` into `out_dir`.
+/// Writes `images.npy` (from `pixels`, the rows' images one after another), `labels.npy`,
+/// `index.csv` and `skipped.csv` into `out_dir`.
 pub(super) fn write_all(
     out_dir: &Path,
     classes: &[String],
     size: u32,
-    rows: Vec<Row>,
+    rows: &[Row],
+    labels: Vec<u8>,
+    pixels: Vec<u8>,
     skipped: &[Skipped],
 ) -> Result<(), LoadError> {
     std::fs::create_dir_all(out_dir).map_err(|source| LoadError::OutDir {
         path: out_dir.to_path_buf(),
         source,
     })?;
-    write_index(&out_dir.join("index.csv"), classes, &rows)?;
+    write_index(&out_dir.join("index.csv"), classes, rows)?;
     write_skipped(&out_dir.join("skipped.csv"), skipped)?;
 
     let n = rows.len();
     let s = size as usize;
-    let labels = Array2::from_shape_vec((n, 1), rows.iter().map(|r| r.label).collect());
-    let mut pixels = Vec::with_capacity(n * s * s * 3);
-    // Consuming the rows frees each small image as soon as it is copied.
-    for row in rows {
-        pixels.extend_from_slice(&row.pixels);
-    }
+    let labels = Array2::from_shape_vec((n, 1), labels);
+    // Takes the buffer as it is: no copy of the largest allocation of the stage.
     let images = Array4::from_shape_vec((n, s, s, 3), pixels);
     let (Ok(labels), Ok(images)) = (labels, images) else {
         return Err(LoadError::ImageSize(size));

@@ -3,6 +3,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::config::{CohenSource, FolderSource};
+use super::confine::Confinement;
+use super::stray_quote::check_record;
 use super::LoadError;
 
 /// A file selected by a source: its path on disk and as written in `index.csv`.
@@ -53,14 +55,21 @@ pub struct CohenSelection {
     pub missing: Vec<(SelectedFile, u64)>,
 }
 
-/// Applies a Cohen source's filters to its `metadata.csv`, in row order.
-pub fn select_cohen(src: &CohenSource, data_root: &Path) -> Result<CohenSelection, LoadError> {
+/// Applies a Cohen source's filters to its `metadata.csv`, in row order. The folder, the CSV
+/// and every selected image must pass `confine` (checked before each is opened).
+pub(super) fn select_cohen(
+    src: &CohenSource,
+    data_root: &Path,
+    confine: &Confinement,
+) -> Result<CohenSelection, LoadError> {
     let dir_rel = relative(&[&src.path])?;
     let dir = data_root.join(&dir_rel);
+    confine.check(&dir)?;
     if !dir.is_dir() {
         return Err(LoadError::MissingDir { path: dir });
     }
     let metadata = dir.join(relative(&[&src.metadata])?);
+    confine.check(&metadata)?;
     let csv_err = |source| LoadError::Csv {
         path: metadata.clone(),
         source,
@@ -90,6 +99,13 @@ pub fn select_cohen(src: &CohenSource, data_root: &Path) -> Result<CohenSelectio
     let mut missing = Vec::new();
     for record in reader.records() {
         let record = record.map_err(csv_err)?;
+        let line = record.position().map_or(0, |p| p.line());
+        check_record(&record, line, headers.len()).map_err(|stray| LoadError::StrayQuote {
+            path: metadata.clone(),
+            line: stray.line,
+            last_line: stray.last_line,
+            why: stray.why,
+        })?;
         let cell = |i: usize| record.get(i).unwrap_or("");
         if !filters.iter().all(|(i, v)| v.accepts(cell(*i))) {
             continue;
@@ -103,10 +119,10 @@ pub fn select_cohen(src: &CohenSource, data_root: &Path) -> Result<CohenSelectio
             abs: data_root.join(&rel),
             rel,
         };
+        confine.check(&file.abs)?;
         if file.abs.is_file() {
             files.push(file);
         } else {
-            let line = record.position().map_or(0, |p| p.line());
             missing.push((file, line));
         }
     }
@@ -117,10 +133,17 @@ pub fn select_cohen(src: &CohenSource, data_root: &Path) -> Result<CohenSelectio
     })
 }
 
-/// The images of a class folder in sorted file-name order, cut to `limit`.
-pub fn select_folder(src: &FolderSource, data_root: &Path) -> Result<Vec<SelectedFile>, LoadError> {
+/// The images of a class folder in sorted file-name order, cut to `limit`. The folder and
+/// every selected file must pass `confine` (a file left out by `limit` is never opened, so
+/// it is not checked either).
+pub(super) fn select_folder(
+    src: &FolderSource,
+    data_root: &Path,
+    confine: &Confinement,
+) -> Result<Vec<SelectedFile>, LoadError> {
     let dir_rel = relative(&[&src.path])?;
     let dir = data_root.join(&dir_rel);
+    confine.check(&dir)?;
     if !dir.is_dir() {
         return Err(LoadError::MissingDir { path: dir });
     }
@@ -150,10 +173,9 @@ pub fn select_folder(src: &FolderSource, data_root: &Path) -> Result<Vec<Selecte
         .into_iter()
         .map(|name| {
             let rel = relative(&[&dir_rel, &name])?;
-            Ok(SelectedFile {
-                abs: data_root.join(&rel),
-                rel,
-            })
+            let abs = data_root.join(&rel);
+            confine.check(&abs)?;
+            Ok(SelectedFile { abs, rel })
         })
         .collect()
 }

@@ -9,7 +9,8 @@ use super::*;
 use crate::data::load_image;
 use crate::progress::NoProgress;
 
-/// The shared real data set, or `None` (with a message) when this machine lacks it.
+/// The shared real data set, or `None` when this machine lacks it, after recording the
+/// calling test as skipped (see `crate::test_skip`).
 fn real_data() -> Option<PathBuf> {
     let root = std::env::var_os("PIPELINE_TEST_DATA")
         .map(PathBuf::from)
@@ -17,10 +18,10 @@ fn real_data() -> Option<PathBuf> {
     if root.join("covid-chestxray-dataset/metadata.csv").is_file() {
         Some(root)
     } else {
-        eprintln!(
-            "skipping: real test data not found at {} (set PIPELINE_TEST_DATA)",
+        crate::test_skip::skip(&format!(
+            "no real chest X-ray data at {} (set PIPELINE_TEST_DATA)",
             root.display()
-        );
+        ));
         None
     }
 }
@@ -49,6 +50,9 @@ fn seed_config() -> LoadConfig {
 /// The real set loaded once per test binary: (output dir, report).
 fn real_load() -> Option<&'static (tempfile::TempDir, LoadReport)> {
     static LOADED: OnceLock<Option<(tempfile::TempDir, LoadReport)>> = OnceLock::new();
+    // Asked here too, so that every test without the data records its skip, not only the
+    // first one to get here.
+    real_data()?;
     LOADED
         .get_or_init(|| {
             let root = real_data()?;
@@ -705,7 +709,7 @@ fn exif_orientation_is_applied() {
     // 6 = rotate 90 degrees clockwise to display: left half ends up on top.
     std::fs::write(&path, with_exif_orientation(&jpeg, 6)).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    let d = crate::data::decode::decode_resize(&bytes, 8, &path).unwrap();
+    let d = crate::data::decode::decode_resize(&bytes, 8, &path, Default::default()).unwrap();
     assert!(d.reoriented);
     assert_eq!((d.width, d.height), (16, 32));
     let a = load_image(&path, 8).unwrap();
@@ -715,3 +719,5 @@ fn exif_orientation_is_applied() {
     let b = load_image(&plain, 8).unwrap();
     assert!(b[[4, 0, 0]] < 30 && b[[4, 7, 0]] > 225, "{b:?}");
 }
+
+mod bad_input;

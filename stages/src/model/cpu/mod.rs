@@ -26,6 +26,9 @@ pub mod ops;
 pub mod trainer;
 pub mod vgg16;
 
+#[cfg(test)]
+mod tests;
+
 use self::geometry::{with_geometry, with_units};
 use self::network::CpuFeatures;
 use self::trainer::{head_trainer, network_trainer};
