@@ -274,7 +274,9 @@ pub trait StageKind: Send + Sync {
     fn inputs(&self) -> InputSlots;
     fn outputs(&self, params: &Params) -> Vec<OutputSpec>;
 
-    /// Checks what the parameter types alone cannot (nested tables, ranges).
+    /// Checks what the parameter types alone cannot (nested tables, ranges), naming the
+    /// parameter actually at fault. Kinds of the domain run their config type's own
+    /// validation here, the same function their stage runs before it computes.
     fn check(&self, _params: &Params) -> Result<(), ParamProblem> {
         Ok(())
     }

@@ -15,3 +15,4 @@ pub mod plot;
 pub mod predict;
 pub mod progress;
 pub mod train;
+pub mod validate;

@@ -223,7 +223,21 @@ impl Validator<'_> {
             .unwrap_or_default();
         let mut seed = match doc.get("seed") {
             Some(v) => match v.get_ref() {
-                DeValue::Integer(_) => int_of(v).unwrap_or(0),
+                DeValue::Integer(_) => match int_of(v) {
+                    Some(i) if i < 0 => {
+                        p.add(Some(v.span()), "seed", negative_seed(i));
+                        0
+                    }
+                    Some(i) => i,
+                    None => {
+                        p.add(
+                            Some(v.span()),
+                            "seed",
+                            format!("must be at most {}", i64::MAX),
+                        );
+                        0
+                    }
+                },
                 other => {
                     type_problem(p, v.span(), "seed", "an integer", other);
                     0
@@ -233,6 +247,13 @@ impl Validator<'_> {
         };
         for o in self.overrides.iter().filter(|o| o.stage.is_none()) {
             match (o.key.as_str(), &o.value) {
+                // Reported here, once: the stages that take the experiment's seed keep the
+                // file's, so none of them reports it again on a key of its own.
+                ("seed", toml::Value::Integer(i)) if *i < 0 => p.add(
+                    None,
+                    format!("--set {}", o.flag),
+                    format!("`seed` {}", negative_seed(*i)),
+                ),
                 ("seed", toml::Value::Integer(i)) => seed = *i,
                 ("seed", other) => p.add(
                     None,
@@ -380,12 +401,15 @@ impl Validator<'_> {
                 }
             }
         }
+        // Parameters whose value comes from a `--set` flag: their problems name the flag.
+        let mut set_by: BTreeMap<&str, &str> = BTreeMap::new();
         for o in self.overrides_for(&name) {
             let flag = format!("--set {}", o.flag);
             match specs.iter().find(|s| s.name == o.key) {
                 Some(spec) => match coerce(spec.ty, o.value.clone()) {
                     Ok(value) => {
                         values.insert(o.key.clone(), value);
+                        set_by.insert(spec.name, &o.flag);
                     }
                     Err(found) => p.add(
                         None,
@@ -445,11 +469,20 @@ impl Validator<'_> {
         // A kind's own checks assume well-typed, complete parameters.
         let checked = if clean { kind.check(&params) } else { Ok(()) };
         if let Err(problem) = checked {
-            let span = table
-                .get_key_value(problem.param.as_str())
-                .map(|(_, v)| v.span())
-                .or(Some(key.span()));
-            p.add(span, format!("{path}.{}", problem.param), problem.message);
+            match set_by.get(problem.param.as_str()) {
+                Some(flag) => p.add(
+                    None,
+                    format!("--set {flag}"),
+                    format!("`{}` {}", problem.param, problem.message),
+                ),
+                None => {
+                    let span = table
+                        .get_key_value(problem.param.as_str())
+                        .map(|(_, v)| v.span())
+                        .or(Some(key.span()));
+                    p.add(span, format!("{path}.{}", problem.param), problem.message);
+                }
+            }
         }
 
         let inputs = self.inputs(&path, table, kind, key.span(), p);
@@ -646,6 +679,10 @@ impl Validator<'_> {
         let names: Vec<&str> = self.registry.names().collect();
         quoted_list(&names)
     }
+}
+
+fn negative_seed(seed: i64) -> String {
+    format!("must not be negative, not {seed}")
 }
 
 fn param_list(kind: &dyn StageKind) -> String {

@@ -55,6 +55,16 @@ impl StageKind for Train {
     fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
         vec![OutputSpec::new("model", "model.bin", true)]
     }
+    fn check(&self, params: &Params) -> Result<(), crate::kind::ParamProblem> {
+        match params.float("learning_rate") {
+            Ok(rate) if rate > 0.0 => Ok(()),
+            Ok(rate) => Err(crate::kind::ParamProblem {
+                param: "learning_rate".into(),
+                message: format!("must be above 0, not {rate}"),
+            }),
+            Err(e) => panic!("checked before its type: {e}"),
+        }
+    }
     fn run(&self, _ctx: &StageContext) -> Result<StageReport, StageError> {
         Ok(StageReport::default())
     }
@@ -346,5 +356,41 @@ fn numbers_in_any_toml_spelling_are_read() {
             .int("epochs")
             .expect("int"),
         -3
+    );
+}
+
+#[test]
+fn a_negative_seed_is_reported_once_on_the_seed() {
+    // In the file: on the key, with its place; the stage that takes it reports nothing more.
+    let err = error_of(&GOOD.replace("seed = 7", "seed = -1"));
+    assert_eq!(err, "exp.toml:3:8: seed: must not be negative, not -1");
+    // From the flag: on the flag, never on a stage's key.
+    let err = parse_with(GOOD, &["seed=-1"]).expect_err("negative");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "exp.toml: --set seed=-1: `seed` must not be negative, not -1"
+    );
+    let err = error_of(&GOOD.replace("seed = 7", "seed = 9_223_372_036_854_775_808"));
+    assert!(
+        err.starts_with("exp.toml:3:8: seed: must be at most "),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_kind_check_names_the_key_or_the_flag_that_set_it() {
+    let err = error_of(&GOOD.replace("epochs = 5", "epochs = 5\nlearning_rate = 0"));
+    assert_eq!(
+        err,
+        "exp.toml:9:17: stages.train.learning_rate: must be above 0, not 0"
+    );
+    // The file's own value was fine: the flag is at fault, and is named.
+    let text = GOOD.replace("epochs = 5", "epochs = 5\nlearning_rate = 0.1");
+    let err = parse_with(&text, &["train.learning_rate=-1"]).expect_err("bad flag");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "exp.toml: --set train.learning_rate=-1: `learning_rate` must be above 0, not -1"
     );
 }
