@@ -22,7 +22,8 @@ use toml::Spanned;
 use crate::diagnostic::{closest, did_you_mean, ExperimentError, Problem, Problems};
 use crate::graph::topological_order;
 use crate::kind::{
-    quoted_list, InputSlots, OutputSpec, ParamDefault, ParamType, Params, Registry, StageKind,
+    is_under_data_root, quoted_list, InputSlots, OutputSpec, ParamDefault, ParamType, Params,
+    Registry, StageKind,
 };
 
 /// Keys of a stage table that are not parameters.
@@ -290,6 +291,7 @@ impl Validator<'_> {
         }
         raw_stages.sort_by_key(|s| s.position);
         self.check_override_targets(&raw_stages, p);
+        self.check_commands_allowed(&raw_stages, p);
         let stages = self.connect(raw_stages, &all_names, p)?;
         Some(Experiment {
             path: PathBuf::new(),
@@ -669,6 +671,34 @@ impl Validator<'_> {
         }
     }
 
+    /// An experiment file may come from anyone: the commands it writes itself (the `shell`
+    /// kind's) run only when the user allowed them. All of them are named in one problem, so
+    /// the user sees exactly what would run before allowing it.
+    fn check_commands_allowed(&self, stages: &[RawStage], p: &mut Problems) {
+        if self.registry.commands_allowed() {
+            return;
+        }
+        let commands: Vec<String> = stages
+            .iter()
+            .filter_map(|s| {
+                let command = self.registry.get(s.kind)?.command(&s.params)?;
+                Some(format!("stages.{}.command = {command:?}", s.name))
+            })
+            .collect();
+        if commands.is_empty() {
+            return;
+        }
+        p.add(
+            None,
+            "",
+            format!(
+                "this experiment runs shell commands: {}; they run only when allowed: if you \
+                 trust this file, pass --allow-shell (or set PIPELINE_ALLOW_SHELL=1)",
+                commands.join("; ")
+            ),
+        );
+    }
+
     fn overrides_for<'a>(&'a self, stage: &'a str) -> impl Iterator<Item = &'a Override> + 'a {
         self.overrides
             .iter()
@@ -703,7 +733,8 @@ fn coerce(ty: ParamType, value: toml::Value) -> Result<toml::Value, toml::Value>
         (ParamType::Float, v @ V::Float(_)) => Ok(v),
         (ParamType::Float, V::Integer(i)) => Ok(V::Float(i as f64)),
         (ParamType::Bool, v @ V::Boolean(_)) => Ok(v),
-        (ParamType::Str | ParamType::DataPath, v @ V::String(_)) => Ok(v),
+        (ParamType::Str, v @ V::String(_)) => Ok(v),
+        (ParamType::DataPath, V::String(s)) if is_under_data_root(&s) => Ok(V::String(s)),
         (ParamType::Choice(options), V::String(s)) if options.contains(&s.as_str()) => {
             Ok(V::String(s))
         }

