@@ -24,6 +24,7 @@ use crate::metrics::{EpochRecord, History};
 use crate::model::head::{with_head, HEAD_INPUTS};
 use crate::model::{checkpoint, ModelError, Vgg16Model};
 use crate::progress::Progress;
+use crate::validate::{self, ConfigError};
 
 /// `[stages.train]` parameters.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -53,6 +54,8 @@ pub enum TrainError {
     },
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -102,7 +105,7 @@ pub fn train_head(
     cfg: &TrainConfig,
     progress: &dyn Progress,
 ) -> Result<History, TrainError> {
-    check_settings(cfg)?;
+    cfg.validate()?;
     let dev = Cpu::seed_from_u64(cfg.seed);
     let data = Rows {
         values: features,
@@ -116,19 +119,24 @@ pub fn train_head(
     with_head!(&mut model.head, h => fit(h, &data, train_rows, cfg, "epochs", progress))
 }
 
-fn check_settings(cfg: &TrainConfig) -> Result<(), TrainError> {
-    if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(TrainError::Config(
-            "epochs and batch_size must be at least 1".into(),
-        ));
+impl TrainConfig {
+    /// Checks every parameter, naming the one at fault: the experiment's check and the stage
+    /// both call this. NaN and infinities fail every check.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::at_least_one("epochs", self.epochs)?;
+        validate::at_least_one("batch_size", self.batch_size)?;
+        validate::positive("learning_rate", self.learning_rate)?;
+        validate::within("beta1", self.beta1, 0.0..1.0, "[0, 1)")?;
+        validate::within("beta2", self.beta2, 0.0..1.0, "[0, 1)")?;
+        validate::positive("epsilon", self.epsilon)?;
+        validate::within(
+            "validation_fraction",
+            self.validation_fraction,
+            0.0..1.0,
+            "[0, 1)",
+        )?;
+        Ok(())
     }
-    if !(0.0..1.0).contains(&cfg.validation_fraction) {
-        return Err(TrainError::Config(format!(
-            "validation_fraction must be in [0, 1), not {}",
-            cfg.validation_fraction
-        )));
-    }
-    Ok(())
 }
 
 /// The rows a network trains on: `width` values per row (a feature vector or an image) and
@@ -344,7 +352,7 @@ pub fn run(
             }
             .into());
         }
-        check_settings(cfg)?;
+        cfg.validate()?;
         let history =
             crate::finetune::fine_tune(&mut model, &images, &labels, &rows, cfg, progress)?;
         // The base changed: what the trained model sees of each image changed with it.
@@ -398,6 +406,78 @@ mod tests {
         assert_eq!(val, rows[198..].to_vec());
         let (fit, val) = validation_split(&rows, 0.0);
         assert_eq!((fit.len(), val.len()), (220, 0));
+    }
+
+    #[test]
+    fn every_bad_setting_is_refused_on_its_own_field() {
+        let good = TrainConfig {
+            epochs: 3,
+            batch_size: 8,
+            learning_rate: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-7,
+            validation_fraction: 0.1,
+            seed: 1,
+            freeze_base: true,
+        };
+        assert_eq!(good.validate(), Ok(()));
+        let nan = f64::NAN;
+        // (the field at fault, how the config is spoiled)
+        type Case = (&'static str, fn(&mut TrainConfig));
+        let cases: [Case; 12] = [
+            ("epochs", |c| c.epochs = 0),
+            ("batch_size", |c| c.batch_size = 0),
+            ("learning_rate", |c| c.learning_rate = f64::NAN),
+            ("learning_rate", |c| c.learning_rate = 0.0),
+            ("learning_rate", |c| c.learning_rate = f64::INFINITY),
+            ("beta1", |c| c.beta1 = 1.0),
+            ("beta1", |c| c.beta1 = f64::NAN),
+            ("beta2", |c| c.beta2 = -0.1),
+            ("epsilon", |c| c.epsilon = f64::NAN),
+            ("epsilon", |c| c.epsilon = 0.0),
+            ("validation_fraction", |c| c.validation_fraction = 1.0),
+            ("validation_fraction", |c| c.validation_fraction = f64::NAN),
+        ];
+        for (field, spoil) in cases {
+            let mut cfg = good.clone();
+            spoil(&mut cfg);
+            let e = cfg.validate().expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+        }
+        // The run refuses the same way, before reading anything.
+        let bad = TrainConfig {
+            learning_rate: nan,
+            ..good
+        };
+        let e = train_head(
+            &mut crate::model::Vgg16Model::from_config(&small_model()).expect("model"),
+            &[],
+            &[],
+            &[],
+            &bad,
+            &crate::progress::NoProgress,
+        )
+        .expect_err("NaN learning rate");
+        assert_eq!(
+            e.to_string(),
+            "`learning_rate` must be a finite number above 0, not NaN"
+        );
+    }
+
+    fn small_model() -> crate::model::config::ModelConfig {
+        use crate::model::config::{HeadConfig, ModelConfig, Weights};
+        ModelConfig {
+            image_size: 32,
+            weights: Weights::Random,
+            seed: 1,
+            head: HeadConfig {
+                units: 16,
+                dropout: 0.0,
+                pooling: crate::model::size::Pooling::Global,
+            },
+            conv: Default::default(),
+        }
     }
 
     #[test]
