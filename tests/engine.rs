@@ -42,7 +42,7 @@ outputs = ["d.txt"]
 fn second_run_reuses_everything() {
     let p = Project::new();
     p.write("exp.toml", CHAIN);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let first = p.latest();
     assert_eq!(cache_uses(&first), ["a=miss", "b=miss", "c=miss", "d=miss"]);
     assert_eq!(first["status"].as_str(), Some("succeeded"));
@@ -52,7 +52,7 @@ fn second_run_reuses_everything() {
         "110\n"
     );
 
-    let out = p.ok(&["run", "exp.toml"]);
+    let out = p.ok(&["run", "--allow-shell", "exp.toml"]);
     assert!(out.contains("0 ran, 4 reused"), "{out}");
     let second = p.latest();
     assert_eq!(cache_uses(&second), ["a=hit", "b=hit", "c=hit", "d=hit"]);
@@ -74,7 +74,7 @@ fn second_run_reuses_everything() {
 fn a_change_recomputes_exactly_the_stages_downstream() {
     let p = Project::new();
     p.write("exp.toml", CHAIN);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let edited = CHAIN.replace("$1 * 2", "$1 * 3");
     p.write("exp.toml", &edited);
 
@@ -90,7 +90,7 @@ fn a_change_recomputes_exactly_the_stages_downstream() {
         "{status}"
     );
 
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let record = p.latest();
     assert_eq!(cache_uses(&record), ["a=hit", "b=miss", "c=miss", "d=hit"]);
     let run_dir = p.runs_dir().join(record["id"].as_str().expect("id"));
@@ -104,10 +104,10 @@ fn a_change_recomputes_exactly_the_stages_downstream() {
 fn an_upstream_change_with_identical_output_stops_there() {
     let p = Project::new();
     p.write("exp.toml", CHAIN);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     // A different command with the same output: b recomputes, c sees the same bytes.
     p.write("exp.toml", &CHAIN.replace("seq 1 10", "seq 1 1 10"));
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     assert_eq!(
         cache_uses(&p.latest()),
         ["a=miss", "b=hit", "c=hit", "d=hit"]
@@ -118,7 +118,7 @@ fn an_upstream_change_with_identical_output_stops_there() {
 fn reformatting_the_file_changes_no_key() {
     let p = Project::new();
     p.write("exp.toml", CHAIN);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let reformatted = r#"
 # Same experiment, written differently: key order, inline tables, quotes, comments.
 seed = 3
@@ -147,7 +147,7 @@ outputs = ["numbers.txt",]
 command = "seq 1 10 > numbers.txt"
 "#;
     p.write("exp.toml", reformatted);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let mut uses = cache_uses(&p.latest());
     uses.sort();
     assert_eq!(uses, ["a=hit", "b=hit", "c=hit", "d=hit"]);
@@ -157,9 +157,10 @@ command = "seq 1 10 > numbers.txt"
 fn set_overrides_and_is_recorded() {
     let p = Project::new();
     p.write("exp.toml", CHAIN);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     p.ok(&[
         "run",
+        "--allow-shell",
         "exp.toml",
         "--set",
         "d.command=echo changed > d.txt",
@@ -184,7 +185,7 @@ fn set_overrides_and_is_recorded() {
         show.contains("overrides   d.command=echo changed > d.txt"),
         "{show}"
     );
-    let err = p.fails(&["run", "exp.toml", "--set", "d.comand=x"]);
+    let err = p.fails(&["run", "--allow-shell", "exp.toml", "--set", "d.comand=x"]);
     assert!(
         err.contains("--set d.comand=x: stage `d` (kind `shell`) has no parameter `comand`; did you mean `command`?"),
         "{err}"
@@ -210,7 +211,7 @@ fn bad_files_get_one_clear_error() {
     ];
     for (text, expected) in cases {
         p.write("exp.toml", &text);
-        let err = p.fails(&["run", "exp.toml"]);
+        let err = p.fails(&["run", "--allow-shell", "exp.toml"]);
         assert!(err.contains(expected), "expected `{expected}` in:\n{err}");
         assert_eq!(err.lines().count(), 1, "one line:\n{err}");
     }
@@ -228,7 +229,7 @@ fn a_stage_failing_midway_leaves_no_result() {
         "echo partial > scaled.txt; echo 'disk on fire' >&2; exit 3",
     );
     p.write("exp.toml", &failing);
-    let err = p.fails(&["run", "exp.toml"]);
+    let err = p.fails(&["run", "--allow-shell", "exp.toml"]);
     assert!(err.contains("stage `b` failed"), "{err}");
     assert!(err.contains("exited with status 3: disk on fire"), "{err}");
     let record = p.latest();
@@ -249,7 +250,7 @@ fn a_stage_failing_midway_leaves_no_result() {
     assert!(runs.contains("failed"), "{runs}");
 
     p.write("exp.toml", CHAIN);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     assert_eq!(
         cache_uses(&p.latest()),
         ["a=hit", "b=miss", "c=miss", "d=miss"]
@@ -281,9 +282,15 @@ fn two_concurrent_runs_share_one_computation() {
     let p = Project::new();
     let counter = p.path().join("counter.txt");
     p.write("exp.toml", &counting_experiment(&counter, 1.5));
-    let first = p.command(&["run", "exp.toml"]).spawn().expect("spawn");
+    let first = p
+        .command(&["run", "--allow-shell", "exp.toml"])
+        .spawn()
+        .expect("spawn");
     std::thread::sleep(Duration::from_millis(300));
-    let second = p.command(&["run", "exp.toml"]).spawn().expect("spawn");
+    let second = p
+        .command(&["run", "--allow-shell", "exp.toml"])
+        .spawn()
+        .expect("spawn");
     let a = first.wait_with_output().expect("wait");
     let b = second.wait_with_output().expect("wait");
     assert!(a.status.success() && b.status.success());
@@ -325,7 +332,10 @@ outputs = ["two.txt"]
         marker = marker.display()
     );
     p.write("exp.toml", &text);
-    let mut child = p.command(&["run", "exp.toml"]).spawn().expect("spawn");
+    let mut child = p
+        .command(&["run", "--allow-shell", "exp.toml"])
+        .spawn()
+        .expect("spawn");
     // Wait until the second stage is at work, then kill the run outright.
     let started = Instant::now();
     let tmp = p.path().join("artifacts/cache/tmp");
@@ -343,7 +353,7 @@ outputs = ["two.txt"]
     assert!(runs.contains("interrupted"), "{runs}");
 
     fs::remove_file(&marker).expect("unhang");
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let record = p.latest();
     assert_eq!(cache_uses(&record), ["first=hit", "second=miss"]);
     let run_dir = p.runs_dir().join(record["id"].as_str().expect("id"));
@@ -376,8 +386,8 @@ command = "cat $PIPELINE_DATA_ROOT/set/*.txt > all.txt"
 outputs = ["all.txt"]
 "#,
     );
-    p.ok(&["run", "exp.toml"]);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     assert_eq!(cache_uses(&p.latest()), ["read=hit"]);
     fs::write(data.join("y.txt"), "3\n").expect("write");
     let status = p.ok(&["status", "exp.toml"]);
@@ -385,14 +395,20 @@ outputs = ["all.txt"]
         status.contains("its data files changed: 1 modified (set/y.txt)"),
         "{status}"
     );
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     assert_eq!(cache_uses(&p.latest()), ["read=miss"]);
     // Another data root holding the same bytes gives the same key.
     let other = p.path().join("elsewhere");
     fs::create_dir_all(other.join("set")).expect("mkdir");
     fs::copy(data.join("x.txt"), other.join("set/x.txt")).expect("copy");
     fs::copy(data.join("y.txt"), other.join("set/y.txt")).expect("copy");
-    p.ok(&["run", "exp.toml", "--data-root", "elsewhere"]);
+    p.ok(&[
+        "run",
+        "--allow-shell",
+        "exp.toml",
+        "--data-root",
+        "elsewhere",
+    ]);
     assert_eq!(cache_uses(&p.latest()), ["read=hit"]);
 }
 
@@ -400,8 +416,8 @@ outputs = ["all.txt"]
 fn runs_and_show_find_runs_by_id_prefix_name_and_latest() {
     let p = Project::new();
     p.write("exp.toml", CHAIN);
-    p.ok(&["run", "exp.toml", "--name", "baseline"]);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml", "--name", "baseline"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let latest = p.latest();
     let id = latest["id"].as_str().expect("id");
     let runs = p.ok(&["runs"]);

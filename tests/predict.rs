@@ -335,7 +335,7 @@ command = "echo hi > out.txt"
 outputs = ["out.txt"]
 "#,
     );
-    p.ok(&["run", "shell.toml", "--name", "shelly"]);
+    p.ok(&["run", "--allow-shell", "shell.toml", "--name", "shelly"]);
     let image = p.path().join("x.png");
     image::RgbImage::new(8, 8).save(&image).expect("png");
     let id = p.latest()["id"].as_str().expect("id").to_string();

@@ -93,7 +93,7 @@ fn assert_no_network(html: &str) {
 #[test]
 fn a_run_writes_a_self_contained_report() {
     let p = project();
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let dir = latest_dir(&p);
     let html = report_of(&p);
     let id = p.latest()["id"].as_str().expect("id").to_string();
@@ -151,7 +151,7 @@ fn a_run_writes_a_self_contained_report() {
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 
     // A second run reuses both stages and says so.
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let again = report_of(&p);
     assert_eq!(
         again
@@ -170,7 +170,7 @@ fn a_failed_run_reports_its_error_first() {
         "echo 'disk <on> fire & smoke' >&2; exit 3",
     );
     p.write("exp.toml", &failing);
-    p.fails(&["run", "exp.toml"]);
+    p.fails(&["run", "--allow-shell", "exp.toml"]);
     let html = report_of(&p);
     assert!(
         html.contains("<span class=\"badge failed\">failed</span>"),
@@ -193,7 +193,7 @@ fn a_failed_run_reports_its_error_first() {
 #[test]
 fn show_ends_with_the_report_path_and_writes_a_missing_one() {
     let p = project();
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let report = latest_dir(&p).join("report.html");
     let expected = format!("report: {}", report.display());
     let out = p.pipeline(&["show", "latest"]);
@@ -226,7 +226,7 @@ fn fake_openers(p: &Project, body: &str) -> PathBuf {
 #[test]
 fn show_open_hands_the_report_to_the_opener() {
     let p = project();
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let report = latest_dir(&p).join("report.html");
     let opened = p.path().join("opened.txt");
     let bin = fake_openers(&p, &format!("echo \"$1\" > '{}'", opened.display()));
@@ -249,7 +249,7 @@ fn show_open_hands_the_report_to_the_opener() {
 #[test]
 fn show_open_without_a_working_opener_only_warns() {
     let p = project();
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let report = latest_dir(&p).join("report.html");
     let last_line = format!("report: {}", report.display());
 
@@ -340,7 +340,7 @@ fn a_browser_renders_the_report() {
         return;
     };
     let p = project();
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let id = p.latest()["id"].as_str().expect("id").to_string();
     let report = latest_dir(&p).join("report.html");
 

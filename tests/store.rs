@@ -36,9 +36,9 @@ outputs = ["noise.txt"]
 fn diff_explains_parameters_stages_and_outputs() {
     let p = Project::new();
     p.write("exp.toml", EXP);
-    p.ok(&["run", "exp.toml", "--name", "before"]);
+    p.ok(&["run", "--allow-shell", "exp.toml", "--name", "before"]);
     p.write("exp.toml", &EXP.replace("seq 1 5", "seq 1 6"));
-    p.ok(&["run", "exp.toml", "--name", "after"]);
+    p.ok(&["run", "--allow-shell", "exp.toml", "--name", "after"]);
 
     let text = p.ok(&["diff", "before", "after"]);
     assert!(
@@ -72,14 +72,14 @@ fn diff_explains_parameters_stages_and_outputs() {
 fn diff_and_verify_flag_a_non_reproducible_stage() {
     let p = Project::new();
     p.write("exp.toml", &format!("{EXP}{NOISE}"));
-    p.ok(&["run", "exp.toml", "--no-cache"]);
-    p.ok(&["run", "exp.toml", "--no-cache"]);
+    p.ok(&["run", "--allow-shell", "exp.toml", "--no-cache"]);
+    p.ok(&["run", "--allow-shell", "exp.toml", "--no-cache"]);
     let text = p.ok(&["diff", "latest~1", "latest"]);
     assert!(
         text.contains("NOT REPRODUCIBLE: 1 output(s) differ although their stage had the same key: noise.noise.txt"),
         "{text}"
     );
-    let out = p.pipeline(&["verify", "latest"]);
+    let out = p.pipeline(&["verify", "--allow-shell", "latest"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("gen          same"), "{stdout}");
@@ -93,8 +93,8 @@ fn diff_and_verify_flag_a_non_reproducible_stage() {
 fn verify_passes_on_a_deterministic_run_and_leaves_no_scratch() {
     let p = Project::new();
     p.write("exp.toml", EXP);
-    p.ok(&["run", "exp.toml"]);
-    let out = p.ok(&["verify", "latest"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
+    let out = p.ok(&["verify", "--allow-shell", "latest"]);
     assert!(out.contains("sum          same"), "{out}");
     assert!(out.contains("reproduces bit for bit"), "{out}");
     let scratch = p.path().join("artifacts/tmp");
@@ -110,7 +110,7 @@ fn verify_passes_on_a_deterministic_run_and_leaves_no_scratch() {
 fn lock_files_catch_changed_outputs() {
     let p = Project::new();
     p.write("exp.toml", EXP);
-    p.ok(&["lock", "exp.toml"]);
+    p.ok(&["lock", "--allow-shell", "exp.toml"]);
     let lock_text = fs::read_to_string(p.path().join("exp.lock")).expect("lock written");
     let lock: toml::Table = toml::from_str(&lock_text).expect("lock parses");
     assert_eq!(lock["experiment"].as_str(), Some("exp.toml"));
@@ -119,13 +119,13 @@ fn lock_files_catch_changed_outputs() {
         lock["stages"][1]["outputs"]["total.txt"]["blake3"].as_str(),
         Some(blake3::hash(b"15\n").to_hex().as_str())
     );
-    let out = p.ok(&["verify", "--lock", "exp.lock"]);
+    let out = p.ok(&["verify", "--allow-shell", "--lock", "exp.lock"]);
     assert!(out.contains("every output compared exactly"), "{out}");
     assert!(out.contains("exp.toml matches its lock"), "{out}");
 
     // Someone edits the experiment without updating the lock: CI catches it.
     p.write("exp.toml", &EXP.replace("seq 1 5", "seq 1 4"));
-    let out = p.pipeline(&["verify", "--lock", "exp.lock"]);
+    let out = p.pipeline(&["verify", "--allow-shell", "--lock", "exp.lock"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
@@ -138,9 +138,9 @@ fn lock_files_catch_changed_outputs() {
 fn gc_keeps_what_kept_runs_use() {
     let p = Project::new();
     p.write("exp.toml", EXP);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     p.write("exp.toml", &EXP.replace("seq 1 5", "seq 1 7"));
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     assert_eq!(p.cache_entries(), 4);
 
     let dry = p.ok(&["gc", "--keep-last", "1", "--dry-run"]);
@@ -151,7 +151,7 @@ fn gc_keeps_what_kept_runs_use() {
     let done = p.ok(&["gc", "--keep-last", "1"]);
     assert!(done.contains("removed 2 cache entries"), "{done}");
     assert_eq!(p.cache_entries(), 2);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     assert_eq!(cache_uses(&p.latest()), ["gen=hit", "sum=hit"]);
 }
 
@@ -159,7 +159,7 @@ fn gc_keeps_what_kept_runs_use() {
 fn a_flipped_byte_in_the_cache_is_detected_and_recomputed() {
     let p = Project::new();
     p.write("exp.toml", EXP);
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let record = p.latest();
     let key = record["stages"][0]["key"]
         .as_str()
@@ -183,7 +183,7 @@ fn a_flipped_byte_in_the_cache_is_detected_and_recomputed() {
         status.contains("gen  will run: the cached result was damaged"),
         "{status}"
     );
-    p.ok(&["run", "exp.toml"]);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
     let uses = cache_uses(&p.latest());
     assert_eq!(uses[0], "gen=damaged", "{uses:?}");
     assert_eq!(

@@ -154,16 +154,20 @@ fn torchvision_weights_load_as_the_base_unchanged() {
         String::from_utf8_lossy(&out.stderr)
     );
     let store = tmp.path().join("store");
-    let set_weights = format!("model.weights={}", weights.display());
+    // Weights are named relative to the data root, as the README says: here, the tempdir.
+    let data_root = tmp.path().to_string_lossy().into_owned();
+    let set_weights = "model.weights=vgg16-torchvision.safetensors";
     pipeline(
         &store,
         &[
             "run",
             "experiments/quickstart.toml",
+            "--data-root",
+            &data_root,
             "--set",
             "load.sources=[{ type = \"synthetic\", count_per_class = 20, seed = 7 }]",
             "--set",
-            &set_weights,
+            set_weights,
             "--set",
             "train.epochs=2",
         ],

@@ -2,7 +2,7 @@
 //! how it runs. The engine schedules and caches; a kind only computes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// The type a parameter's value must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +14,7 @@ pub enum ParamType {
     Str,
     /// A string from a fixed list.
     Choice(&'static [&'static str]),
-    /// A path relative to the data root (or absolute).
+    /// A path relative to the data root that stays under it (see [`is_under_data_root`]).
     DataPath,
     /// Any TOML value (tables, arrays of tables); the kind checks it in [`StageKind::check`].
     Any,
@@ -28,7 +28,8 @@ impl ParamType {
             ParamType::Int => "an integer".into(),
             ParamType::Float => "a number".into(),
             ParamType::Bool => "true or false".into(),
-            ParamType::Str | ParamType::DataPath => "a string".into(),
+            ParamType::Str => "a string".into(),
+            ParamType::DataPath => "a path relative to the data root without `..`".into(),
             ParamType::Choice(options) => format!("one of {}", quoted_list(options)),
             ParamType::Any => "a value".into(),
             ParamType::StrList => "an array of strings".into(),
@@ -274,9 +275,18 @@ pub trait StageKind: Send + Sync {
     fn inputs(&self) -> InputSlots;
     fn outputs(&self, params: &Params) -> Vec<OutputSpec>;
 
-    /// Checks what the parameter types alone cannot (nested tables, ranges).
+    /// Checks what the parameter types alone cannot (nested tables, ranges), naming the
+    /// parameter actually at fault. Kinds of the domain run their config type's own
+    /// validation here, the same function their stage runs before it computes.
     fn check(&self, _params: &Params) -> Result<(), ParamProblem> {
         Ok(())
+    }
+
+    /// The command this stage runs that the experiment file itself wrote (the `shell` kind's
+    /// `command`), if any. A file may come from anyone: an experiment with such stages
+    /// validates only when the registry allows commands, and `status` shows them.
+    fn command(&self, _params: &Params) -> Option<String> {
+        None
     }
 
     /// Files outside the store that the stage reads; their names and bytes join its key.
@@ -291,15 +301,27 @@ pub trait StageKind: Send + Sync {
     fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError>;
 }
 
-/// The kinds an engine knows, by name.
+/// The kinds an engine knows, by name, and whether it may run commands an experiment file
+/// wrote (refused unless the user allowed them).
 #[derive(Default)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Box<dyn StageKind>>,
+    commands_allowed: bool,
 }
 
 impl Registry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Lets experiments with stages that run the file's own commands ([`StageKind::command`])
+    /// validate. Only on the user's word: `--allow-shell`, or `status`, which runs nothing.
+    pub fn allow_commands(&mut self, allowed: bool) {
+        self.commands_allowed = allowed;
+    }
+
+    pub fn commands_allowed(&self) -> bool {
+        self.commands_allowed
     }
 
     pub fn add(&mut self, kind: Box<dyn StageKind>) {
@@ -317,6 +339,16 @@ impl Registry {
     pub fn kinds(&self) -> impl Iterator<Item = &dyn StageKind> + '_ {
         self.kinds.values().map(|k| k.as_ref())
     }
+}
+
+/// Whether `path` names something under the data root: relative, without `..`, not empty,
+/// so that an experiment file cannot reach outside it. The domain's paths follow the same
+/// rule (`stages::validate::data_path`).
+pub fn is_under_data_root(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 pub(crate) fn quoted_list(items: &[&str]) -> String {

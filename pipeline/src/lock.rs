@@ -22,8 +22,11 @@ pub const DEFAULT_METRIC_TOLERANCE: f64 = 1e-3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("{path}: {message}")]
+    #[error("cannot read the lock file {path}: {message}")]
     Read { path: PathBuf, message: String },
+    /// The lock could not be put into TOML: a write failure, reported as one.
+    #[error("cannot write {path}: {message}")]
+    Encode { path: PathBuf, message: String },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -129,10 +132,7 @@ pub fn from_run(exp: &Experiment, run: &RunRecord, experiment_file_name: &str) -
 }
 
 pub fn write(lock: &LockFile, path: &Path) -> Result<(), LockError> {
-    let body = toml::to_string(lock).map_err(|e| LockError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let body = toml::to_string(lock).map_err(|e| encode_error(path, &e))?;
     let text = format!(
         "# Written by `pipeline lock`; commit it. `pipeline verify --lock {}` reruns the\n\
          # experiment from scratch and compares its outputs with these digests.\n{body}",
@@ -148,6 +148,13 @@ pub fn write(lock: &LockFile, path: &Path) -> Result<(), LockError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+fn encode_error(path: &Path, e: &toml::ser::Error) -> LockError {
+    LockError::Encode {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 pub fn read(path: &Path) -> Result<LockFile, LockError> {
@@ -244,5 +251,46 @@ pub fn check(lock: &LockFile, fresh: &RunRecord) -> LockReport {
         same_isa,
         outputs,
         metrics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_lock() -> LockFile {
+        LockFile {
+            format: LOCK_FORMAT,
+            experiment: "exp.toml".into(),
+            experiment_digest: "00".into(),
+            tool_version: "0".into(),
+            cpu: "test".into(),
+            isa: current_isa(),
+            metric_tolerance: DEFAULT_METRIC_TOLERANCE,
+            metrics: BTreeMap::from([("accuracy".to_string(), 0.5)]),
+            stages: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn failures_to_write_say_write_and_failures_to_read_say_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("exp.lock");
+        write(&small_lock(), &path).expect("written");
+        assert_eq!(read(&path).expect("read back"), small_lock());
+
+        let absent_dir = dir.path().join("absent/exp.lock");
+        let e = write(&small_lock(), &absent_dir).unwrap_err().to_string();
+        assert!(e.starts_with("cannot write "), "{e}");
+        let e = read(&absent_dir).unwrap_err().to_string();
+        assert!(e.starts_with("cannot read the lock file "), "{e}");
+
+        // A value TOML cannot hold at the top level: what `write` reports when encoding fails.
+        let encoding = toml::to_string(&1u8).expect_err("not a table");
+        let e = encode_error(&path, &encoding).to_string();
+        assert!(
+            e.starts_with(&format!("cannot write {}: ", path.display())),
+            "{e}"
+        );
     }
 }

@@ -24,6 +24,9 @@ pub struct StageStatus {
     /// Unknown while an upstream stage has no result.
     pub key: Option<String>,
     pub state: StageState,
+    /// The command from the experiment file the stage runs (`shell` stages), shown so that
+    /// the user sees what `--allow-shell` would allow.
+    pub command: Option<String>,
 }
 
 pub fn status(
@@ -67,6 +70,7 @@ pub fn status(
                 kind: stage.kind.clone(),
                 key: None,
                 state: StageState::Stale(reasons),
+                command: kind.command(&stage.params),
             });
             continue;
         };
@@ -129,6 +133,7 @@ pub fn status(
             kind: stage.kind.clone(),
             key: Some(key),
             state,
+            command: kind.command(&stage.params),
         });
     }
     Ok(out)

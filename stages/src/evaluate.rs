@@ -9,6 +9,21 @@ use crate::metrics::{Evaluation, MetricsError};
 use crate::model::inference::{head_logits, sigmoid};
 use crate::model::spec::HEAD_INPUTS;
 use crate::model::{checkpoint, Backend, ModelError};
+use crate::validate::{self, ConfigError};
+
+/// The evaluate and plot stages' parameter: the probability above which an image is called
+/// positive.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+pub struct ThresholdConfig {
+    pub threshold: f64,
+}
+
+impl ThresholdConfig {
+    /// A probability: in [0, 1], not NaN. The experiment's check and the stages call this.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::within("threshold", self.threshold, 0.0..=1.0, "[0, 1]")
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluateError {
@@ -20,6 +35,8 @@ pub enum EvaluateError {
     Metrics(#[from] MetricsError),
     #[error("{path}: {message}")]
     Index { path: String, message: String },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
 }
 
 pub struct EvaluateInputs<'a> {
@@ -40,6 +57,10 @@ pub fn run(
     threshold: f32,
     out_dir: &Path,
 ) -> Result<Evaluation, EvaluateError> {
+    ThresholdConfig {
+        threshold: threshold.into(),
+    }
+    .validate()?;
     let model = checkpoint::load(inputs.model)?;
     let (shape, features) = arrays::read_f32(inputs.features)?;
     let labels = arrays::read_labels(inputs.labels)?;

@@ -17,3 +17,4 @@ pub mod progress;
 #[cfg(test)]
 pub(crate) mod test_skip;
 pub mod train;
+pub mod validate;

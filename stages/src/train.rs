@@ -13,6 +13,7 @@ use crate::model::inference::pooled_features;
 use crate::model::spec::HEAD_INPUTS;
 use crate::model::{checkpoint, AdamSettings, Backend, ModelError};
 use crate::progress::Progress;
+use crate::validate::{self, ConfigError};
 
 /// `[stages.train]` parameters.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -28,11 +29,29 @@ pub struct TrainConfig {
     pub validation_fraction: f64,
     pub seed: u64,
     /// `true`: train the head on precomputed features; `false`: fine-tune the whole network
-    /// on the images ([`crate::finetune`]).
+    /// on the images, through the backend's whole-network trainer.
     pub freeze_base: bool,
 }
 
 impl TrainConfig {
+    /// Checks every parameter, naming the one at fault: the experiment's check and the stage
+    /// both call this. NaN and infinities fail every check.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::at_least_one("epochs", self.epochs)?;
+        validate::at_least_one("batch_size", self.batch_size)?;
+        validate::positive("learning_rate", self.learning_rate)?;
+        validate::within("beta1", self.beta1, 0.0..1.0, "[0, 1)")?;
+        validate::within("beta2", self.beta2, 0.0..1.0, "[0, 1)")?;
+        validate::positive("epsilon", self.epsilon)?;
+        validate::within(
+            "validation_fraction",
+            self.validation_fraction,
+            0.0..1.0,
+            "[0, 1)",
+        )?;
+        Ok(())
+    }
+
     fn adam(&self) -> AdamSettings {
         AdamSettings {
             learning_rate: self.learning_rate,
@@ -59,26 +78,13 @@ pub enum TrainError {
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
     Array(#[from] ArrayError),
     #[error("cannot write {path}: {message}")]
     Write { path: String, message: String },
-}
-
-fn check_settings(cfg: &TrainConfig) -> Result<(), TrainError> {
-    if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(TrainError::Config(
-            "epochs and batch_size must be at least 1".into(),
-        ));
-    }
-    if !(0.0..1.0).contains(&cfg.validation_fraction) {
-        return Err(TrainError::Config(format!(
-            "validation_fraction must be in [0, 1), not {}",
-            cfg.validation_fraction
-        )));
-    }
-    Ok(())
 }
 
 /// The train stage's inputs, as files written by earlier stages.
@@ -119,6 +125,7 @@ pub fn run(
     out_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<TrainReport, TrainError> {
+    cfg.validate()?;
     let mut model = checkpoint::load(inputs.model)?;
     let (shape, features) = arrays::read_f32(inputs.features)?;
     let labels = arrays::read_labels(inputs.labels)?;
@@ -138,7 +145,6 @@ pub fn run(
             labels.len()
         )));
     }
-    check_settings(cfg)?;
     let history = if cfg.freeze_base {
         let mut trainer =
             backend.head_trainer(model.head, &model.weights.head, cfg.adam(), cfg.seed)?;
@@ -232,4 +238,67 @@ pub fn run(
         final_val_loss: last.and_then(|e| e.val_loss),
         final_val_accuracy: last.and_then(|e| e.val_accuracy),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CpuBackend;
+    use crate::progress::NoProgress;
+
+    #[test]
+    fn every_bad_setting_is_refused_on_its_own_field() {
+        let good = TrainConfig {
+            epochs: 3,
+            batch_size: 8,
+            learning_rate: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-7,
+            validation_fraction: 0.1,
+            seed: 1,
+            freeze_base: true,
+        };
+        assert_eq!(good.validate(), Ok(()));
+        // (the field at fault, how the config is spoiled)
+        type Case = (&'static str, fn(&mut TrainConfig));
+        let cases: [Case; 12] = [
+            ("epochs", |c| c.epochs = 0),
+            ("batch_size", |c| c.batch_size = 0),
+            ("learning_rate", |c| c.learning_rate = f64::NAN),
+            ("learning_rate", |c| c.learning_rate = 0.0),
+            ("learning_rate", |c| c.learning_rate = f64::INFINITY),
+            ("beta1", |c| c.beta1 = 1.0),
+            ("beta1", |c| c.beta1 = f64::NAN),
+            ("beta2", |c| c.beta2 = -0.1),
+            ("epsilon", |c| c.epsilon = f64::NAN),
+            ("epsilon", |c| c.epsilon = 0.0),
+            ("validation_fraction", |c| c.validation_fraction = 1.0),
+            ("validation_fraction", |c| c.validation_fraction = f64::NAN),
+        ];
+        for (field, spoil) in cases {
+            let mut cfg = good.clone();
+            spoil(&mut cfg);
+            let e = cfg.validate().expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+        }
+        // The run refuses the same way, before reading anything (none of these files exist).
+        let bad = TrainConfig {
+            learning_rate: f64::NAN,
+            ..good
+        };
+        let nowhere = Path::new("/nonexistent/pipeline-test");
+        let inputs = TrainInputs {
+            model: nowhere,
+            features: nowhere,
+            labels: nowhere,
+            train_index: nowhere,
+            images: nowhere,
+        };
+        let e = run(&CpuBackend, &inputs, &bad, nowhere, &NoProgress).expect_err("NaN learning rate");
+        assert_eq!(
+            e.to_string(),
+            "`learning_rate` must be a finite number above 0, not NaN"
+        );
+    }
 }

@@ -4,13 +4,16 @@
 //! The command runs under `sh -c` in the stage's output directory, with
 //! `PIPELINE_OUT` (that directory), `PIPELINE_DATA_ROOT` and one `PIPELINE_IN_<SLOT>` per input
 //! (slot name upper-cased) in its environment.
+//!
+//! The command is code from the experiment file: an experiment with shell stages validates,
+//! and so runs, only when the user allowed it (`--allow-shell`, see [`StageKind::command`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::kind::{
-    InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params, StageContext,
-    StageError, StageKind, StageReport,
+    is_under_data_root, InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType,
+    Params, StageContext, StageError, StageKind, StageReport,
 };
 
 pub struct Shell;
@@ -32,7 +35,7 @@ const PARAMS: &[ParamSpec] = &[
         name: "data",
         ty: ParamType::StrList,
         default: ParamDefault::Optional,
-        help: "files or folders under the data root that the command reads",
+        help: "files or folders under the data root that the command reads (relative, no `..`)",
     },
 ];
 
@@ -82,7 +85,20 @@ impl StageKind for Shell {
                 message: "declare at least one output file".into(),
             });
         }
+        let data = params.str_list("data").unwrap_or_default();
+        if let Some(outside) = data.iter().find(|d| !is_under_data_root(d)) {
+            return Err(ParamProblem {
+                param: "data".into(),
+                message: format!(
+                    "`{outside}` must be a path relative to the data root without `..`"
+                ),
+            });
+        }
         Ok(())
+    }
+
+    fn command(&self, params: &Params) -> Option<String> {
+        params.str("command").ok().map(str::to_string)
     }
 
     fn external_files(

@@ -49,9 +49,19 @@ enum Command {
     /// What differs between two runs, and why
     Diff(diff::DiffArgs),
     /// Re-execute a run (or an experiment's lock file) from scratch and compare outputs
-    Verify(verify::VerifyArgs),
+    Verify {
+        #[command(flatten)]
+        args: verify::VerifyArgs,
+        #[command(flatten)]
+        shell: ShellArgs,
+    },
     /// Run an experiment and write EXP.lock (stage keys, output digests, metrics) to commit
-    Lock(ExperimentArgs),
+    Lock {
+        #[command(flatten)]
+        args: ExperimentArgs,
+        #[command(flatten)]
+        shell: ShellArgs,
+    },
     /// Predict images with a run's trained model, preprocessed as in that run
     Predict(predict::PredictArgs),
     /// Remove cache entries that no kept run refers to, and leftovers of killed work
@@ -86,6 +96,15 @@ pub struct ExperimentArgs {
     pub data_root: Option<PathBuf>,
 }
 
+/// Permission to run the commands an experiment file writes (its `shell` stages).
+#[derive(Args)]
+pub struct ShellArgs {
+    /// Run the experiment's `shell` stages, commands written in the file: only for files you
+    /// trust (`pipeline status EXP` shows them)
+    #[arg(long, env = "PIPELINE_ALLOW_SHELL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_shell: bool,
+}
+
 pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let project = project_root()?;
@@ -93,15 +112,22 @@ pub fn main() -> anyhow::Result<ExitCode> {
         .artifacts
         .clone()
         .unwrap_or_else(|| project.join("artifacts"));
-    let registry = pipeline::registry::registry();
+    let mut registry = pipeline::registry::registry();
+    registry.allow_commands(match &cli.command {
+        Command::Run(args) => args.shell.allow_shell,
+        Command::Verify { shell, .. } | Command::Lock { shell, .. } => shell.allow_shell,
+        // Status only reads: it runs no stage, and shows each shell stage's command.
+        Command::Status(_) => true,
+        _ => false,
+    });
     match cli.command {
         Command::Run(args) => run::run(&args, &registry, &project, &artifacts),
         Command::Status(args) => run::status(&args, &registry, &project, &artifacts),
         Command::Runs => runs::list(&open_store(&artifacts)?),
         Command::Show { run, open } => runs::show(&open_store(&artifacts)?, &run, open),
         Command::Diff(args) => diff::diff(&open_store(&artifacts)?, &args),
-        Command::Verify(args) => verify::verify(&args, &registry, &project, &artifacts),
-        Command::Lock(args) => verify::lock(&args, &registry, &project, &artifacts),
+        Command::Verify { args, .. } => verify::verify(&args, &registry, &project, &artifacts),
+        Command::Lock { args, .. } => verify::lock(&args, &registry, &project, &artifacts),
         Command::Predict(args) => predict::predict(&open_store(&artifacts)?, &args),
         Command::Gc {
             keep_last,

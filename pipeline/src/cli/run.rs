@@ -13,7 +13,7 @@ use pipeline::status::{self, StageState};
 use pipeline::human::format_seconds;
 
 use super::display::Terminal;
-use super::{data_root, load_experiment, open_store, ExperimentArgs};
+use super::{data_root, load_experiment, open_store, ExperimentArgs, ShellArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -25,6 +25,8 @@ pub struct RunArgs {
     /// A label for the run, usable wherever a run id is
     #[arg(long)]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub shell: ShellArgs,
 }
 
 pub fn run(
@@ -80,6 +82,15 @@ pub fn status(
                 println!("{:<width$}  will run: {}", s.name, reasons.join("; "));
             }
         }
+        if let Some(command) = &s.command {
+            println!("{:<width$}  runs the shell command {command:?}", "");
+        }
+    }
+    if states.iter().any(|s| s.command.is_some()) {
+        println!(
+            "these shell commands come from {}: `pipeline run` runs them only with --allow-shell",
+            exp.path.display()
+        );
     }
     if stale == 0 {
         println!("everything is cached: `pipeline run` would recompute nothing");

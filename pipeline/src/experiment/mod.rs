@@ -22,7 +22,8 @@ use toml::Spanned;
 use crate::diagnostic::{closest, did_you_mean, ExperimentError, Problem, Problems};
 use crate::graph::topological_order;
 use crate::kind::{
-    quoted_list, InputSlots, OutputSpec, ParamDefault, ParamType, Params, Registry, StageKind,
+    is_under_data_root, quoted_list, InputSlots, OutputSpec, ParamDefault, ParamType, Params,
+    Registry, StageKind,
 };
 
 /// Keys of a stage table that are not parameters.
@@ -223,7 +224,21 @@ impl Validator<'_> {
             .unwrap_or_default();
         let mut seed = match doc.get("seed") {
             Some(v) => match v.get_ref() {
-                DeValue::Integer(_) => int_of(v).unwrap_or(0),
+                DeValue::Integer(_) => match int_of(v) {
+                    Some(i) if i < 0 => {
+                        p.add(Some(v.span()), "seed", negative_seed(i));
+                        0
+                    }
+                    Some(i) => i,
+                    None => {
+                        p.add(
+                            Some(v.span()),
+                            "seed",
+                            format!("must be at most {}", i64::MAX),
+                        );
+                        0
+                    }
+                },
                 other => {
                     type_problem(p, v.span(), "seed", "an integer", other);
                     0
@@ -233,6 +248,13 @@ impl Validator<'_> {
         };
         for o in self.overrides.iter().filter(|o| o.stage.is_none()) {
             match (o.key.as_str(), &o.value) {
+                // Reported here, once: the stages that take the experiment's seed keep the
+                // file's, so none of them reports it again on a key of its own.
+                ("seed", toml::Value::Integer(i)) if *i < 0 => p.add(
+                    None,
+                    format!("--set {}", o.flag),
+                    format!("`seed` {}", negative_seed(*i)),
+                ),
                 ("seed", toml::Value::Integer(i)) => seed = *i,
                 ("seed", other) => p.add(
                     None,
@@ -269,6 +291,7 @@ impl Validator<'_> {
         }
         raw_stages.sort_by_key(|s| s.position);
         self.check_override_targets(&raw_stages, p);
+        self.check_commands_allowed(&raw_stages, p);
         let stages = self.connect(raw_stages, &all_names, p)?;
         Some(Experiment {
             path: PathBuf::new(),
@@ -380,12 +403,15 @@ impl Validator<'_> {
                 }
             }
         }
+        // Parameters whose value comes from a `--set` flag: their problems name the flag.
+        let mut set_by: BTreeMap<&str, &str> = BTreeMap::new();
         for o in self.overrides_for(&name) {
             let flag = format!("--set {}", o.flag);
             match specs.iter().find(|s| s.name == o.key) {
                 Some(spec) => match coerce(spec.ty, o.value.clone()) {
                     Ok(value) => {
                         values.insert(o.key.clone(), value);
+                        set_by.insert(spec.name, &o.flag);
                     }
                     Err(found) => p.add(
                         None,
@@ -445,11 +471,20 @@ impl Validator<'_> {
         // A kind's own checks assume well-typed, complete parameters.
         let checked = if clean { kind.check(&params) } else { Ok(()) };
         if let Err(problem) = checked {
-            let span = table
-                .get_key_value(problem.param.as_str())
-                .map(|(_, v)| v.span())
-                .or(Some(key.span()));
-            p.add(span, format!("{path}.{}", problem.param), problem.message);
+            match set_by.get(problem.param.as_str()) {
+                Some(flag) => p.add(
+                    None,
+                    format!("--set {flag}"),
+                    format!("`{}` {}", problem.param, problem.message),
+                ),
+                None => {
+                    let span = table
+                        .get_key_value(problem.param.as_str())
+                        .map(|(_, v)| v.span())
+                        .or(Some(key.span()));
+                    p.add(span, format!("{path}.{}", problem.param), problem.message);
+                }
+            }
         }
 
         let inputs = self.inputs(&path, table, kind, key.span(), p);
@@ -636,6 +671,34 @@ impl Validator<'_> {
         }
     }
 
+    /// An experiment file may come from anyone: the commands it writes itself (the `shell`
+    /// kind's) run only when the user allowed them. All of them are named in one problem, so
+    /// the user sees exactly what would run before allowing it.
+    fn check_commands_allowed(&self, stages: &[RawStage], p: &mut Problems) {
+        if self.registry.commands_allowed() {
+            return;
+        }
+        let commands: Vec<String> = stages
+            .iter()
+            .filter_map(|s| {
+                let command = self.registry.get(s.kind)?.command(&s.params)?;
+                Some(format!("stages.{}.command = {command:?}", s.name))
+            })
+            .collect();
+        if commands.is_empty() {
+            return;
+        }
+        p.add(
+            None,
+            "",
+            format!(
+                "this experiment runs shell commands: {}; they run only when allowed: if you \
+                 trust this file, pass --allow-shell (or set PIPELINE_ALLOW_SHELL=1)",
+                commands.join("; ")
+            ),
+        );
+    }
+
     fn overrides_for<'a>(&'a self, stage: &'a str) -> impl Iterator<Item = &'a Override> + 'a {
         self.overrides
             .iter()
@@ -646,6 +709,10 @@ impl Validator<'_> {
         let names: Vec<&str> = self.registry.names().collect();
         quoted_list(&names)
     }
+}
+
+fn negative_seed(seed: i64) -> String {
+    format!("must not be negative, not {seed}")
 }
 
 fn param_list(kind: &dyn StageKind) -> String {
@@ -666,7 +733,8 @@ fn coerce(ty: ParamType, value: toml::Value) -> Result<toml::Value, toml::Value>
         (ParamType::Float, v @ V::Float(_)) => Ok(v),
         (ParamType::Float, V::Integer(i)) => Ok(V::Float(i as f64)),
         (ParamType::Bool, v @ V::Boolean(_)) => Ok(v),
-        (ParamType::Str | ParamType::DataPath, v @ V::String(_)) => Ok(v),
+        (ParamType::Str, v @ V::String(_)) => Ok(v),
+        (ParamType::DataPath, V::String(s)) if is_under_data_root(&s) => Ok(V::String(s)),
         (ParamType::Choice(options), V::String(s)) if options.contains(&s.as_str()) => {
             Ok(V::String(s))
         }

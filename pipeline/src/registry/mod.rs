@@ -7,6 +7,7 @@ mod evaluate;
 mod model;
 
 use serde::de::DeserializeOwned;
+use stages::validate::ConfigError;
 
 use crate::builtin::shell::Shell;
 use crate::kind::{ParamProblem, Params, ProgressSink, Registry, StageError};
@@ -47,6 +48,38 @@ fn check_config<T: DeserializeOwned>(params: &Params, param: &str) -> Result<(),
 
 fn run_config<T: DeserializeOwned>(params: &Params) -> Result<T, StageError> {
     config(params).map_err(StageError::Message)
+}
+
+/// An integer parameter that must fit an unsigned type (sizes, counts, seeds), named when it
+/// does not: `-1` is the user's mistake on that key, not a deserialization failure elsewhere.
+fn unsigned<T: TryFrom<i64>>(params: &Params, name: &'static str) -> Result<T, ConfigError> {
+    let value = params
+        .int(name)
+        .map_err(|e| ConfigError::new(name, e.to_string()))?;
+    T::try_from(value).map_err(|_| {
+        ConfigError::new(
+            name,
+            if value < 0 {
+                format!("must not be negative, not {value}")
+            } else {
+                format!("is too large: {value}")
+            },
+        )
+    })
+}
+
+fn float(params: &Params, name: &'static str) -> Result<f64, ConfigError> {
+    params
+        .float(name)
+        .map_err(|e| ConfigError::new(name, e.to_string()))
+}
+
+/// A domain config's validation error, placed on its parameter.
+fn problem(e: ConfigError) -> ParamProblem {
+    ParamProblem {
+        param: e.field.to_string(),
+        message: e.message,
+    }
 }
 
 /// Lets domain code report progress to the engine's display.

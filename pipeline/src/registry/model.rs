@@ -2,12 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use stages::model::config::{HeadConfig, ModelConfig, Weights};
-use stages::model::size::{ImageSize, Pooling};
 use stages::model::{build_model, ConvAlgorithm, CpuBackend};
+use stages::model::config::{HeadConfig, ModelConfig, Weights};
+use stages::model::size::Pooling;
 use stages::train::{self, TrainConfig, TrainInputs};
+use stages::validate::ConfigError;
 
-use super::{notes_of, Progress};
+use super::{float, notes_of, problem, unsigned, Progress};
 use crate::kind::{
     InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params, StageContext,
     StageError, StageKind, StageReport,
@@ -60,35 +61,44 @@ const MODEL_PARAMS: &[ParamSpec] = &[
     },
 ];
 
-fn model_config(params: &Params, data_root: Option<&Path>) -> Result<ModelConfig, String> {
-    let int = |n: &str| params.int(n).map_err(|e| e.to_string());
-    let pooling_name = params.str("pooling").map_err(|e| e.to_string())?;
+/// The stage's parameters as the domain's config, validated by its own `validate`: every
+/// problem names the parameter at fault.
+fn model_config(params: &Params) -> Result<ModelConfig, ConfigError> {
+    let text = |name: &'static str| {
+        params
+            .str(name)
+            .map_err(|e| ConfigError::new(name, e.to_string()))
+    };
+    let pooling_name = text("pooling")?;
     let pooling = Pooling::from_name(pooling_name)
-        .ok_or_else(|| format!("unknown pooling `{pooling_name}`"))?;
-    let conv_name = params.str("conv").map_err(|e| e.to_string())?;
-    let conv =
-        ConvAlgorithm::from_name(conv_name).ok_or_else(|| format!("unknown conv `{conv_name}`"))?;
-    let weights = match params.str("weights").map_err(|e| e.to_string())? {
+        .ok_or_else(|| ConfigError::new("pooling", format!("unknown pooling `{pooling_name}`")))?;
+    let conv_name = text("conv")?;
+    let conv = ConvAlgorithm::from_name(conv_name)
+        .ok_or_else(|| ConfigError::new("conv", format!("unknown conv `{conv_name}`")))?;
+    let weights = match text("weights")? {
         "random" => Weights::Random,
         "random-he" => Weights::RandomHe,
         path => Weights::File(PathBuf::from(path)),
     };
-    let mut cfg = ModelConfig {
-        image_size: u32::try_from(int("image_size")?)
-            .map_err(|_| "image_size must be positive".to_string())?,
+    let cfg = ModelConfig {
+        image_size: unsigned(params, "image_size")?,
         weights,
-        seed: u64::try_from(int("seed")?).map_err(|_| "seed must not be negative".to_string())?,
+        seed: unsigned(params, "seed")?,
         head: HeadConfig {
-            units: usize::try_from(int("units")?)
-                .map_err(|_| "units must be positive".to_string())?,
-            dropout: params.float("dropout").map_err(|e| e.to_string())? as f32,
+            units: unsigned(params, "units")?,
+            dropout: float(params, "dropout")? as f32,
             pooling,
         },
         conv,
     };
-    if let Some(root) = data_root {
-        cfg.resolve_weights(root);
-    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The validated config with its weights file resolved against the data root, for running.
+fn resolved_model_config(params: &Params, data_root: &Path) -> Result<ModelConfig, StageError> {
+    let mut cfg = model_config(params).map_err(StageError::domain)?;
+    cfg.resolve_weights(data_root);
     Ok(cfg)
 }
 
@@ -117,41 +127,14 @@ impl StageKind for Model {
         ]
     }
     fn check(&self, params: &Params) -> Result<(), ParamProblem> {
-        let problem = |param: &str, message: String| ParamProblem {
-            param: param.into(),
-            message,
-        };
-        let cfg = model_config(params, None).map_err(|m| problem("image_size", m))?;
-        let size = ImageSize::from_pixels(cfg.image_size)
-            .map_err(|e| problem("image_size", e.to_string()))?;
-        cfg.head
-            .pooling
-            .pooled_side(size)
-            .map_err(|e| problem("pooling", e.to_string()))?;
-        if !stages::model::spec::SUPPORTED_UNITS.contains(&cfg.head.units) {
-            return Err(problem(
-                "units",
-                format!(
-                    "{} is not supported; use one of {:?}",
-                    cfg.head.units,
-                    stages::model::spec::SUPPORTED_UNITS
-                ),
-            ));
-        }
-        if !(0.0..1.0).contains(&cfg.head.dropout) {
-            return Err(problem(
-                "dropout",
-                format!("must be in [0, 1), not {}", cfg.head.dropout),
-            ));
-        }
-        Ok(())
+        model_config(params).map(|_| ()).map_err(problem)
     }
     fn external_files(
         &self,
         params: &Params,
         data_root: &Path,
     ) -> Result<Vec<PathBuf>, StageError> {
-        let cfg = model_config(params, Some(data_root)).map_err(StageError::Message)?;
+        let cfg = resolved_model_config(params, data_root)?;
         match cfg.weights {
             Weights::Random | Weights::RandomHe => Ok(Vec::new()),
             Weights::File(path) if path.is_file() => Ok(vec![path]),
@@ -162,7 +145,7 @@ impl StageKind for Model {
         }
     }
     fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
-        let cfg = model_config(ctx.params, Some(ctx.data_root)).map_err(StageError::Message)?;
+        let cfg = resolved_model_config(ctx.params, ctx.data_root)?;
         ctx.progress.start("building VGG16", 0);
         let report = build_model(&cfg, ctx.out_dir).map_err(StageError::domain)?;
         stages::features::write_base(&report.checkpoint, &ctx.output("base.safetensors"))
@@ -280,25 +263,24 @@ const TRAIN_PARAMS: &[ParamSpec] = &[
     },
 ];
 
-fn train_config(params: &Params) -> Result<TrainConfig, StageError> {
-    let positive = |n: &str| -> Result<usize, StageError> {
-        usize::try_from(params.int(n)?)
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| StageError::msg(format!("`{n}` must be at least 1")))
+/// The stage's parameters as the domain's config, validated by its own `validate`: every
+/// problem names the parameter at fault.
+fn train_config(params: &Params) -> Result<TrainConfig, ConfigError> {
+    let cfg = TrainConfig {
+        epochs: unsigned(params, "epochs")?,
+        batch_size: unsigned(params, "batch_size")?,
+        learning_rate: float(params, "learning_rate")?,
+        beta1: float(params, "beta1")?,
+        beta2: float(params, "beta2")?,
+        epsilon: float(params, "epsilon")?,
+        validation_fraction: float(params, "validation_fraction")?,
+        seed: unsigned(params, "seed")?,
+        freeze_base: params
+            .bool("freeze_base")
+            .map_err(|e| ConfigError::new("freeze_base", e.to_string()))?,
     };
-    Ok(TrainConfig {
-        epochs: positive("epochs")?,
-        batch_size: positive("batch_size")?,
-        learning_rate: params.float("learning_rate")?,
-        beta1: params.float("beta1")?,
-        beta2: params.float("beta2")?,
-        epsilon: params.float("epsilon")?,
-        validation_fraction: params.float("validation_fraction")?,
-        seed: u64::try_from(params.int("seed")?)
-            .map_err(|_| StageError::msg("`seed` must not be negative"))?,
-        freeze_base: params.bool("freeze_base")?,
-    })
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 impl StageKind for Train {
@@ -327,20 +309,10 @@ impl StageKind for Train {
         ]
     }
     fn check(&self, params: &Params) -> Result<(), ParamProblem> {
-        let cfg = train_config(params).map_err(|e| ParamProblem {
-            param: "epochs".into(),
-            message: e.to_string(),
-        })?;
-        if !(0.0..1.0).contains(&cfg.validation_fraction) {
-            return Err(ParamProblem {
-                param: "validation_fraction".into(),
-                message: format!("must be in [0, 1), not {}", cfg.validation_fraction),
-            });
-        }
-        Ok(())
+        train_config(params).map(|_| ()).map_err(problem)
     }
     fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
-        let cfg = train_config(ctx.params)?;
+        let cfg = train_config(ctx.params).map_err(StageError::domain)?;
         let inputs = TrainInputs {
             model: ctx.input("model")?,
             features: ctx.input("features")?,
@@ -348,14 +320,8 @@ impl StageKind for Train {
             train_index: ctx.input("train")?,
             images: ctx.input("images")?,
         };
-        let report = train::run(
-            &CpuBackend,
-            &inputs,
-            &cfg,
-            ctx.out_dir,
-            &Progress(ctx.progress),
-        )
-        .map_err(StageError::domain)?;
+        let report = train::run(&CpuBackend, &inputs, &cfg, ctx.out_dir, &Progress(ctx.progress))
+            .map_err(StageError::domain)?;
         let mut out = StageReport {
             notes: notes_of(&report),
             ..StageReport::default()

@@ -121,10 +121,25 @@ pub(crate) fn shuffle(items: &mut [usize], rng: &mut ChaCha8Rng) {
     }
 }
 
+impl SplitConfig {
+    /// Checks the parameters, naming the one at fault: the experiment's check calls this,
+    /// and [`split`] applies the same rule.
+    pub fn validate(&self) -> Result<(), crate::validate::ConfigError> {
+        let f = self.test_fraction;
+        if !(f > 0.0 && f < 1.0) {
+            return Err(crate::validate::ConfigError::new(
+                "test_fraction",
+                format!("must be strictly between 0 and 1, not {f}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Splits rows `0..labels.len()` into train and test.
 pub fn split(labels: &[u8], cfg: &SplitConfig) -> Result<Split, SplitError> {
     let f = cfg.test_fraction;
-    if !(f > 0.0 && f < 1.0) {
+    if cfg.validate().is_err() {
         return Err(SplitError::Fraction(f));
     }
     let n = labels.len();

@@ -1,7 +1,8 @@
 //! The build-model stage's configuration, as written in the experiment file.
 
-use super::size::Pooling;
-use super::spec::ConvAlgorithm;
+use super::spec::{ConvAlgorithm, SUPPORTED_UNITS};
+use super::size::{ImageSize, Pooling};
+use crate::validate::{self, ConfigError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,35 @@ pub struct HeadConfig {
 }
 
 impl ModelConfig {
+    /// Checks every parameter, naming the one at fault: the experiment's check and the stage
+    /// both call this. (Building the model checks its size, pooling and head again, as
+    /// invariants of those types; this is where a user's config gets its message.)
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let size = ImageSize::from_pixels(self.image_size)
+            .map_err(|e| ConfigError::new("image_size", e.to_string()))?;
+        self.head
+            .pooling
+            .pooled_side(size)
+            .map_err(|e| ConfigError::new("pooling", e.to_string()))?;
+        if !SUPPORTED_UNITS.contains(&self.head.units) {
+            return Err(ConfigError::new(
+                "units",
+                format!(
+                    "{} is not supported; use one of {}",
+                    self.head.units,
+                    SUPPORTED_UNITS.map(|u| u.to_string()).join(", ")
+                ),
+            ));
+        }
+        validate::within("dropout", self.head.dropout.into(), 0.0..1.0, "[0, 1)")?;
+        if let Weights::File(path) = &self.weights {
+            // Under the data root, as every data path: an experiment file cannot point the
+            // stage at (and hash into its record) any file of the machine.
+            validate::data_path("weights", &path.to_string_lossy())?;
+        }
+        Ok(())
+    }
+
     /// Resolves a relative weights path against `data_root` (absolute paths stay as they are).
     pub fn resolve_weights(&mut self, data_root: &Path) {
         if let Weights::File(p) = &mut self.weights {
@@ -74,5 +104,60 @@ impl ModelConfig {
                 *p = data_root.join(&*p);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> ModelConfig {
+        ModelConfig {
+            image_size: 224,
+            weights: Weights::File("weights/vgg16.safetensors".into()),
+            seed: 1,
+            head: HeadConfig {
+                units: 64,
+                dropout: 0.2,
+                pooling: Pooling::Avg4,
+            },
+            conv: ConvAlgorithm::default(),
+        }
+    }
+
+    #[test]
+    fn every_bad_setting_is_refused_on_its_own_field() {
+        assert_eq!(good().validate(), Ok(()));
+        // (the field at fault, how the config is spoiled)
+        type Case = (&'static str, fn(&mut ModelConfig));
+        let cases: [Case; 9] = [
+            ("image_size", |c| c.image_size = 100),
+            ("image_size", |c| c.image_size = 0),
+            ("pooling", |c| c.image_size = 32),
+            ("units", |c| c.head.units = 48),
+            ("dropout", |c| c.head.dropout = 1.0),
+            ("dropout", |c| c.head.dropout = f32::NAN),
+            ("weights", |c| {
+                c.weights = Weights::File("/etc/vgg16.safetensors".into())
+            }),
+            ("weights", |c| {
+                c.weights = Weights::File("../vgg16.safetensors".into())
+            }),
+            ("weights", |c| {
+                c.weights = Weights::File("w/../../x.safetensors".into())
+            }),
+        ];
+        for (field, spoil) in cases {
+            let mut cfg = good();
+            spoil(&mut cfg);
+            let e = cfg.validate().expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+        }
+        let mut cfg = good();
+        cfg.head.dropout = f32::NAN;
+        assert_eq!(
+            cfg.validate().expect_err("NaN").to_string(),
+            "`dropout` must be in [0, 1), not NaN"
+        );
     }
 }
