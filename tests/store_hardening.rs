@@ -197,7 +197,7 @@ fn start_held_run(p: &Project) -> (Child, PathBuf) {
 
 #[test]
 fn gc_waits_for_a_live_run_and_removes_nothing_it_still_needs() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let (run, hold) = start_held_run(&p);
     let a_entry = entry_dir(&p, &key_of(&p.latest(), "a"));
 
@@ -240,7 +240,7 @@ fn gc_waits_for_a_live_run_and_removes_nothing_it_still_needs() {
 
 #[test]
 fn gc_no_wait_fails_at_once_while_a_run_holds_the_store() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let (run, hold) = start_held_run(&p);
     let id = p.latest()["id"].as_str().expect("id").to_string();
 
@@ -263,7 +263,7 @@ fn gc_no_wait_fails_at_once_while_a_run_holds_the_store() {
 
 #[test]
 fn gc_removes_the_leftovers_of_killed_computations_and_verifications() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let (mut run, hold) = start_held_run(&p);
     run.kill().expect("SIGKILL");
     run.wait().expect("reaped");
@@ -313,7 +313,7 @@ fn gc_removes_the_leftovers_of_killed_computations_and_verifications() {
 
 #[test]
 fn an_edited_metric_in_a_manifest_is_damage_not_a_result() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     p.write("mini.toml", &mini_quickstart());
     p.ok(&["run", "mini.toml"]);
     let first = p.latest();
@@ -441,7 +441,7 @@ fn a_broken_manifest_is_damage_and_recomputed_never_a_failure() {
         ),
         ("deleted", |m, _| fs::remove_file(m).expect("rm"), "miss"),
     ];
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let counter = p.path().join("counter");
     p.write("exp.toml", &counted(&counter));
     p.ok(&["run", "exp.toml"]);
@@ -518,7 +518,7 @@ fn a_cache_file_swapped_for_a_device_fifo_link_or_other_size_is_damage_found_wit
             std::os::unix::fs::symlink(&copy, f).expect("symlink");
         }),
     ];
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let counter = p.path().join("counter");
     p.write("exp.toml", &counted(&counter));
     p.ok(&["run", "exp.toml"]);
@@ -563,7 +563,7 @@ fn a_stage_that_outputs_a_link_or_fifo_fails_clearly_and_publishes_nothing() {
         ),
     ];
     for (command, what) in cases {
-        let p = Project::new();
+        let p = Project::trusting_shell();
         p.write(
             "exp.toml",
             &format!(
@@ -614,7 +614,7 @@ fn verify_names_an_altered_published_file_and_fails_before_recomputing() {
         }),
     ];
     for (file, what, alter) in &cases {
-        let p = Project::new();
+        let p = Project::trusting_shell();
         let counter = p.path().join("counter");
         p.write("exp.toml", &counted(&counter));
         p.ok(&["run", "exp.toml"]);
@@ -643,7 +643,7 @@ fn verify_names_an_altered_published_file_and_fails_before_recomputing() {
 
 #[test]
 fn published_small_files_are_copies_so_editing_one_leaves_the_cache_intact() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let counter = p.path().join("counter");
     p.write("exp.toml", &counted(&counter));
     p.ok(&["run", "exp.toml"]);
@@ -674,7 +674,7 @@ fn published_small_files_are_copies_so_editing_one_leaves_the_cache_intact() {
 
 #[test]
 fn predict_refuses_a_checkpoint_with_a_flipped_byte() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     p.write("mini.toml", &mini_quickstart());
     p.ok(&["run", "mini.toml", "--name", "mini"]);
     let record = p.latest();
@@ -723,7 +723,7 @@ outputs = ["big.bin"]
 
 #[test]
 fn gc_reports_the_bytes_it_really_frees_and_prunes_old_run_directories() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     p.write("exp.toml", &big("a"));
     p.ok(&["run", "exp.toml", "--name", "old"]);
     let old = p.latest();
@@ -781,7 +781,7 @@ fn gc_reports_the_bytes_it_really_frees_and_prunes_old_run_directories() {
 
 #[test]
 fn gc_prune_runs_needs_keep_last() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let out = p.pipeline(&["gc", "--prune-runs"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--keep-last"), "{}", text(&out));
@@ -794,7 +794,7 @@ fn gc_prune_runs_needs_keep_last() {
 /// accidents, not a signature. What it names must still stay inside its entry.
 #[test]
 fn a_manifest_naming_a_file_outside_its_entry_is_damage() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let counter = p.path().join("counter");
     p.write("exp.toml", &counted(&counter));
     p.ok(&["run", "exp.toml"]);
@@ -830,7 +830,7 @@ fn a_manifest_naming_a_file_outside_its_entry_is_damage() {
 
 #[test]
 fn an_entry_directory_swapped_for_a_link_is_damage_and_its_target_is_left_alone() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let counter = p.path().join("counter");
     p.write("exp.toml", &counted(&counter));
     p.ok(&["run", "exp.toml"]);
@@ -852,7 +852,7 @@ fn an_entry_directory_swapped_for_a_link_is_damage_and_its_target_is_left_alone(
 
 #[test]
 fn gc_prunes_only_run_directories_and_never_follows_a_record_or_a_link_out() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let counter = p.path().join("counter");
     p.write("exp.toml", &counted(&counter));
     p.ok(&["run", "exp.toml"]);
@@ -896,7 +896,7 @@ fn gc_prunes_only_run_directories_and_never_follows_a_record_or_a_link_out() {
 
 #[test]
 fn stray_files_in_the_store_do_not_break_gc_or_runs() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let counter = p.path().join("counter");
     p.write("exp.toml", &counted(&counter));
     p.ok(&["run", "exp.toml"]);
@@ -1009,7 +1009,7 @@ outputs = ["total.txt"]
 
 #[test]
 fn twenty_sigkills_at_spread_moments_leave_a_store_that_is_whole_and_resumes() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     p.write("exp.toml", WORK);
     for i in 0..20u64 {
         // New keys on odd rounds; on even ones --no-cache, which replaces existing entries.
@@ -1049,7 +1049,7 @@ fn twenty_sigkills_at_spread_moments_leave_a_store_that_is_whole_and_resumes() {
 /// it first: never report a difference that is not there.
 #[test]
 fn runs_gcs_and_verifies_racing_never_fail_a_run_nor_leave_anything_half_made() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     p.write("exp.toml", WORK);
     for round in 0..3u64 {
         let name = format!("r{round}");
@@ -1092,7 +1092,7 @@ fn runs_gcs_and_verifies_racing_never_fail_a_run_nor_leave_anything_half_made() 
 
 #[test]
 fn verify_refuses_a_running_run_and_compares_only_what_an_interrupted_one_recorded() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     let (mut run, hold) = start_held_run(&p);
     let record = p.latest();
     let id = record["id"].as_str().expect("id");
@@ -1129,7 +1129,7 @@ fn verify_refuses_a_running_run_and_compares_only_what_an_interrupted_one_record
 /// run's altered file.
 #[test]
 fn an_in_place_edit_of_a_linked_published_file_is_caught_by_the_next_run_and_by_verify() {
-    let p = Project::new();
+    let p = Project::trusting_shell();
     p.write("exp.toml", &big("a"));
     p.ok(&["run", "exp.toml"]);
     let record = p.latest();

@@ -9,12 +9,24 @@ use std::process::{Command, Output};
 /// A throwaway project directory with its own store.
 pub struct Project {
     dir: tempfile::TempDir,
+    /// Whether every command may run the experiments' `shell` stages (`PIPELINE_ALLOW_SHELL`).
+    allow_shell: bool,
 }
 
 impl Project {
     pub fn new() -> Project {
         Project {
             dir: tempfile::tempdir().expect("tempdir"),
+            allow_shell: false,
+        }
+    }
+
+    /// A project whose commands all run with shell stages allowed, for tests of other things
+    /// (the store, say) that use `shell` stages as their workload.
+    pub fn trusting_shell() -> Project {
+        Project {
+            allow_shell: true,
+            ..Project::new()
         }
     }
 
@@ -33,7 +45,11 @@ impl Project {
         cmd.current_dir(self.path())
             .args(args)
             .env_remove("PIPELINE_ARTIFACTS")
-            .env_remove("PIPELINE_DATA_ROOT");
+            .env_remove("PIPELINE_DATA_ROOT")
+            .env_remove("PIPELINE_ALLOW_SHELL");
+        if self.allow_shell {
+            cmd.env("PIPELINE_ALLOW_SHELL", "1");
+        }
         cmd
     }
 
