@@ -9,8 +9,8 @@
 //! breakdown). Best of 3 after a warm-up.
 
 use dfdx::prelude::*;
-use stages::model::ops::ConvAlgorithm;
-use stages::model::vgg16::{Vgg16Base237, Vgg16Features};
+use stages::model::cpu::vgg16::{Vgg16Base, Vgg16Features};
+use stages::model::{BaseWeights, ConvAlgorithm};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -102,7 +102,7 @@ fn time<R>(f: &mut impl FnMut() -> R) -> f64 {
 
 /// Times one conv layer (input `S x S x CI`, batch 8) alone, forward only, both algorithms.
 fn time_conv<const S: usize, const CI: usize, const CO: usize>(dev: &Cpu, name: &str) {
-    use stages::model::ops::{try_conv3x3, Activation};
+    use stages::model::cpu::ops::{try_conv3x3, Activation};
     let x = dev.tensor_from_vec(
         pseudo_random(BATCH * S * S * CI, 4),
         (BATCH, Const::<S>, Const::<S>, Const::<CI>),
@@ -156,11 +156,13 @@ fn main() {
     if std::env::var_os("VGG16_LAYERS").is_some() {
         layer_breakdown(&dev);
     }
-    let base = Vgg16Base237 {
-        features: Vgg16Features::glorot(&dev, 0),
+    // The base at the seed's input size: 237 -> 118 -> 59 -> 29 -> 14 -> 7.
+    let base = Vgg16Base::<118, 59, 29, 14, 7, f32, Cpu> {
+        features: Vgg16Features::from_weights(&dev, &BaseWeights::glorot(0))
+            .expect("weights of the table's shapes"),
         conv: ConvAlgorithm::Direct,
     };
-    let winograd = Vgg16Base237 {
+    let winograd = Vgg16Base::<118, 59, 29, 14, 7, f32, Cpu> {
         features: base.features.clone(),
         conv: ConvAlgorithm::Winograd,
     };

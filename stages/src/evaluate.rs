@@ -6,8 +6,9 @@ use std::path::Path;
 use crate::arrays::{self, ArrayError};
 use crate::metrics::io::{write_all, write_predictions_csv, PREDICTIONS_CSV};
 use crate::metrics::{Evaluation, MetricsError};
-use crate::model::head::{sigmoid, HEAD_INPUTS};
-use crate::model::{checkpoint, ModelError};
+use crate::model::inference::{head_logits, sigmoid};
+use crate::model::spec::HEAD_INPUTS;
+use crate::model::{checkpoint, Backend, ModelError};
 use crate::validate::{self, ConfigError};
 
 /// The evaluate and plot stages' parameter: the probability above which an image is called
@@ -51,6 +52,7 @@ pub struct EvaluateInputs<'a> {
 /// Writes `metrics.csv`, `confusion.csv`, `classification_report.csv`, `roc.csv` and
 /// `predictions.csv` into `out_dir`, and returns the evaluation.
 pub fn run(
+    backend: &dyn Backend,
     inputs: &EvaluateInputs,
     threshold: f32,
     out_dir: &Path,
@@ -59,8 +61,7 @@ pub fn run(
         threshold: threshold.into(),
     }
     .validate()?;
-    let dev = dfdx::tensor::Cpu::default();
-    let model = checkpoint::load(inputs.model, &dev)?;
+    let model = checkpoint::load(inputs.model)?;
     let (shape, features) = arrays::read_f32(inputs.features)?;
     let labels = arrays::read_labels(inputs.labels)?;
     let rows = arrays::read_index(inputs.test_index)?;
@@ -87,12 +88,11 @@ pub fn run(
         y.push(label);
         images.push(name.clone());
     }
-    let probabilities: Vec<f32> = model
-        .head
-        .logits(&model.dev, &x, rows.len())?
-        .into_iter()
-        .map(sigmoid)
-        .collect();
+    let probabilities: Vec<f32> =
+        head_logits(backend, model.head, &model.weights.head, &x, rows.len())?
+            .into_iter()
+            .map(sigmoid)
+            .collect();
     let evaluation = Evaluation::compute(&y, &probabilities, threshold)?;
     write_all(&evaluation, out_dir)?;
     write_predictions_csv(

@@ -6,8 +6,9 @@
 use std::path::Path;
 
 use crate::arrays::{self, ArrayError};
-use crate::model::head::{AnyHead, HEAD_INPUTS};
-use crate::model::{checkpoint, ModelError, Vgg16Model};
+use crate::model::inference::pooled_features;
+use crate::model::spec::HEAD_INPUTS;
+use crate::model::{checkpoint, Backend, ModelError};
 use crate::progress::Progress;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,22 +37,17 @@ pub struct FeaturesReport {
 }
 
 /// Reads `base` (written by [`checkpoint::save_base`]) and `images` (N x S x S x 3 f32) and
-/// writes `out` (N x 512 f32).
+/// writes `out` (N x 512 f32), computed on `backend`.
 pub fn compute(
+    backend: &dyn Backend,
     base: &Path,
     images: &Path,
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<FeaturesReport, FeaturesError> {
-    let dev = dfdx::tensor::Cpu::default();
-    let checkpoint::BaseCheckpoint {
-        features,
-        size,
-        pooling,
-        conv,
-    } = checkpoint::load_base(base, &dev)?;
+    let checkpoint::BaseCheckpoint { spec, weights } = checkpoint::load_base(base)?;
     let (shape, values) = arrays::read_f32(images)?;
-    let side = size.pixels();
+    let side = spec.size().pixels();
     let n = match shape.as_slice() {
         [n, h, w, 3] if *h == side && *w == side => *n,
         [_, h, _, 3] => {
@@ -70,16 +66,14 @@ pub fn compute(
             .into())
         }
     };
-    // The head plays no part in the base's output; the model type wants one.
-    let head = AnyHead::glorot(&dev, 64, 0.0, 0)?;
-    let model = Vgg16Model::new(size, pooling, conv, features, head, dev)?;
-    let out_values = model.base_features(&values, n, progress)?;
+    let extractor = backend.feature_extractor(spec, &weights)?;
+    let out_values = pooled_features(extractor.as_ref(), &spec, &values, n, progress)?;
     arrays::write_f32(out, &[n, HEAD_INPUTS], out_values)?;
     Ok(FeaturesReport {
         images: n,
         image_size: side,
-        pooling: pooling.name().to_string(),
-        conv: conv.name().to_string(),
+        pooling: spec.pooling().name().to_string(),
+        conv: spec.conv().name().to_string(),
         features_per_image: HEAD_INPUTS,
     })
 }
@@ -87,6 +81,6 @@ pub fn compute(
 /// Writes the base of a whole-model checkpoint on its own (see [`checkpoint::save_base`]),
 /// so that the features depend on nothing the head or training can change.
 pub fn write_base(model_checkpoint: &Path, out: &Path) -> Result<(), ModelError> {
-    let model = checkpoint::load(model_checkpoint, &dfdx::tensor::Cpu::default())?;
-    checkpoint::save_base(&model, out)
+    let model = checkpoint::load(model_checkpoint)?;
+    checkpoint::save_base(&model.spec, &model.weights.base, out)
 }

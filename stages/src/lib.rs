@@ -7,7 +7,7 @@ pub mod data;
 pub mod evaluate;
 pub mod features;
 pub mod figures;
-pub mod finetune;
+pub mod fit;
 pub mod memory;
 pub mod metrics;
 pub mod model;

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use dfdx::tensor::Cpu;
 use ndarray::{Array3, Array4, Axis};
 use rayon::prelude::*;
 
@@ -14,12 +13,13 @@ use rayon::prelude::*;
 use crate::data::load_image;
 use crate::data::normalize::{normalize, NormalizeMode};
 use crate::data::{load_image_with, DecodeError, DecodeOptions};
-use crate::model::{checkpoint, ModelError};
+use crate::model::inference::{head_logits, pooled_features, sigmoid};
+use crate::model::{checkpoint, Backend, ModelError};
 use crate::progress::Progress;
 
 /// Images decoded and normalised at a time: bounds memory for any number of files (a
 /// 237 x 237 batch is about 21 MB of f32) while giving the model several of its own
-/// batches of [`crate::model::network::FEATURE_BATCH`] per step.
+/// batches per step.
 pub const PREDICT_BATCH: usize = 32;
 
 /// Why prediction failed; each variant names the file at fault.
@@ -44,7 +44,7 @@ pub enum PredictError {
 }
 
 /// The probability of COVID for each of `images`, in order, by the model in `checkpoint`
-/// after resizing to `image_size` and normalising with `mode`.
+/// run on `backend`, after resizing to `image_size` and normalising with `mode`.
 ///
 /// All or nothing: an image that cannot be decoded stops everything with an error naming it.
 /// Images are read as strictly as the load stage reads them by default (no devices, FIFOs or
@@ -52,6 +52,7 @@ pub enum PredictError {
 /// options of a load stage that allowed truncated images. Reports one unit of progress per
 /// image.
 pub fn predict(
+    backend: &dyn Backend,
     checkpoint: &Path,
     image_size: u32,
     mode: NormalizeMode,
@@ -59,6 +60,7 @@ pub fn predict(
     progress: &dyn Progress,
 ) -> Result<Vec<f32>, PredictError> {
     predict_with(
+        backend,
         checkpoint,
         image_size,
         mode,
@@ -70,6 +72,7 @@ pub fn predict(
 
 /// [`predict`], reading images with `options` (those of the run's load stage).
 pub fn predict_with(
+    backend: &dyn Backend,
     checkpoint: &Path,
     image_size: u32,
     mode: NormalizeMode,
@@ -77,16 +80,22 @@ pub fn predict_with(
     images: &[PathBuf],
     progress: &dyn Progress,
 ) -> Result<Vec<f32>, PredictError> {
-    let dev = Cpu::default();
-    let model = checkpoint::load(checkpoint, &dev).map_err(PredictError::Checkpoint)?;
+    let model = checkpoint::load(checkpoint).map_err(PredictError::Checkpoint)?;
     // Checked here, not left to the forward pass, whose length error would not say why.
-    if model.size.pixels() != image_size as usize {
+    if model.spec.size().pixels() != image_size as usize {
         return Err(PredictError::SizeMismatch {
             path: checkpoint.to_path_buf(),
-            model: model.size.pixels(),
+            model: model.spec.size().pixels(),
             size: image_size,
         });
     }
+    let model_err = |source| PredictError::Model {
+        path: checkpoint.to_path_buf(),
+        source,
+    };
+    let extractor = backend
+        .feature_extractor(model.spec, &model.weights.base)
+        .map_err(model_err)?;
     progress.start("predicting", images.len() as u64);
     let mut probabilities = Vec::with_capacity(images.len());
     for chunk in images.chunks(PREDICT_BATCH) {
@@ -102,15 +111,18 @@ pub fn predict_with(
             Some(s) => s.to_vec(),
             None => inputs.iter().copied().collect(),
         };
-        let model_err = |source| PredictError::Model {
-            path: checkpoint.to_path_buf(),
-            source,
-        };
-        probabilities.extend(
-            model
-                .predict(&flat, chunk.len(), &crate::progress::NoProgress)
-                .map_err(model_err)?,
-        );
+        let n = chunk.len();
+        let features = pooled_features(
+            extractor.as_ref(),
+            &model.spec,
+            &flat,
+            n,
+            &crate::progress::NoProgress,
+        )
+        .map_err(model_err)?;
+        let logits = head_logits(backend, model.head, &model.weights.head, &features, n)
+            .map_err(model_err)?;
+        probabilities.extend(logits.into_iter().map(sigmoid));
         progress.advance(chunk.len() as u64);
     }
     Ok(probabilities)
@@ -128,7 +140,7 @@ fn stack(images: &[Array3<u8>], size: usize) -> Array4<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{build_model, ModelConfig};
+    use crate::model::{build_model, inference, CpuBackend, ModelConfig};
     use crate::progress::NoProgress;
 
     const SMALL: &str = r#"
@@ -164,13 +176,18 @@ pooling = "global"
         let dir = tempfile::tempdir().unwrap();
         let (ckpt, paths) = fixture(dir.path());
         for mode in [NormalizeMode::Scale, NormalizeMode::Caffe] {
-            let got = predict(&ckpt, 32, mode, &paths, &NoProgress).unwrap();
+            let got = predict(&CpuBackend, &ckpt, 32, mode, &paths, &NoProgress).unwrap();
             let decoded: Vec<_> = paths.iter().map(|p| load_image(p, 32).unwrap()).collect();
             let inputs = normalize(stack(&decoded, 32).view(), mode);
-            let model = checkpoint::load(&ckpt, &Cpu::default()).unwrap();
-            let want = model
-                .predict(inputs.as_slice().unwrap(), paths.len(), &NoProgress)
-                .unwrap();
+            let model = checkpoint::load(&ckpt).unwrap();
+            let want = inference::predict(
+                &CpuBackend,
+                &model,
+                inputs.as_slice().unwrap(),
+                paths.len(),
+                &NoProgress,
+            )
+            .unwrap();
             assert_eq!(got.len(), 3);
             let bits = |v: &[f32]| v.iter().map(|p| p.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{mode:?}");
@@ -189,14 +206,37 @@ pooling = "global"
             .take(PREDICT_BATCH + 5)
             .cloned()
             .collect();
-        let all = predict(&ckpt, 32, NormalizeMode::Scale, &many, &NoProgress).unwrap();
-        let one = predict(&ckpt, 32, NormalizeMode::Scale, &paths, &NoProgress).unwrap();
+        let all = predict(
+            &CpuBackend,
+            &ckpt,
+            32,
+            NormalizeMode::Scale,
+            &many,
+            &NoProgress,
+        )
+        .unwrap();
+        let one = predict(
+            &CpuBackend,
+            &ckpt,
+            32,
+            NormalizeMode::Scale,
+            &paths,
+            &NoProgress,
+        )
+        .unwrap();
         for (i, p) in all.iter().enumerate() {
             assert_eq!(p.to_bits(), one[i % 3].to_bits(), "image {i}");
         }
-        assert!(predict(&ckpt, 32, NormalizeMode::Scale, &[], &NoProgress)
-            .unwrap()
-            .is_empty());
+        assert!(predict(
+            &CpuBackend,
+            &ckpt,
+            32,
+            NormalizeMode::Scale,
+            &[],
+            &NoProgress
+        )
+        .unwrap()
+        .is_empty());
     }
 
     #[test]
@@ -206,15 +246,39 @@ pooling = "global"
         let bad = dir.path().join("notes.png");
         std::fs::write(&bad, b"not an image").unwrap();
         paths.push(bad);
-        let err = predict(&ckpt, 32, NormalizeMode::Scale, &paths, &NoProgress).unwrap_err();
+        let err = predict(
+            &CpuBackend,
+            &ckpt,
+            32,
+            NormalizeMode::Scale,
+            &paths,
+            &NoProgress,
+        )
+        .unwrap_err();
         assert!(matches!(err, PredictError::Image(_)), "{err:?}");
         assert!(err.to_string().contains("notes.png"), "{err}");
 
         let missing = dir.path().join("gone.jpg");
-        let err = predict(&ckpt, 32, NormalizeMode::Scale, &[missing], &NoProgress).unwrap_err();
+        let err = predict(
+            &CpuBackend,
+            &ckpt,
+            32,
+            NormalizeMode::Scale,
+            &[missing],
+            &NoProgress,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("gone.jpg"), "{err}");
 
-        let err = predict(&ckpt, 224, NormalizeMode::Scale, &paths[..1], &NoProgress).unwrap_err();
+        let err = predict(
+            &CpuBackend,
+            &ckpt,
+            224,
+            NormalizeMode::Scale,
+            &paths[..1],
+            &NoProgress,
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -224,6 +288,7 @@ pooling = "global"
         );
 
         let err = predict(
+            &CpuBackend,
             &dir.path().join("none.safetensors"),
             32,
             NormalizeMode::Scale,

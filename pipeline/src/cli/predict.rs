@@ -39,8 +39,15 @@ pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
     let options = decode_options(&run)?;
     let images = expand(&args.images)?;
     let progress = Bar::new();
-    let result =
-        stages::predict::predict_with(&checkpoint, image_size, mode, options, &images, &progress);
+    let result = stages::predict::predict_with(
+        &stages::model::CpuBackend,
+        &checkpoint,
+        image_size,
+        mode,
+        options,
+        &images,
+        &progress,
+    );
     // Cleared before any error is printed, so the message does not land on the bar's line.
     progress.0.finish_and_clear();
     // The message already names the file and the cause; `?` would also chain the cause's

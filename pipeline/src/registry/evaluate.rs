@@ -1,6 +1,7 @@
 //! Adapters for the result stages: `evaluate` (metrics) and `plot` (figures).
 
 use stages::evaluate::{self, EvaluateInputs, ThresholdConfig};
+use stages::model::CpuBackend;
 use stages::plot::{self, PlotInputs, FIGURES};
 use stages::validate::ConfigError;
 
@@ -69,7 +70,7 @@ impl StageKind for Evaluate {
         };
         let threshold = threshold(ctx.params).map_err(StageError::domain)?;
         let evaluation =
-            evaluate::run(&inputs, threshold, ctx.out_dir).map_err(StageError::domain)?;
+            evaluate::run(&CpuBackend, &inputs, threshold, ctx.out_dir).map_err(StageError::domain)?;
         let mut report = StageReport::default();
         for (name, value) in evaluation.scalars() {
             // NaN (an undefined AUC, say) stays out of the headline numbers; metrics.csv has it.

@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use stages::model::build_model;
+use stages::model::{build_model, ConvAlgorithm, CpuBackend};
 use stages::model::config::{HeadConfig, ModelConfig, Weights};
-use stages::model::ops::ConvAlgorithm;
 use stages::model::size::Pooling;
 use stages::train::{self, TrainConfig, TrainInputs};
 use stages::validate::ConfigError;
@@ -191,6 +190,7 @@ impl StageKind for Features {
     }
     fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
         let report = stages::features::compute(
+            &CpuBackend,
             ctx.input("base")?,
             ctx.input("images")?,
             &ctx.output("features.npy"),
@@ -320,7 +320,7 @@ impl StageKind for Train {
             train_index: ctx.input("train")?,
             images: ctx.input("images")?,
         };
-        let report = train::run(&inputs, &cfg, ctx.out_dir, &Progress(ctx.progress))
+        let report = train::run(&CpuBackend, &inputs, &cfg, ctx.out_dir, &Progress(ctx.progress))
             .map_err(StageError::domain)?;
         let mut out = StageReport {
             notes: notes_of(&report),

@@ -17,12 +17,9 @@
 //!   without it was computed with `direct`, which is what loading assumes.
 
 use super::error::ModelError;
-use super::head::{AnyHead, HEAD_INPUTS, HEAD_TENSORS};
-use super::network::Vgg16Model;
-use super::ops::ConvAlgorithm;
 use super::size::{ImageSize, Pooling};
-use super::vgg16::{conv_layers, FeatureKind, Vgg16Features};
-use dfdx::prelude::*;
+use super::spec::{ConvAlgorithm, HeadSpec, NetworkSpec};
+use super::weights::{BaseWeights, HeadWeights, ModelWeights, NamedTensor, HEAD_TENSORS};
 use safetensors::{Dtype as StDtype, SafeTensors, View};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,6 +28,14 @@ use std::path::Path;
 /// Value of the `format` metadata key; bump when the layout changes.
 pub const FORMAT: &str = "pipeline-vgg16/2";
 
+/// A whole model on the host: what a checkpoint holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub spec: NetworkSpec,
+    pub head: HeadSpec,
+    pub weights: ModelWeights,
+}
+
 /// An owned f32 tensor to serialise.
 struct F32Tensor {
     shape: Vec<usize>,
@@ -38,10 +43,10 @@ struct F32Tensor {
 }
 
 impl F32Tensor {
-    fn new(shape: Vec<usize>, values: &[f32]) -> Self {
+    fn of(t: &NamedTensor<'_>) -> Self {
         Self {
-            shape,
-            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            shape: t.dims().to_vec(),
+            bytes: t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }
     }
 }
@@ -108,104 +113,58 @@ fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>, ModelError
     })
 }
 
-/// Sets the base from safetensors `st` in torchvision naming; other tensors are ignored.
-fn read_base(
-    features: &mut Vgg16Features<f32, Cpu>,
-    st: &SafeTensors<'_>,
-    path: &Path,
-) -> Result<(), ModelError> {
-    for (layer, conv) in conv_layers().zip(features.convs_mut()) {
-        if let FeatureKind::Conv {
-            c_in,
-            c_out,
-            weight,
-            bias,
-        } = layer.kind
-        {
-            let w = read_f32(st, path, weight, &[c_out, c_in, 3, 3])?;
-            let b = read_f32(st, path, bias, &[c_out])?;
-            conv.set(&w, &b);
-        }
-    }
-    Ok(())
+/// Reads the base from safetensors `st` in torchvision naming; other tensors are ignored.
+fn read_base(st: &SafeTensors<'_>, path: &Path) -> Result<BaseWeights, ModelError> {
+    BaseWeights::try_from_fn(|name, shape| read_f32(st, path, name, shape))
 }
 
 /// Loads the 13 convolutions from a `.safetensors` file in torchvision VGG16 naming
 /// (`features.0.weight` `[64, 3, 3, 3]` f32, ...), e.g. ImageNet weights: the `features.*`
 /// entries of `torchvision.models.vgg16(weights="IMAGENET1K_V1").state_dict()` (the README
 /// has the conversion; `.features.state_dict()` alone names them `0.weight`, ...).
-pub fn load_base_weights(
-    features: &mut Vgg16Features<f32, Cpu>,
-    path: &Path,
-) -> Result<(), ModelError> {
+pub fn load_base_weights(path: &Path) -> Result<BaseWeights, ModelError> {
     let bytes = read_file(path)?;
-    read_base(features, &parse(&bytes, path)?, path)
+    read_base(&parse(&bytes, path)?, path)
 }
 
-/// The 13 convolutions' tensors in torchvision naming.
-fn base_tensors(model: &Vgg16Model) -> Vec<(String, F32Tensor)> {
-    let mut tensors = Vec::new();
-    for (layer, conv) in conv_layers().zip(model.features.convs()) {
-        if let FeatureKind::Conv {
-            c_in,
-            c_out,
-            weight,
-            bias,
-        } = layer.kind
-        {
-            tensors.push((
-                weight.to_string(),
-                F32Tensor::new(vec![c_out, c_in, 3, 3], &conv.weight_vec()),
-            ));
-            tensors.push((
-                bias.to_string(),
-                F32Tensor::new(vec![c_out], &conv.bias_vec()),
-            ));
-        }
-    }
-    tensors
+/// The metadata every checkpoint carries about the network.
+fn network_metadata(spec: &NetworkSpec) -> Vec<(&'static str, String)> {
+    vec![
+        ("format", FORMAT.to_string()),
+        ("image_size", spec.size().pixels().to_string()),
+        ("pooling", spec.pooling().name().to_string()),
+        ("conv", spec.conv().name().to_string()),
+    ]
 }
 
 /// Writes the whole model to `path` (layout in the module docs).
-pub fn save(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
-    let mut tensors = base_tensors(model);
-    for (name, shape, values) in model.head.tensors() {
-        tensors.push((name.to_string(), F32Tensor::new(shape, &values)));
-    }
-    let metadata = vec![
-        ("format", FORMAT.to_string()),
-        ("image_size", model.size.pixels().to_string()),
-        ("pooling", model.pooling.name().to_string()),
-        ("conv", model.conv.name().to_string()),
+pub fn save(model: &Model, path: &Path) -> Result<(), ModelError> {
+    let mut tensors = model.weights.base.tensors();
+    tensors.extend(model.weights.head.tensors());
+    let mut metadata = network_metadata(&model.spec);
+    metadata.extend([
         ("units", model.head.units().to_string()),
         ("dropout", model.head.dropout().to_string()),
         (
             "input_layout",
             "NHWC f32; conv weights OIHW (torchvision)".to_string(),
         ),
-    ];
+    ]);
     write(&tensors, metadata, path)
 }
 
 /// Writes only what the frozen-feature pass depends on: the base in torchvision naming, with
 /// the input size, pooling and conv algorithm in the metadata. A change of the head leaves
 /// these bytes, and so every feature computed from them, unchanged.
-pub fn save_base(model: &Vgg16Model, path: &Path) -> Result<(), ModelError> {
-    let metadata = vec![
-        ("format", FORMAT.to_string()),
-        ("image_size", model.size.pixels().to_string()),
-        ("pooling", model.pooling.name().to_string()),
-        ("conv", model.conv.name().to_string()),
-    ];
-    write(&base_tensors(model), metadata, path)
+pub fn save_base(spec: &NetworkSpec, base: &BaseWeights, path: &Path) -> Result<(), ModelError> {
+    write(&base.tensors(), network_metadata(spec), path)
 }
 
 /// What [`load_base`] reads: the base and how it is to be run.
+#[derive(Clone, Debug, PartialEq)]
 pub struct BaseCheckpoint {
-    pub features: Vgg16Features<f32, Cpu>,
-    pub size: ImageSize,
-    pub pooling: Pooling,
-    pub conv: ConvAlgorithm,
+    pub spec: NetworkSpec,
+    pub weights: BaseWeights,
 }
 
 /// The `conv` metadata value; files written before it existed were computed `direct`.
@@ -218,7 +177,7 @@ fn conv_of(meta: &HashMap<String, String>) -> Option<ConvAlgorithm> {
 
 /// Reads a file written by [`save_base`]: the base, and the input size, pooling and conv
 /// algorithm it was built for.
-pub fn load_base(path: &Path, dev: &Cpu) -> Result<BaseCheckpoint, ModelError> {
+pub fn load_base(path: &Path) -> Result<BaseCheckpoint, ModelError> {
     let bytes = read_file(path)?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| ModelError::Safetensors {
         path: path.to_path_buf(),
@@ -252,23 +211,20 @@ pub fn load_base(path: &Path, dev: &Cpu) -> Result<BaseCheckpoint, ModelError> {
             meta.get("conv").map_or("", |s| s.as_str())
         ),
     })?;
-    let mut features: Vgg16Features<f32, Cpu> = BuildModule::build(dev);
-    read_base(&mut features, &parse(&bytes, path)?, path)?;
-    Ok(BaseCheckpoint {
-        features,
-        size,
-        pooling,
-        conv,
-    })
+    let spec = NetworkSpec::new(size, pooling, conv)?;
+    let weights = read_base(&parse(&bytes, path)?, path)?;
+    Ok(BaseCheckpoint { spec, weights })
 }
 
 fn write(
-    tensors: &[(String, F32Tensor)],
+    tensors: &[NamedTensor<'_>],
     metadata: Vec<(&str, String)>,
     path: &Path,
 ) -> Result<(), ModelError> {
+    let owned: Vec<(&str, F32Tensor)> =
+        tensors.iter().map(|t| (t.name, F32Tensor::of(t))).collect();
     safetensors::serialize_to_file(
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        owned.iter().map(|(n, t)| (*n, t)),
         Some(encode_metadata(&metadata)),
         path,
     )
@@ -308,7 +264,7 @@ fn decode_metadata(metadata: &Option<HashMap<String, String>>) -> HashMap<String
 }
 
 /// Reads a checkpoint written by [`save`].
-pub fn load(path: &Path, dev: &Cpu) -> Result<Vgg16Model, ModelError> {
+pub fn load(path: &Path) -> Result<Model, ModelError> {
     let bytes = read_file(path)?;
     let st = parse(&bytes, path)?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| ModelError::Safetensors {
@@ -355,20 +311,21 @@ pub fn load(path: &Path, dev: &Cpu) -> Result<Vgg16Model, ModelError> {
     let dropout: f32 = get("dropout")?
         .parse()
         .map_err(|e| bad("dropout", format!("{e}")))?;
-
-    let mut features: Vgg16Features<f32, Cpu> = BuildModule::build(dev);
-    read_base(&mut features, &st, path)?;
-    let mut head = AnyHead::glorot(dev, units, dropout, 0)?;
-    let shapes = [
-        vec![units, HEAD_INPUTS],
-        vec![units],
-        vec![1, units],
-        vec![1],
-    ];
+    let spec = NetworkSpec::new(size, pooling, conv)?;
+    let head = HeadSpec::new(units, dropout)?;
+    let base = read_base(&st, path)?;
+    let shapes = HeadWeights::shapes(units);
     let mut values: [Vec<f32>; 4] = Default::default();
     for ((name, shape), slot) in HEAD_TENSORS.iter().zip(&shapes).zip(values.iter_mut()) {
         *slot = read_f32(&st, path, name, shape)?;
     }
-    head.set_tensors(&values);
-    Vgg16Model::new(size, pooling, conv, features, head, dev.clone())
+    let head_weights = HeadWeights::new(units, values)?;
+    Ok(Model {
+        spec,
+        head,
+        weights: ModelWeights {
+            base,
+            head: head_weights,
+        },
+    })
 }

@@ -1,7 +1,6 @@
 //! The build-model stage's configuration, as written in the experiment file.
 
-use super::head::SUPPORTED_UNITS;
-use super::ops::ConvAlgorithm;
+use super::spec::{ConvAlgorithm, SUPPORTED_UNITS};
 use super::size::{ImageSize, Pooling};
 use crate::validate::{self, ConfigError};
 use serde::Deserialize;

@@ -52,9 +52,3 @@ pub enum ModelError {
     #[error("device error: {0}")]
     Device(String),
 }
-
-impl From<dfdx::tensor::CpuError> for ModelError {
-    fn from(e: dfdx::tensor::CpuError) -> Self {
-        ModelError::Device(e.to_string())
-    }
-}

@@ -1,4 +1,6 @@
-//! Runtime choice among the compile-time models: supported input sizes and head pooling.
+//! The input sizes the model supports and the head's pooling, as runtime values. Each
+//! backend maps them to its own instantiation (the CPU one to compile-time shapes, in
+//! [`super::cpu::geometry`]).
 
 use super::error::ModelError;
 use serde::Deserialize;
@@ -30,16 +32,22 @@ impl ImageSize {
 
     /// Side length of the (square) input.
     pub const fn pixels(self) -> usize {
-        self.chain()[0]
+        match self {
+            ImageSize::S32 => 32,
+            ImageSize::S224 => 224,
+            ImageSize::S237 => 237,
+        }
     }
 
-    /// Side length at the input and after each of the five max-pools (floor halving).
+    /// Side length at the input and after each of the five max-pools (2x2, stride 2, floor).
     pub const fn chain(self) -> [usize; 6] {
-        match self {
-            ImageSize::S32 => [32, 16, 8, 4, 2, 1],
-            ImageSize::S224 => [224, 112, 56, 28, 14, 7],
-            ImageSize::S237 => [237, 118, 59, 29, 14, 7],
+        let mut chain = [self.pixels(); 6];
+        let mut i = 1;
+        while i < 6 {
+            chain[i] = chain[i - 1] / 2;
+            i += 1;
         }
+        chain
     }
 
     /// Side length of the base's output.

@@ -1,7 +1,7 @@
 //! A model summary like Keras' `model.summary()`: layers, output shapes, parameter counts.
 
-use super::network::Vgg16Model;
 use super::size::Pooling;
+use super::spec::{HeadSpec, NetworkSpec};
 use super::vgg16::{FeatureKind, VGG16_FEATURES};
 use std::fmt;
 
@@ -31,9 +31,10 @@ pub struct ModelSummary {
 }
 
 impl ModelSummary {
-    /// Summarises `model`; the VGG16 base counts as frozen (non-trainable) when `base_frozen`.
-    pub fn of(model: &Vgg16Model, base_frozen: bool) -> Self {
-        let chain = model.size.chain();
+    /// Summarises the network `spec` with `head`; the VGG16 base counts as frozen
+    /// (non-trainable) when `base_frozen`.
+    pub fn of(spec: &NetworkSpec, head: &HeadSpec, base_frozen: bool) -> Self {
+        let chain = spec.size().chain();
         let mut side = chain[0];
         let mut channels = 3;
         let mut rows = Vec::new();
@@ -57,10 +58,10 @@ impl ModelSummary {
                 tensors,
             });
         }
-        let k = model.pooling.window(side);
+        let k = spec.pooling().window(side);
         side /= k;
-        let units = model.head.units();
-        let pool_kind = match model.pooling {
+        let units = head.units();
+        let pool_kind = match spec.pooling() {
             Pooling::Avg4 => "AveragePooling2D",
             Pooling::Global => "AveragePooling2D (global)",
         };

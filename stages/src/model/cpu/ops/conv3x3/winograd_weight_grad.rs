@@ -12,9 +12,9 @@
 //! block the 36 positions write disjoint parts of `dU`. So every bit is the same on any
 //! number of threads.
 
-use super::cpu_kernel::Dims;
+use super::Dims;
 use super::winograd::{transform_input_tile, Grid, F8, IN_TILE, LANES, POSITIONS, TILE, WEIGHT_G};
-use crate::model::ops::gemm::{matmul, MatRef};
+use crate::model::cpu::ops::gemm::{matmul, MatRef};
 use rayon::prelude::*;
 
 /// Fewest tiles per block: each block's products reduce over its tiles, and a short
@@ -228,8 +228,8 @@ fn bias_grad(g: &[f32], c: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ops::conv3x3::cpu_kernel::{conv3x3_weight_grad, oihw_to_gemm};
-    use crate::model::ops::test_util::{
+    use crate::model::cpu::ops::conv3x3::cpu_kernel::{conv3x3_weight_grad, oihw_to_gemm};
+    use crate::model::cpu::ops::test_util::{
         abs, assert_within, conv_adjoint, conv_grad_bounds, gamma, plus, scaled, to_f64, U64,
     };
 

@@ -35,7 +35,7 @@ pub struct Pool2dOp {
     pub ow: usize,
 }
 
-/// What a device provides to run pooling (CPU now; a CUDA backend later). Tensors are
+/// What a dfdx device provides to run pooling (implemented for `Cpu`). Tensors are
 /// contiguous NHWC.
 pub trait Pool2dKernel<E: Dtype>: Storage<E> {
     /// Computes the pooled tensor.
@@ -104,7 +104,7 @@ where
 ///
 /// ```
 /// # use dfdx::prelude::*;
-/// # use stages::model::ops::try_max_pool2x2;
+/// # use stages::model::cpu::ops::try_max_pool2x2;
 /// let dev = Cpu::default();
 /// let x = dev.zeros_like(&(2, Const::<7>, Const::<7>, Const::<3>));
 /// let y = try_max_pool2x2::<_, 7, 7, 3, 3, 3, _, _>(x).unwrap(); // 7 -> 3 (floor)
@@ -113,7 +113,7 @@ where
 /// A wrong output size does not build:
 /// ```compile_fail
 /// # use dfdx::prelude::*;
-/// # use stages::model::ops::try_max_pool2x2;
+/// # use stages::model::cpu::ops::try_max_pool2x2;
 /// let dev = Cpu::default();
 /// let x = dev.zeros_like(&(2, Const::<7>, Const::<7>, Const::<3>));
 /// let y = try_max_pool2x2::<_, 7, 7, 3, 4, 4, _, _>(x).unwrap(); // 7 -> 4: rejected

@@ -12,7 +12,6 @@ mod winograd_weight_grad;
 
 #[cfg(test)]
 use cpu_kernel::oihw_to_gemm;
-pub(crate) use cpu_kernel::Dims;
 
 use dfdx::prelude::*;
 
@@ -25,43 +24,20 @@ pub enum Activation {
     Relu,
 }
 
-/// How the convolution is computed, forward and backward. Both compute the same function;
-/// they differ in speed and in rounding.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ConvAlgorithm {
-    /// im2col + gemm: every product of the sum, as PyTorch's and Keras' CPU convolutions do.
-    #[default]
-    Direct,
-    /// Winograd F(4x4, 3x3) on layers with at least [`WINOGRAD_MIN_CHANNELS`] input channels
-    /// (narrower ones run direct): 2.25 multiplications per output instead of 9. Rounding
-    /// error about ten times the direct kernel's (a few 1e-6 of the output scale). The
-    /// backward pass (input and weight gradients) uses it too where both sides have at least
-    /// that many channels.
-    Winograd,
-}
+pub use crate::model::spec::ConvAlgorithm;
 
 /// Narrowest input for which [`ConvAlgorithm::Winograd`] is used: below it (VGG16's first
 /// layer, 3 channels) the transforms cost more than the multiplications they save.
 pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
-impl ConvAlgorithm {
-    /// Names as written in experiment files and checkpoint metadata.
-    pub const NAMES: [&'static str; 2] = ["direct", "winograd"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ConvAlgorithm::Direct => "direct",
-            ConvAlgorithm::Winograd => "winograd",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "direct" => Some(ConvAlgorithm::Direct),
-            "winograd" => Some(ConvAlgorithm::Winograd),
-            _ => None,
-        }
-    }
+/// Shapes of one convolution in NHWC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Dims {
+    pub batch: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_in: usize,
+    pub c_out: usize,
 }
 
 /// Runtime description of one convolution, handed to the device kernel.
@@ -88,7 +64,7 @@ impl Conv3x3Op {
     }
 }
 
-/// What a device provides to run the convolution (CPU now; a CUDA backend later).
+/// What a dfdx device provides to run the convolution (implemented for `Cpu`).
 ///
 /// Tensors are contiguous: `x` NHWC `[batch, h, w, c_in]`, `w` OIHW `[c_out, c_in, 3, 3]`,
 /// `b` `[c_out]`, output NHWC `[batch, h, w, c_out]`.

@@ -12,8 +12,8 @@
 //! whose size depends only on the shapes, each output is produced by one block, and the
 //! transforms run in a fixed order, so the results are bit-identical on any number of threads.
 
-use super::cpu_kernel::Dims;
-use crate::model::ops::gemm::{matmul_to_raw, MatRef};
+use super::Dims;
+use crate::model::cpu::ops::gemm::{matmul_to_raw, MatRef};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 

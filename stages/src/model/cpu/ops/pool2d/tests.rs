@@ -3,7 +3,7 @@
 //! `ops/test_util.rs`).
 
 use super::*;
-use crate::model::ops::test_util::{
+use crate::model::cpu::ops::test_util::{
     assert_within, data, fd_grad, gamma, plus, scaled, to_f64, Dot2, FD_STEP, U32, U64,
 };
 
@@ -209,7 +209,7 @@ fn flatten_keeps_hwc_order() {
         data(2 * 2 * 3 * 4, 5),
         (Const::<2>, Const::<2>, Const::<3>, Const::<4>),
     );
-    let f = crate::model::ops::try_flatten::<_, 2, 3, 4, 24, _, _>(x.clone()).unwrap();
+    let f = crate::model::cpu::ops::try_flatten::<_, 2, 3, 4, 24, _, _>(x.clone()).unwrap();
     assert_eq!(f.as_vec(), x.as_vec());
     assert_eq!(f.shape().1.size(), 24);
 }

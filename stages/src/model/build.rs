@@ -1,15 +1,14 @@
-//! The build-model stage: validate the config, build or load the weights, write the initial
-//! checkpoint and the summary.
+//! The build-model stage: validate the config, make or load the weights on the host, write
+//! the initial checkpoint and the summary. No backend is involved: building a model is
+//! choosing its weights.
 
-use super::checkpoint;
+use super::checkpoint::{self, Model};
 use super::config::{ModelConfig, Weights};
 use super::error::ModelError;
-use super::head::AnyHead;
-use super::network::Vgg16Model;
 use super::size::ImageSize;
+use super::spec::{HeadSpec, NetworkSpec};
 use super::summary::ModelSummary;
-use super::vgg16::Vgg16Features;
-use dfdx::prelude::*;
+use super::weights::{BaseWeights, HeadWeights, ModelWeights};
 use std::path::{Path, PathBuf};
 
 /// Name of the initial checkpoint in the stage's output folder.
@@ -28,35 +27,37 @@ pub struct ModelReport {
     pub weights: String,
 }
 
-impl Vgg16Model {
-    /// Builds the model `cfg` describes: base from `cfg.weights` (relative paths must already
-    /// be resolved, see [`ModelConfig::resolve_weights`]), head Glorot-initialised from
+impl Model {
+    /// The model `cfg` describes: base from `cfg.weights` (relative paths must already be
+    /// resolved, see [`ModelConfig::resolve_weights`]), head Glorot-initialised from
     /// `cfg.seed`.
     pub fn from_config(cfg: &ModelConfig) -> Result<Self, ModelError> {
         let size = ImageSize::from_pixels(cfg.image_size)?;
-        cfg.head.pooling.pooled_side(size)?;
-        let dev = Cpu::seed_from_u64(cfg.seed);
-        let head = AnyHead::glorot(&dev, cfg.head.units, cfg.head.dropout, cfg.seed)?;
-        let features = match &cfg.weights {
-            Weights::Random => Vgg16Features::glorot(&dev, cfg.seed),
-            Weights::RandomHe => Vgg16Features::he(&dev, cfg.seed),
-            Weights::File(path) => {
-                let mut f: Vgg16Features<f32, Cpu> = BuildModule::build(&dev);
-                checkpoint::load_base_weights(&mut f, path)?;
-                f
-            }
+        let spec = NetworkSpec::new(size, cfg.head.pooling, cfg.conv)?;
+        let head = HeadSpec::new(cfg.head.units, cfg.head.dropout)?;
+        let base = match &cfg.weights {
+            Weights::Random => BaseWeights::glorot(cfg.seed),
+            Weights::RandomHe => BaseWeights::he(cfg.seed),
+            Weights::File(path) => checkpoint::load_base_weights(path)?,
         };
-        Vgg16Model::new(size, cfg.head.pooling, cfg.conv, features, head, dev)
+        Ok(Model {
+            spec,
+            head,
+            weights: ModelWeights {
+                base,
+                head: HeadWeights::glorot(&head, cfg.seed),
+            },
+        })
     }
 }
 
 /// Runs the stage: writes `model.safetensors` and `summary.txt` into `out_dir` (which must
 /// exist). The base counts as frozen in the summary (the seed trains the head only).
 pub fn build_model(cfg: &ModelConfig, out_dir: &Path) -> Result<ModelReport, ModelError> {
-    let model = Vgg16Model::from_config(cfg)?;
+    let model = Model::from_config(cfg)?;
     let checkpoint = out_dir.join(CHECKPOINT_FILE);
     checkpoint::save(&model, &checkpoint)?;
-    let summary = ModelSummary::of(&model, true);
+    let summary = ModelSummary::of(&model.spec, &model.head, true);
     let weights = match &cfg.weights {
         Weights::Random => format!(
             "random (Glorot-uniform kernels, zero biases, seed {})",

@@ -8,8 +8,8 @@
 
 use super::winograd::conv3x3_winograd_nhwc;
 use super::winograd_weight_grad::add_winograd_weight_grad;
-use super::{Conv3x3Kernel, Conv3x3Op, ConvAlgorithm, WINOGRAD_MIN_CHANNELS};
-use crate::model::ops::gemm::{matmul, MatRef};
+use super::{Conv3x3Kernel, Conv3x3Op, ConvAlgorithm, Dims, WINOGRAD_MIN_CHANNELS};
+use crate::model::cpu::ops::gemm::{matmul, MatRef};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
@@ -28,16 +28,6 @@ const MIN_TILE_PIXELS: usize = 256;
 const WEIGHT_GRAD_GROUPS: usize = 16;
 /// Values per task when the partial weight gradients are summed.
 const REDUCE_CHUNK: usize = 1 << 16;
-
-/// Shapes of one convolution in NHWC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Dims {
-    pub batch: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c_in: usize,
-    pub c_out: usize,
-}
 
 /// A band of output rows `[r0, r1)` of image `b`.
 #[derive(Clone, Copy, Debug)]

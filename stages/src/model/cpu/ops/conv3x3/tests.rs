@@ -7,7 +7,7 @@
 //! caches give them; the bit-for-bit checks are for one machine and stay exact.
 
 use super::*;
-use crate::model::ops::test_util::{
+use crate::model::cpu::ops::test_util::{
     abs, assert_within, conv_adjoint, conv_at, conv_grad_bounds, conv_reference, data,
     direct_forward_bound, fd_grad, gamma, plus, scaled, to_f64, winograd_forward_bound,
     winograd_forward_magnitude, Dot2, U64,

@@ -22,7 +22,7 @@
 //! the worst `|error| / bound` under `--nocapture`), while a real bug, such as a kernel off by
 //! one tap, exceeds them by orders of magnitude (see the conv tests).
 
-use crate::model::ops::conv3x3::Dims;
+use crate::model::cpu::ops::conv3x3::Dims;
 use rayon::prelude::*;
 
 /// Unit roundoff of f32.
@@ -581,7 +581,7 @@ pub fn winograd_forward_bound(winograd_mag: &[f64], mag: &[f64], c_in: usize) ->
 /// and both sides have at least 16 channels, im2col + gemm otherwise. The gradients start at
 /// zero, as in a fresh backward pass.
 pub fn conv_grad_bounds(x: &[f64], w: &[f64], gy: &[f64], d: Dims, winograd: bool) -> ConvGrads {
-    use crate::model::ops::WINOGRAD_MIN_CHANNELS;
+    use crate::model::cpu::ops::WINOGRAD_MIN_CHANNELS;
     let Dims {
         batch,
         h,

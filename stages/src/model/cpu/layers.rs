@@ -171,7 +171,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ops::test_util::data;
+    use crate::model::cpu::ops::test_util::data;
     use dfdx::optim::{Adam, AdamConfig, Optimizer};
 
     #[test]

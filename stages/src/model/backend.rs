@@ -1,0 +1,92 @@
+//! The seam between the model-level code and the devices that compute it.
+//!
+//! Everything above this seam (the Keras `fit` loop in [`crate::fit`], the features, train,
+//! evaluate and predict stages, checkpoints) is written once, on host values: a
+//! [`NetworkSpec`], a [`HeadSpec`] and torchvision-named weights ([`super::weights`]).
+//! A backend turns those into something that runs on its device:
+//!
+//! - a [`FeatureExtractor`]: the frozen base's pooled features for a batch of images;
+//! - a [`Trainer`]: one Adam step on a batch (the head alone on features, or the whole
+//!   network on images), logits without dropout, and the weights back on the host.
+//!
+//! Adding a backend means implementing [`Backend`] and these two traits, and nothing else
+//! above them. [`super::cpu::CpuBackend`] is dfdx with the project's own conv and pool
+//! kernels, every shape checked at compile time; it is also the numerical reference.
+
+use super::error::ModelError;
+use super::spec::{AdamSettings, HeadSpec, NetworkSpec};
+use super::weights::{BaseWeights, HeadWeights, ModelWeights};
+
+/// A device that can run the model.
+pub trait Backend: Sync {
+    /// A short name for messages and run records (`cpu`).
+    fn name(&self) -> &'static str;
+
+    /// The frozen base of `spec` with `weights`, followed by the head's pooling and flatten
+    /// (they have no parameters).
+    fn feature_extractor(
+        &self,
+        spec: NetworkSpec,
+        weights: &BaseWeights,
+    ) -> Result<Box<dyn FeatureExtractor>, ModelError>;
+
+    /// A trainer of the head alone, on rows of pooled features (`[n, 512]`). `seed` seeds the
+    /// dropout masks.
+    fn head_trainer(
+        &self,
+        head: HeadSpec,
+        weights: &HeadWeights,
+        adam: AdamSettings,
+        seed: u64,
+    ) -> Result<Box<dyn Trainer>, ModelError>;
+
+    /// A trainer of the whole network (base and head), on rows of NHWC images of `spec`'s
+    /// size. `seed` seeds the dropout masks.
+    fn network_trainer(
+        &self,
+        spec: NetworkSpec,
+        head: HeadSpec,
+        weights: &ModelWeights,
+        adam: AdamSettings,
+        seed: u64,
+    ) -> Result<Box<dyn Trainer>, ModelError>;
+}
+
+/// The frozen base, ready to run.
+pub trait FeatureExtractor {
+    /// Images per call that keep every core busy and the activations modest.
+    fn batch_size(&self) -> usize;
+
+    /// The pooled features `[n, 512]` (row i for image i) of `n` NHWC images
+    /// (`images.len() == n * size * size * 3`).
+    fn pooled_features(&self, images: &[f32], n: usize) -> Result<Vec<f32>, ModelError>;
+}
+
+/// What one optimisation step saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// The batch's mean binary cross-entropy, before the update. When it is not finite, no
+    /// update was made.
+    pub loss: f32,
+    /// The batch's logits in the same forward pass (dropout active).
+    pub logits: Vec<f32>,
+}
+
+/// A network being trained with Adam on the mean binary cross-entropy of its logit.
+pub trait Trainer {
+    /// Values per input row: 512 for the head, `size * size * 3` for the whole network.
+    fn row_len(&self) -> usize;
+
+    /// Rows per forward pass when only predicting (bounds the activations).
+    fn eval_batch(&self) -> usize;
+
+    /// One step on `n = targets.len()` rows (`rows.len() == n * row_len()`), targets 0 or 1.
+    fn step(&mut self, rows: Vec<f32>, targets: Vec<f32>) -> Result<Step, ModelError>;
+
+    /// Logits of `n` rows, without dropout.
+    fn logits(&self, rows: Vec<f32>, n: usize) -> Result<Vec<f32>, ModelError>;
+
+    /// Writes the trained parameters into `weights`: the head, and the base too when the
+    /// whole network trains.
+    fn export(&self, weights: &mut ModelWeights) -> Result<(), ModelError>;
+}
