@@ -295,7 +295,8 @@ mod tests {
             train_index: nowhere,
             images: nowhere,
         };
-        let e = run(&CpuBackend, &inputs, &bad, nowhere, &NoProgress).expect_err("NaN learning rate");
+        let e =
+            run(&CpuBackend, &inputs, &bad, nowhere, &NoProgress).expect_err("NaN learning rate");
         assert_eq!(
             e.to_string(),
             "`learning_rate` must be a finite number above 0, not NaN"

@@ -69,8 +69,8 @@ impl StageKind for Evaluate {
             index: ctx.input("index")?,
         };
         let threshold = threshold(ctx.params).map_err(StageError::domain)?;
-        let evaluation =
-            evaluate::run(&CpuBackend, &inputs, threshold, ctx.out_dir).map_err(StageError::domain)?;
+        let evaluation = evaluate::run(&CpuBackend, &inputs, threshold, ctx.out_dir)
+            .map_err(StageError::domain)?;
         let mut report = StageReport::default();
         for (name, value) in evaluation.scalars() {
             // NaN (an undefined AUC, say) stays out of the headline numbers; metrics.csv has it.

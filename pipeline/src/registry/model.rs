@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use stages::model::{build_model, ConvAlgorithm, CpuBackend};
 use stages::model::config::{HeadConfig, ModelConfig, Weights};
 use stages::model::size::Pooling;
+use stages::model::{build_model, ConvAlgorithm, CpuBackend};
 use stages::train::{self, TrainConfig, TrainInputs};
 use stages::validate::ConfigError;
 
@@ -320,8 +320,14 @@ impl StageKind for Train {
             train_index: ctx.input("train")?,
             images: ctx.input("images")?,
         };
-        let report = train::run(&CpuBackend, &inputs, &cfg, ctx.out_dir, &Progress(ctx.progress))
-            .map_err(StageError::domain)?;
+        let report = train::run(
+            &CpuBackend,
+            &inputs,
+            &cfg,
+            ctx.out_dir,
+            &Progress(ctx.progress),
+        )
+        .map_err(StageError::domain)?;
         let mut out = StageReport {
             notes: notes_of(&report),
             ..StageReport::default()

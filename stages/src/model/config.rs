@@ -1,7 +1,7 @@
 //! The build-model stage's configuration, as written in the experiment file.
 
-use super::spec::{ConvAlgorithm, SUPPORTED_UNITS};
 use super::size::{ImageSize, Pooling};
+use super::spec::{ConvAlgorithm, SUPPORTED_UNITS};
 use crate::validate::{self, ConfigError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

@@ -114,8 +114,7 @@ fn every_layer_is_within_its_rounding_bound_with_either_algorithm() {
             let w = to_f64(&convs[layer].weight_vec());
             let b = to_f64(&convs[layer].bias_vec());
             let (z, mag) = conv_reference(&x, &w, &b, d);
-            let bound = if conv == ConvAlgorithm::Winograd && d.c_in >= WINOGRAD_MIN_CHANNELS
-            {
+            let bound = if conv == ConvAlgorithm::Winograd && d.c_in >= WINOGRAD_MIN_CHANNELS {
                 winograd_forward_bound(&winograd_forward_magnitude(&x, &w, &b, d), &mag, d.c_in)
             } else {
                 direct_forward_bound(&mag, d.c_in)

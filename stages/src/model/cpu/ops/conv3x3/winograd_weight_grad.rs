@@ -12,8 +12,8 @@
 //! block the 36 positions write disjoint parts of `dU`. So every bit is the same on any
 //! number of threads.
 
-use super::Dims;
 use super::winograd::{transform_input_tile, Grid, F8, IN_TILE, LANES, POSITIONS, TILE, WEIGHT_G};
+use super::Dims;
 use crate::model::cpu::ops::gemm::{matmul, MatRef};
 use rayon::prelude::*;
 
