@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::Project;
+use common::{Project, FAILURE};
 
 // ---- files made here ----
 
@@ -155,7 +155,7 @@ fn decompression_bombs_are_refused_by_their_header() {
         assert!(bytes.len() < 1000, "{name} is {} bytes", bytes.len());
         fs::write(p.path().join("data/imgs").join(name), &bytes).expect("bomb");
         let (code, stderr) = run(&p, &[]);
-        assert_eq!(code, Some(1), "{stderr}");
+        assert_eq!(code, Some(FAILURE), "{stderr}");
         let line = error_line(&stderr);
         assert!(
             line.contains(name) && line.contains("30000 x 30000"),
@@ -185,7 +185,7 @@ fn truncated_images_are_errors_unless_skipped_or_allowed() {
         let p = folder_project();
         fs::write(p.path().join("data/imgs").join(name), bytes).expect("truncated");
         let (code, stderr) = run(&p, &[]);
-        assert_eq!(code, Some(1), "{name}: {stderr}");
+        assert_eq!(code, Some(FAILURE), "{name}: {stderr}");
         let line = error_line(&stderr);
         assert!(line.contains(name), "{line}");
         if name.ends_with(".jpg") {
@@ -256,7 +256,7 @@ fn a_stray_quote_in_metadata_csv_is_an_error_naming_file_and_line() {
     );
     let p = cohen_project(&stray, &files);
     let (code, stderr) = run(&p, &[]);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(FAILURE), "{stderr}");
     let line = error_line(&stderr);
     assert!(
         line.contains("metadata.csv") && line.contains("line 3"),
@@ -269,7 +269,7 @@ fn a_stray_quote_in_metadata_csv_is_an_error_naming_file_and_line() {
     );
     let p = cohen_project(&closes_later, &files);
     let (code, stderr) = run(&p, &[]);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(FAILURE), "{stderr}");
     let line = error_line(&stderr);
     assert!(
         line.contains("metadata.csv") && line.contains("line 2"),
@@ -304,7 +304,7 @@ fn symbolic_links_out_of_the_data_root_are_refused_unless_allowed() {
     let link = p.path().join("data/imgs/linked.png");
     symlink(outside.join("secret.png"), &link).expect("symlink");
     let (code, stderr) = run(&p, &[]);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(FAILURE), "{stderr}");
     let line = error_line(&stderr);
     assert!(
         line.contains("linked.png") && line.contains("secret.png"),
@@ -324,7 +324,7 @@ fn symbolic_links_out_of_the_data_root_are_refused_unless_allowed() {
     let (p, _) = make();
     symlink("/etc/passwd", p.path().join("data/imgs/passwd.png")).expect("symlink");
     let (code, stderr) = run(&p, &[]);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(FAILURE), "{stderr}");
     let line = error_line(&stderr);
     assert!(
         line.contains("passwd.png") && line.contains("/etc/passwd"),
@@ -333,7 +333,7 @@ fn symbolic_links_out_of_the_data_root_are_refused_unless_allowed() {
     assert!(!line.contains("decode"), "{line}");
     // Skipping bad images does not skip this: it is not a bad image but a refused path.
     let (code, _) = run(&p, &["--set", "load.on_bad_image=skip"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(FAILURE));
 
     // A folder link: the source folder itself leads out of the data root.
     let (p, outside) = make();
@@ -344,7 +344,7 @@ fn symbolic_links_out_of_the_data_root_are_refused_unless_allowed() {
         &exp.replace("path = \"imgs\"", "path = \"elsewhere\""),
     );
     let (code, stderr) = run(&p, &[]);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(FAILURE), "{stderr}");
     let line = error_line(&stderr);
     assert!(
         line.contains("elsewhere") && line.contains("outside"),
@@ -389,7 +389,7 @@ seed = 1
 "#,
     );
     let (code, stderr) = run(&p, &["--set", "load.image_size=16384"]);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(FAILURE), "{stderr}");
     let line = error_line(&stderr);
     assert!(
         line.contains("16384") && line.contains("available"),
@@ -483,7 +483,7 @@ fn predict_refuses_devices_fifos_huge_files_bombs_and_truncated_images() {
     }
     for (file, expect) in cases {
         let (code, stderr) = predict(trained(false), &file);
-        assert_eq!(code, Some(1), "{}: {stderr}", file.display());
+        assert_eq!(code, Some(FAILURE), "{}: {stderr}", file.display());
         let line = error_line(&stderr);
         let name = file
             .file_name()
@@ -503,7 +503,7 @@ fn predict_accepts_a_truncated_image_when_the_run_allowed_them() {
     // The strict run refuses it (as above); the run whose load stage allowed truncated
     // images reads it the same way in predict.
     let (code, stderr) = predict(trained(false), &half);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(FAILURE), "{stderr}");
     let (code, stderr) = predict(trained(true), &half);
     assert_eq!(code, Some(0), "{stderr}");
 }

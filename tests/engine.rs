@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{cache_uses, Project};
+use common::{cache_uses, Project, DIFFERENCE};
 
 /// a -> b -> c, and d on its own. `b` scales by a factor; `c` sums.
 const CHAIN: &str = r#"
@@ -185,7 +185,7 @@ fn set_overrides_and_is_recorded() {
         show.contains("overrides   d.command=echo changed > d.txt"),
         "{show}"
     );
-    let err = p.fails(&["run", "--allow-shell", "exp.toml", "--set", "d.comand=x"]);
+    let err = p.rejects(&["run", "--allow-shell", "exp.toml", "--set", "d.comand=x"]);
     assert!(
         err.contains("--set d.comand=x: stage `d` (kind `shell`) has no parameter `comand`; did you mean `command`?"),
         "{err}"
@@ -211,7 +211,7 @@ fn bad_files_get_one_clear_error() {
     ];
     for (text, expected) in cases {
         p.write("exp.toml", &text);
-        let err = p.fails(&["run", "--allow-shell", "exp.toml"]);
+        let err = p.rejects(&["run", "--allow-shell", "exp.toml"]);
         assert!(err.contains(expected), "expected `{expected}` in:\n{err}");
         assert_eq!(err.lines().count(), 1, "one line:\n{err}");
     }
@@ -432,6 +432,48 @@ fn runs_and_show_find_runs_by_id_prefix_name_and_latest() {
     );
     assert!(p.ok(&["show", "latest~1"]).contains("name        baseline"));
     assert!(p.ok(&["show", "baseline"]).contains("name        baseline"));
-    let err = p.fails(&["show", "nope"]);
+    let err = p.rejects(&["show", "nope"]);
     assert!(err.contains("no run matches `nope`"), "{err}");
+}
+
+#[test]
+fn exit_codes_are_the_documented_contract() {
+    // 0 success, 1 a difference, 2 usage (nothing ran), 3 a failure while running: scripts
+    // and CI tell "the outputs differ" from "the tool failed" by these (README, exit.rs).
+    let p = Project::trusting_shell();
+    p.write("exp.toml", CHAIN);
+    p.ok(&["run", "exp.toml", "--name", "first"]);
+    p.ok(&[
+        "run",
+        "exp.toml",
+        "--name",
+        "second",
+        "--set",
+        "d.command=echo other > d.txt",
+    ]);
+    p.exits(&["diff", "first", "first", "--fail-on-diff"], 0);
+    p.exits(&["diff", "first", "second", "--fail-on-diff"], DIFFERENCE);
+
+    // Usage: a flag clap refuses, an experiment file that does not validate, a bad --set,
+    // a run reference that matches nothing. None of them records a run.
+    let runs = || fs::read_dir(p.runs_dir()).expect("runs").count();
+    let before = runs();
+    p.rejects(&["run", "exp.toml", "--no-such-flag"]);
+    p.write(
+        "bad.toml",
+        &CHAIN.replace("kind = \"shell\"", "kind = \"shel\""),
+    );
+    p.rejects(&["run", "bad.toml"]);
+    p.rejects(&["run", "exp.toml", "--set", "novalue"]);
+    p.rejects(&["show", "no-such-run"]);
+    p.rejects(&["diff", "first", "no-such-run"]);
+    assert_eq!(runs(), before, "a usage error runs nothing");
+
+    // Failure: a stage that fails while running.
+    p.write(
+        "fail.toml",
+        &CHAIN.replace("echo independent > d.txt", "exit 7"),
+    );
+    let err = p.fails(&["run", "fail.toml"]);
+    assert!(err.contains("stage `d` failed"), "{err}");
 }

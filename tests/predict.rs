@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::{repo, shared_data, Project};
+use common::{repo, shared_data, Project, FAILURE, USAGE};
 
 /// The quickstart, run once for the whole test binary (it takes 15-30 s).
 struct Trained {
@@ -270,10 +270,12 @@ fn bad_inputs_get_one_line_errors_naming_them() {
     fs::write(empty.join("readme.txt"), "no images here").expect("readme");
     let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
 
-    let cases: [(Vec<String>, String); 5] = [
+    // (arguments, the error's start, exit code: 3 a failure while running, 2 a usage error)
+    let cases: [(Vec<String>, String, i32); 5] = [
         (
             vec!["latest".into(), s(&good), s(&bad)],
             format!("error: cannot decode image {}: ", bad.display()),
+            FAILURE,
         ),
         (
             vec!["latest".into(), s(&dir.path().join("missing.jpg"))],
@@ -281,6 +283,7 @@ fn bad_inputs_get_one_line_errors_naming_them() {
                 "error: cannot read image file {}: ",
                 dir.path().join("missing.jpg").display()
             ),
+            FAILURE,
         ),
         (
             vec!["latest".into(), s(&empty)],
@@ -288,10 +291,12 @@ fn bad_inputs_get_one_line_errors_naming_them() {
                 "error: the folder {} holds no .png, .jpg or .jpeg images",
                 empty.display()
             ),
+            USAGE,
         ),
         (
             vec!["no-such-run".into(), s(&good)],
             "error: no run matches `no-such-run`".into(),
+            USAGE,
         ),
         (
             vec![
@@ -304,12 +309,13 @@ fn bad_inputs_get_one_line_errors_naming_them() {
                 "error: cannot write {}: ",
                 dir.path().join("no/such/dir.csv").display()
             ),
+            FAILURE,
         ),
     ];
-    for (args, want) in cases {
+    for (args, want, exit) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (stdout, stderr, code) = predict(&args);
-        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert_eq!(code, Some(exit), "{args:?}: {stderr}");
         assert!(stderr.starts_with(&want), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         // All or nothing: no partial predictions before the error.
@@ -317,7 +323,7 @@ fn bad_inputs_get_one_line_errors_naming_them() {
     }
     // No image at all is a usage error.
     let out = pipeline(t.store.path(), &["predict", "latest"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(USAGE), "{}", text(&out));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cache_uses, Project};
+use common::{cache_uses, Project, FAILURE, USAGE};
 
 /// `gen` is deterministic and counts its executions in `counter` (outside the store), so a
 /// test can tell whether anything was recomputed.
@@ -246,7 +246,7 @@ fn gc_no_wait_fails_at_once_while_a_run_holds_the_store() {
 
     let out = bounded(&p, &["gc", "--keep-last", "0", "--no-wait"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(FAILURE), "{}", text(&out));
     assert_eq!(
         err.trim_end(),
         format!(
@@ -572,7 +572,7 @@ fn a_stage_that_outputs_a_link_or_fifo_fails_clearly_and_publishes_nothing() {
         );
         let out = bounded(&p, &["run", "exp.toml"]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{command}:\n{err}");
+        assert_eq!(out.status.code(), Some(FAILURE), "{command}:\n{err}");
         let last = err.lines().last().expect("an error line");
         assert_eq!(
             last,
@@ -1081,7 +1081,7 @@ fn runs_gcs_and_verifies_racing_never_fail_a_run_nor_leave_anything_half_made() 
         let out = finish(verify, Duration::from_secs(60), "verify");
         let all = text(&out);
         let reproduced = out.status.success() && all.contains("reproduces bit for bit");
-        let pruned_first = out.status.code() == Some(1)
+        let pruned_first = out.status.code() == Some(USAGE)
             && all.trim_end().ends_with(&format!(
                 "error: no run matches `{name}` (try `pipeline runs`)"
             ));
@@ -1098,7 +1098,7 @@ fn verify_refuses_a_running_run_and_compares_only_what_an_interrupted_one_record
     let id = record["id"].as_str().expect("id");
     // Bounded: re-executing this run would wait on `hold` like the run itself.
     let out = bounded(&p, &["verify", "latest"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(FAILURE), "{}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim_end(),
         format!(

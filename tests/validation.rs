@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use common::{repo, Project};
+use common::{repo, Project, USAGE};
 
 const QUICKSTART: &str = "experiments/quickstart.toml";
 
@@ -30,12 +30,12 @@ fn quickstart_status(store: &Path, sets: &[&str]) -> Output {
     cmd.output().expect("pipeline runs")
 }
 
-/// The one line of a refused command's error, asserting there is exactly one and exit code 1.
+/// The one line of a refused command's error, asserting there is exactly one and exit code 2 (usage).
 fn one_line_error(out: &Output, what: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(USAGE),
         "{what}: expected a refusal:\n{stderr}"
     );
     assert_eq!(
@@ -96,7 +96,7 @@ fn every_bad_set_value_is_refused_on_its_own_key() {
         let out = quickstart_status(store.path(), &[flag]);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let expected = format!("error: {QUICKSTART}: --set {flag}: `{param}` ");
-        let right = out.status.code() == Some(1)
+        let right = out.status.code() == Some(USAGE)
             && stderr.lines().count() == 1
             && stderr.contains(&expected);
         if !right {
@@ -254,7 +254,7 @@ fn a_huge_file_of_unknown_keys_gets_a_capped_report() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(USAGE),
         "{}",
         &stderr[..stderr.len().min(2000)]
     );

@@ -1,7 +1,11 @@
-//! The `pipeline` command line. `main` only maps the outcome to an exit code: 0 success,
-//! 1 a failed run or any other error, 2 a usage error (from clap).
+//! The `pipeline` binary: the engine (`pipeline-engine`) wired to the domain (`stages`).
+//! `registry` maps stage kinds to domain code, `report` writes each run's HTML page, `cli`
+//! holds the commands; `main` only maps the outcome to a documented exit code ([`exit`]).
 
 mod cli;
+mod exit;
+mod registry;
+mod report;
 
 use std::process::ExitCode;
 
@@ -12,7 +16,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", render(&e));
-            ExitCode::from(1)
+            ExitCode::from(exit::code_of(&e))
         }
     }
 }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
-use crate::human::{format_bytes, format_metric, format_seconds};
-use crate::record::{CacheUse, RunRecord, StageRecord};
+use pipeline_engine::human::{format_bytes, format_metric, format_seconds};
+use pipeline_engine::record::{CacheUse, RunRecord, StageRecord};
 
 /// The report's file name in a run directory.
 pub const REPORT_FILE: &str = "report.html";
@@ -621,7 +621,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::record::{
+    use pipeline_engine::record::{
         ExperimentRecord, Host, OutputRecord, RunStatus, StageRecord, RECORD_FORMAT,
     };
 

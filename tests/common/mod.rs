@@ -6,6 +6,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The exit codes `pipeline` documents (README, `pipeline/src/exit.rs`).
+pub const DIFFERENCE: i32 = 1;
+pub const USAGE: i32 = 2;
+pub const FAILURE: i32 = 3;
+
 /// A throwaway project directory with its own store.
 pub struct Project {
     dir: tempfile::TempDir,
@@ -69,10 +74,22 @@ impl Project {
         text
     }
 
+    /// Runs and insists on a failure while running (exit 3); returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
+        self.exits(args, FAILURE)
+    }
+
+    /// Runs and insists on a usage error (exit 2: a bad flag, run reference or experiment
+    /// file; nothing ran); returns stderr.
+    pub fn rejects(&self, args: &[&str]) -> String {
+        self.exits(args, USAGE)
+    }
+
+    /// Runs and insists on exit code `code`; returns stderr.
+    pub fn exits(&self, args: &[&str], code: i32) -> String {
         let out = self.pipeline(args);
         let text = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "expected failure:\n{text}");
+        assert_eq!(out.status.code(), Some(code), "pipeline {args:?}:\n{text}");
         text
     }
 

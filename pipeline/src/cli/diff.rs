@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use pipeline::diff;
-use pipeline::execute::Store;
+use pipeline_engine::diff;
+use pipeline_engine::execute::Store;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -46,7 +46,7 @@ pub fn diff(store: &Store, args: &DiffArgs) -> anyhow::Result<ExitCode> {
             d.old,
             d.new
         );
-        return Ok(ExitCode::from(1));
+        return Ok(crate::exit::difference());
     }
     Ok(ExitCode::SUCCESS)
 }

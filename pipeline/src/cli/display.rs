@@ -2,16 +2,17 @@
 //! plain lines when stderr is not a terminal (CI logs, pipes).
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use pipeline::execute::Reporter;
-use pipeline::experiment::Stage;
-use pipeline::human::format_seconds;
-use pipeline::kind::ProgressSink;
-use pipeline::record::CacheUse;
+use pipeline_engine::execute::Reporter;
+use pipeline_engine::experiment::Stage;
+use pipeline_engine::human::format_seconds;
+use pipeline_engine::kind::ProgressSink;
+use pipeline_engine::record::{CacheUse, RunRecord};
 
 pub struct Terminal {
     interactive: bool,
@@ -160,5 +161,14 @@ impl Reporter for Terminal {
             bar.finish_and_clear();
         }
         eprintln!("{} FAILED: {error}", self.prefix());
+    }
+
+    fn run_finished(
+        &self,
+        record: &RunRecord,
+        run_dir: &Path,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        crate::report::write(record, run_dir)?;
+        Ok(())
     }
 }

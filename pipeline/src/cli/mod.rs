@@ -13,9 +13,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use pipeline::execute::Store;
-use pipeline::experiment::{self, Experiment, Override};
-use pipeline::kind::Registry;
+use pipeline_engine::execute::Store;
+use pipeline_engine::experiment::{self, Experiment, Override};
+use pipeline_engine::kind::Registry;
 
 #[derive(Parser)]
 #[command(
@@ -112,7 +112,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         .artifacts
         .clone()
         .unwrap_or_else(|| project.join("artifacts"));
-    let mut registry = pipeline::registry::registry();
+    let mut registry = crate::registry::registry();
     registry.allow_commands(match &cli.command {
         Command::Run(args) => args.shell.allow_shell,
         Command::Verify { shell, .. } | Command::Lock { shell, .. } => shell.allow_shell,
@@ -135,7 +135,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             dry_run,
             no_wait,
         } => {
-            let opts = pipeline::gc::GcOptions {
+            let opts = pipeline_engine::gc::GcOptions {
                 keep_last,
                 prune_runs,
                 dry_run,
@@ -169,7 +169,7 @@ pub fn load_experiment(args: &ExperimentArgs, registry: &Registry) -> anyhow::Re
         .iter()
         .map(|s| Override::parse(s))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
+        .map_err(crate::exit::UsageError)?;
     Ok(experiment::load(&args.experiment, &overrides, registry)?)
 }
 

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use pipeline::execute::Store;
-use pipeline::record::{RunRecord, StageRecord};
-use pipeline::verify::check_recorded;
+use pipeline_engine::execute::Store;
+use pipeline_engine::record::{RunRecord, StageRecord};
+use pipeline_engine::verify::check_recorded;
 use stages::data::normalize::NormalizeConfig;
 use stages::metrics::{predicted_label, CLASS_NAMES, DEFAULT_THRESHOLD};
 
@@ -184,10 +184,11 @@ fn expand(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             .filter(|p| p.is_file() && is_image_name(p))
             .collect();
         if found.is_empty() {
-            bail!(
+            return Err(crate::exit::UsageError(format!(
                 "the folder {} holds no .png, .jpg or .jpeg images",
                 arg.display()
-            );
+            ))
+            .into());
         }
         found.sort();
         images.extend(found);

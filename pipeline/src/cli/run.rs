@@ -5,12 +5,12 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use pipeline::execute::{self, RunOptions};
-use pipeline::kind::Registry;
-use pipeline::record::CacheUse;
-use pipeline::status::{self, StageState};
+use pipeline_engine::execute::{self, RunOptions};
+use pipeline_engine::kind::Registry;
+use pipeline_engine::record::CacheUse;
+use pipeline_engine::status::{self, StageState};
 
-use pipeline::human::format_seconds;
+use pipeline_engine::human::format_seconds;
 
 use super::display::Terminal;
 use super::{data_root, load_experiment, open_store, ExperimentArgs, ShellArgs};

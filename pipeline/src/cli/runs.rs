@@ -5,12 +5,12 @@ use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use pipeline::execute::Store;
-use pipeline::gc::GcOptions;
-use pipeline::kind::{ParamDefault, Registry};
-use pipeline::report;
+use crate::report;
+use pipeline_engine::execute::Store;
+use pipeline_engine::gc::GcOptions;
+use pipeline_engine::kind::{ParamDefault, Registry};
 
-use pipeline::human::{format_bytes, format_seconds};
+use pipeline_engine::human::{format_bytes, format_seconds};
 
 /// How many metric columns `pipeline runs` shows.
 const METRIC_COLUMNS: usize = 4;
@@ -241,7 +241,7 @@ pub fn gc(store: &Store, opts: &GcOptions, no_wait: bool) -> anyhow::Result<Exit
             store.cache.lease_exclusive()?
         }
     };
-    let collected = pipeline::gc::collect(store, opts, &lease)?;
+    let collected = pipeline_engine::gc::collect(store, opts, &lease)?;
     drop(lease);
     let verb = if opts.dry_run {
         "would remove"

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use pipeline::cache::Lease;
-use pipeline::execute::{self, RunOptions, Store};
-use pipeline::kind::Registry;
-use pipeline::lock::{self, Check};
-use pipeline::verify;
+use pipeline_engine::cache::Lease;
+use pipeline_engine::execute::{self, RunOptions, Store};
+use pipeline_engine::kind::Registry;
+use pipeline_engine::lock::{self, Check};
+use pipeline_engine::verify;
 
 use super::display::Terminal;
 use super::{data_root, load_experiment, open_store, ExperimentArgs};
@@ -62,7 +62,7 @@ pub fn verify(
             record.id,
             altered.len()
         );
-        return Ok(ExitCode::from(1));
+        return Ok(crate::exit::difference());
     }
     let exp = verify::experiment_of(&record, &run_dir, registry)?;
     let opts = RunOptions {
@@ -110,7 +110,7 @@ pub fn verify(
             "error: {failed} stage(s) did not reproduce run {}",
             record.id
         );
-        return Ok(ExitCode::from(1));
+        return Ok(crate::exit::difference());
     }
     if unrecorded > 0 {
         println!(
@@ -201,7 +201,7 @@ fn verify_lock(
             exp.path.display(),
             lock_file.display()
         );
-        Ok(ExitCode::from(1))
+        Ok(crate::exit::difference())
     }
 }
 

@@ -9,8 +9,8 @@ mod model;
 use serde::de::DeserializeOwned;
 use stages::validate::ConfigError;
 
-use crate::builtin::shell::Shell;
-use crate::kind::{ParamProblem, Params, ProgressSink, Registry, StageError};
+use pipeline_engine::builtin::shell::Shell;
+use pipeline_engine::kind::{ParamProblem, Params, ProgressSink, Registry, StageError};
 
 /// Every kind this build of `pipeline` knows.
 pub fn registry() -> Registry {

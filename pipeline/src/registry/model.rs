@@ -9,7 +9,7 @@ use stages::train::{self, TrainConfig, TrainInputs};
 use stages::validate::ConfigError;
 
 use super::{float, notes_of, problem, unsigned, Progress};
-use crate::kind::{
+use pipeline_engine::kind::{
     InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params, StageContext,
     StageError, StageKind, StageReport,
 };

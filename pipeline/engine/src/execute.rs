@@ -51,8 +51,9 @@ pub enum RunError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// What the caller adds to a finished run's directory (the binary's HTML report) failed.
     #[error(transparent)]
-    Report(#[from] crate::report::ReportError),
+    Finish(Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot remove {path}: {source}")]
     Remove {
         path: PathBuf,
@@ -93,7 +94,8 @@ pub struct RunOptions {
     pub no_cache: bool,
 }
 
-/// Shows what the run is doing; the CLI draws it, tests stay quiet.
+/// Shows what the run is doing, and presents it when it is done; the CLI draws it and writes
+/// its report, tests stay quiet.
 pub trait Reporter: Sync {
     fn stage_started(&self, stage: &Stage, index: usize, total: usize);
     /// Progress of the stage currently running.
@@ -107,6 +109,17 @@ pub trait Reporter: Sync {
     fn store_busy(&self) {}
     fn stage_finished(&self, stage: &Stage, cache: CacheUse, seconds: f64);
     fn stage_failed(&self, stage: &Stage, error: &str);
+    /// The run is over and its record saved (succeeded or failed): the place to add what the
+    /// caller makes of a run (the binary writes `report.html`). An error fails a run that had
+    /// succeeded; after a failed run it is ignored, so that the stage's error stays the one
+    /// to act on.
+    fn run_finished(
+        &self,
+        _record: &RunRecord,
+        _run_dir: &Path,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
 }
 
 /// A reporter that shows nothing.
@@ -311,7 +324,9 @@ pub fn run(
         Ok(()) => {
             record.status = RunStatus::Succeeded;
             store.runs.save(&record)?;
-            crate::report::write(&record, &run_dir)?;
+            reporter
+                .run_finished(&record, &run_dir)
+                .map_err(RunError::Finish)?;
             Ok(record)
         }
         Err(e) => {
@@ -320,7 +335,7 @@ pub fn run(
             store.runs.save(&record)?;
             // The stage's error is the one to act on: a report failing too (a full disk) must
             // not replace it, and `pipeline show` writes a missing report later.
-            let _ = crate::report::write(&record, &run_dir);
+            let _ = reporter.run_finished(&record, &run_dir);
             Err(e)
         }
     }

@@ -16,6 +16,10 @@ use crate::record::RunRecord;
 pub enum VerifyError {
     #[error("cannot rebuild the run's experiment: {0}")]
     Experiment(String),
+    /// The recorded experiment no longer validates (a kind changed, or shell stages are not
+    /// allowed): the user's to fix, as for any experiment file.
+    #[error("cannot rebuild the run's experiment: {0}")]
+    Invalid(#[source] crate::diagnostic::ExperimentError),
     #[error("cannot create a temporary store in {path}: {source}")]
     TempStore {
         path: std::path::PathBuf,
@@ -139,7 +143,7 @@ pub fn experiment_of(
         &overrides,
         registry,
     )
-    .map_err(|e| VerifyError::Experiment(e.to_string()))?;
+    .map_err(VerifyError::Invalid)?;
     exp.path = record.experiment.path.clone().into();
     Ok(exp)
 }
