@@ -213,6 +213,27 @@ fn bad_values_in_the_file_are_refused_on_their_own_key_and_place() {
             "stages.load.image_size",
             "must not be negative, not -32",
         ),
+        (
+            "image_size = 32\n\n[[",
+            "image_size = 0\n\n[[",
+            "0",
+            "stages.load.image_size",
+            "must be between 1 and 16384, not 0",
+        ),
+        (
+            "image_size = 32\n\n[[",
+            "image_size = 20000\n\n[[",
+            "20000",
+            "stages.load.image_size",
+            "must be between 1 and 16384, not 20000",
+        ),
+        (
+            "kind = \"load\"",
+            "kind = \"load\"\nclasses = [\"A\", \"A\"]",
+            "[\"A\", \"A\"]",
+            "stages.load.classes",
+            "must hold 1 to 256 distinct, non-empty names",
+        ),
     ];
     let p = Project::new();
     for (from, to, value, key, message) in cases {
@@ -392,4 +413,20 @@ fn shell_data_stays_under_the_data_root() {
             "expected `{expected}...`, got:\n{err}"
         );
     }
+}
+
+#[test]
+fn a_load_source_outside_the_data_root_is_refused_before_anything_runs() {
+    let p = Project::new();
+    p.write(
+        "exp.toml",
+        "name = \"x\"\n[stages.load]\nkind = \"load\"\nimage_size = 32\n\
+         [[stages.load.sources]]\ntype = \"folder\"\npath = \"../outside\"\nlabel = \"COVID\"\n",
+    );
+    let err = one_line_error(&p.pipeline(&["status", "exp.toml"]), "sources");
+    assert!(
+        err.contains("stages.load.sources: must be a path relative to the data root without `..`"),
+        "{err}"
+    );
+    assert!(!p.path().join("artifacts/runs").exists(), "nothing ran");
 }

@@ -7,7 +7,7 @@ use stages::data::normalize::{self, NormalizeConfig};
 use stages::data::split::{self, SplitConfig};
 use stages::validate::ConfigError;
 
-use super::{check_config, float, notes_of, problem, run_config, unsigned, Progress};
+use super::{config, float, notes_of, problem, run_config, unsigned, Progress};
 use pipeline_engine::kind::{
     InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params, StageContext,
     StageError, StageKind, StageReport,
@@ -81,10 +81,14 @@ impl StageKind for Load {
         ]
     }
     fn check(&self, params: &Params) -> Result<(), ParamProblem> {
-        // A size that does not fit the config's type is the user's mistake on `image_size`;
-        // what else fails to deserialize is in the nested `sources` tables.
+        // A size that does not fit the config's type is the user's mistake on `image_size`.
         unsigned::<u32>(params, "image_size").map_err(problem)?;
-        check_config::<LoadConfig>(params, "sources")
+        // What else fails to deserialize is in the nested `sources` tables.
+        let cfg: LoadConfig = config(params).map_err(|message| ParamProblem {
+            param: "sources".into(),
+            message,
+        })?;
+        cfg.validate().map_err(problem)
     }
     fn external_files(
         &self,

@@ -35,17 +35,6 @@ fn config<T: DeserializeOwned>(params: &Params) -> Result<T, String> {
         .map_err(|e: toml::de::Error| e.message().trim().to_string())
 }
 
-/// A kind's `check`: the parameters must deserialize into its config type. The problem is
-/// placed on `param`, the parameter most likely at fault (nested tables, usually).
-fn check_config<T: DeserializeOwned>(params: &Params, param: &str) -> Result<(), ParamProblem> {
-    config::<T>(params)
-        .map(|_| ())
-        .map_err(|message| ParamProblem {
-            param: param.to_string(),
-            message,
-        })
-}
-
 fn run_config<T: DeserializeOwned>(params: &Params) -> Result<T, StageError> {
     config(params).map_err(StageError::Message)
 }

@@ -4,6 +4,13 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::validate::{self, ConfigError};
+
+/// The largest `image_size` the load stage accepts.
+pub const MAX_IMAGE_SIZE: u32 = 16384;
+/// At most this many classes (labels are stored as one byte).
+pub const MAX_CLASSES: usize = 256;
+
 /// Parameters of the load stage.
 ///
 /// ```toml
@@ -46,6 +53,77 @@ pub struct LoadConfig {
     pub allow_outside_data_root: bool,
     /// Where the images come from, loaded in this order.
     pub sources: Vec<Source>,
+}
+
+impl LoadConfig {
+    /// Checks what the types alone cannot, naming the parameter at fault: the experiment's
+    /// check calls this (so the problem gets its line and column before anything runs) and
+    /// the stage calls it again before it reads anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.image_size == 0 || self.image_size > MAX_IMAGE_SIZE {
+            return Err(ConfigError::new(
+                "image_size",
+                format!(
+                    "must be between 1 and {MAX_IMAGE_SIZE}, not {}",
+                    self.image_size
+                ),
+            ));
+        }
+        let mut distinct = self.classes.clone();
+        distinct.sort();
+        distinct.dedup();
+        if self.classes.is_empty()
+            || self.classes.len() > MAX_CLASSES
+            || distinct.len() != self.classes.len()
+            || self.classes.iter().any(String::is_empty)
+        {
+            return Err(ConfigError::new(
+                "classes",
+                format!(
+                    "must hold 1 to {MAX_CLASSES} distinct, non-empty names, not {:?}",
+                    self.classes
+                ),
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err(ConfigError::new(
+                "sources",
+                "must hold at least one source: add a [[stages.NAME.sources]] table",
+            ));
+        }
+        for source in &self.sources {
+            source.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl Source {
+    /// Paths stay under the data root; a synthetic source gives exactly one count.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let paths: Vec<&str> = match self {
+            Source::Cohen(s) => vec![&s.path, &s.metadata, &s.images_dir],
+            Source::Folder(s) => vec![&s.path],
+            Source::Npy(s) => vec![&s.images, &s.labels],
+            Source::Synthetic(s) => {
+                if s.count.is_some() == s.count_per_class.is_some() {
+                    return Err(ConfigError::new(
+                        "sources",
+                        format!(
+                            "must give exactly one of `count` and `count_per_class` in the \
+                             synthetic source (seed {})",
+                            s.seed
+                        ),
+                    ));
+                }
+                Vec::new()
+            }
+        };
+        for path in paths {
+            validate::data_path("sources", path)?;
+        }
+        Ok(())
+    }
 }
 
 fn default_classes() -> Vec<String> {

@@ -53,10 +53,8 @@ use sources::SelectedFile;
 pub enum LoadError {
     #[error("image_size must be between 1 and 16384, got {0}")]
     ImageSize(u32),
-    #[error("no sources declared: add at least one [[sources]] entry")]
-    NoSources,
-    #[error("classes must hold 1 to 256 distinct names, got {classes:?}")]
-    Classes { classes: Vec<String> },
+    #[error(transparent)]
+    Invalid(#[from] crate::validate::ConfigError),
     #[error("label {label:?} is not one of the classes {classes:?}")]
     UnknownLabel { label: String, classes: Vec<String> },
     #[error("synthetic source (seed {seed}): give exactly one of `count` and `count_per_class`")]
@@ -234,29 +232,11 @@ struct Row {
     from_file: bool,
 }
 
-fn validate(cfg: &LoadConfig) -> Result<(), LoadError> {
-    if cfg.image_size == 0 || cfg.image_size > 16384 {
-        return Err(LoadError::ImageSize(cfg.image_size));
-    }
-    let mut seen = cfg.classes.clone();
-    seen.sort();
-    seen.dedup();
-    if cfg.classes.is_empty() || cfg.classes.len() > 256 || seen.len() != cfg.classes.len() {
-        return Err(LoadError::Classes {
-            classes: cfg.classes.clone(),
-        });
-    }
-    if cfg.sources.is_empty() {
-        return Err(LoadError::NoSources);
-    }
-    Ok(())
-}
-
 fn label_of(cfg: &LoadConfig, label: &str) -> Result<u8, LoadError> {
     cfg.classes
         .iter()
         .position(|c| c == label)
-        .map(|i| i as u8) // validate() bounds classes to 256
+        .map(|i| i as u8) // LoadConfig::validate bounds classes to 256
         .ok_or_else(|| LoadError::UnknownLabel {
             label: label.to_owned(),
             classes: cfg.classes.clone(),
@@ -267,7 +247,7 @@ fn label_of(cfg: &LoadConfig, label: &str) -> Result<u8, LoadError> {
 /// `input_files` only their paths). Every path is checked against the data root before it is
 /// opened.
 fn plan(cfg: &LoadConfig, data_root: &Path, read_arrays: bool) -> Result<Plan, LoadError> {
-    validate(cfg)?;
+    cfg.validate()?;
     let confine = Confinement::new(data_root, cfg.allow_outside_data_root);
     let mut plan = Plan {
         rows: Vec::new(),

@@ -326,16 +326,20 @@ fn synthetic_total_count_and_config_errors() {
         s.count_per_class = Some(2);
     }
     let err = load(&both, dir.path(), dir.path(), &NoProgress).unwrap_err();
-    assert!(
-        matches!(err, LoadError::SyntheticCount { seed: 1 }),
-        "{err}"
-    );
+    match err {
+        LoadError::Invalid(e) => assert_eq!(
+            e.to_string(),
+            "`sources` must give exactly one of `count` and `count_per_class` in the synthetic \
+             source (seed 1)"
+        ),
+        other => panic!("expected an invalid source, got {other:?}"),
+    }
     let mut size0 = cfg.clone();
     size0.image_size = 0;
-    assert!(matches!(
-        input_files(&size0, dir.path()),
-        Err(LoadError::ImageSize(0))
-    ));
+    match input_files(&size0, dir.path()) {
+        Err(LoadError::Invalid(e)) => assert_eq!(e.field, "image_size", "{e}"),
+        other => panic!("expected an invalid image_size, got {other:?}"),
+    }
 }
 
 // ---- small files made here ----
