@@ -666,6 +666,7 @@ mod tests {
             name: Some("base<line>".into()),
             status: RunStatus::Succeeded,
             error: None,
+            failed_stage: None,
             pid: std::process::id(),
             started: "2026-11-25T18:15:02.042Z".into(),
             finished: Some("2026-11-25T18:15:05.000Z".into()),
