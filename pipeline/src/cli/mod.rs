@@ -1,6 +1,7 @@
 //! Command-line parsing and the commands' glue: each command lives in its own module.
 
 mod charts;
+mod compare;
 mod diff;
 mod display;
 mod predict;
@@ -54,6 +55,8 @@ enum Command {
         #[arg(long)]
         open: bool,
     },
+    /// Runs side by side: differing parameters, metrics, learning and ROC curves overlaid
+    Compare(compare::CompareArgs),
     /// What differs between two runs, and why
     Diff(diff::DiffArgs),
     /// Re-execute a run (or an experiment's lock file) from scratch and compare outputs
@@ -157,6 +160,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::status(&args, &registry, &project, &artifacts),
         Command::Runs(args) => runs::list(&open_store(&artifacts)?, &args),
         Command::Show { run, open } => runs::show(&open_store(&artifacts)?, &run, open),
+        Command::Compare(args) => compare::compare(&open_store(&artifacts)?, &args),
         Command::Diff(args) => diff::diff(&open_store(&artifacts)?, &args),
         Command::Verify { args, .. } => verify::verify(&args, &registry, &project, &artifacts),
         Command::Lock { args, .. } => verify::lock(&args, &registry, &project, &artifacts),
