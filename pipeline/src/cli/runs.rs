@@ -217,10 +217,23 @@ fn short_titles(keys: &[String]) -> Vec<String> {
 }
 
 /// A parameter's value for a table: strings without their TOML quotes.
+/// One line: a multi-line command reads as `a\nb`.
 fn param_text(run: &RunSummary, key: &str) -> String {
-    run.params
-        .get(key)
-        .map_or("-".into(), |v| query::unquote(v).to_string())
+    let Some(text) = run.params.get(key) else {
+        return "-".into();
+    };
+    let value = match toml::from_str::<toml::Table>(&format!("v = {text}")) {
+        Ok(t) => match t.get("v") {
+            Some(toml::Value::String(s)) => s.clone(),
+            _ => query::unquote(text).to_string(),
+        },
+        Err(_) => query::unquote(text).to_string(),
+    };
+    value
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+        .replace('\t', "\\t")
 }
 
 fn status_text(run: &RunSummary) -> String {
