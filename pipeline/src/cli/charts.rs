@@ -26,10 +26,13 @@ pub struct Axis {
     pub values: Vec<Option<AxisValue>>,
 }
 
-/// Where a value sits on an axis, 0 (bottom) to 1 (top), and the axis' tick labels.
+/// Where a value sits on an axis, from 0 (bottom) to 1 (top); `None` when it is not on it.
+type Position = Box<dyn Fn(&AxisValue) -> Option<f64>>;
+
+/// An axis' placement of values and its tick labels.
 struct Scale {
     ticks: Vec<(f64, String)>,
-    position: Box<dyn Fn(&AxisValue) -> Option<f64>>,
+    position: Position,
 }
 
 fn scale(values: &[Option<AxisValue>]) -> Scale {
