@@ -265,3 +265,24 @@ fn kinds_list_slots_and_help_describes_arguments() {
     let diff = p.ok(&["diff", "--help"]);
     assert!(diff.contains("--format"), "{diff}");
 }
+
+#[test]
+fn diff_names_the_data_files_that_changed() {
+    let p = Project::trusting_shell();
+    fs::create_dir(p.path().join("mydata")).expect("mkdir");
+    p.write("mydata/x.txt", "one\n");
+    p.write("mydata/y.txt", "same\n");
+    p.write(
+        "d.toml",
+        "name = \"d\"\n[stages.a]\nkind = \"shell\"\ncommand = \"cat $PIPELINE_DATA_ROOT/x.txt > out.txt\"\noutputs = [\"out.txt\"]\ndata = [\"x.txt\", \"y.txt\"]\n",
+    );
+    // A relative --data-root: the command runs elsewhere, and still finds the data.
+    p.ok(&["run", "d.toml", "--data-root", "mydata"]);
+    p.write("mydata/x.txt", "two\n");
+    p.ok(&["run", "d.toml", "--data-root", "mydata"]);
+    let diff = p.ok(&["diff", "latest~1", "latest"]);
+    assert!(
+        diff.contains("a: its data files changed: 1 modified (x.txt)"),
+        "{diff}"
+    );
+}

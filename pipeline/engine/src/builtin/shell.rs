@@ -133,7 +133,12 @@ impl StageKind for Shell {
             .arg(command)
             .current_dir(ctx.out_dir)
             .env("PIPELINE_OUT", ctx.out_dir)
-            .env("PIPELINE_DATA_ROOT", ctx.data_root);
+            // Absolute: the command runs in its output directory, not where `--data-root`
+            // was given relative to.
+            .env(
+                "PIPELINE_DATA_ROOT",
+                std::path::absolute(ctx.data_root).unwrap_or_else(|_| ctx.data_root.to_path_buf()),
+            );
         for (slot, path) in ctx.inputs {
             cmd.env(format!("PIPELINE_IN_{}", slot.to_uppercase()), path);
         }
