@@ -51,8 +51,9 @@ fn scale(values: &[Option<AxisValue>]) -> Scale {
     if all_numeric && !numbers.is_empty() {
         let lo = numbers.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = numbers.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        // Learning rates and the like spread over decades: a log axis keeps them apart.
-        let log = lo > 0.0 && hi / lo >= 20.0;
+        // Learning rates and unit counts (32..256) spread over factors: a log axis spaces
+        // them evenly.
+        let log = lo > 0.0 && hi / lo >= 8.0;
         let t = move |x: f64| if log { x.ln() } else { x };
         let (a, b) = (t(lo), t(hi));
         let span = if b > a { b - a } else { 1.0 };

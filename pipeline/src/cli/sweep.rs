@@ -54,7 +54,7 @@ pub struct SweepArgs {
     /// A seeded random search of N points over the ranges and grid values (as choices)
     #[arg(long, value_name = "N")]
     pub random: Option<usize>,
-    /// The random search's seed [default: 0]
+    /// The random search's seed [default: the [sweep] table's, else 0]
     #[arg(long, value_name = "S", requires = "random")]
     pub seed: Option<u64>,
     /// The goal: a metric and whether to maximize it [default: the first headline metric, max]
@@ -259,7 +259,8 @@ fn resolve(args: &SweepArgs, registry: &Registry) -> anyhow::Result<Sweep> {
     if let Some(count) = args.random {
         spec.random = Some(Random {
             count,
-            seed: args.seed.unwrap_or(0),
+            // The table's seed when the flag gives none: `--random 50` widens its search.
+            seed: args.seed.or(table.random.map(|r| r.seed)).unwrap_or(0),
         });
     }
     if let Some(m) = &args.metric {
