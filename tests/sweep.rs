@@ -114,6 +114,10 @@ fn points_run_shared_stages_once_and_a_failing_point_is_recorded() {
     assert!(shown.contains("exited with status 7"), "{shown}");
     let best = p.ok(&["show", &format!("{id}.02")]);
     assert!(best.contains("score.score"), "{best}");
+    // `runs --sweep ID` lists exactly the sweep's points.
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
+    let listed = p.ok(&["runs", "--sweep", &id, "--format", "csv"]);
+    assert_eq!(listed.lines().count(), 1 + 3, "{listed}");
 }
 
 #[test]

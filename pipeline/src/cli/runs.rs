@@ -124,7 +124,7 @@ fn select(store: &Store, args: &RunsArgs) -> anyhow::Result<Vec<RunSummary>> {
             .into());
         }
     }
-    let sweep_prefix = args.sweep.as_ref().map(|id| format!("{id}/"));
+    let sweep_prefix = args.sweep.as_ref().map(|id| format!("{id}."));
     let mut runs: Vec<RunSummary> = all
         .into_iter()
         .filter(|r| args.experiment.as_ref().is_none_or(|e| &r.experiment == e))
