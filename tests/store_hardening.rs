@@ -271,8 +271,11 @@ fn gc_removes_the_leftovers_of_killed_computations_and_verifications() {
     assert_eq!(leftovers.len(), 1, "the killed stage's work: {leftovers:?}");
     let b_key = &leftovers[0][..64];
 
-    // A verification killed mid-way leaves its scratch store too.
-    let mut verify = spawn(&p, &["verify", "latest"]);
+    // A verification killed mid-way leaves its scratch store too. By id: `latest` names the
+    // newest run that succeeded.
+    let killed = p.latest();
+    let id = killed["id"].as_str().expect("id");
+    let mut verify = spawn(&p, &["verify", id]);
     let scratch = p.path().join("artifacts/tmp");
     wait_for("verify's stage b starting", || {
         fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0) == 1
@@ -1096,8 +1099,9 @@ fn verify_refuses_a_running_run_and_compares_only_what_an_interrupted_one_record
     let (mut run, hold) = start_held_run(&p);
     let record = p.latest();
     let id = record["id"].as_str().expect("id");
-    // Bounded: re-executing this run would wait on `hold` like the run itself.
-    let out = bounded(&p, &["verify", "latest"]);
+    // Bounded: re-executing this run would wait on `hold` like the run itself. By id:
+    // `latest` names the newest run that succeeded.
+    let out = bounded(&p, &["verify", id]);
     assert_eq!(out.status.code(), Some(FAILURE), "{}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim_end(),
@@ -1109,7 +1113,7 @@ fn verify_refuses_a_running_run_and_compares_only_what_an_interrupted_one_record
     run.kill().expect("SIGKILL");
     run.wait().expect("reaped");
     fs::remove_file(&hold).expect("release");
-    let out = p.ok(&["verify", "latest"]);
+    let out = p.ok(&["verify", id]);
     assert!(out.contains("a            same"), "{out}");
     assert!(
         out.contains("b            not recorded (the run was interrupted before it)"),

@@ -33,7 +33,11 @@ pub fn code_of(error: &anyhow::Error) -> u8 {
             || cause.is::<ExperimentError>()
             || matches!(
                 cause.downcast_ref::<RecordError>(),
-                Some(RecordError::NotFound(_) | RecordError::Ambiguous { .. })
+                Some(
+                    RecordError::NotFound(_)
+                        | RecordError::Ambiguous { .. }
+                        | RecordError::NoMatch { .. }
+                )
             )
     });
     if usage {

@@ -3,6 +3,7 @@
 //! holds the commands; `main` only maps the outcome to a documented exit code ([`exit`]).
 
 mod cli;
+mod config;
 mod exit;
 mod registry;
 mod report;
@@ -34,7 +35,7 @@ fn restore_sigpipe() {
 
 /// The error and its causes on one line. Our error types already spell out their cause in
 /// their own message, so a cause whose text is already there is not repeated.
-fn render(e: &anyhow::Error) -> String {
+pub(crate) fn render(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

@@ -48,6 +48,10 @@ pub struct OutputChange {
 pub struct RunDiff {
     pub old: String,
     pub new: String,
+    /// What to know before reading the rest: runs of two different experiments, a run that
+    /// failed (and where).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub params: Vec<ParamChange>,
     pub stages: Vec<StageChange>,
     pub metrics: Vec<MetricChange>,
@@ -70,12 +74,85 @@ pub fn diff(old: &RunRecord, new: &RunRecord, all: bool) -> RunDiff {
     RunDiff {
         old: old.id.clone(),
         new: new.id.clone(),
+        notes: notes(old, new),
         params: param_changes(old, new, all),
         stages: stage_changes(old, new),
         metrics: metric_changes(old, new, all),
         outputs: output_changes(old, new),
     }
 }
+
+/// Warnings that change how the rest reads.
+fn notes(old: &RunRecord, new: &RunRecord) -> Vec<String> {
+    let mut notes = Vec::new();
+    if old.experiment.name != new.experiment.name {
+        notes.push(format!(
+            "these runs are of different experiments: `{}` ({}) and `{}` ({}); every difference \
+             below may come from that",
+            old.experiment.name, old.experiment.path, new.experiment.name, new.experiment.path
+        ));
+    }
+    for (which, r) in [("old", old), ("new", new)] {
+        if let Some(stage) = r.failed_at() {
+            let error = r.failure_reason().unwrap_or("no error recorded");
+            notes.push(format!(
+                "the {which} run {} failed at stage `{stage}`: {error}",
+                r.id
+            ));
+        }
+    }
+    notes
+}
+
+/// Names the data files behind each "its data files changed", given each stage key's data
+/// files (name -> digest) as the cache's manifests record them; `files_of` returns `None`
+/// for an entry no longer cached, whose cause then stays as it is.
+pub fn name_data_files(
+    d: &mut RunDiff,
+    old: &RunRecord,
+    new: &RunRecord,
+    files_of: impl Fn(&str) -> Option<BTreeMap<String, String>>,
+) {
+    for change in &mut d.stages {
+        if change.cause != DATA_CHANGED {
+            continue;
+        }
+        let (Some(o), Some(n)) = (old.stage(&change.stage), new.stage(&change.stage)) else {
+            continue;
+        };
+        let (Some(before), Some(after)) = (files_of(&o.key), files_of(&n.key)) else {
+            continue;
+        };
+        let mut modified = Vec::new();
+        let mut added = Vec::new();
+        for (name, digest) in &after {
+            match before.get(name) {
+                None => added.push(name.as_str()),
+                Some(old_digest) if old_digest != digest => modified.push(name.as_str()),
+                Some(_) => {}
+            }
+        }
+        let removed: Vec<&str> = before
+            .keys()
+            .filter(|k| !after.contains_key(*k))
+            .map(String::as_str)
+            .collect();
+        let parts: Vec<String> = [
+            ("modified", modified),
+            ("added", added),
+            ("removed", removed),
+        ]
+        .into_iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(label, names)| format!("{} {label} ({})", names.len(), crate::plan::brief(&names)))
+        .collect();
+        if !parts.is_empty() {
+            change.cause = format!("{DATA_CHANGED}: {}", parts.join(", "));
+        }
+    }
+}
+
+const DATA_CHANGED: &str = "its data files changed";
 
 fn flatten(table: &toml::Table) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -114,7 +191,7 @@ fn stage_changes(old: &RunRecord, new: &RunRecord) -> Vec<StageChange> {
         match old.stage(&s.name) {
             None => changes.push(StageChange {
                 stage: s.name.clone(),
-                cause: "new stage".into(),
+                cause: missing_cause(old, &s.name, "old").unwrap_or_else(|| "new stage".into()),
             }),
             Some(o) if o.key != s.key => changes.push(StageChange {
                 stage: s.name.clone(),
@@ -127,11 +204,25 @@ fn stage_changes(old: &RunRecord, new: &RunRecord) -> Vec<StageChange> {
         if new.stage(&o.name).is_none() {
             changes.push(StageChange {
                 stage: o.name.clone(),
-                cause: "removed".into(),
+                cause: missing_cause(new, &o.name, "new").unwrap_or_else(|| "removed".into()),
             });
         }
     }
     changes
+}
+
+/// Why `run` has no record of `stage` when that is because it failed: the stage failed
+/// there, or the run stopped before it. `None` when the stage is simply not in that run.
+fn missing_cause(run: &RunRecord, stage: &str, which: &str) -> Option<String> {
+    let failed_at = run.failed_at()?;
+    if !run.params.get(stage).is_some_and(toml::Value::is_table) {
+        return None;
+    }
+    Some(if failed_at == stage {
+        format!("failed in the {which} run")
+    } else {
+        format!("not reached in the {which} run (it failed at `{failed_at}`)")
+    })
 }
 
 fn first_cause(old: &StageRecord, new: &StageRecord) -> String {
@@ -158,7 +249,7 @@ fn first_cause(old: &StageRecord, new: &StageRecord) -> String {
         }
     }
     if old.external.as_ref().map(|e| &e.digest) != new.external.as_ref().map(|e| &e.digest) {
-        return "its data files changed".into();
+        return DATA_CHANGED.into();
     }
     "its key changed (a different version of pipeline?)".into()
 }
@@ -229,6 +320,13 @@ pub fn render(d: &RunDiff, markdown: bool) -> String {
         out.push_str(&format!("## `{}` -> `{}`\n", d.old, d.new));
     } else {
         out.push_str(&format!("{} -> {}\n", d.old, d.new));
+    }
+    for note in &d.notes {
+        out.push_str(&if markdown {
+            format!("\n> **Note:** {note}\n")
+        } else {
+            format!("\nnote: {note}\n")
+        });
     }
     let non_repro: Vec<&OutputChange> = d.non_reproducible().collect();
     if !non_repro.is_empty() {

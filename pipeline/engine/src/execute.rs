@@ -265,6 +265,7 @@ pub fn run(
         name: opts.name.clone(),
         status: RunStatus::Running,
         error: None,
+        failed_stage: None,
         pid: std::process::id(),
         started: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         finished: None,
@@ -313,6 +314,7 @@ pub fn run(
             }
             Err(e) => {
                 reporter.stage_failed(stage, &e.to_string());
+                record.failed_stage = Some(stage.name.clone());
                 outcome = Err(e);
                 break;
             }

@@ -289,6 +289,15 @@ pub trait StageKind: Send + Sync {
         None
     }
 
+    /// The parameters an output's bytes depend on, when they are fewer than all the stage's
+    /// (its inputs and data files always count): a planning hint. `pipeline status` and
+    /// `sweep --dry-run` use it to see that a stage reading this output stays cached when only
+    /// other parameters change (the features, when only the head changes). Cache keys never
+    /// use it: a wrong hint costs a wrong prediction, never a wrong result.
+    fn output_depends_on(&self, _output: &str) -> Option<&'static [&'static str]> {
+        None
+    }
+
     /// Files outside the store that the stage reads; their names and bytes join its key.
     fn external_files(
         &self,

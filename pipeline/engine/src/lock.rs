@@ -132,12 +132,17 @@ pub fn from_run(exp: &Experiment, run: &RunRecord, experiment_file_name: &str) -
 }
 
 pub fn write(lock: &LockFile, path: &Path) -> Result<(), LockError> {
+    write_showing(lock, path, &path.display().to_string())
+}
+
+/// [`write`], with the lock file's path as the header should show it (relative to the
+/// project root, from where `pipeline verify --lock PATH` is typed).
+pub fn write_showing(lock: &LockFile, path: &Path, shown: &str) -> Result<(), LockError> {
     let body = toml::to_string(lock).map_err(|e| encode_error(path, &e))?;
     let text = format!(
-        "# Written by `pipeline lock`; commit it. `pipeline verify --lock {}` reruns the\n\
-         # experiment from scratch and compares its outputs with these digests.\n{body}",
-        path.file_name()
-            .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+        "# Written by `pipeline lock`; commit it. `pipeline verify --lock {shown}` (from the\n\
+         # project root) reruns the experiment from scratch and compares its outputs with these\n\
+         # digests.\n{body}"
     );
     let tmp = path.with_extension("lock.tmp");
     std::fs::write(&tmp, text).map_err(|source| LockError::Write {

@@ -17,7 +17,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::run_index::RunSummary;
 
 /// Version of the run record layout.
 pub const RECORD_FORMAT: u32 = 1;
@@ -30,11 +33,32 @@ pub enum RecordError {
     Parse { path: PathBuf, message: String },
     #[error("no run matches `{0}` (try `pipeline runs`)")]
     NotFound(String),
-    #[error("`{spec}` matches several runs: {}", .candidates.join(", "))]
+    #[error("`{spec}` matches several runs: {}", list_some(.candidates))]
     Ambiguous {
         spec: String,
         candidates: Vec<String>,
     },
+    /// A reference that cannot match, with why (`latest` before any run succeeded, say).
+    #[error("no run matches `{spec}`: {why}")]
+    NoMatch { spec: String, why: String },
+}
+
+/// The first few of many run ids, and how many more there are.
+fn list_some(ids: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut text = ids
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > SHOWN {
+        text.push_str(&format!(
+            ", and {} more (type more of the id)",
+            ids.len() - SHOWN
+        ));
+    }
+    text
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecordError + '_ {
@@ -173,6 +197,9 @@ pub struct RunRecord {
     pub status: RunStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The stage that failed, when a stage did (the run's other errors name no stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_stage: Option<String>,
     pub pid: u32,
     pub started: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,12 +224,7 @@ pub struct RunRecord {
 impl RunRecord {
     /// The display status: a run still marked running whose process is gone was interrupted.
     pub fn status_label(&self) -> &'static str {
-        match self.status {
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Running if process_alive(self.pid) => "running",
-            RunStatus::Running => "interrupted",
-        }
+        status_label(self.status, self.pid)
     }
 
     /// Every stage's metrics, as `stage.metric`.
@@ -219,6 +241,52 @@ impl RunRecord {
 
     pub fn stage(&self, name: &str) -> Option<&StageRecord> {
         self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// The stage at which a failed run stopped: recorded since runs record it, read from
+    /// the error (`stage `NAME` ...`) for older records.
+    pub fn failed_at(&self) -> Option<&str> {
+        if self.status != RunStatus::Failed {
+            return None;
+        }
+        self.failed_stage
+            .as_deref()
+            .or_else(|| self.error.as_deref().and_then(stage_named_in))
+    }
+}
+
+impl RunRecord {
+    /// The error of a failed run without the `stage `NAME` failed: ` it starts with, for
+    /// sentences that name the stage already.
+    pub fn failure_reason(&self) -> Option<&str> {
+        let error = self.error.as_deref()?;
+        let Some(stage) = self.failed_at() else {
+            return Some(error);
+        };
+        let failed = format!("stage `{stage}` failed: ");
+        let other = format!("stage `{stage}`: ");
+        Some(
+            error
+                .strip_prefix(failed.as_str())
+                .or_else(|| error.strip_prefix(other.as_str()))
+                .unwrap_or(error),
+        )
+    }
+}
+
+/// `NAME` from an error that starts `stage `NAME``, as every error of a stage does.
+fn stage_named_in(error: &str) -> Option<&str> {
+    let rest = error.strip_prefix("stage `")?;
+    rest.split_once('`').map(|(name, _)| name)
+}
+
+/// A run's display status from its recorded status and the process that ran it.
+pub(crate) fn status_label(status: RunStatus, pid: u32) -> &'static str {
+    match status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Running if process_alive(pid) => "running",
+        RunStatus::Running => "interrupted",
     }
 }
 
@@ -298,50 +366,98 @@ impl RunStore {
 
     /// Every readable run, newest first. Directories without a readable record are skipped,
     /// and so are records whose id is not their directory's name (a run directory copied by
-    /// hand): every use of a run finds its files by id, and gc removes runs by it.
+    /// hand): every use of a run finds its files by id, and gc removes runs by it. Records
+    /// are parsed in parallel.
     pub fn list(&self) -> Result<Vec<RunRecord>, RecordError> {
-        let mut runs: Vec<RunRecord> = fs::read_dir(&self.root)
+        let dirs: Vec<String> = fs::read_dir(&self.root)
             .map_err(io_err(&self.root))?
             .flatten()
-            .filter_map(|e| {
-                let dir = e.file_name().to_string_lossy().into_owned();
-                self.load(&dir).ok().filter(|r| r.id == dir)
-            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut runs: Vec<RunRecord> = dirs
+            .into_par_iter()
+            .filter_map(|dir| self.load(&dir).ok().filter(|r| r.id == dir))
             .collect();
         runs.sort_by(|a, b| b.started.cmp(&a.started).then(b.id.cmp(&a.id)));
         Ok(runs)
     }
 
-    /// Finds a run by `latest`, `latest~N`, exact id, name (the newest with that name) or a
-    /// unique id prefix.
+    /// Every readable run's summary, newest first: what listing and references need, kept in
+    /// an index so that thousands of runs list quickly ([`crate::run_index`]).
+    pub fn summaries(&self) -> Result<Vec<RunSummary>, RecordError> {
+        crate::run_index::summaries(self)
+    }
+
+    /// Finds a run by a reference ([`resolve_in`]) and reads its whole record.
     pub fn resolve(&self, spec: &str) -> Result<RunRecord, RecordError> {
-        let runs = self.list()?;
-        let not_found = || RecordError::NotFound(spec.to_string());
-        if let Some(rest) = spec.strip_prefix("latest") {
-            let back = match rest {
-                "" => 0,
-                r => r
-                    .strip_prefix('~')
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(not_found)?,
+        let summaries = self.summaries()?;
+        let id = resolve_in(&summaries, spec)?;
+        self.load(&id)
+    }
+}
+
+/// The id of the run `spec` refers to, among `runs` (newest first):
+/// - `latest`: the newest run that succeeded; `latest~N`: the Nth successful run before it;
+/// - an exact id;
+/// - a name: the newest run with that name;
+/// - a unique prefix or suffix of an id (the random suffix, `7c1e`, is the shortest to type).
+pub fn resolve_in(runs: &[RunSummary], spec: &str) -> Result<String, RecordError> {
+    let no_match = |why: String| RecordError::NoMatch {
+        spec: spec.to_string(),
+        why,
+    };
+    if let Some(rest) = spec.strip_prefix("latest") {
+        let back = match rest {
+            "" => Some(0),
+            r => r.strip_prefix('~').and_then(|n| n.parse::<usize>().ok()),
+        };
+        if let Some(back) = back {
+            let succeeded: Vec<&RunSummary> = runs
+                .iter()
+                .filter(|r| r.status == RunStatus::Succeeded)
+                .collect();
+            if let Some(run) = succeeded.get(back) {
+                return Ok(run.id.clone());
+            }
+            let newest = match runs.first() {
+                Some(r) if r.status != RunStatus::Succeeded => format!(
+                    "; the newest run, {}, {} (name it by its id)",
+                    r.id,
+                    r.status_label()
+                ),
+                _ => String::new(),
             };
-            return runs.into_iter().nth(back).ok_or_else(not_found);
+            return Err(no_match(match succeeded.len() {
+                0 if runs.is_empty() => "there are no runs yet".to_string(),
+                0 => format!("no run has succeeded yet (`latest` counts successful runs only){newest}"),
+                n => format!(
+                    "there {} only {n} successful run{} (`latest` counts successful runs only){newest}",
+                    if n == 1 { "is" } else { "are" },
+                    if n == 1 { "" } else { "s" }
+                ),
+            }));
         }
-        if let Some(run) = runs.iter().find(|r| r.id == spec) {
-            return Ok(run.clone());
-        }
-        if let Some(run) = runs.iter().find(|r| r.name.as_deref() == Some(spec)) {
-            return Ok(run.clone());
-        }
-        let matching: Vec<&RunRecord> = runs.iter().filter(|r| r.id.starts_with(spec)).collect();
-        match matching.as_slice() {
-            [] => Err(not_found()),
-            [one] => Ok((*one).clone()),
-            many => Err(RecordError::Ambiguous {
-                spec: spec.to_string(),
-                candidates: many.iter().map(|r| r.id.clone()).collect(),
-            }),
-        }
+    }
+    if runs.iter().any(|r| r.id == spec) {
+        return Ok(spec.to_string());
+    }
+    if let Some(run) = runs.iter().find(|r| r.name.as_deref() == Some(spec)) {
+        return Ok(run.id.clone());
+    }
+    if spec.is_empty() {
+        return Err(RecordError::NotFound(spec.to_string()));
+    }
+    let matching: Vec<&RunSummary> = runs
+        .iter()
+        .filter(|r| r.id.starts_with(spec) || r.id.ends_with(spec))
+        .collect();
+    match matching.as_slice() {
+        [] => Err(RecordError::NotFound(spec.to_string())),
+        [one] => Ok(one.id.clone()),
+        many => Err(RecordError::Ambiguous {
+            spec: spec.to_string(),
+            candidates: many.iter().map(|r| r.id.clone()).collect(),
+        }),
     }
 }
 
@@ -364,5 +480,113 @@ pub fn git_state(project: &Path) -> (Option<String>, Option<bool>) {
             (Some(commit), dirty)
         }
         None => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(id: &str, name: Option<&str>, status: RunStatus) -> RunSummary {
+        RunSummary {
+            id: id.into(),
+            name: name.map(str::to_string),
+            status,
+            pid: 1,
+            started: id.into(),
+            duration_s: None,
+            error: None,
+            failed_stage: None,
+            experiment: "exp".into(),
+            experiment_path: "exp.toml".into(),
+            overrides: vec![],
+            params: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            stages: vec![],
+        }
+    }
+
+    /// Newest first, as `RunStore::summaries` returns them.
+    fn runs() -> Vec<RunSummary> {
+        vec![
+            summary("20261125-181502-042-7c1e", None, RunStatus::Failed),
+            summary(
+                "20261125-181401-000-ef0b",
+                Some("tweak"),
+                RunStatus::Succeeded,
+            ),
+            summary("20261125-181300-000-a0a0", None, RunStatus::Succeeded),
+            summary(
+                "20261124-090000-000-b1b1",
+                Some("tweak"),
+                RunStatus::Succeeded,
+            ),
+        ]
+    }
+
+    #[test]
+    fn latest_counts_successful_runs_only() {
+        let runs = runs();
+        assert_eq!(resolve_in(&runs, "latest").unwrap(), runs[1].id);
+        assert_eq!(resolve_in(&runs, "latest~1").unwrap(), runs[2].id);
+        assert_eq!(resolve_in(&runs, "latest~2").unwrap(), runs[3].id);
+        let e = resolve_in(&runs, "latest~3").unwrap_err().to_string();
+        assert!(e.contains("there are only 3 successful runs"), "{e}");
+        assert!(
+            e.contains("the newest run, 20261125-181502-042-7c1e, failed"),
+            "{e}"
+        );
+        let failed_only = vec![runs[0].clone()];
+        let e = resolve_in(&failed_only, "latest").unwrap_err().to_string();
+        assert!(e.contains("no run has succeeded yet"), "{e}");
+        let e = resolve_in(&[], "latest").unwrap_err().to_string();
+        assert!(e.contains("there are no runs yet"), "{e}");
+    }
+
+    #[test]
+    fn ids_names_prefixes_and_suffixes() {
+        let runs = runs();
+        assert_eq!(resolve_in(&runs, &runs[2].id).unwrap(), runs[2].id);
+        assert_eq!(
+            resolve_in(&runs, "tweak").unwrap(),
+            runs[1].id,
+            "a name is the newest run with that name"
+        );
+        assert_eq!(resolve_in(&runs, "ef0b").unwrap(), runs[1].id, "suffix");
+        assert_eq!(
+            resolve_in(&runs, "7c1e").unwrap(),
+            runs[0].id,
+            "failed runs too"
+        );
+        assert_eq!(resolve_in(&runs, "20261124").unwrap(), runs[3].id, "prefix");
+        match resolve_in(&runs, "20261125") {
+            Err(RecordError::Ambiguous { candidates, .. }) => assert_eq!(candidates.len(), 3),
+            other => panic!("expected ambiguous, got {other:?}"),
+        }
+        assert!(matches!(
+            resolve_in(&runs, "zzzz"),
+            Err(RecordError::NotFound(_))
+        ));
+        assert!(matches!(
+            resolve_in(&runs, ""),
+            Err(RecordError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn many_candidates_are_cut_short() {
+        let ids: Vec<String> = (0..20).map(|i| format!("id-{i:02}")).collect();
+        let text = list_some(&ids);
+        assert!(text.starts_with("id-00, id-01"), "{text}");
+        assert!(
+            text.ends_with("and 12 more (type more of the id)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_failed_run_names_the_stage_it_stopped_at() {
+        assert_eq!(stage_named_in("stage `train` failed: boom"), Some("train"));
+        assert_eq!(stage_named_in("cannot publish x"), None);
     }
 }

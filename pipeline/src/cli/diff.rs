@@ -9,20 +9,27 @@ use pipeline_engine::execute::Store;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
+    /// For reading in a terminal
     Text,
+    /// Every change as data, for programs
     Json,
+    /// A report to paste into a pull request or notebook
     Markdown,
 }
 
 #[derive(Args)]
 pub struct DiffArgs {
-    /// The older run (id, prefix, name, latest, latest~N)
+    /// The older run: a run id, a unique prefix or suffix of one (`7c1e`), a run name,
+    /// `latest` (the newest run that succeeded) or `latest~N` (the Nth successful run before
+    /// it)
     pub old: String,
-    /// The newer run
+    /// The newer run, named the same ways
     pub new: String,
     /// List unchanged parameters and metrics too
     #[arg(long)]
     pub all: bool,
+    /// How to print the differences: text (for a terminal), json (for programs) or markdown
+    /// (to paste into a pull request)
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Exit with status 1 when any output's digest differs
@@ -33,7 +40,15 @@ pub struct DiffArgs {
 pub fn diff(store: &Store, args: &DiffArgs) -> anyhow::Result<ExitCode> {
     let old = store.runs.resolve(&args.old)?;
     let new = store.runs.resolve(&args.new)?;
-    let d = diff::diff(&old, &new, args.all);
+    let mut d = diff::diff(&old, &new, args.all);
+    diff::name_data_files(&mut d, &old, &new, |key| {
+        store
+            .cache
+            .read_entry(key)
+            .ok()
+            .flatten()
+            .map(|e| e.manifest.external)
+    });
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&d)?),
         Format::Text => print!("{}", diff::render(&d, false)),

@@ -1,10 +1,15 @@
 //! Command-line parsing and the commands' glue: each command lives in its own module.
 
+mod charts;
+mod compare;
 mod diff;
 mod display;
 mod predict;
 mod run;
 mod runs;
+mod status;
+mod sweep;
+mod sweep_html;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +17,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+
+use crate::config;
 
 use pipeline_engine::execute::Store;
 use pipeline_engine::experiment::{self, Experiment, Override};
@@ -37,15 +44,19 @@ enum Command {
     Run(run::RunArgs),
     /// Show which stages are cached, and why the others are not
     Status(ExperimentArgs),
-    /// List recorded runs, newest first
-    Runs,
-    /// Show one run in full (RUN: id, unique prefix, name, latest or latest~N)
+    /// List recorded runs, newest first: the parameters that differ, the headline metrics
+    Runs(runs::RunsArgs),
+    /// Show one run in full: parameters, stages, metrics, files, and where a failed run failed
     Show {
+        /// The run: a run id, a unique prefix or suffix of one (`7c1e`), a run name, `latest`
+        /// (the newest run that succeeded) or `latest~N` (the Nth successful run before it)
         run: String,
         /// Open the run's report.html in the browser (xdg-open on Linux, open on macOS)
         #[arg(long)]
         open: bool,
     },
+    /// Runs side by side: differing parameters, metrics, learning and ROC curves overlaid
+    Compare(compare::CompareArgs),
     /// What differs between two runs, and why
     Diff(diff::DiffArgs),
     /// Re-execute a run (or an experiment's lock file) from scratch and compare outputs
@@ -62,6 +73,8 @@ enum Command {
         #[command(flatten)]
         shell: ShellArgs,
     },
+    /// Run an experiment at every point of a grid or random search; resumable, one run per point
+    Sweep(sweep::SweepArgs),
     /// Predict images with a run's trained model, preprocessed as in that run
     Predict(predict::PredictArgs),
     /// Remove cache entries that no kept run refers to, and leftovers of killed work
@@ -79,8 +92,28 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// List the stage kinds and their parameters
+    /// List the stage kinds: their inputs, outputs and parameters
     Kinds,
+    /// Show the project's settings (pipeline.toml), or set one: `pipeline config data_root DIR`
+    Config(ConfigArgs),
+}
+
+/// `pipeline config [KEY [VALUE]] [--unset KEY]`.
+#[derive(Args)]
+#[command(
+    after_help = "Settings: data_root (where data paths are resolved), artifacts (the \
+store), device (cpu, cuda or auto). Relative paths are relative to the project root. A flag or \
+environment variable (--data-root, PIPELINE_DATA_ROOT, --artifacts, PIPELINE_ARTIFACTS, \
+PIPELINE_DEVICE) wins over the file."
+)]
+pub struct ConfigArgs {
+    /// The setting to show or set
+    pub key: Option<String>,
+    /// Its new value, written to pipeline.toml at the project root
+    pub value: Option<String>,
+    /// Remove the setting from pipeline.toml
+    #[arg(long, conflicts_with_all = ["key", "value"], value_name = "KEY")]
+    pub unset: Option<String>,
 }
 
 /// Selects an experiment and what it reads.
@@ -91,7 +124,8 @@ pub struct ExperimentArgs {
     /// Override a parameter: `--set train.epochs=20` (repeatable; `--set seed=7` for the seed)
     #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
     pub set: Vec<String>,
-    /// Where data paths are resolved [default: data/ at the project root]
+    /// Where data paths are resolved [default: `data_root` in pipeline.toml, else data/ at
+    /// the project root]
     #[arg(long, value_name = "DIR", env = "PIPELINE_DATA_ROOT")]
     pub data_root: Option<PathBuf>,
 }
@@ -108,26 +142,29 @@ pub struct ShellArgs {
 pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let project = project_root()?;
-    let artifacts = cli
-        .artifacts
-        .clone()
-        .unwrap_or_else(|| project.join("artifacts"));
+    let settings =
+        config::Settings::load(&project).map_err(|e| crate::exit::UsageError(e.to_string()))?;
+    let artifacts = config::artifacts(cli.artifacts.as_deref(), &project, &settings).value;
     let mut registry = crate::registry::registry();
     registry.allow_commands(match &cli.command {
         Command::Run(args) => args.shell.allow_shell,
         Command::Verify { shell, .. } | Command::Lock { shell, .. } => shell.allow_shell,
+        // A dry run only plans, and shows each shell stage's command, as status does.
+        Command::Sweep(args) => args.shell.allow_shell || args.dry_run,
         // Status only reads: it runs no stage, and shows each shell stage's command.
         Command::Status(_) => true,
         _ => false,
     });
     match cli.command {
         Command::Run(args) => run::run(&args, &registry, &project, &artifacts),
-        Command::Status(args) => run::status(&args, &registry, &project, &artifacts),
-        Command::Runs => runs::list(&open_store(&artifacts)?),
+        Command::Status(args) => status::status(&args, &registry, &project, &artifacts),
+        Command::Runs(args) => runs::list(&open_store(&artifacts)?, &args),
         Command::Show { run, open } => runs::show(&open_store(&artifacts)?, &run, open),
+        Command::Compare(args) => compare::compare(&open_store(&artifacts)?, &args),
         Command::Diff(args) => diff::diff(&open_store(&artifacts)?, &args),
         Command::Verify { args, .. } => verify::verify(&args, &registry, &project, &artifacts),
         Command::Lock { args, .. } => verify::lock(&args, &registry, &project, &artifacts),
+        Command::Sweep(args) => sweep::sweep(&args, &registry, &project, &artifacts),
         Command::Predict(args) => predict::predict(&open_store(&artifacts)?, &args),
         Command::Gc {
             keep_last,
@@ -146,15 +183,89 @@ pub fn main() -> anyhow::Result<ExitCode> {
             runs::kinds(&registry);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Config(args) => show_or_set_config(&args, &cli.artifacts, &project, &settings),
     }
 }
 
-/// The root of the git work tree holding the current directory, or the current directory.
+fn show_or_set_config(
+    args: &ConfigArgs,
+    artifacts_flag: &Option<PathBuf>,
+    project: &Path,
+    settings: &config::Settings,
+) -> anyhow::Result<ExitCode> {
+    if let Some(key) = &args.unset {
+        let file = config::set(project, key, None)?;
+        println!("removed `{key}` from {}", file.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let (Some(key), Some(value)) = (&args.key, &args.value) {
+        let file = config::set(project, key, Some(value))?;
+        println!("{key} = {value:?} in {}", file.display());
+        if key == "data_root" && !project.join(value).is_dir() {
+            eprintln!(
+                "warning: {} is not a directory (yet); relative paths are relative to {}",
+                project.join(value).display(),
+                project.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let data_root = config::data_root(
+        std::env::var_os("PIPELINE_DATA_ROOT")
+            .map(PathBuf::from)
+            .as_deref(),
+        project,
+        settings,
+    );
+    let artifacts = config::artifacts(artifacts_flag.as_deref(), project, settings);
+    let device = config::device(settings);
+    let rows = [
+        (
+            "data_root",
+            data_root.value.display().to_string(),
+            data_root.source,
+        ),
+        (
+            "artifacts",
+            artifacts.value.display().to_string(),
+            artifacts.source,
+        ),
+        ("device", device.value, device.source),
+    ];
+    match &args.key {
+        Some(key) => match rows.iter().find(|(k, _, _)| k == key) {
+            Some((_, value, _)) => println!("{value}"),
+            None => {
+                return Err(crate::exit::UsageError(format!(
+                    "unknown setting `{key}`{}; the settings are data_root, artifacts, device",
+                    pipeline_engine::diagnostic::did_you_mean(
+                        key,
+                        config::KEYS.iter().map(|(k, _)| *k)
+                    )
+                ))
+                .into())
+            }
+        },
+        None => {
+            println!("project root  {}", project.display());
+            let file = project.join(config::FILE);
+            let state = if file.is_file() { "" } else { " (none yet)" };
+            println!("config file   {}{state}", file.display());
+            for (key, value, source) in rows {
+                println!("{key:<13} {value}  ({source})");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The nearest folder holding the current directory that has a `pipeline.toml` or is a git
+/// work tree's root, or else the current directory.
 fn project_root() -> anyhow::Result<PathBuf> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     Ok(cwd
         .ancestors()
-        .find(|d| d.join(".git").exists())
+        .find(|d| d.join(config::FILE).is_file() || d.join(".git").exists())
         .unwrap_or(&cwd)
         .to_path_buf())
 }
@@ -173,8 +284,39 @@ pub fn load_experiment(args: &ExperimentArgs, registry: &Registry) -> anyhow::Re
     Ok(experiment::load(&args.experiment, &overrides, registry)?)
 }
 
+/// The data root for an experiment: `--data-root`, `PIPELINE_DATA_ROOT`, `data_root` in
+/// pipeline.toml, or data/ at the project root.
 pub fn data_root(args: &ExperimentArgs, project: &Path) -> PathBuf {
-    args.data_root
-        .clone()
-        .unwrap_or_else(|| project.join("data"))
+    resolved_data_root(args.data_root.as_deref(), project).value
+}
+
+/// The data root and where it came from (for messages saying how to set it).
+pub fn resolved_data_root(given: Option<&Path>, project: &Path) -> config::Resolved<PathBuf> {
+    // Read again rather than passed down: `main` has already refused a bad file.
+    let settings = config::Settings::load(project).unwrap_or_default();
+    config::data_root(given, project, &settings)
+}
+
+/// Adds how to set the data root to an error about a missing data file or folder, or one
+/// that names the data root: the usual cause is a data root that is not where the data is.
+pub fn with_data_root_hint(
+    error: anyhow::Error,
+    root: &config::Resolved<PathBuf>,
+) -> anyhow::Error {
+    let text = crate::render(&error);
+    let root_text = root.value.display().to_string();
+    let about_data = text.contains("data root")
+        || text.contains(&root_text)
+        || error.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        });
+    if about_data && !text.contains("--data-root") {
+        // The whole message first, then the hint: `render` leaves out the causes whose text
+        // this context already holds.
+        let hint = config::data_root_hint(root);
+        error.context(format!("{text}; {hint}"))
+    } else {
+        error
+    }
 }

@@ -1,4 +1,4 @@
-//! `pipeline run` and `pipeline status`.
+//! `pipeline run`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,12 +8,13 @@ use clap::Args;
 use pipeline_engine::execute::{self, RunOptions};
 use pipeline_engine::kind::Registry;
 use pipeline_engine::record::CacheUse;
-use pipeline_engine::status::{self, StageState};
 
 use pipeline_engine::human::format_seconds;
 
 use super::display::Terminal;
-use super::{data_root, load_experiment, open_store, ExperimentArgs, ShellArgs};
+use super::{
+    load_experiment, open_store, resolved_data_root, with_data_root_hint, ExperimentArgs, ShellArgs,
+};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -37,15 +38,17 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let exp = load_experiment(&args.experiment, registry)?;
     let store = open_store(artifacts)?;
+    let root = resolved_data_root(args.experiment.data_root.as_deref(), project);
     let opts = RunOptions {
-        data_root: data_root(&args.experiment, project),
+        data_root: root.value.clone(),
         project_root: project.to_path_buf(),
         name: args.name.clone(),
         no_cache: args.no_cache,
     };
     eprintln!("running {} ({} stages)", exp.name, exp.stages.len());
     let terminal = Terminal::new();
-    let record = execute::run(&exp, registry, &store, &opts, &terminal)?;
+    let record = execute::run(&exp, registry, &store, &opts, &terminal)
+        .map_err(|e| with_data_root_hint(e.into(), &root))?;
     let reused = record
         .stages
         .iter()
@@ -60,40 +63,5 @@ pub fn run(
         eprintln!("  {name} = {value:.4}");
     }
     println!("{}", store.runs.dir_of(&record.id).display());
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn status(
-    args: &ExperimentArgs,
-    registry: &Registry,
-    project: &Path,
-    artifacts: &Path,
-) -> anyhow::Result<ExitCode> {
-    let exp = load_experiment(args, registry)?;
-    let store = open_store(artifacts)?;
-    let states = status::status(&exp, registry, &store, &data_root(args, project))?;
-    let width = states.iter().map(|s| s.name.len()).max().unwrap_or(5);
-    let mut stale = 0;
-    for s in &states {
-        match &s.state {
-            StageState::Cached => println!("{:<width$}  cached", s.name),
-            StageState::Stale(reasons) => {
-                stale += 1;
-                println!("{:<width$}  will run: {}", s.name, reasons.join("; "));
-            }
-        }
-        if let Some(command) = &s.command {
-            println!("{:<width$}  runs the shell command {command:?}", "");
-        }
-    }
-    if states.iter().any(|s| s.command.is_some()) {
-        println!(
-            "these shell commands come from {}: `pipeline run` runs them only with --allow-shell",
-            exp.path.display()
-        );
-    }
-    if stale == 0 {
-        println!("everything is cached: `pipeline run` would recompute nothing");
-    }
     Ok(ExitCode::SUCCESS)
 }

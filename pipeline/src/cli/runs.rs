@@ -1,62 +1,288 @@
 //! `pipeline runs`, `pipeline show` and `pipeline kinds`: reading what is recorded.
 
-use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::{Args, ValueEnum};
+
+use crate::exit::UsageError;
 use crate::report;
 use pipeline_engine::execute::Store;
 use pipeline_engine::gc::GcOptions;
-use pipeline_engine::kind::{ParamDefault, Registry};
+use pipeline_engine::kind::{InputSlots, ParamDefault, Params, Registry};
+use pipeline_engine::query::{self, Filter, SortKey};
+use pipeline_engine::run_index::RunSummary;
 
-use pipeline_engine::human::{format_bytes, format_seconds};
+use pipeline_engine::human::{format_bytes, format_metric, format_seconds};
 
-/// How many metric columns `pipeline runs` shows.
+/// How many metric columns `pipeline runs` shows unless told which.
 const METRIC_COLUMNS: usize = 4;
+/// How many differing parameters the text table shows; JSON and CSV have them all.
+const PARAM_COLUMNS: usize = 6;
 
-pub fn list(store: &Store) -> anyhow::Result<ExitCode> {
-    let runs = store.runs.list()?;
-    if runs.is_empty() {
-        println!("no runs yet in {}", store.root.display());
-        return Ok(ExitCode::SUCCESS);
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Csv,
+    Markdown,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFilter {
+    Succeeded,
+    Failed,
+    Running,
+    Interrupted,
+}
+
+impl StatusFilter {
+    fn label(self) -> &'static str {
+        match self {
+            StatusFilter::Succeeded => "succeeded",
+            StatusFilter::Failed => "failed",
+            StatusFilter::Running => "running",
+            StatusFilter::Interrupted => "interrupted",
+        }
     }
-    let metric_names: Vec<String> = runs
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "KEY names a metric (evaluate.roc_auc), a parameter (train.learning_rate, \
+seed) or id, name, experiment, status, started, duration. Columns: the parameters that differ \
+among the listed runs, then the headline metrics (evaluate.test_accuracy, sensitivity, \
+specificity, roc_auc, then the others)."
+)]
+pub struct RunsArgs {
+    /// Only runs of this experiment (its name, as in the EXPERIMENT column)
+    #[arg(long, value_name = "NAME")]
+    pub experiment: Option<String>,
+    /// Only runs with this status
+    #[arg(long, value_enum)]
+    pub status: Option<StatusFilter>,
+    /// Only runs where KEY compares so with VALUE (OP: < <= > >= = !=), e.g.
+    /// `evaluate.roc_auc>0.9` or `model.units=64`; repeatable, all must hold
+    #[arg(long = "where", value_name = "KEY OP VALUE")]
+    pub filters: Vec<String>,
+    /// Order by a metric, parameter or field, e.g. `evaluate.roc_auc:desc` [default: newest
+    /// first]
+    #[arg(long, value_name = "KEY[:asc|:desc]")]
+    pub sort: Option<String>,
+    /// Show at most N runs (after filtering and sorting)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Only the points of this sweep (see `pipeline sweep`)
+    #[arg(long, value_name = "ID")]
+    pub sweep: Option<String>,
+    /// The metric columns, comma-separated [default: the first four headline metrics]
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub metrics: Vec<String>,
+    /// text: a table for people; json, csv: every parameter and metric, for programs;
+    /// markdown: a table to paste
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+/// The runs the arguments select, in the order asked for.
+fn select(store: &Store, args: &RunsArgs) -> anyhow::Result<Vec<RunSummary>> {
+    let all = store.runs.summaries()?;
+    let filters = args
+        .filters
         .iter()
-        .flat_map(|r| r.metrics().into_keys())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .take(METRIC_COLUMNS)
-        .collect();
-    let mut rows = vec![{
-        let mut h: Vec<String> = ["ID", "NAME", "EXPERIMENT", "STATUS", "DURATION"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        h.extend(metric_names.iter().cloned());
-        h
-    }];
-    for r in &runs {
-        let metrics = r.metrics();
-        let mut row = vec![
-            r.id.clone(),
-            r.name.clone().unwrap_or_else(|| "-".into()),
-            r.experiment.name.clone(),
-            r.status_label().to_string(),
-            r.duration_s.map_or("-".into(), format_seconds),
-        ];
-        row.extend(
-            metric_names
-                .iter()
-                .map(|m| metrics.get(m).map_or("-".into(), |v| format!("{v:.4}"))),
-        );
-        rows.push(row);
+        .map(|f| Filter::parse(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError)?;
+    let sort = args
+        .sort
+        .as_deref()
+        .map(SortKey::parse)
+        .transpose()
+        .map_err(UsageError)?;
+    // A key no run has is a typo far more often than a question with no answer.
+    for key in filters
+        .iter()
+        .map(|f| f.key.as_str())
+        .chain(sort.iter().map(|s| s.key.as_str()))
+        .chain(args.metrics.iter().map(String::as_str))
+    {
+        if !all.is_empty() {
+            query::check_key(&all, key).map_err(UsageError)?;
+        }
     }
-    print_table(&rows);
+    if let Some(name) = &args.experiment {
+        if !all.is_empty() && !all.iter().any(|r| &r.experiment == name) {
+            let names: std::collections::BTreeSet<&str> =
+                all.iter().map(|r| r.experiment.as_str()).collect();
+            return Err(UsageError(format!(
+                "no run of an experiment named `{name}`{}; recorded experiments: {}",
+                pipeline_engine::diagnostic::did_you_mean(name, names.iter().copied()),
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            ))
+            .into());
+        }
+    }
+    let sweep_prefix = args.sweep.as_ref().map(|id| format!("{id}."));
+    let mut runs: Vec<RunSummary> = all
+        .into_iter()
+        .filter(|r| args.experiment.as_ref().is_none_or(|e| &r.experiment == e))
+        .filter(|r| args.status.is_none_or(|s| r.status_label() == s.label()))
+        .filter(|r| {
+            sweep_prefix
+                .as_ref()
+                .is_none_or(|p| r.name.as_deref().is_some_and(|n| n.starts_with(p.as_str())))
+        })
+        .filter(|r| filters.iter().all(|f| f.matches(r)))
+        .collect();
+    if let Some(sort) = &sort {
+        sort.sort(&mut runs);
+    }
+    if let Some(limit) = args.limit {
+        runs.truncate(limit);
+    }
+    Ok(runs)
+}
+
+pub fn list(store: &Store, args: &RunsArgs) -> anyhow::Result<ExitCode> {
+    let runs = select(store, args)?;
+    let refs: Vec<&RunSummary> = runs.iter().collect();
+    let params = query::differing_params(&refs);
+    let all_metrics = query::metric_order(runs.iter().flat_map(|r| r.metrics.keys()), None);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = runs.iter().map(json_row).collect();
+            serde_json::to_writer_pretty(&mut out, &rows)?;
+            writeln!(out)?;
+        }
+        Format::Csv => write_csv(&mut out, &runs, &params, &all_metrics)?,
+        Format::Text | Format::Markdown => {
+            if runs.is_empty() {
+                let filtered = args.experiment.is_some()
+                    || args.status.is_some()
+                    || !args.filters.is_empty()
+                    || args.sweep.is_some();
+                if filtered {
+                    writeln!(out, "no run matches")?;
+                } else {
+                    writeln!(out, "no runs yet in {}", store.root.display())?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let metric_columns: Vec<String> = if args.metrics.is_empty() {
+                all_metrics.iter().take(METRIC_COLUMNS).cloned().collect()
+            } else {
+                args.metrics.clone()
+            };
+            let shown_params: Vec<String> = params.iter().take(PARAM_COLUMNS).cloned().collect();
+            let table = text_table(&runs, &shown_params, &metric_columns);
+            if args.format == Format::Markdown {
+                write_markdown(&mut out, &table)?;
+            } else {
+                write_text(&mut out, &table)?;
+                if params.len() > shown_params.len() {
+                    writeln!(
+                        out,
+                        "({} more parameters differ: --format json or csv lists them all)",
+                        params.len() - shown_params.len()
+                    )?;
+                }
+            }
+        }
+    }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(rows: &[Vec<String>]) {
+/// Column titles: the part after the stage's name where that is unambiguous among them.
+fn short_titles(keys: &[String]) -> Vec<String> {
+    let short = |k: &str| {
+        k.split_once('.')
+            .map_or(k.to_string(), |(_, s)| s.to_string())
+    };
+    keys.iter()
+        .map(|k| {
+            let s = short(k);
+            let clash = keys.iter().filter(|other| short(other) == s).count() > 1;
+            if clash {
+                k.clone()
+            } else {
+                s
+            }
+        })
+        .collect()
+}
+
+/// A parameter's value for a table: strings without their TOML quotes.
+/// One line: a multi-line command reads as `a\nb`.
+fn param_text(run: &RunSummary, key: &str) -> String {
+    let Some(text) = run.params.get(key) else {
+        return "-".into();
+    };
+    let value = match toml::from_str::<toml::Table>(&format!("v = {text}")) {
+        Ok(t) => match t.get("v") {
+            Some(toml::Value::String(s)) => s.clone(),
+            _ => query::unquote(text).to_string(),
+        },
+        Err(_) => query::unquote(text).to_string(),
+    };
+    value
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+        .replace('\t', "\\t")
+}
+
+fn status_text(run: &RunSummary) -> String {
+    match (run.status_label(), &run.failed_stage) {
+        ("failed", Some(stage)) => format!("failed ({stage})"),
+        (label, _) => label.to_string(),
+    }
+}
+
+fn text_table(runs: &[RunSummary], params: &[String], metrics: &[String]) -> Vec<Vec<String>> {
+    let mut columns: Vec<String> = params.to_vec();
+    columns.extend(metrics.iter().cloned());
+    let mut header: Vec<String> = ["ID", "NAME", "EXPERIMENT", "STATUS", "DURATION"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    header.extend(short_titles(&columns));
+    let mut rows = vec![header];
+    for r in runs {
+        let mut row = vec![
+            r.id.clone(),
+            r.name.clone().unwrap_or_else(|| "-".into()),
+            r.experiment.clone(),
+            status_text(r),
+            r.duration_s.map_or("-".into(), format_seconds),
+        ];
+        row.extend(params.iter().map(|p| param_text(r, p)));
+        row.extend(
+            metrics
+                .iter()
+                .map(|m| r.metrics.get(m).map_or("-".into(), |v| metric_cell(*v))),
+        );
+        rows.push(row);
+    }
+    rows
+}
+
+/// A metric in a table: counts as integers, other values to four decimals.
+fn metric_cell(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1e-3 || v == 0.0 {
+        format!("{v:.4}")
+    } else {
+        format_metric(v)
+    }
+}
+
+fn write_text(out: &mut impl std::io::Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -67,8 +293,109 @@ fn print_table(rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        writeln!(out, "{}", line.join("  ").trim_end())?;
     }
+    Ok(())
+}
+
+fn write_markdown(out: &mut impl std::io::Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    let escape = |cell: &str| cell.replace('|', "\\|");
+    for (i, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row.iter().map(|c| escape(c)).collect();
+        writeln!(out, "| {} |", cells.join(" | "))?;
+        if i == 0 {
+            let rules: Vec<&str> = row
+                .iter()
+                .enumerate()
+                .map(|(c, _)| if c >= 5 { "---:" } else { "---" })
+                .collect();
+            writeln!(out, "|{}|", rules.join("|"))?;
+        }
+    }
+    Ok(())
+}
+
+fn json_row(r: &RunSummary) -> serde_json::Value {
+    let params: serde_json::Map<String, serde_json::Value> = r
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), param_json(v)))
+        .collect();
+    serde_json::json!({
+        "id": r.id,
+        "name": r.name,
+        "experiment": r.experiment,
+        "experiment_path": r.experiment_path,
+        "status": r.status_label(),
+        "failed_stage": r.failed_stage,
+        "error": r.error,
+        "started": r.started,
+        "duration_s": r.duration_s,
+        "overrides": r.overrides,
+        "params": params,
+        "metrics": r.metrics,
+    })
+}
+
+/// A parameter as JSON: numbers, booleans and strings as themselves, anything else (arrays,
+/// tables) as its TOML text.
+fn param_json(toml_text: &str) -> serde_json::Value {
+    let parsed: Option<toml::Value> = toml::from_str::<toml::Table>(&format!("v = {toml_text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"));
+    match parsed {
+        Some(toml::Value::Integer(i)) => i.into(),
+        Some(toml::Value::Float(f)) if f.is_finite() => f.into(),
+        Some(toml::Value::Boolean(b)) => b.into(),
+        Some(toml::Value::String(s)) => s.into(),
+        _ => toml_text.into(),
+    }
+}
+
+fn write_csv(
+    out: &mut impl std::io::Write,
+    runs: &[RunSummary],
+    params: &[String],
+    metrics: &[String],
+) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    let mut header: Vec<String> = [
+        "id",
+        "name",
+        "experiment",
+        "status",
+        "started",
+        "duration_s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    header.extend(params.iter().cloned());
+    header.extend(metrics.iter().cloned());
+    w.write_record(&header)?;
+    for r in runs {
+        let mut row = vec![
+            r.id.clone(),
+            r.name.clone().unwrap_or_default(),
+            r.experiment.clone(),
+            r.status_label().to_string(),
+            r.started.clone(),
+            r.duration_s.map_or(String::new(), |d| format!("{d}")),
+        ];
+        row.extend(params.iter().map(|p| {
+            r.params
+                .get(p)
+                .map_or(String::new(), |v| query::unquote(v).to_string())
+        }));
+        row.extend(
+            metrics
+                .iter()
+                .map(|m| r.metrics.get(m).map_or(String::new(), |v| format!("{v}"))),
+        );
+        w.write_record(&row)?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 pub fn show(store: &Store, spec: &str, open: bool) -> anyhow::Result<ExitCode> {
@@ -81,9 +408,26 @@ pub fn show(store: &Store, spec: &str, open: bool) -> anyhow::Result<ExitCode> {
     if !r.experiment.description.is_empty() {
         println!("            {}", r.experiment.description.trim());
     }
-    println!("status      {}", r.status_label());
-    if let Some(e) = &r.error {
-        println!("error       {e}");
+    match (r.failed_at(), r.failure_reason()) {
+        (Some(stage), Some(why)) => {
+            println!("status      failed at stage `{stage}`");
+            println!("error       {why}");
+        }
+        _ => {
+            println!("status      {}", r.status_label());
+            if let Some(e) = &r.error {
+                println!("error       {e}");
+            }
+        }
+    }
+    let not_reached = stages_not_reached(&r);
+    if !not_reached.is_empty() {
+        let verb = if r.status_label() == "running" {
+            "not yet run"
+        } else {
+            "not reached"
+        };
+        println!("{verb:<11} {}", not_reached.join(", "));
     }
     println!(
         "started     {}{}",
@@ -157,6 +501,18 @@ pub fn show(store: &Store, spec: &str, open: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The experiment's stages that a run did not finish (it failed, or is still going), named
+/// from its parameters (every stage has a table there, finished or not).
+pub fn stages_not_reached(r: &pipeline_engine::record::RunRecord) -> Vec<String> {
+    r.params
+        .iter()
+        .filter(|(name, v)| {
+            v.is_table() && r.stage(name).is_none() && r.failed_at() != Some(name.as_str())
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// Hands the file to the desktop's opener. Not finding or starting one is only a warning: the
 /// path is printed either way, and `show` is often run where there is no desktop (ssh, CI).
 fn open_in_browser(path: &Path) {
@@ -198,13 +554,40 @@ fn open_in_browser(path: &Path) {
 }
 
 pub fn kinds(registry: &Registry) {
-    for kind in registry.kinds() {
+    for (i, kind) in registry.kinds().enumerate() {
+        if i > 0 {
+            println!();
+        }
         println!(
             "{} (version {}): {}",
             kind.name(),
             kind.version(),
             kind.summary()
         );
+        let inputs = match kind.inputs() {
+            InputSlots::Fixed([]) => "none".to_string(),
+            InputSlots::Fixed(names) => names.join(", "),
+            InputSlots::Any => {
+                "any names the experiment gives (`inputs = { NAME = \"stage.output\" }`)".into()
+            }
+        };
+        println!("  inputs:  {inputs}");
+        let outputs = kind.outputs(&Params::default());
+        if outputs.is_empty() {
+            println!("  outputs: the files its `outputs` parameter names");
+        } else {
+            let names: Vec<String> = outputs
+                .iter()
+                .map(|o| {
+                    let publish = if o.publish { ", published" } else { "" };
+                    format!("{} ({}{publish})", o.name, o.file)
+                })
+                .collect();
+            println!("  outputs: {}", names.join(", "));
+        }
+        if !kind.params().is_empty() {
+            println!("  parameters:");
+        }
         for p in kind.params() {
             let default = match p.default {
                 ParamDefault::Required => "required".to_string(),

@@ -13,7 +13,9 @@ use pipeline_engine::lock::{self, Check};
 use pipeline_engine::verify;
 
 use super::display::Terminal;
-use super::{data_root, load_experiment, open_store, ExperimentArgs};
+use super::{
+    data_root, load_experiment, open_store, resolved_data_root, with_data_root_hint, ExperimentArgs,
+};
 
 #[derive(Args)]
 pub struct VerifyArgs {
@@ -222,20 +224,57 @@ pub fn lock(
 ) -> anyhow::Result<ExitCode> {
     let exp = load_experiment(args, registry)?;
     let store = open_store(artifacts)?;
+    let root = resolved_data_root(args.data_root.as_deref(), project);
     let opts = RunOptions {
-        data_root: data_root(args, project),
+        data_root: root.value.clone(),
         project_root: project.to_path_buf(),
         name: Some("lock".into()),
         no_cache: false,
     };
-    let record = execute::run(&exp, registry, &store, &opts, &Terminal::new())?;
+    let record = execute::run(&exp, registry, &store, &opts, &Terminal::new())
+        .map_err(|e| with_data_root_hint(e.into(), &root))?;
     let file_name = args
         .experiment
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .context("the experiment path has no file name")?;
+    // Beside the experiment, `.toml` replaced by `.lock`: experiments/quickstart.lock.
     let lock_file = lock::lock_path(&args.experiment);
-    lock::write(&lock::from_run(&exp, &record, &file_name), &lock_file)?;
+    let shown = from_project_root(&lock_file, project);
+    lock::write_showing(
+        &lock::from_run(&exp, &record, &file_name),
+        &lock_file,
+        &shown,
+    )?;
+    eprintln!(
+        "wrote {shown}: commit it; `pipeline verify --lock {shown}` reruns {} from scratch and compares",
+        exp.name
+    );
     println!("{}", lock_file.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `path` relative to the project root when it is under it (as people type it from there),
+/// else as given.
+fn from_project_root(path: &Path, project: &Path) -> String {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let canonical = |p: &Path| {
+        // The file may not exist yet: canonicalize its folder.
+        let dir = p.parent().and_then(|d| d.canonicalize().ok());
+        match (dir, p.file_name()) {
+            (Some(d), Some(n)) => d.join(n),
+            _ => p.to_path_buf(),
+        }
+    };
+    let project = project
+        .canonicalize()
+        .unwrap_or_else(|_| project.to_path_buf());
+    canonical(&absolute)
+        .strip_prefix(&project)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.display().to_string())
 }

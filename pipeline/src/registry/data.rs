@@ -26,7 +26,11 @@ const LOAD_PARAMS: &[ParamSpec] = &[
         name: "sources",
         ty: ParamType::Any,
         default: ParamDefault::Required,
-        help: "[[sources]] tables: type = cohen | folder | npy | synthetic, each with a label",
+        help: "[[sources]] tables, each with a `type`: type = \"cohen\" (path, label, metadata, \
+               images_dir, filename_column, filters = { column = \"value\" or [\"a\", \"b\"] }, \
+               exclude_extensions = [\".gz\"]), type = \"folder\" (path, label, limit = N: the \
+               first N files by name, extensions), type = \"npy\" (images, labels), type = \
+               \"synthetic\" (seed, count or count_per_class)",
     },
     ParamSpec {
         name: "classes",

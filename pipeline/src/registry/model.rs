@@ -129,6 +129,11 @@ impl StageKind for Model {
     fn check(&self, params: &Params) -> Result<(), ParamProblem> {
         model_config(params).map(|_| ()).map_err(problem)
     }
+    fn output_depends_on(&self, output: &str) -> Option<&'static [&'static str]> {
+        // The frozen base: its weights and the geometry its metadata records; the head's
+        // units and dropout leave it alone (pinned by tests/sweep.rs).
+        (output == "base").then_some(&["image_size", "weights", "seed", "pooling", "conv"])
+    }
     fn external_files(
         &self,
         params: &Params,

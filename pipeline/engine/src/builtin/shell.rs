@@ -3,7 +3,9 @@
 //!
 //! The command runs under `sh -c` in the stage's output directory, with
 //! `PIPELINE_OUT` (that directory), `PIPELINE_DATA_ROOT` and one `PIPELINE_IN_<SLOT>` per input
-//! (slot name upper-cased) in its environment.
+//! (slot name upper-cased) in its environment. A declared output named `metrics.toml` holding
+//! `name = number` lines is read as the stage's metrics (shown by `runs`, compared by `diff`
+//! and by sweeps), as DVC reads its metrics files.
 //!
 //! The command is code from the experiment file: an experiment with shell stages validates,
 //! and so runs, only when the user allowed it (`--allow-shell`, see [`StageKind::command`]).
@@ -131,7 +133,12 @@ impl StageKind for Shell {
             .arg(command)
             .current_dir(ctx.out_dir)
             .env("PIPELINE_OUT", ctx.out_dir)
-            .env("PIPELINE_DATA_ROOT", ctx.data_root);
+            // Absolute: the command runs in its output directory, not where `--data-root`
+            // was given relative to.
+            .env(
+                "PIPELINE_DATA_ROOT",
+                std::path::absolute(ctx.data_root).unwrap_or_else(|_| ctx.data_root.to_path_buf()),
+            );
         for (slot, path) in ctx.inputs {
             cmd.env(format!("PIPELINE_IN_{}", slot.to_uppercase()), path);
         }
@@ -158,8 +165,36 @@ impl StageKind for Shell {
                 }
             )));
         }
-        Ok(StageReport::default())
+        let mut report = StageReport::default();
+        let declared = ctx.params.str_list("outputs").unwrap_or_default();
+        if declared.iter().any(|f| f == METRICS_FILE) {
+            report.metrics = read_metrics(&ctx.out_dir.join(METRICS_FILE))?;
+        }
+        Ok(report)
     }
+}
+
+/// The output a command writes its metrics to.
+const METRICS_FILE: &str = "metrics.toml";
+
+/// `name = number` lines; anything else is refused, naming the file and the key.
+fn read_metrics(path: &Path) -> Result<std::collections::BTreeMap<String, f64>, StageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StageError::msg(format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        StageError::msg(format!("{METRICS_FILE} is not `name = number` lines: {e}"))
+    })?;
+    table
+        .into_iter()
+        .map(|(k, v)| match v {
+            toml::Value::Float(f) => Ok((k, f)),
+            toml::Value::Integer(i) => Ok((k, i as f64)),
+            other => Err(StageError::msg(format!(
+                "{METRICS_FILE}: `{k}` should be a number, not {}",
+                other.type_str()
+            ))),
+        })
+        .collect()
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), StageError> {

@@ -28,7 +28,7 @@ use crate::kind::{
 
 /// Keys of a stage table that are not parameters.
 const STAGE_KEYS: [&str; 3] = ["kind", "inputs", "description"];
-const TOP_KEYS: [&str; 4] = ["name", "description", "seed", "stages"];
+const TOP_KEYS: [&str; 5] = ["name", "description", "seed", "stages", "sweep"];
 
 /// A validated experiment, its stages in run order.
 #[derive(Debug, Clone)]
@@ -43,6 +43,8 @@ pub struct Experiment {
     pub stages: Vec<Stage>,
     /// The `--set` flags applied, as given.
     pub overrides: Vec<String>,
+    /// The `[sweep]` table: what `pipeline sweep` sweeps when not told on the command line.
+    pub sweep: Option<crate::sweep::SweepSpec>,
 }
 
 /// One stage with its effective parameters.
@@ -292,6 +294,9 @@ impl Validator<'_> {
         raw_stages.sort_by_key(|s| s.position);
         self.check_override_targets(&raw_stages, p);
         self.check_commands_allowed(&raw_stages, p);
+        let sweep = doc
+            .get("sweep")
+            .and_then(|v| sweep_table::read(v, &raw_stages, self.registry, p));
         let stages = self.connect(raw_stages, &all_names, p)?;
         Some(Experiment {
             path: PathBuf::new(),
@@ -302,6 +307,7 @@ impl Validator<'_> {
             seed,
             stages,
             overrides: self.overrides.iter().map(|o| o.flag.clone()).collect(),
+            sweep,
         })
     }
 
@@ -829,6 +835,8 @@ fn to_value(v: &DeValue) -> toml::Value {
         ),
     }
 }
+
+mod sweep_table;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,67 @@
+//! `pipeline status EXP`: what `pipeline run` would reuse and what it would compute, each
+//! stage explained against the cache.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use pipeline_engine::human::format_seconds;
+use pipeline_engine::kind::Registry;
+use pipeline_engine::status::{self, PlanState};
+
+use super::{load_experiment, open_store, resolved_data_root, with_data_root_hint, ExperimentArgs};
+
+pub fn status(
+    args: &ExperimentArgs,
+    registry: &Registry,
+    project: &Path,
+    artifacts: &Path,
+) -> anyhow::Result<ExitCode> {
+    let exp = load_experiment(args, registry)?;
+    let store = open_store(artifacts)?;
+    let root = resolved_data_root(args.data_root.as_deref(), project);
+    let plans = status::status(&exp, registry, &store, &root.value)
+        .map_err(|e| with_data_root_hint(e.into(), &root))?;
+    let width = plans.iter().map(|s| s.name.len()).max().unwrap_or(5);
+    let mut runs = 0;
+    let mut estimate = 0.0;
+    let mut unknown = 0;
+    for s in &plans {
+        match &s.state {
+            PlanState::Cached => println!("{:<width$}  cached", s.name),
+            PlanState::Expected => {
+                println!("{:<width$}  cached ({})", s.name, s.reasons.join("; "))
+            }
+            PlanState::Runs => {
+                runs += 1;
+                match s.estimate_s {
+                    Some(e) => estimate += e,
+                    None => unknown += 1,
+                }
+                println!("{:<width$}  will run: {}", s.name, s.reasons.join("; "));
+            }
+        }
+        if let Some(command) = &s.command {
+            println!("{:<width$}  runs the shell command {command:?}", "");
+        }
+    }
+    if plans.iter().any(|s| s.command.is_some()) {
+        println!(
+            "these shell commands come from {}: `pipeline run` runs them only with --allow-shell",
+            exp.path.display()
+        );
+    }
+    if runs == 0 {
+        println!("everything is cached: `pipeline run` would recompute nothing");
+    } else {
+        let known = if unknown > 0 {
+            format!(" for the {} with a recorded duration", runs - unknown)
+        } else {
+            String::new()
+        };
+        println!(
+            "{runs} stage(s) would run: about {}{known}, from earlier computations",
+            format_seconds(estimate)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

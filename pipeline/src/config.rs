@@ -1,0 +1,376 @@
+//! The project's settings file, `pipeline.toml` at the project root, as `.dvc/config` is for
+//! DVC: where the data is, where the store is, which device to use, remembered so that no
+//! command needs `--data-root` every time.
+//!
+//! ```toml
+//! data_root = "../shared/data"   # relative paths are relative to the project root
+//! artifacts = "artifacts"
+//! device = "auto"                # cpu, cuda or auto
+//! ```
+//!
+//! A flag wins over the environment variable, which wins over the file, which wins over the
+//! default. `pipeline config` shows the settings and where each comes from;
+//! `pipeline config KEY VALUE` writes one.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use pipeline_engine::diagnostic::did_you_mean;
+
+/// The file's name at the project root.
+pub const FILE: &str = "pipeline.toml";
+
+/// The keys the file may hold, with what each is for.
+pub const KEYS: [(&str, &str); 3] = [
+    (
+        "data_root",
+        "where experiment data paths are resolved (flag --data-root, env PIPELINE_DATA_ROOT)",
+    ),
+    (
+        "artifacts",
+        "the store: cache, runs and sweeps (flag --artifacts, env PIPELINE_ARTIFACTS)",
+    ),
+    ("device", "cpu, cuda or auto (env PIPELINE_DEVICE)"),
+];
+
+/// The devices `device` may name.
+pub const DEVICES: [&str; 3] = ["cpu", "cuda", "auto"];
+
+/// What `pipeline.toml` holds; paths resolved against the project root.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    /// The file, when there is one.
+    pub file: Option<PathBuf>,
+    pub data_root: Option<PathBuf>,
+    pub artifacts: Option<PathBuf>,
+    pub device: Option<String>,
+}
+
+/// A bad `pipeline.toml`: a usage error (exit 2), naming the file and key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+impl Settings {
+    /// Reads `pipeline.toml` at `project`; no file means no settings.
+    pub fn load(project: &Path) -> Result<Settings, ConfigError> {
+        let file = project.join(FILE);
+        let text = match fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(e) => {
+                return Err(ConfigError {
+                    file,
+                    message: format!("cannot read it: {e}"),
+                })
+            }
+        };
+        Settings::parse(project, &file, &text)
+    }
+
+    fn parse(project: &Path, file: &Path, text: &str) -> Result<Settings, ConfigError> {
+        let fail = |message: String| ConfigError {
+            file: file.to_path_buf(),
+            message,
+        };
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| fail(format!("invalid TOML: {}", e.message().trim())))?;
+        let mut settings = Settings {
+            file: Some(file.to_path_buf()),
+            ..Settings::default()
+        };
+        for (key, value) in &table {
+            let text = value.as_str().ok_or_else(|| {
+                fail(format!(
+                    "`{key}` must be a string, not {}",
+                    value.type_str()
+                ))
+            })?;
+            match key.as_str() {
+                "data_root" => settings.data_root = Some(project.join(text)),
+                "artifacts" => settings.artifacts = Some(project.join(text)),
+                "device" => {
+                    check_device(text).map_err(fail)?;
+                    settings.device = Some(text.to_string());
+                }
+                other => {
+                    let names = KEYS.iter().map(|(k, _)| *k);
+                    return Err(fail(format!(
+                        "unknown key `{other}`{}; the keys are {}",
+                        did_you_mean(other, names.clone()),
+                        names
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(settings)
+    }
+}
+
+fn check_device(device: &str) -> Result<(), String> {
+    if DEVICES.contains(&device) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`device` must be one of cpu, cuda, auto, not {device:?}"
+        ))
+    }
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Environment(&'static str),
+    File,
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag => f.write_str("from the command line"),
+            Source::Environment(var) => write!(f, "from {var}"),
+            Source::File => write!(f, "from {FILE}"),
+            Source::Default => f.write_str("the default"),
+        }
+    }
+}
+
+/// A resolved setting: its value and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+/// Flag or environment (clap merges the two: the variable is told apart by its value), then
+/// the file, then the default.
+fn resolve_path(
+    given: Option<&Path>,
+    env_var: &'static str,
+    from_file: Option<&Path>,
+    default: PathBuf,
+) -> Resolved<PathBuf> {
+    if let Some(path) = given {
+        let from_env = std::env::var_os(env_var).is_some_and(|v| Path::new(&v) == path);
+        return Resolved {
+            value: path.to_path_buf(),
+            source: if from_env {
+                Source::Environment(env_var)
+            } else {
+                Source::Flag
+            },
+        };
+    }
+    match from_file {
+        Some(path) => Resolved {
+            value: path.to_path_buf(),
+            source: Source::File,
+        },
+        None => Resolved {
+            value: default,
+            source: Source::Default,
+        },
+    }
+}
+
+/// The data root: `--data-root`, `PIPELINE_DATA_ROOT`, `data_root` in `pipeline.toml`, or
+/// `data/` at the project root.
+pub fn data_root(given: Option<&Path>, project: &Path, settings: &Settings) -> Resolved<PathBuf> {
+    resolve_path(
+        given,
+        "PIPELINE_DATA_ROOT",
+        settings.data_root.as_deref(),
+        project.join("data"),
+    )
+}
+
+/// The store: `--artifacts`, `PIPELINE_ARTIFACTS`, `artifacts` in `pipeline.toml`, or
+/// `artifacts/` at the project root.
+pub fn artifacts(given: Option<&Path>, project: &Path, settings: &Settings) -> Resolved<PathBuf> {
+    resolve_path(
+        given,
+        "PIPELINE_ARTIFACTS",
+        settings.artifacts.as_deref(),
+        project.join("artifacts"),
+    )
+}
+
+/// The device: `PIPELINE_DEVICE`, `device` in `pipeline.toml`, or `auto`. A `--device`
+/// flag, where a command has one, goes before all of them.
+pub fn device(settings: &Settings) -> Resolved<String> {
+    if let Some(v) = std::env::var("PIPELINE_DEVICE")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return Resolved {
+            value: v,
+            source: Source::Environment("PIPELINE_DEVICE"),
+        };
+    }
+    match &settings.device {
+        Some(d) => Resolved {
+            value: d.clone(),
+            source: Source::File,
+        },
+        None => Resolved {
+            value: "auto".into(),
+            source: Source::Default,
+        },
+    }
+}
+
+/// How to set the data root, for every message that names one.
+pub fn data_root_hint(root: &Resolved<PathBuf>) -> String {
+    format!(
+        "the data root is {} ({}); set it with --data-root DIR, PIPELINE_DATA_ROOT=DIR, or \
+         `pipeline config data_root DIR` (saved in {FILE})",
+        root.value.display(),
+        root.source
+    )
+}
+
+/// Writes `key = "value"` into `pipeline.toml` at `project` (or removes the key when `value`
+/// is `None`), keeping the file's other lines and comments as they are.
+pub fn set(project: &Path, key: &str, value: Option<&str>) -> anyhow::Result<PathBuf> {
+    let file = project.join(FILE);
+    if !KEYS.iter().any(|(k, _)| *k == key) {
+        let names = KEYS.iter().map(|(k, _)| *k);
+        return Err(crate::exit::UsageError(format!(
+            "unknown setting `{key}`{}; the settings are {}",
+            did_you_mean(key, names.clone()),
+            names
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into());
+    }
+    if let (Some(v), "device") = (value, key) {
+        check_device(v).map_err(crate::exit::UsageError)?;
+    }
+    let old = match fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    let assignment = value.map(|v| format!("{key} = {}", toml::Value::String(v.to_string())));
+    let mut lines: Vec<String> = Vec::new();
+    let mut replaced = false;
+    for line in old.lines() {
+        let is_key = line
+            .trim_start()
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if is_key {
+            if let (Some(a), false) = (&assignment, replaced) {
+                lines.push(a.clone());
+            }
+            replaced = true;
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    if let (Some(a), false) = (&assignment, replaced) {
+        lines.push(a.clone());
+    }
+    let mut text = lines.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    // The edit must leave a file that reads back; if it would not (the file was already
+    // broken), nothing is written.
+    Settings::parse(project, &file, &text)?;
+    let tmp = project.join(format!(".{FILE}.{}.tmp", std::process::id()));
+    fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_paths_relative_to_the_project_and_refuses_unknown_keys() {
+        let project = Path::new("/p");
+        let file = project.join(FILE);
+        let s = Settings::parse(
+            project,
+            &file,
+            "data_root = \"../data\"\nartifacts = \"/store\"\ndevice = \"cpu\"\n",
+        )
+        .expect("parses");
+        assert_eq!(s.data_root, Some(PathBuf::from("/p/../data")));
+        assert_eq!(s.artifacts, Some(PathBuf::from("/store")));
+        assert_eq!(s.device.as_deref(), Some("cpu"));
+
+        let e = Settings::parse(project, &file, "data_rot = \"x\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/p/pipeline.toml: unknown key `data_rot`; did you mean `data_root`?; the keys are \
+             `data_root`, `artifacts`, `device`"
+        );
+        let e = Settings::parse(project, &file, "device = \"gpu\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains("must be one of cpu, cuda, auto"),
+            "{e}"
+        );
+        let e = Settings::parse(project, &file, "data_root = 3\n").unwrap_err();
+        assert!(
+            e.to_string().contains("`data_root` must be a string"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_file_wins_over_the_default_and_a_flag_over_the_file() {
+        let project = Path::new("/p");
+        let settings = Settings {
+            data_root: Some(PathBuf::from("/p/shared")),
+            ..Settings::default()
+        };
+        let none = data_root(None, project, &Settings::default());
+        assert_eq!(
+            (none.value, none.source),
+            (PathBuf::from("/p/data"), Source::Default)
+        );
+        let file = data_root(None, project, &settings);
+        assert_eq!(
+            (file.value, file.source),
+            (PathBuf::from("/p/shared"), Source::File)
+        );
+        let flag = data_root(Some(Path::new("/flag-only-path")), project, &settings);
+        assert_eq!(flag.value, PathBuf::from("/flag-only-path"));
+        assert_eq!(flag.source, Source::Flag);
+    }
+
+    #[test]
+    fn set_replaces_or_appends_one_line_and_keeps_comments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join(FILE),
+            "# where the images are\ndata_root = \"old\"\ndevice = \"cpu\"\n",
+        )
+        .expect("write");
+        set(dir.path(), "data_root", Some("new dir")).expect("set");
+        set(dir.path(), "artifacts", Some("store")).expect("set");
+        set(dir.path(), "device", None).expect("unset");
+        assert_eq!(
+            fs::read_to_string(dir.path().join(FILE)).expect("read"),
+            "# where the images are\ndata_root = \"new dir\"\nartifacts = \"store\"\n"
+        );
+        assert!(set(dir.path(), "device", Some("tpu")).is_err());
+        assert!(set(dir.path(), "colour", Some("x")).is_err());
+    }
+}
