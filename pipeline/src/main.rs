@@ -4,6 +4,7 @@
 
 mod cli;
 mod exit;
+mod headline;
 mod registry;
 mod report;
 
