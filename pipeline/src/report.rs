@@ -870,6 +870,24 @@ mod tests {
         );
         assert!(!html.contains("<code>external.sensitivity</code>"));
 
+        // The experiment names its own headline metrics: those rows, in that order, and
+        // the default ones move down to the other metrics.
+        r.experiment.headline = vec!["specificity".into(), "true_positives".into()];
+        let html = render(&r, dir.path());
+        assert!(
+            html.contains("<tr><th>specificity</th><td class=\"num\">1.000 [0.851, 1.000]</td>")
+        );
+        assert!(html.contains(
+            "<tr><th>true positives</th><td class=\"num\">32</td><td class=\"num\">32</td></tr>"
+        ));
+        assert!(!html.contains("<tr><th>sensitivity</th>"));
+        assert!(html.contains("<code>external.sensitivity</code>"));
+        let (spec, tp) = (
+            html.find("<tr><th>specificity</th>").expect("row"),
+            html.find("<tr><th>true positives</th>").expect("row"),
+        );
+        assert!(spec < tp, "in the order named");
+
         // No external set disagreeing, no warning.
         let r = record(vec![
             evaluation("evaluate", true, &rates(0.97, 1.0, 55.0)),
