@@ -159,6 +159,26 @@ fn threshold(run: &RunRecord) -> anyhow::Result<(f32, String)> {
     ))
 }
 
+/// The stage of `kind` (`normalize` or `load`) that prepared the images the model trained on:
+/// followed back from the train stage's `images` input, so that a run with other load stages
+/// (an external evaluation set's, say) still names the right one. A record without that
+/// chain falls back to the one stage of the kind.
+fn preprocessing<'a>(run: &'a RunRecord, kind: &str) -> anyhow::Result<&'a StageRecord> {
+    let producer = |stage: &StageRecord| -> Option<&'a StageRecord> {
+        let from = &stage.inputs.get("images")?.from;
+        let name = from.split_once('.').map_or(from.as_str(), |(s, _)| s);
+        run.stage(name)
+    };
+    let mut at = run.stages.iter().find(|s| s.kind == "train");
+    while let Some(stage) = at {
+        if stage.kind == kind {
+            return Ok(stage);
+        }
+        at = producer(stage);
+    }
+    stage_of_kind(run, kind)
+}
+
 /// The one stage of `kind`: preprocessing is found by what stages do, not what they are called.
 fn stage_of_kind<'a>(run: &'a RunRecord, kind: &str) -> anyhow::Result<&'a StageRecord> {
     let found: Vec<&StageRecord> = run.stages.iter().filter(|s| s.kind == kind).collect();
@@ -215,7 +235,7 @@ fn checkpoint(store: &Store, run: &RunRecord) -> anyhow::Result<PathBuf> {
 }
 
 fn image_size(run: &RunRecord) -> anyhow::Result<u32> {
-    let load = stage_of_kind(run, "load")?;
+    let load = preprocessing(run, "load")?;
     load.params
         .get("image_size")
         .and_then(toml::Value::as_integer)
@@ -231,7 +251,7 @@ fn image_size(run: &RunRecord) -> anyhow::Result<u32> {
 /// Images are read as strictly as the run's load stage read them: truncated images only if
 /// it allowed them.
 fn decode_options(run: &RunRecord) -> anyhow::Result<stages::data::DecodeOptions> {
-    let load = stage_of_kind(run, "load")?;
+    let load = preprocessing(run, "load")?;
     Ok(stages::data::DecodeOptions {
         allow_truncated: load
             .params
@@ -242,7 +262,7 @@ fn decode_options(run: &RunRecord) -> anyhow::Result<stages::data::DecodeOptions
 }
 
 fn normalize_config(run: &RunRecord) -> anyhow::Result<NormalizeConfig> {
-    let stage = stage_of_kind(run, "normalize")?;
+    let stage = preprocessing(run, "normalize")?;
     // The recorded parameters are the effective ones, so the stage's own config type reads
     // them with the same defaults and spelling the stage accepted.
     stage.params.clone().try_into().with_context(|| {
