@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod exit;
+mod headline;
 mod registry;
 mod report;
 

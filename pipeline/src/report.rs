@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
-use pipeline_engine::human::{format_bytes, format_metric, format_seconds};
+use pipeline_engine::human::{format_bytes, format_seconds};
 use pipeline_engine::record::{CacheUse, RunRecord, StageRecord};
+
+use crate::headline::{metric_label, value_text as metric_text, Headline};
 
 /// The report's file name in a run directory.
 pub const REPORT_FILE: &str = "report.html";
@@ -135,8 +137,10 @@ fn render_into(out: &mut String, r: &RunRecord, run_dir: &Path) -> fmt::Result {
         )?;
     }
 
+    let headline = Headline::of(r);
+    summary(out, &headline)?;
     facts(out, r)?;
-    metrics(out, r)?;
+    metrics(out, r, &headline)?;
     figures(out, r, run_dir)?;
     stages(out, r)?;
     parameters(out, r)?;
@@ -201,8 +205,67 @@ fn facts(out: &mut String, r: &RunRecord) -> fmt::Result {
     writeln!(out, "</dl></section>")
 }
 
-fn metrics(out: &mut String, r: &RunRecord) -> fmt::Result {
-    let metrics = r.metrics();
+/// The headline, first thing on the page: where the weights came from, the caveats, each
+/// evaluation set side by side with intervals, and the generalization warnings.
+fn summary(out: &mut String, h: &Headline) -> fmt::Result {
+    if h.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "<section id=\"headline\"><h2>Results</h2>")?;
+    if let Some(w) = &h.weights {
+        writeln!(
+            out,
+            "<p class=\"banner\"><strong>Base weights:</strong> {}</p>",
+            Esc(w)
+        )?;
+    }
+    for w in &h.warnings {
+        writeln!(
+            out,
+            "<p class=\"alert failed warning\"><strong>Warning:</strong> {}</p>",
+            Esc(w)
+        )?;
+    }
+    if !h.caveats.is_empty() {
+        writeln!(out, "<div class=\"caveats\"><h3>Caveats</h3><ul>")?;
+        for c in h.caveats {
+            writeln!(out, "<li>{}</li>", Esc(c))?;
+        }
+        writeln!(out, "</ul></div>")?;
+    }
+    if !h.sets.is_empty() {
+        writeln!(out, "<table class=\"headline\"><thead><tr><th></th>")?;
+        for s in &h.sets {
+            writeln!(
+                out,
+                "<th>{}<br><span class=\"muted\">{}</span></th>",
+                Esc(&s.title()),
+                Esc(&s.make_up())
+            )?;
+        }
+        writeln!(out, "</tr></thead><tbody>")?;
+        for m in &h.metrics {
+            write!(out, "<tr><th>{}</th>", Esc(&metric_label(m)))?;
+            for s in &h.sets {
+                write!(out, "<td class=\"num\">{}</td>", Esc(&s.value_text(m)))?;
+            }
+            writeln!(out, "</tr>")?;
+        }
+        writeln!(
+            out,
+            "</tbody></table><p class=\"muted\">Brackets: 95 % intervals (Wilson for \
+             proportions). The remaining metrics are listed below.</p>"
+        )?;
+    }
+    writeln!(out, "</section>")
+}
+
+fn metrics(out: &mut String, r: &RunRecord, headline: &Headline) -> fmt::Result {
+    let metrics: Vec<(String, f64)> = r
+        .metrics()
+        .into_iter()
+        .filter(|(name, _)| !headline.shows(name))
+        .collect();
     if metrics.is_empty() {
         return Ok(());
     }
@@ -217,7 +280,7 @@ fn metrics(out: &mut String, r: &RunRecord) -> fmt::Result {
             out,
             "<li><code>{}</code><span class=\"num\">{}</span></li>",
             Esc(name),
-            Esc(&format_metric(*value))
+            Esc(&metric_text(name, *value))
         )?;
     }
     writeln!(out, "</ul></section>")
@@ -289,7 +352,13 @@ fn figures(out: &mut String, r: &RunRecord, run_dir: &Path) -> fmt::Result {
     )?;
     for (file, mime) in figures {
         let (_, stem) = split_name(file.name);
-        writeln!(out, "<figure>")?;
+        // The prediction grid holds dozens of captioned thumbnails: at a grid cell's width its
+        // captions are unreadable, so it takes the page's whole width (and links to itself).
+        if stem.ends_with("predictions") {
+            writeln!(out, "<figure class=\"wide\">")?;
+        } else {
+            writeln!(out, "<figure>")?;
+        }
         match embed(&run_dir.join(file.name), file.size, mime) {
             // SVG goes in through <img> as well, not inline: an <img> runs no script the file
             // may hold and loads nothing it may reference.
@@ -607,6 +676,15 @@ figure img {
   min-width: min(100%, 160px);
   background: #ffffff; border-radius: 4px;
 }
+figure.wide { grid-column: 1 / -1; }
+figure.wide img { max-height: none; }
+.muted { color: var(--muted); font-weight: normal; }
+.banner { margin: 0 0 10px; }
+p.warning { margin: 10px 0; }
+.caveats { margin: 10px 0; padding: 10px 16px; border-left: 5px solid var(--warn); background: var(--panel); border-radius: 6px; }
+.caveats h3 { margin: 0 0 4px; font-size: 1em; }
+.caveats ul { margin: 0; padding-left: 20px; }
+table.headline { width: auto; margin-top: 12px; }
 figcaption { margin-top: 10px; text-align: center; font-weight: 600; overflow-wrap: anywhere; }
 .missing { color: var(--muted); margin: 0; }
 footer { margin-top: 44px; color: var(--muted); font-size: 0.85em; }
@@ -689,6 +767,8 @@ mod tests {
                 digest: "00".into(),
                 seed: 3,
                 overrides: vec![],
+                caveats: vec![],
+                headline: vec![],
             },
             params,
             stages,
@@ -713,6 +793,125 @@ mod tests {
             "space, fragment and query characters must not cut the name"
         );
         assert_eq!(Href("c:x\"<").to_string(), "./c%3Ax%22%3C");
+    }
+
+    /// An evaluate stage's record: `test` input for the test split, none for an external set.
+    fn evaluation(name: &str, internal: bool, metrics: &[(&str, f64)]) -> StageRecord {
+        let mut s = stage(name, &[], metrics);
+        s.kind = "evaluate".into();
+        if internal {
+            s.inputs.insert(
+                "test".into(),
+                pipeline_engine::record::InputRecord {
+                    from: "split.test".into(),
+                    digest: "00".into(),
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn the_headline_comes_first_with_sets_side_by_side_caveats_weights_and_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut model = stage("model", &[], &[]);
+        model.kind = "model".into();
+        model.notes.insert(
+            "weights".into(),
+            "random (He-uniform kernels, zero biases, seed 42)".into(),
+        );
+        let rates = |sens: f64, spec: f64, n: f64| {
+            vec![
+                ("n_test", n),
+                ("n_covid", 33.0),
+                ("n_normal", n - 33.0),
+                ("sensitivity", sens),
+                ("sensitivity_ci_low", 0.847),
+                ("sensitivity_ci_high", 0.995),
+                ("specificity", spec),
+                ("specificity_ci_low", 0.851),
+                ("specificity_ci_high", 1.0),
+                ("roc_auc", 0.99),
+                ("true_positives", 32.0),
+            ]
+        };
+        let mut r = record(vec![
+            model,
+            evaluation("evaluate", true, &rates(0.97, 1.0, 55.0)),
+            evaluation("external", false, &rates(0.987, 0.01, 138.0)),
+        ]);
+        r.experiment.caveats = vec!["Every NORMAL image is <pediatric>.".into()];
+        let html = render(&r, dir.path());
+        let at = |needle: &str| {
+            html.find(needle)
+                .unwrap_or_else(|| panic!("{needle} missing"))
+        };
+        // Before the run's facts and the other metrics.
+        assert!(at("id=\"headline\"") < at("id=\"run\""));
+        assert!(at("id=\"headline\"") < at("id=\"metrics\""));
+        assert!(html.contains("random He-uniform, seed 42: not the seed&#39;s ImageNet weights"));
+        assert!(html.contains("<li>Every NORMAL image is &lt;pediatric&gt;.</li>"));
+        assert!(html.contains(
+            "test split (`evaluate`)<br><span class=\"muted\">55 images: 33 COVID, 22 NORMAL"
+        ));
+        assert!(html.contains(
+            "external set `external`<br><span class=\"muted\">138 images: 33 COVID, 105 NORMAL"
+        ));
+        assert!(html.contains(
+            "<tr><th>sensitivity</th><td class=\"num\">0.970 [0.847, 0.995]</td><td class=\"num\">0.987 [0.847, 0.995]</td></tr>"
+        ));
+        assert!(html.contains("<strong>Warning:</strong> specificity on the external set `external` is 0.010, outside the test split&#39;s 95 % interval [0.851, 1.000]"));
+        assert!(
+            !html.contains("Warning:</strong> sensitivity"),
+            "0.987 is inside"
+        );
+        // Counts are integers; headline metrics are not repeated below.
+        assert!(
+            html.contains("<li><code>external.true_positives</code><span class=\"num\">32</span>")
+        );
+        assert!(!html.contains("<code>external.sensitivity</code>"));
+
+        // The experiment names its own headline metrics: those rows, in that order, and
+        // the default ones move down to the other metrics.
+        r.experiment.headline = vec!["specificity".into(), "true_positives".into()];
+        let html = render(&r, dir.path());
+        assert!(
+            html.contains("<tr><th>specificity</th><td class=\"num\">1.000 [0.851, 1.000]</td>")
+        );
+        assert!(html.contains(
+            "<tr><th>true positives</th><td class=\"num\">32</td><td class=\"num\">32</td></tr>"
+        ));
+        assert!(!html.contains("<tr><th>sensitivity</th>"));
+        assert!(html.contains("<code>external.sensitivity</code>"));
+        let (spec, tp) = (
+            html.find("<tr><th>specificity</th>").expect("row"),
+            html.find("<tr><th>true positives</th>").expect("row"),
+        );
+        assert!(spec < tp, "in the order named");
+
+        // No external set disagreeing, no warning.
+        let r = record(vec![
+            evaluation("evaluate", true, &rates(0.97, 1.0, 55.0)),
+            evaluation("external", false, &rates(0.96, 0.95, 138.0)),
+        ]);
+        let html = render(&r, dir.path());
+        assert!(html.contains("id=\"headline\""));
+        assert!(!html.contains("Warning:"));
+    }
+
+    #[test]
+    fn the_prediction_grid_takes_the_whole_width() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("predictions.png"), b"\x89PNG").expect("write");
+        fs::write(dir.path().join("roc.png"), b"\x89PNG").expect("write");
+        let r = record(vec![stage(
+            "plot",
+            &[("predictions.png", true), ("roc.png", true)],
+            &[],
+        )]);
+        let html = render(&r, dir.path());
+        assert_eq!(html.matches("<figure class=\"wide\">").count(), 1, "{html}");
+        assert!(html.contains("<figure class=\"wide\">\n<a href=\"./predictions.png\">"));
     }
 
     #[test]

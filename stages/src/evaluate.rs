@@ -1,5 +1,5 @@
-//! The evaluate stage: the trained model's predictions on the test rows, and every metric of
-//! [`crate::metrics`] written as CSV.
+//! The evaluate stage: the trained model's predictions on the test rows (or, for an external
+//! evaluation set, on every row), and every metric of [`crate::metrics`] written as CSV.
 
 use std::path::Path;
 
@@ -44,7 +44,9 @@ pub struct EvaluateInputs<'a> {
     pub model: &'a Path,
     pub features: &'a Path,
     pub labels: &'a Path,
-    pub test_index: &'a Path,
+    /// The split's test rows; `None` evaluates every row (an external evaluation set, loaded
+    /// apart from the training data).
+    pub test_index: Option<&'a Path>,
     /// The load stage's `index.csv`, to name each test image.
     pub index: &'a Path,
 }
@@ -64,7 +66,10 @@ pub fn run(
     let model = checkpoint::load(inputs.model)?;
     let (shape, features) = arrays::read_f32(inputs.features)?;
     let labels = arrays::read_labels(inputs.labels)?;
-    let rows = arrays::read_index(inputs.test_index)?;
+    let rows = match inputs.test_index {
+        Some(path) => arrays::read_index(path)?,
+        None => (0..labels.len()).collect(),
+    };
     let names = image_names(inputs.index)?;
     if shape.len() != 2 || shape[1] != HEAD_INPUTS || shape[0] != labels.len() {
         return Err(ArrayError::Shape {
@@ -80,7 +85,11 @@ pub fn run(
     for &r in &rows {
         let (Some(&label), Some(name)) = (labels.get(r), names.get(r)) else {
             return Err(EvaluateError::Index {
-                path: inputs.test_index.display().to_string(),
+                path: inputs
+                    .test_index
+                    .unwrap_or(inputs.labels)
+                    .display()
+                    .to_string(),
                 message: format!("row {r} is out of range for {} images", labels.len()),
             });
         };

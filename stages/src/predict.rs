@@ -80,6 +80,26 @@ pub fn predict_with(
     images: &[PathBuf],
     progress: &dyn Progress,
 ) -> Result<Vec<f32>, PredictError> {
+    predict_each(
+        backend, checkpoint, image_size, mode, options, images, progress,
+    )?
+    .into_iter()
+    .map(|r| r.map_err(PredictError::Image))
+    .collect()
+}
+
+/// [`predict_with`], going on past images that cannot be read: one result per image, in
+/// order, a [`DecodeError`] (naming the file) for each bad one. A bad file at the end of a
+/// long folder costs only itself. The checkpoint and the forward pass still fail everything.
+pub fn predict_each(
+    backend: &dyn Backend,
+    checkpoint: &Path,
+    image_size: u32,
+    mode: NormalizeMode,
+    options: DecodeOptions,
+    images: &[PathBuf],
+    progress: &dyn Progress,
+) -> Result<Vec<Result<f32, DecodeError>>, PredictError> {
     let model = checkpoint::load(checkpoint).map_err(PredictError::Checkpoint)?;
     // Checked here, not left to the forward pass, whose length error would not say why.
     if model.spec.size().pixels() != image_size as usize {
@@ -97,12 +117,18 @@ pub fn predict_with(
         .feature_extractor(model.spec, &model.weights.base)
         .map_err(model_err)?;
     progress.start("predicting", images.len() as u64);
-    let mut probabilities = Vec::with_capacity(images.len());
+    let mut results = Vec::with_capacity(images.len());
     for chunk in images.chunks(PREDICT_BATCH) {
-        let decoded: Vec<Array3<u8>> = chunk
+        let attempts: Vec<Result<Array3<u8>, DecodeError>> = chunk
             .par_iter()
             .map(|path| load_image_with(path, image_size, options))
-            .collect::<Result<_, _>>()?;
+            .collect();
+        let decoded: Vec<&Array3<u8>> = attempts.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if decoded.is_empty() {
+            results.extend(attempts.into_iter().map(|r| r.map(|_| f32::NAN)));
+            progress.advance(chunk.len() as u64);
+            continue;
+        }
         let batch = stack(&decoded, image_size as usize);
         let inputs = normalize(batch.view(), mode);
         // `normalize` returns a fresh standard-layout array, so this slice always exists;
@@ -111,7 +137,7 @@ pub fn predict_with(
             Some(s) => s.to_vec(),
             None => inputs.iter().copied().collect(),
         };
-        let n = chunk.len();
+        let n = decoded.len();
         let features = pooled_features(
             extractor.as_ref(),
             &model.spec,
@@ -122,17 +148,20 @@ pub fn predict_with(
         .map_err(model_err)?;
         let logits = head_logits(backend, model.head, &model.weights.head, &features, n)
             .map_err(model_err)?;
-        probabilities.extend(logits.into_iter().map(sigmoid));
+        let mut probabilities = logits.into_iter().map(sigmoid);
+        for attempt in attempts {
+            results.push(attempt.map(|_| probabilities.next().unwrap_or(f32::NAN)));
+        }
         progress.advance(chunk.len() as u64);
     }
-    Ok(probabilities)
+    Ok(results)
 }
 
 /// N x size x size x 3 from N images that `load_image` made `size x size x 3`.
-fn stack(images: &[Array3<u8>], size: usize) -> Array4<u8> {
+fn stack(images: &[&Array3<u8>], size: usize) -> Array4<u8> {
     let mut batch = Array4::<u8>::zeros((images.len(), size, size, 3));
     for (mut slot, image) in batch.axis_iter_mut(Axis(0)).zip(images) {
-        slot.assign(image);
+        slot.assign(*image);
     }
     batch
 }
@@ -178,7 +207,8 @@ pooling = "global"
         for mode in [NormalizeMode::Scale, NormalizeMode::Caffe] {
             let got = predict(&CpuBackend, &ckpt, 32, mode, &paths, &NoProgress).unwrap();
             let decoded: Vec<_> = paths.iter().map(|p| load_image(p, 32).unwrap()).collect();
-            let inputs = normalize(stack(&decoded, 32).view(), mode);
+            let refs: Vec<&Array3<u8>> = decoded.iter().collect();
+            let inputs = normalize(stack(&refs, 32).view(), mode);
             let model = checkpoint::load(&ckpt).unwrap();
             let want = inference::predict(
                 &CpuBackend,
@@ -237,6 +267,39 @@ pooling = "global"
         )
         .unwrap()
         .is_empty());
+    }
+
+    #[test]
+    fn bad_files_cost_only_themselves_when_predicting_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ckpt, paths) = fixture(dir.path());
+        let bad = dir.path().join("half.png");
+        std::fs::write(&bad, b"\x89PNG not really").unwrap();
+        // The bad file between good ones, and a chunk made only of a bad file.
+        let mut mixed = vec![
+            paths[0].clone(),
+            bad.clone(),
+            paths[1].clone(),
+            paths[2].clone(),
+        ];
+        mixed.extend(std::iter::repeat_n(paths[0].clone(), PREDICT_BATCH - 4));
+        mixed.push(bad.clone());
+        let scale = NormalizeMode::Scale;
+        let opts = DecodeOptions::default();
+        let got = predict_each(&CpuBackend, &ckpt, 32, scale, opts, &mixed, &NoProgress).unwrap();
+        let good = predict(&CpuBackend, &ckpt, 32, scale, &paths, &NoProgress).unwrap();
+        assert_eq!(got.len(), mixed.len());
+        let p = |i: usize| got[i].as_ref().map(|p| p.to_bits()).ok();
+        assert_eq!(p(0), Some(good[0].to_bits()));
+        assert_eq!(p(2), Some(good[1].to_bits()));
+        assert_eq!(p(3), Some(good[2].to_bits()));
+        for i in [1, mixed.len() - 1] {
+            let err = got[i].as_ref().expect_err("bad file");
+            assert!(err.to_string().contains("half.png"), "{err}");
+        }
+        // All or nothing: the same list fails as a whole through `predict_with`.
+        let err = predict_with(&CpuBackend, &ckpt, 32, scale, opts, &mixed, &NoProgress);
+        assert!(err.unwrap_err().to_string().contains("half.png"));
     }
 
     #[test]

@@ -208,9 +208,11 @@ pub fn skip(reason: &str) {
 
 /// `--set` arguments that shrink `experiments/model1.toml` (the seed recipe) to 32 x 32 and 5
 /// epochs, so tests on the real images stay quick; the full size is a benchmark.
-pub const MODEL1_AT_32: [&str; 10] = [
+pub const MODEL1_AT_32: [&str; 12] = [
     "--set",
     "load.image_size=32",
+    "--set",
+    "external_load.image_size=32",
     "--set",
     "model.image_size=32",
     "--set",

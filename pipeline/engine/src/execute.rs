@@ -283,6 +283,8 @@ pub fn run(
             digest: exp.digest.to_hex().to_string(),
             seed: exp.seed,
             overrides: exp.overrides.clone(),
+            caveats: exp.caveats.clone(),
+            headline: exp.headline.clone(),
         },
         params: exp.effective_params(),
         stages: Vec::new(),

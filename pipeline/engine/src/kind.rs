@@ -219,6 +219,11 @@ impl StageContext<'_> {
             .ok_or_else(|| StageError::msg(format!("input `{slot}` is not connected")))
     }
 
+    /// An input the experiment may leave unconnected (see [`StageKind::optional_inputs`]).
+    pub fn optional_input(&self, slot: &str) -> Option<&Path> {
+        self.inputs.get(slot).map(PathBuf::as_path)
+    }
+
     pub fn output(&self, file: &str) -> PathBuf {
         self.out_dir.join(file)
     }
@@ -273,6 +278,12 @@ pub trait StageKind: Send + Sync {
     fn summary(&self) -> &'static str;
     fn params(&self) -> &'static [ParamSpec];
     fn inputs(&self) -> InputSlots;
+    /// Those of [`InputSlots::Fixed`]'s names that an experiment may leave out (the
+    /// `evaluate` kind's `test`: without it, every row is evaluated). The stage reads them
+    /// with [`StageContext::optional_input`].
+    fn optional_inputs(&self) -> &'static [&'static str] {
+        &[]
+    }
     fn outputs(&self, params: &Params) -> Vec<OutputSpec>;
 
     /// Checks what the parameter types alone cannot (nested tables, ranges), naming the

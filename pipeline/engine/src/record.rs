@@ -139,6 +139,12 @@ pub struct ExperimentRecord {
     pub seed: i64,
     #[serde(default)]
     pub overrides: Vec<String>,
+    /// The experiment file's `caveats`, shown up front wherever the run is shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caveats: Vec<String>,
+    /// The experiment file's `headline` metrics (names within an evaluate stage).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headline: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,11 @@
 //! `pipeline predict`: a recorded run's trained model on new images, preprocessed as the run
 //! preprocessed its training data. The numbers come from `stages::predict`; this module only
 //! reads the run record, lists the images and prints.
+//!
+//! The decision threshold is the run's own (its evaluate stage's `threshold`), so `predict`
+//! labels an image as the run's predictions.csv did; it is printed with what the probability
+//! is of. With `--on-bad-image skip`, an unreadable file costs only itself: it is listed on
+//! stderr and in the CSV (empty probability, label `skipped`), and the others are predicted.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,7 +34,20 @@ pub struct PredictArgs {
     /// Also write `image,probability,label` to FILE (probabilities at full f32 precision)
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
+    /// What a file that cannot be read does: `fail` stops with an error naming it, printing
+    /// nothing; `skip` lists it and predicts the others (exit 0 unless none could be read)
+    #[arg(long, value_enum, default_value_t = OnBadImage::Fail, value_name = "WHAT")]
+    pub on_bad_image: OnBadImage,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnBadImage {
+    Fail,
+    Skip,
+}
+
+/// The label written for an image that could not be read under `--on-bad-image skip`.
+const SKIPPED: &str = "skipped";
 
 pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
     let run = store.runs.resolve(&args.run)?;
@@ -37,9 +55,10 @@ pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
     let image_size = image_size(&run)?;
     let mode = normalize_config(&run)?.mode;
     let options = decode_options(&run)?;
+    let (threshold, threshold_from) = threshold(&run)?;
     let images = expand(&args.images)?;
     let progress = Bar::new();
-    let result = stages::predict::predict_with(
+    let result = stages::predict::predict_each(
         &stages::model::CpuBackend,
         &checkpoint,
         image_size,
@@ -52,24 +71,112 @@ pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
     progress.0.finish_and_clear();
     // The message already names the file and the cause; `?` would also chain the cause's
     // own source after it and print that twice.
-    let probabilities = result.map_err(|e| anyhow::Error::msg(e.to_string()))?;
+    let results = result.map_err(|e| anyhow::Error::msg(e.to_string()))?;
+    if args.on_bad_image == OnBadImage::Fail {
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            // All or nothing, as asked: nothing printed, and how to go on past it.
+            bail!("{e} (to predict the other images anyway: --on-bad-image skip)");
+        }
+    }
 
-    let rows: Vec<(String, f32, &str)> = images
+    let rows: Vec<Row> = images
         .iter()
-        .zip(probabilities)
-        .map(|(path, p)| {
-            let label = CLASS_NAMES[usize::from(predicted_label(p, DEFAULT_THRESHOLD))];
-            (path.display().to_string(), p, label)
+        .zip(results)
+        .map(|(path, r)| Row {
+            image: path.display().to_string(),
+            outcome: r.map_err(|e| e.to_string()),
         })
         .collect();
+    let skipped = rows.iter().filter(|r| r.outcome.is_err()).count();
     // The file first: when it cannot be written, the command fails having printed nothing.
     if let Some(file) = &args.csv {
-        write_csv(file, &rows).with_context(|| format!("cannot write {}", file.display()))?;
+        write_csv(file, &rows, threshold)
+            .with_context(|| format!("cannot write {}", file.display()))?;
     }
-    for (path, p, label) in &rows {
-        println!("{path}\t{p:.6}\t{label}");
+    eprintln!(
+        "probability of {} per image; labelled {} above {threshold} ({threshold_from})",
+        CLASS_NAMES[1], CLASS_NAMES[1]
+    );
+    for row in &rows {
+        if let Ok(p) = row.outcome {
+            println!("{}\t{p:.6}\t{}", row.image, label_of(p, threshold));
+        }
+    }
+    if skipped > 0 {
+        eprintln!(
+            "skipped {skipped} of {} images that could not be read:",
+            rows.len()
+        );
+        for row in &rows {
+            if let Err(e) = &row.outcome {
+                eprintln!("  {e}");
+            }
+        }
+        if skipped == rows.len() {
+            bail!("none of the {} images could be read", rows.len());
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One image's outcome: its probability of COVID, or why it could not be read.
+struct Row {
+    image: String,
+    outcome: Result<f32, String>,
+}
+
+fn label_of(p: f32, threshold: f32) -> &'static str {
+    CLASS_NAMES[usize::from(predicted_label(p, threshold))]
+}
+
+/// The run's decision threshold and where it comes from: the evaluate stage that scored the
+/// test split (the one with a `test` input), else the only evaluate stage, else the default.
+fn threshold(run: &RunRecord) -> anyhow::Result<(f32, String)> {
+    let evaluates: Vec<&StageRecord> = run.stages.iter().filter(|s| s.kind == "evaluate").collect();
+    let stage = evaluates
+        .iter()
+        .find(|s| s.inputs.contains_key("test"))
+        .or(evaluates.first());
+    let Some(stage) = stage else {
+        return Ok((
+            DEFAULT_THRESHOLD,
+            format!("the default: run {} has no evaluate stage", run.id),
+        ));
+    };
+    let value = stage
+        .params
+        .get("threshold")
+        .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
+        .with_context(|| {
+            format!(
+                "run {}: stage `{}` records no valid threshold",
+                run.id, stage.name
+            )
+        })?;
+    Ok((
+        value as f32,
+        format!("the threshold of the run's `{}` stage", stage.name),
+    ))
+}
+
+/// The stage of `kind` (`normalize` or `load`) that prepared the images the model trained on:
+/// followed back from the train stage's `images` input, so that a run with other load stages
+/// (an external evaluation set's, say) still names the right one. A record without that
+/// chain falls back to the one stage of the kind.
+fn preprocessing<'a>(run: &'a RunRecord, kind: &str) -> anyhow::Result<&'a StageRecord> {
+    let producer = |stage: &StageRecord| -> Option<&'a StageRecord> {
+        let from = &stage.inputs.get("images")?.from;
+        let name = from.split_once('.').map_or(from.as_str(), |(s, _)| s);
+        run.stage(name)
+    };
+    let mut at = run.stages.iter().find(|s| s.kind == "train");
+    while let Some(stage) = at {
+        if stage.kind == kind {
+            return Ok(stage);
+        }
+        at = producer(stage);
+    }
+    stage_of_kind(run, kind)
 }
 
 /// The one stage of `kind`: preprocessing is found by what stages do, not what they are called.
@@ -128,7 +235,7 @@ fn checkpoint(store: &Store, run: &RunRecord) -> anyhow::Result<PathBuf> {
 }
 
 fn image_size(run: &RunRecord) -> anyhow::Result<u32> {
-    let load = stage_of_kind(run, "load")?;
+    let load = preprocessing(run, "load")?;
     load.params
         .get("image_size")
         .and_then(toml::Value::as_integer)
@@ -144,7 +251,7 @@ fn image_size(run: &RunRecord) -> anyhow::Result<u32> {
 /// Images are read as strictly as the run's load stage read them: truncated images only if
 /// it allowed them.
 fn decode_options(run: &RunRecord) -> anyhow::Result<stages::data::DecodeOptions> {
-    let load = stage_of_kind(run, "load")?;
+    let load = preprocessing(run, "load")?;
     Ok(stages::data::DecodeOptions {
         allow_truncated: load
             .params
@@ -155,7 +262,7 @@ fn decode_options(run: &RunRecord) -> anyhow::Result<stages::data::DecodeOptions
 }
 
 fn normalize_config(run: &RunRecord) -> anyhow::Result<NormalizeConfig> {
-    let stage = stage_of_kind(run, "normalize")?;
+    let stage = preprocessing(run, "normalize")?;
     // The recorded parameters are the effective ones, so the stage's own config type reads
     // them with the same defaults and spelling the stage accepted.
     stage.params.clone().try_into().with_context(|| {
@@ -202,12 +309,17 @@ fn is_image_name(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-fn write_csv(file: &Path, rows: &[(String, f32, &str)]) -> anyhow::Result<()> {
+fn write_csv(file: &Path, rows: &[Row], threshold: f32) -> anyhow::Result<()> {
     let mut out = csv::Writer::from_path(file)?;
     out.write_record(["image", "probability", "label"])?;
-    for (path, p, label) in rows {
-        // Shortest round-trip form, as the evaluate stage's predictions.csv.
-        out.write_record([path.as_str(), &p.to_string(), label])?;
+    for row in rows {
+        match row.outcome {
+            // Shortest round-trip form, as the evaluate stage's predictions.csv.
+            Ok(p) => {
+                out.write_record([row.image.as_str(), &p.to_string(), label_of(p, threshold)])?
+            }
+            Err(_) => out.write_record([row.image.as_str(), "", SKIPPED])?,
+        }
     }
     out.flush()?;
     Ok(())

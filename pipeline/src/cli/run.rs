@@ -15,6 +15,7 @@ use super::display::Terminal;
 use super::{
     load_experiment, open_store, resolved_data_root, with_data_root_hint, ExperimentArgs, ShellArgs,
 };
+use crate::headline::{value_text, Headline};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -59,8 +60,16 @@ pub fn run(
         "done: {ran} ran, {reused} reused from cache, {}",
         format_seconds(record.duration_s.unwrap_or(0.0))
     );
+    // The headline first (weights, caveats, each evaluation set side by side, warnings),
+    // then every other metric.
+    let headline = Headline::of(&record);
+    for line in headline.lines() {
+        eprintln!("{line}");
+    }
     for (name, value) in record.metrics() {
-        eprintln!("  {name} = {value:.4}");
+        if !headline.shows(&name) {
+            eprintln!("  {name} = {}", value_text(&name, value));
+        }
     }
     println!("{}", store.runs.dir_of(&record.id).display());
     Ok(ExitCode::SUCCESS)

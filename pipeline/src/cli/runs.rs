@@ -451,6 +451,14 @@ pub fn show(store: &Store, spec: &str, open: bool) -> anyhow::Result<ExitCode> {
     if !r.experiment.overrides.is_empty() {
         println!("overrides   {}", r.experiment.overrides.join(" "));
     }
+    // Weights, caveats, each evaluation set side by side, warnings: before the detail.
+    let headline = crate::headline::Headline::of(&r);
+    if !headline.is_empty() {
+        println!();
+        for line in headline.lines() {
+            println!("{line}");
+        }
+    }
     println!("\nstages");
     for s in &r.stages {
         println!(

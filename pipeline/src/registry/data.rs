@@ -65,7 +65,8 @@ impl StageKind for Load {
     fn version(&self) -> u32 {
         // 2: truncated JPEGs, decompression bombs, stray CSV quotes and links out of the data
         // root became errors; a result cached from such input must not be reused.
-        2
+        // 3: the synthetic source draws other images (a learnable task, see synthetic.rs).
+        3
     }
     fn summary(&self) -> &'static str {
         "decodes and resizes chest X-rays into images.npy + labels.npy"

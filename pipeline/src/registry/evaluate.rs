@@ -37,13 +37,18 @@ impl StageKind for Evaluate {
         1
     }
     fn summary(&self) -> &'static str {
-        "test loss, accuracy, confusion matrix, classification report, ROC AUC, Wilson intervals"
+        "test loss, accuracy, confusion matrix, classification report, ROC AUC, Wilson intervals \
+         (on the `test` rows, or every row when `test` is left out: an external set)"
     }
     fn params(&self) -> &'static [ParamSpec] {
         &[THRESHOLD]
     }
     fn inputs(&self) -> InputSlots {
         InputSlots::Fixed(&["model", "features", "labels", "test", "index"])
+    }
+    /// Without `test`, every row is evaluated: an external evaluation set.
+    fn optional_inputs(&self) -> &'static [&'static str] {
+        &["test"]
     }
     fn check(&self, params: &Params) -> Result<(), ParamProblem> {
         threshold(params).map(|_| ()).map_err(problem)
@@ -65,7 +70,7 @@ impl StageKind for Evaluate {
             model: ctx.input("model")?,
             features: ctx.input("features")?,
             labels: ctx.input("labels")?,
-            test_index: ctx.input("test")?,
+            test_index: ctx.optional_input("test"),
             index: ctx.input("index")?,
         };
         let threshold = threshold(ctx.params).map_err(StageError::domain)?;

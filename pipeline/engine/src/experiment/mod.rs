@@ -28,7 +28,15 @@ use crate::kind::{
 
 /// Keys of a stage table that are not parameters.
 const STAGE_KEYS: [&str; 3] = ["kind", "inputs", "description"];
-const TOP_KEYS: [&str; 5] = ["name", "description", "seed", "stages", "sweep"];
+const TOP_KEYS: [&str; 7] = [
+    "name",
+    "description",
+    "seed",
+    "stages",
+    "sweep",
+    "caveats",
+    "headline",
+];
 
 /// A validated experiment, its stages in run order.
 #[derive(Debug, Clone)]
@@ -40,6 +48,12 @@ pub struct Experiment {
     pub name: String,
     pub description: String,
     pub seed: i64,
+    /// Free-text warnings about what the results can and cannot support (`caveats = [...]`),
+    /// shown up front in the summary, `pipeline show` and the report.
+    pub caveats: Vec<String>,
+    /// The metrics the summary and report lead with (`headline = ["sensitivity", ...]`),
+    /// by their name within an evaluate stage; empty means the tool's default choice.
+    pub headline: Vec<String>,
     pub stages: Vec<Stage>,
     /// The `--set` flags applied, as given.
     pub overrides: Vec<String>,
@@ -224,6 +238,14 @@ impl Validator<'_> {
             .get("description")
             .and_then(|v| string_of(v, "description", p))
             .unwrap_or_default();
+        let caveats = doc
+            .get("caveats")
+            .and_then(|v| strings_of(v, "caveats", p))
+            .unwrap_or_default();
+        let headline = doc
+            .get("headline")
+            .and_then(|v| strings_of(v, "headline", p))
+            .unwrap_or_default();
         let mut seed = match doc.get("seed") {
             Some(v) => match v.get_ref() {
                 DeValue::Integer(_) => match int_of(v) {
@@ -305,6 +327,8 @@ impl Validator<'_> {
             name,
             description,
             seed,
+            caveats,
+            headline,
             stages,
             overrides: self.overrides.iter().map(|o| o.flag.clone()).collect(),
             sweep,
@@ -567,7 +591,11 @@ impl Validator<'_> {
             }
         }
         if let InputSlots::Fixed(names) = kind.inputs() {
-            for slot in names.iter().filter(|n| !inputs.contains_key(**n)) {
+            let optional = kind.optional_inputs();
+            for slot in names
+                .iter()
+                .filter(|n| !inputs.contains_key(**n) && !optional.contains(n))
+            {
                 p.add(
                     Some(stage_span.clone()),
                     format!("{path}.inputs.{slot}"),
@@ -795,6 +823,24 @@ fn string_of(v: &Spanned<DeValue>, key: &str, p: &mut Problems) -> Option<String
         DeValue::String(s) => Some(s.to_string()),
         other => {
             type_problem(p, v.span(), key, "a string", other);
+            None
+        }
+    }
+}
+
+/// A list of strings, such as `caveats = ["...", "..."]`; one string is taken as a list of one.
+fn strings_of(v: &Spanned<DeValue>, key: &str, p: &mut Problems) -> Option<Vec<String>> {
+    match v.get_ref() {
+        DeValue::String(s) => Some(vec![s.to_string()]),
+        DeValue::Array(items) => {
+            let mut out = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                out.push(string_of(item, &format!("{key}[{i}]"), p)?);
+            }
+            Some(out)
+        }
+        other => {
+            type_problem(p, v.span(), key, "a list of strings", other);
             None
         }
     }

@@ -141,6 +141,36 @@ impl StageKind for Script {
     }
 }
 
+/// A kind with an optional input, as `evaluate`'s `test`.
+struct Score;
+
+impl StageKind for Score {
+    fn name(&self) -> &'static str {
+        "score"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "test kind"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &[]
+    }
+    fn inputs(&self) -> InputSlots {
+        InputSlots::Fixed(&["data", "rows"])
+    }
+    fn optional_inputs(&self) -> &'static [&'static str] {
+        &["rows"]
+    }
+    fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
+        vec![OutputSpec::new("scores", "scores.csv", true)]
+    }
+    fn run(&self, _ctx: &StageContext) -> Result<StageReport, StageError> {
+        Ok(StageReport::default())
+    }
+}
+
 fn registry() -> Registry {
     let mut r = Registry::new();
     r.add(Box::new(Train));
@@ -501,4 +531,44 @@ fn data_paths_stay_under_the_data_root() {
             )
         );
     }
+}
+
+#[test]
+fn an_optional_input_may_be_left_out_but_a_required_one_may_not() {
+    let mut registry = registry();
+    registry.add(Box::new(Score));
+    let parse_with = |text: &str, _: &[&str]| parse(Path::new("exp.toml"), text, &[], &registry);
+    let error_of = |text: &str| parse_with(text, &[]).expect_err("rejected").to_string();
+    let text =
+        format!("{GOOD}\n[stages.all]\nkind = \"score\"\ninputs = {{ data = \"load.data\" }}\n");
+    let exp = parse_with(&text, &[]).expect("`rows` is optional");
+    assert!(!exp.stage("all").expect("all").inputs.contains_key("rows"));
+    let some = format!(
+        "{GOOD}\n[stages.some]\nkind = \"score\"\ninputs = {{ data = \"load.data\", rows = \"load.data\" }}\n"
+    );
+    let exp = parse_with(&some, &[]).expect("and may be given");
+    assert_eq!(
+        exp.stage("some").expect("some").inputs["rows"].stage,
+        "load"
+    );
+    let none = format!("{GOOD}\n[stages.none]\nkind = \"score\"\n");
+    let err = error_of(&none);
+    assert!(err.contains("missing input `data`"), "{err}");
+    assert!(!err.contains("`rows`:"), "{err}");
+}
+
+#[test]
+fn caveats_and_headline_are_read_as_lists_of_strings() {
+    let text = format!(
+        "caveats = [\"pediatric normals\", \"random base\"]\nheadline = \"sensitivity\"\n{GOOD}"
+    );
+    let exp = parse_with(&text, &[]).expect("valid");
+    assert_eq!(exp.caveats, ["pediatric normals", "random base"]);
+    assert_eq!(exp.headline, ["sensitivity"]);
+    let exp = parse_with(GOOD, &[]).expect("valid");
+    assert!(exp.caveats.is_empty() && exp.headline.is_empty());
+    let err = error_of(&format!("caveats = [\"ok\", 3]\n{GOOD}"));
+    assert!(err.contains("caveats[1]"), "{err}");
+    let err = error_of(&format!("caveats = 3\n{GOOD}"));
+    assert!(err.contains("a list of strings"), "{err}");
 }

@@ -2,9 +2,18 @@
 //!
 //! Every image shows a bright thorax with two dark lung fields, a spine and faint ribs, plus
 //! Gaussian noise and random exposure. Positive images add diffuse opacities (soft bright blobs
-//! of random intensity) and a patchy texture inside the lungs. Some negatives carry faint blobs
-//! too and positive opacities can be faint, so the classes overlap: a classifier can learn the
-//! task but should not reach 100 % trivially.
+//! of random intensity) and a patchy texture inside the lungs. Some negatives carry faint,
+//! small blobs too.
+//!
+//! The task is meant to show a newcomer a model that works: the quickstart (random He-uniform
+//! VGG16 features at 32 x 32, the seed's head, 30 epochs) reaches a test ROC AUC near 1 and an
+//! accuracy around 0.95 on every seed tried, in seconds (pinned across seeds by
+//! `tests/honest.rs`). Version 1 buried the opacities (a few gray levels of mean brightness)
+//! under the exposure's spread (gain 0.85-1.1, about ±18 levels): the head learned next to
+//! nothing in 30 epochs, and what it reported flipped from seed to seed. Version 2 (load kind
+//! version 3) narrows the exposure to 0.95-1.05 and makes every blob broader (σ 0.07-0.12 of
+//! the side), the positives' stronger (30-60 levels, texture 15-30), the negatives' fainter
+//! (5-15).
 //!
 //! Each image has its own ChaCha8 stream keyed by `blake3(seed, index)`, so the bytes depend
 //! only on the seed and the image's index, never on thread scheduling or a crate's sampling
@@ -19,6 +28,7 @@ struct Stream(ChaCha8Rng);
 impl Stream {
     fn new(seed: u64, index: u64) -> Self {
         let mut h = blake3::Hasher::new();
+        // The stream's name, not the generator's version: the load kind's version says that.
         h.update(b"pipeline synthetic chest x-ray v1");
         h.update(&seed.to_le_bytes());
         h.update(&index.to_le_bytes());
@@ -67,14 +77,14 @@ pub fn generate(seed: u64, index: u64, positive: bool, size: u32) -> Vec<u8> {
     let rib_period = r.range(0.055, 0.075);
     let rib_phase = r.range(0.0, 1.0);
     let noise_sigma = r.range(6.0, 14.0);
-    let gain = r.range(0.85, 1.1);
+    let gain = r.range(0.95, 1.05);
 
-    // Opacities. Negatives sometimes show faint vessels/nodules; positives show 3-8 blobs whose
-    // strength is drawn from a range that overlaps the negatives' at its low end.
+    // Opacities. Negatives sometimes show faint vessels/nodules; positives show 3-8 broad
+    // blobs, stronger than any negative's.
     let (count, amp_lo, amp_hi) = if positive {
-        ((3.0 + r.unit() * 6.0) as usize, 8.0, 55.0)
+        ((3.0 + r.unit() * 6.0) as usize, 30.0, 60.0)
     } else if r.unit() < 0.4 {
-        ((1.0 + r.unit() * 3.0) as usize, 5.0, 22.0)
+        ((1.0 + r.unit() * 3.0) as usize, 5.0, 15.0)
     } else {
         (0, 0.0, 0.0)
     };
@@ -84,13 +94,13 @@ pub fn generate(seed: u64, index: u64, positive: bool, size: u32) -> Vec<u8> {
         blobs.push(Blob {
             x: cx + side * lung_dx + r.range(-0.7, 0.7) * lung_rx,
             y: lung_cy + r.range(-0.7, 0.7) * lung_ry,
-            sigma: r.range(0.03, 0.09),
+            sigma: r.range(0.07, 0.12),
             amp: r.range(amp_lo, amp_hi),
         });
     }
     // Patchy texture: a coarse random grid, bilinearly interpolated, only for positives.
     const GRID: usize = 9;
-    let patch_amp = if positive { r.range(0.0, 18.0) } else { 0.0 };
+    let patch_amp = if positive { r.range(15.0, 30.0) } else { 0.0 };
     let grid: Vec<f64> = (0..GRID * GRID).map(|_| r.unit()).collect();
 
     let mut out = Vec::with_capacity(s * s * 3);
