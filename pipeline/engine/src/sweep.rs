@@ -867,6 +867,8 @@ mod tests {
             stages: vec![],
             overrides: vec![],
             sweep: None,
+            caveats: vec![],
+            headline: vec![],
         };
         let mut table =
             SweepTable::new("e-1", &exp, &[], &spec, &points, Goal::parse("m:min").ok());
@@ -901,6 +903,8 @@ mod tests {
             stages: vec![],
             overrides: vec![],
             sweep: None,
+            caveats: vec![],
+            headline: vec![],
         };
         let spec = SweepSpec {
             grid: vec![axis("a.x", &[1, 2])],
