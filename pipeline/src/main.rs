@@ -7,6 +7,7 @@ mod config;
 mod exit;
 mod registry;
 mod report;
+mod slurm;
 
 use std::process::ExitCode;
 
