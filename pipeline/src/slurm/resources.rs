@@ -249,6 +249,13 @@ impl Resources {
     pub fn from_table(table: &toml::Table, place: &str) -> Result<Resources, String> {
         let mut r = Resources::default();
         for (key, value) in table {
+            if !KEYS.contains(&key.as_str()) {
+                return Err(format!(
+                    "{place}: unknown key `{key}`{}; the keys are {}",
+                    did_you_mean(key, KEYS),
+                    KEYS.map(|k| format!("`{k}`")).join(", ")
+                ));
+            }
             let fail = |message: String| format!("{place} `{key}`: {message}");
             // Numbers may be written as numbers: `cpus = 4`, `time = 90` (minutes).
             let text = match value {
@@ -275,14 +282,7 @@ impl Resources {
                 "time" => r.time = Some(text.parse().map_err(fail)?),
                 "cpus" => r.cpus = Some(text.parse().map_err(fail)?),
                 "mem" => r.mem = Some(text.parse().map_err(fail)?),
-                "retries" => r.retries = Some(text.parse().map_err(fail)?),
-                other => {
-                    return Err(format!(
-                        "{place}: unknown key `{other}`{}; the keys are {}",
-                        did_you_mean(other, KEYS),
-                        KEYS.map(|k| format!("`{k}`")).join(", ")
-                    ))
-                }
+                _ => r.retries = Some(text.parse().map_err(fail)?),
             }
         }
         Ok(r)
