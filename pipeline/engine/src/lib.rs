@@ -22,4 +22,5 @@ pub mod query;
 pub mod record;
 pub mod run_index;
 pub mod status;
+pub mod sweep;
 pub mod verify;

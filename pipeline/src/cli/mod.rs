@@ -1,11 +1,15 @@
 //! Command-line parsing and the commands' glue: each command lives in its own module.
 
+mod charts;
+mod compare;
 mod diff;
 mod display;
 mod predict;
 mod run;
 mod runs;
 mod status;
+mod sweep;
+mod sweep_html;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +55,8 @@ enum Command {
         #[arg(long)]
         open: bool,
     },
+    /// Runs side by side: differing parameters, metrics, learning and ROC curves overlaid
+    Compare(compare::CompareArgs),
     /// What differs between two runs, and why
     Diff(diff::DiffArgs),
     /// Re-execute a run (or an experiment's lock file) from scratch and compare outputs
@@ -67,6 +73,8 @@ enum Command {
         #[command(flatten)]
         shell: ShellArgs,
     },
+    /// Run an experiment at every point of a grid or random search; resumable, one run per point
+    Sweep(sweep::SweepArgs),
     /// Predict images with a run's trained model, preprocessed as in that run
     Predict(predict::PredictArgs),
     /// Remove cache entries that no kept run refers to, and leftovers of killed work
@@ -147,6 +155,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
     registry.allow_commands(match &cli.command {
         Command::Run(args) => args.shell.allow_shell,
         Command::Verify { shell, .. } | Command::Lock { shell, .. } => shell.allow_shell,
+        // A dry run only plans, and shows each shell stage's command, as status does.
+        Command::Sweep(args) => args.shell.allow_shell || args.dry_run,
         // Status only reads: it runs no stage, and shows each shell stage's command.
         Command::Status(_) => true,
         _ => false,
@@ -156,9 +166,11 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::status(&args, &registry, &project, &artifacts),
         Command::Runs(args) => runs::list(&open_store(&artifacts)?, &args),
         Command::Show { run, open } => runs::show(&open_store(&artifacts)?, &run, open),
+        Command::Compare(args) => compare::compare(&open_store(&artifacts)?, &args),
         Command::Diff(args) => diff::diff(&open_store(&artifacts)?, &args),
         Command::Verify { args, .. } => verify::verify(&args, &registry, &project, &artifacts),
         Command::Lock { args, .. } => verify::lock(&args, &registry, &project, &artifacts),
+        Command::Sweep(args) => sweep::sweep(&args, &registry, &project, &artifacts),
         Command::Predict(args) => predict::predict(&open_store(&artifacts)?, &args),
         Command::Gc {
             keep_last,

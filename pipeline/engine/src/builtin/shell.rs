@@ -3,7 +3,9 @@
 //!
 //! The command runs under `sh -c` in the stage's output directory, with
 //! `PIPELINE_OUT` (that directory), `PIPELINE_DATA_ROOT` and one `PIPELINE_IN_<SLOT>` per input
-//! (slot name upper-cased) in its environment.
+//! (slot name upper-cased) in its environment. A declared output named `metrics.toml` holding
+//! `name = number` lines is read as the stage's metrics (shown by `runs`, compared by `diff`
+//! and by sweeps), as DVC reads its metrics files.
 //!
 //! The command is code from the experiment file: an experiment with shell stages validates,
 //! and so runs, only when the user allowed it (`--allow-shell`, see [`StageKind::command`]).
@@ -158,8 +160,36 @@ impl StageKind for Shell {
                 }
             )));
         }
-        Ok(StageReport::default())
+        let mut report = StageReport::default();
+        let declared = ctx.params.str_list("outputs").unwrap_or_default();
+        if declared.iter().any(|f| f == METRICS_FILE) {
+            report.metrics = read_metrics(&ctx.out_dir.join(METRICS_FILE))?;
+        }
+        Ok(report)
     }
+}
+
+/// The output a command writes its metrics to.
+const METRICS_FILE: &str = "metrics.toml";
+
+/// `name = number` lines; anything else is refused, naming the file and the key.
+fn read_metrics(path: &Path) -> Result<std::collections::BTreeMap<String, f64>, StageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StageError::msg(format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        StageError::msg(format!("{METRICS_FILE} is not `name = number` lines: {e}"))
+    })?;
+    table
+        .into_iter()
+        .map(|(k, v)| match v {
+            toml::Value::Float(f) => Ok((k, f)),
+            toml::Value::Integer(i) => Ok((k, i as f64)),
+            other => Err(StageError::msg(format!(
+                "{METRICS_FILE}: `{k}` should be a number, not {}",
+                other.type_str()
+            ))),
+        })
+        .collect()
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), StageError> {

@@ -30,7 +30,7 @@ use crate::kind::{
 const STAGE_KEYS: [&str; 3] = ["kind", "inputs", "description"];
 /// `slurm`: the job resources `--executor slurm` asks for; read by the binary, never part of
 /// a stage's key (where a run executes does not change what it computes).
-const TOP_KEYS: [&str; 5] = ["name", "description", "seed", "stages", "slurm"];
+const TOP_KEYS: [&str; 6] = ["name", "description", "seed", "stages", "sweep", "slurm"];
 
 /// A validated experiment, its stages in run order.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub struct Experiment {
     pub stages: Vec<Stage>,
     /// The `--set` flags applied, as given.
     pub overrides: Vec<String>,
+    /// The `[sweep]` table: what `pipeline sweep` sweeps when not told on the command line.
+    pub sweep: Option<crate::sweep::SweepSpec>,
 }
 
 /// One stage with its effective parameters.
@@ -294,6 +296,9 @@ impl Validator<'_> {
         raw_stages.sort_by_key(|s| s.position);
         self.check_override_targets(&raw_stages, p);
         self.check_commands_allowed(&raw_stages, p);
+        let sweep = doc
+            .get("sweep")
+            .and_then(|v| sweep_table::read(v, &raw_stages, self.registry, p));
         let stages = self.connect(raw_stages, &all_names, p)?;
         Some(Experiment {
             path: PathBuf::new(),
@@ -304,6 +309,7 @@ impl Validator<'_> {
             seed,
             stages,
             overrides: self.overrides.iter().map(|o| o.flag.clone()).collect(),
+            sweep,
         })
     }
 
@@ -831,6 +837,8 @@ fn to_value(v: &DeValue) -> toml::Value {
         ),
     }
 }
+
+mod sweep_table;
 
 #[cfg(test)]
 mod tests;
