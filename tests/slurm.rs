@@ -430,3 +430,120 @@ fn bad_resource_values_are_refused_naming_the_flag_or_key() {
     p.write("pipeline.toml", "[slurm]\npartition = \"gpu\"\n");
     p.ok(&["run", "exp2.toml"]);
 }
+
+/// The 12-point head sweep of the target: learning rate, units and dropout.
+const HEAD_GRID: [&str; 6] = [
+    "--grid",
+    "train.learning_rate=0.0003,0.001,0.003",
+    "--grid",
+    "model.units=32,64",
+    "--grid",
+    "model.dropout=0.2,0.5",
+];
+
+fn sweep_table(p: &Project) -> (PathBuf, serde_json::Value) {
+    let dirs: Vec<PathBuf> = fs::read_dir(p.path().join("artifacts/sweeps"))
+        .expect("sweeps")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let text = fs::read_to_string(dirs[0].join("table.json")).expect("table.json");
+    (
+        dirs[0].clone(),
+        serde_json::from_str(&text).expect("table parses"),
+    )
+}
+
+#[test]
+fn a_12_point_quickstart_head_sweep_through_slurm_equals_the_local_sweep_point_for_point() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let quickstart = repo().join("experiments/quickstart.toml");
+    let exp = quickstart.to_str().expect("utf-8 path");
+    let mut args = vec!["sweep", exp];
+    args.extend_from_slice(&HEAD_GRID);
+
+    let local = Project::new();
+    let mut local_args = args.clone();
+    local_args.extend_from_slice(&["-j", "2"]);
+    local.ok(&local_args);
+
+    let remote = Project::new();
+    let mut remote_args = args.clone();
+    remote_args.extend_from_slice(&["--executor", "slurm"]);
+    let started = Instant::now();
+    let (code, stdout, stderr) = output_of(on(&cluster, &remote, &remote_args));
+    eprintln!(
+        "12-point quickstart head sweep through the one-node Slurm: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("slurm: 0 queued, 0 running, 12 done, 0 failed"),
+        "{stderr}"
+    );
+
+    let (local_dir, local_table) = sweep_table(&local);
+    let (remote_dir, remote_table) = sweep_table(&remote);
+    assert_eq!(stdout.trim(), remote_dir.to_str().expect("utf-8"));
+    assert_eq!(
+        local_dir.file_name(),
+        remote_dir.file_name(),
+        "the same sweep id"
+    );
+    assert!(remote_dir.join("sweep.html").is_file());
+    let (local_points, remote_points) = (
+        local_table["points"].as_array().expect("points"),
+        remote_table["points"].as_array().expect("points"),
+    );
+    assert_eq!(local_points.len(), 12);
+    assert_eq!(remote_points.len(), 12);
+    let run_dir = |p: &Project, row: &serde_json::Value| {
+        p.runs_dir().join(row["run"].as_str().expect("a run"))
+    };
+    let mut records = Vec::new();
+    for (l, r) in local_points.iter().zip(remote_points) {
+        assert_eq!(l["point"], r["point"]);
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(l["metrics"], r["metrics"], "{}", r["point"]);
+        let record = read_record(&run_dir(&remote, r));
+        assert_eq!(
+            computed(&read_record(&run_dir(&local, l))),
+            computed(&record),
+            "point {}",
+            r["point"]
+        );
+        assert!(r["log"].as_str().expect("log").starts_with("slurm/"), "{r}");
+        records.push(record);
+    }
+
+    // Each distinct computation ran once across the points; the stages all points share
+    // ran in the first point's job, before the others started.
+    let mut misses: BTreeMap<String, usize> = BTreeMap::new();
+    let mut keys: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for record in &records {
+        for s in record["stages"].as_array().expect("stages") {
+            let name = s["name"].as_str().expect("name").to_string();
+            keys.entry(name.clone())
+                .or_default()
+                .insert(s["key"].to_string());
+            if s["cache"].as_str() == Some("miss") {
+                *misses.entry(name).or_default() += 1;
+            }
+        }
+    }
+    for (stage, distinct) in &keys {
+        assert_eq!(
+            misses.get(stage).copied().unwrap_or(0),
+            distinct.len(),
+            "{stage}: each distinct computation once ({misses:?})"
+        );
+    }
+    for shared in ["load", "normalize", "split", "features"] {
+        assert_eq!(keys[shared].len(), 1, "{shared} is shared");
+        let first = common::cache_uses(&records[0]);
+        assert!(first.contains(&format!("{shared}=miss")), "{first:?}");
+    }
+    assert_eq!(keys["train"].len(), 12);
+}

@@ -7,6 +7,7 @@ mod display;
 mod predict;
 mod run;
 mod runs;
+mod slurm;
 mod status;
 mod sweep;
 mod sweep_html;

@@ -119,6 +119,7 @@ fn run_on_slurm(
         no_cache: args.no_cache,
         points: vec![(args.experiment.set.clone(), args.name.clone())],
         resources,
+        throttle: None,
     };
     let (dir, spec, submitted) = slurm::submit(&scheduler, slurm::run_dir_for(artifacts), request)?;
     let (progress, stop) = watch(&scheduler, &dir, &spec, &submitted, &["the run".into()]);

@@ -224,6 +224,7 @@ impl JobDir {
         spec: &JobSpec,
         resources: &Resources,
         after: Option<&str>,
+        throttle: Option<usize>,
     ) -> Vec<String> {
         let mut args = vec![
             format!("--job-name={name}"),
@@ -235,7 +236,9 @@ impl JobDir {
             None => args.push(format!("--output={}", self.log(0).display())),
             Some(first) => {
                 let last = spec.points.len() - 1;
-                args.push(format!("--array=1-{last}"));
+                // `%N`: at most N of the array's tasks at a time (`-j N`).
+                let limit = throttle.map_or(String::new(), |n| format!("%{n}"));
+                args.push(format!("--array=1-{last}{limit}"));
                 // `%a` is the task id, which is the point's index.
                 let pattern = self.root.join("logs").join("point-%a.log");
                 args.push(format!("--output={}", pattern.display()));
@@ -333,7 +336,7 @@ mod tests {
         };
         let s = spec(12);
         assert_eq!(
-            dir.sbatch_args("pipeline-q", &s, &resources, None),
+            dir.sbatch_args("pipeline-q", &s, &resources, None, None),
             [
                 "--job-name=pipeline-q",
                 "--chdir=/home/a/proj",
@@ -343,7 +346,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            dir.sbatch_args("pipeline-q", &s, &resources, Some("41")),
+            dir.sbatch_args("pipeline-q", &s, &resources, Some("41"), None),
             [
                 "--job-name=pipeline-q",
                 "--chdir=/home/a/proj",
@@ -355,6 +358,9 @@ mod tests {
                 "--gres=gpu:1"
             ]
         );
+        assert!(dir
+            .sbatch_args("pipeline-q", &s, &resources, Some("41"), Some(3))
+            .contains(&"--array=1-11%3".to_string()));
         let submitted = Submitted {
             first: "41".into(),
             array: Some("42".into()),

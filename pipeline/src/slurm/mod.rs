@@ -119,6 +119,8 @@ pub struct Request<'a> {
     /// Each point's `--set` overrides and run name; the first computes the shared stages.
     pub points: Vec<(Vec<String>, Option<String>)>,
     pub resources: Resources,
+    /// At most this many points' jobs at a time (`-j N`), where given.
+    pub throttle: Option<usize>,
 }
 
 /// Writes the submission into `dir` and submits it: the first point as one job, the others
@@ -154,11 +156,17 @@ pub fn submit(
     dir.write_script(&spec)?;
     let job_name = format!("pipeline-{}", request.name);
     let first = scheduler.submit(
-        &dir.sbatch_args(&job_name, &spec, &request.resources, None),
+        &dir.sbatch_args(&job_name, &spec, &request.resources, None, None),
         &dir.script(),
     )?;
     let array = if spec.points.len() > 1 {
-        let args = dir.sbatch_args(&job_name, &spec, &request.resources, Some(&first));
+        let args = dir.sbatch_args(
+            &job_name,
+            &spec,
+            &request.resources,
+            Some(&first),
+            request.throttle,
+        );
         match scheduler.submit(&args, &dir.script()) {
             Ok(id) => Some(id),
             Err(e) => {
@@ -177,8 +185,11 @@ pub fn submit(
 
 /// A new submission directory for a single run: `STORE/slurm/TIMESTAMP-PID`.
 pub fn run_dir_for(artifacts: &Path) -> PathBuf {
+    new_submission_in(&artifacts.join("slurm"))
+}
+
+/// A new submission directory in `parent`: `TIMESTAMP-PID`.
+pub fn new_submission_in(parent: &Path) -> PathBuf {
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-    artifacts
-        .join("slurm")
-        .join(format!("{stamp}-{}", std::process::id()))
+    parent.join(format!("{stamp}-{}", std::process::id()))
 }
