@@ -547,3 +547,53 @@ fn a_12_point_quickstart_head_sweep_through_slurm_equals_the_local_sweep_point_f
     }
     assert_eq!(keys["train"].len(), 12);
 }
+
+#[test]
+fn a_sweep_whose_first_point_fails_runs_no_other_and_says_why() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    // The first point fails: the others would fail the same way where the failure is in a
+    // stage they share, so Slurm cancels them rather than run them.
+    let p = Project::trusting_shell();
+    p.write(
+        "exp.toml",
+        "name = \"grid\"\ndescription = \"d\"\nseed = 1\n\n[stages.score]\nkind = \"shell\"\n\
+         command = \"echo 'score = 1' > metrics.toml\"\noutputs = [\"metrics.toml\"]\n",
+    );
+    let (code, _, stderr) = output_of(on(
+        &cluster,
+        &p,
+        &[
+            "sweep",
+            "exp.toml",
+            "--grid",
+            "score.command=exit 7,echo 'score = 2' > metrics.toml,echo 'score = 3' > metrics.toml",
+            "--executor",
+            "slurm",
+            "--slurm-retries",
+            "0",
+        ],
+    ));
+    assert_eq!(code, Some(FAILURE), "{stderr}");
+    assert!(stderr.contains("3 of 3 points failed"), "{stderr}");
+    let (dir, table) = sweep_table(&p);
+    let rows = table["points"].as_array().expect("points");
+    let first_error = rows[0]["error"].as_str().expect("error");
+    assert!(
+        first_error.contains("exited with status 7"),
+        "{first_error}"
+    );
+    assert!(first_error.ends_with("(after 1 attempt)"), "{first_error}");
+    assert!(dir.join(rows[0]["log"].as_str().expect("log")).is_file());
+    for row in &rows[1..] {
+        assert_eq!(row["status"], "failed");
+        assert!(
+            row["error"].as_str().expect("error").starts_with(
+                "not run: the first point, which computes the stages all points share, failed"
+            ),
+            "{row}"
+        );
+    }
+    assert!(dir.join("sweep.html").is_file());
+}

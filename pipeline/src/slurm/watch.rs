@@ -78,13 +78,9 @@ pub enum Seen {
     Gone(Progress),
 }
 
-/// Where point `status`'s task and `job` (its Slurm job, if `squeue` still lists it) stand.
-pub fn observe(
-    index: usize,
-    status: Option<&PointStatus>,
-    job: Option<&JobState>,
-    log: PathBuf,
-) -> Seen {
+/// Where a point stands, from the status its task wrote and its Slurm job (while `squeue`
+/// or `scontrol` still know it).
+pub fn observe(status: Option<&PointStatus>, job: Option<&JobState>, log: PathBuf) -> Seen {
     let attempt = status.map_or(1, |s| s.attempt.max(1));
     match status.map(|s| s.state) {
         Some(TaskState::Succeeded) => {
@@ -113,7 +109,9 @@ pub fn observe(
             attempt,
         }),
         Some(j) if j.reason == "DependencyNeverSatisfied" => Seen::Now(Progress::Failed {
-            error: "not run: point 0, which computes the stages all points share, failed".into(),
+            error: "not run: the first point, which computes the stages all points share, \
+                    failed (fix it and submit again)"
+                .into(),
             log,
         }),
         Some(j) => {
@@ -135,9 +133,7 @@ pub fn observe(
             })
         }
         None => Seen::Gone(Progress::Failed {
-            error: format!(
-                "Slurm no longer knows point {index}'s job, and its task left no outcome"
-            ),
+            error: "Slurm no longer knows its job, and its task left no outcome".into(),
             log,
         }),
     }
@@ -216,9 +212,8 @@ pub fn watch(
             let status = dir.read_status(i);
             let Some(queue) = &queue else {
                 // Without the queue, only a task's own word counts.
-                if let Some(Seen::Now(p)) = status
-                    .as_ref()
-                    .map(|s| observe(i, Some(s), None, dir.log(i)))
+                if let Some(Seen::Now(p)) =
+                    status.as_ref().map(|s| observe(Some(s), None, dir.log(i)))
                 {
                     if p.is_final() {
                         update(&mut progress[i], p, i, labels, allowed);
@@ -229,7 +224,7 @@ pub fn watch(
             let job = submitted
                 .job_of(i)
                 .and_then(|id| queue.get(&id).cloned().or_else(|| scheduler.show(&id)));
-            match observe(i, status.as_ref(), job.as_ref(), dir.log(i)) {
+            match observe(status.as_ref(), job.as_ref(), dir.log(i)) {
                 Seen::Now(p) => {
                     gone_looks[i] = 0;
                     update(&mut progress[i], p, i, labels, allowed);
@@ -281,7 +276,8 @@ pub fn counts(progress: &[Progress]) -> String {
 fn describe_jobs(s: &Submitted, points: usize) -> String {
     match &s.array {
         Some(a) => format!(
-            "job {} (point 0: the stages all points share) and array {a} (points 1-{})",
+            "job {} (the first point, with the stages all points share) and array {a} (the \
+             other {} points, once it has succeeded)",
             s.first,
             points - 1
         ),
@@ -391,14 +387,14 @@ mod tests {
         let log = PathBuf::from("/d/logs/point-2.log");
         let done = status(TaskState::Succeeded, 1);
         assert_eq!(
-            observe(2, Some(&done), Some(&job("RUNNING", "None")), log.clone()),
+            observe(Some(&done), Some(&job("RUNNING", "None")), log.clone()),
             Seen::Now(Progress::Done {
                 run_dir: Some("/s/runs/r1".into())
             })
         );
         let failed = status(TaskState::Failed, 3);
         assert_eq!(
-            observe(2, Some(&failed), None, log.clone()),
+            observe(Some(&failed), None, log.clone()),
             Seen::Now(Progress::Failed {
                 error: "stage `train` failed (after 3 attempts)".into(),
                 log: log.clone()
@@ -410,17 +406,12 @@ mod tests {
     fn the_queue_tells_queued_from_running_and_a_job_that_died_from_one_that_ran() {
         let log = PathBuf::from("/d/logs/point-2.log");
         assert_eq!(
-            observe(2, None, Some(&job("PENDING", "Dependency")), log.clone()),
+            observe(None, Some(&job("PENDING", "Dependency")), log.clone()),
             Seen::Now(Progress::Queued("Dependency".into()))
         );
         let running = status(TaskState::Running, 2);
         assert_eq!(
-            observe(
-                2,
-                Some(&running),
-                Some(&job("RUNNING", "None")),
-                log.clone()
-            ),
+            observe(Some(&running), Some(&job("RUNNING", "None")), log.clone()),
             Seen::Now(Progress::Running {
                 node: "n1".into(),
                 attempt: 2
@@ -429,7 +420,6 @@ mod tests {
         // Killed at its time limit mid-attempt: failed, once it stays so.
         assert_eq!(
             observe(
-                2,
                 Some(&running),
                 Some(&job("TIMEOUT", "TimeLimit")),
                 log.clone()
@@ -441,15 +431,13 @@ mod tests {
         );
         // The first point failed: the array's tasks are cancelled by Slurm, at once final.
         assert!(matches!(
-            observe(
-                2,
-                None,
+            observe(None,
                 Some(&job("CANCELLED", "DependencyNeverSatisfied")),
                 log.clone()
             ),
-            Seen::Now(Progress::Failed { error, .. }) if error.starts_with("not run: point 0")
+            Seen::Now(Progress::Failed { error, .. }) if error.starts_with("not run: the first point")
         ));
-        assert!(matches!(observe(2, None, None, log), Seen::Gone(_)));
+        assert!(matches!(observe(None, None, log), Seen::Gone(_)));
     }
 
     #[test]
