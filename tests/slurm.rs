@@ -597,3 +597,80 @@ fn a_sweep_whose_first_point_fails_runs_no_other_and_says_why() {
     }
     assert!(dir.join("sweep.html").is_file());
 }
+
+#[test]
+fn a_preempted_point_is_requeued_and_goes_on_counting_its_attempts() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    // The first attempt sleeps until Slurm takes its node away (as preemption or a node
+    // failure would); the requeued job's second attempt finishes.
+    let p = Project::trusting_shell();
+    let marker = p.path().join("first-attempt-started");
+    p.write(
+        "exp.toml",
+        &format!(
+            "name = \"preempted\"\ndescription = \"d\"\nseed = 1\n\n[stages.work]\n\
+             kind = \"shell\"\noutputs = [\"out.txt\"]\ncommand = {:?}\n",
+            format!(
+                "if [ -e '{m}' ]; then echo ok > out.txt; else touch '{m}'; sleep 120; fi",
+                m = marker.display()
+            )
+        ),
+    );
+    let child = on(&cluster, &p, &["run", "exp.toml", "--executor", "slurm"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pipeline starts");
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let job = status_of(&submission(&p), 0)["slurm_job"]
+        .as_str()
+        .expect("job id")
+        .to_string();
+    let requeue = cluster
+        .command("scontrol")
+        .args(["requeue", &job])
+        .status()
+        .expect("scontrol");
+    assert!(requeue.success());
+    // A requeued job waits two minutes before it may start again; the test need not.
+    let start = Instant::now();
+    while !cluster.jobs().contains(&format!("{job} PENDING")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            cluster.jobs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let update = cluster
+        .command("scontrol")
+        .args(["update", &format!("JobId={job}"), "StartTime=now"])
+        .status()
+        .expect("scontrol");
+    assert!(update.success());
+    let out = child.wait_with_output().expect("pipeline ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("the run: running on"), "{stderr}");
+    let status = status_of(&submission(&p), 0);
+    assert_eq!(status["state"], "succeeded");
+    assert_eq!(status["attempt"], 2, "{status}");
+    let log = fs::read_to_string(submission(&p).join("logs/point-0.log")).expect("log");
+    assert!(
+        log.contains("attempt 1 of 2") && log.contains("attempt 2 of 2"),
+        "{log}"
+    );
+    let run_dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(
+        fs::read_to_string(run_dir.join("out.txt")).ok().as_deref(),
+        Some("ok\n")
+    );
+    assert_eq!(read_record(&run_dir)["status"].as_str(), Some("succeeded"));
+}

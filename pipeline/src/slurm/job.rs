@@ -231,6 +231,9 @@ impl JobDir {
             format!("--chdir={}", spec.project.display()),
             // Every attempt, requeues included, adds to the same log.
             "--open-mode=append".to_string(),
+            // A job preempted or on a node that failed comes back (where the cluster allows
+            // it), and its task goes on counting attempts where it was.
+            "--requeue".to_string(),
         ];
         match after {
             None => args.push(format!("--output={}", self.log(0).display())),
@@ -341,6 +344,7 @@ mod tests {
                 "--job-name=pipeline-q",
                 "--chdir=/home/a/proj",
                 "--open-mode=append",
+                "--requeue",
                 "--output=/s/slurm/x/logs/point-0.log",
                 "--gres=gpu:1"
             ]
@@ -351,6 +355,7 @@ mod tests {
                 "--job-name=pipeline-q",
                 "--chdir=/home/a/proj",
                 "--open-mode=append",
+                "--requeue",
                 "--array=1-11",
                 "--output=/s/slurm/x/logs/point-%a.log",
                 "--dependency=afterok:41",
