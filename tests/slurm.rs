@@ -241,18 +241,44 @@ fn a_failing_point_is_retried_then_recorded_with_its_error_and_log() {
         return;
     };
     // Fails once, then succeeds on the retry (the default: one).
+    // Its resources from the three places: the experiment, pipeline.toml and a flag.
     let flaky = Project::trusting_shell();
-    flaky_experiment(&flaky, false);
+    let exp = flaky_experiment(&flaky, false);
+    let text = fs::read_to_string(&exp).expect("exp");
+    fs::write(&exp, text + "\n[slurm]\npartition = \"debug\"\ntime = 30\n").expect("write");
+    flaky.write("pipeline.toml", "[slurm]\ntime = \"1:00:00\"\ncpus = 2\n");
     let (code, stdout, stderr) = output_of(on(
         &cluster,
         &flaky,
-        &["run", "exp.toml", "--executor", "slurm"],
+        &[
+            "run",
+            "exp.toml",
+            "--executor",
+            "slurm",
+            "--slurm-cpus",
+            "1",
+        ],
     ));
+    assert!(
+        stderr.contains("asking for --partition=debug --time=30 --cpus-per-task=1"),
+        "{stderr}"
+    );
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(attempts(&flaky), 2);
     let run_dir = PathBuf::from(stdout.trim());
     assert_eq!(read_record(&run_dir)["status"].as_str(), Some("succeeded"));
-    assert_eq!(status_of(&submission(&flaky), 0)["attempt"], 2);
+    let status = status_of(&submission(&flaky), 0);
+    assert_eq!(status["attempt"], 2);
+    let job = status["slurm_job"].as_str().expect("job id");
+    let shown = cluster
+        .command("scontrol")
+        .args(["show", "job", job])
+        .output()
+        .expect("scontrol");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    for field in ["Partition=debug", "TimeLimit=00:30:00", "NumCPUs=1"] {
+        assert!(shown.contains(field), "{field}: {shown}");
+    }
 
     // Always fails: three attempts with --slurm-retries 2, then the error and the log.
     let broken = Project::trusting_shell();
