@@ -369,6 +369,11 @@ fn interrupting_cancels_the_jobs_without_asking_when_stdin_is_not_a_terminal() {
         .as_str()
         .expect("job id")
         .to_string();
+    assert_eq!(
+        stderr.lines().last(),
+        Some(format!("error: interrupted: Slurm job {job} cancelled").as_str()),
+        "{stderr}"
+    );
     let start = Instant::now();
     while !cluster.jobs().contains(&format!("{job} CANCELLED")) {
         assert!(

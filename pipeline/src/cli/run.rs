@@ -123,6 +123,9 @@ fn run_on_slurm(
     };
     let (dir, spec, submitted) = slurm::submit(&scheduler, slurm::run_dir_for(artifacts), request)?;
     let (progress, stop) = watch(&scheduler, &dir, &spec, &submitted, &["the run".into()]);
+    if stop == Stop::Cancelled {
+        anyhow::bail!("interrupted: Slurm job {} cancelled", submitted.first);
+    }
     match progress.into_iter().next() {
         Some(Progress::Done {
             run_dir: Some(run_dir),

@@ -174,6 +174,10 @@ impl Scheduler {
 
 fn run(cmd: &mut Command) -> anyhow::Result<Output> {
     let program = cmd.get_program().to_string_lossy().into_owned();
+    // In a process group of its own, so that Ctrl-C reaches us and not `sbatch` half-way
+    // through a submission (we then decide what to cancel).
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
     cmd.stdin(std::process::Stdio::null())
         .output()
         .with_context(|| format!("cannot run {program}"))
