@@ -86,6 +86,11 @@ impl Settings {
             ..Settings::default()
         };
         for (key, value) in &table {
+            if key == "slurm" && value.is_table() {
+                // Job resources for `--executor slurm`, checked where they are used
+                // (`slurm::resources`), with the file and key named.
+                continue;
+            }
             let text = value.as_str().ok_or_else(|| {
                 fail(format!(
                     "`{key}` must be a string, not {}",

@@ -8,6 +8,7 @@ mod exit;
 mod headline;
 mod registry;
 mod report;
+mod slurm;
 
 use std::process::ExitCode;
 

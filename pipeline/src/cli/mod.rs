@@ -7,6 +7,7 @@ mod display;
 mod predict;
 mod run;
 mod runs;
+mod slurm;
 mod status;
 mod sweep;
 mod sweep_html;
@@ -96,6 +97,12 @@ enum Command {
     Kinds,
     /// Show the project's settings (pipeline.toml), or set one: `pipeline config data_root DIR`
     Config(ConfigArgs),
+    /// Run one point of a Slurm submission: what its job script runs on a node
+    #[command(hide = true)]
+    SlurmTask {
+        /// The submission's directory (holding job.json)
+        dir: PathBuf,
+    },
 }
 
 /// `pipeline config [KEY [VALUE]] [--unset KEY]`.
@@ -184,6 +191,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(args) => show_or_set_config(&args, &cli.artifacts, &project, &settings),
+        Command::SlurmTask { dir } => crate::slurm::task::run_task(&dir),
     }
 }
 

@@ -11,6 +11,18 @@ use pipeline_engine::record::CacheUse;
 
 use pipeline_engine::human::format_seconds;
 
+use anyhow::Context;
+use pipeline_engine::execute::Store;
+use pipeline_engine::experiment::Experiment;
+use pipeline_engine::record::RunRecord;
+
+use crate::slurm::{
+    self,
+    scheduler::Scheduler,
+    watch::{watch, Progress, Stop},
+    Executor,
+};
+
 use super::display::Terminal;
 use super::{
     load_experiment, open_store, resolved_data_root, with_data_root_hint, ExperimentArgs, ShellArgs,
@@ -29,6 +41,8 @@ pub struct RunArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub shell: ShellArgs,
+    #[command(flatten)]
+    pub executor: crate::slurm::ExecutorArgs,
 }
 
 pub fn run(
@@ -37,7 +51,11 @@ pub fn run(
     project: &Path,
     artifacts: &Path,
 ) -> anyhow::Result<ExitCode> {
+    args.executor.check()?;
     let exp = load_experiment(&args.experiment, registry)?;
+    if args.executor.executor == Executor::Slurm {
+        return run_on_slurm(args, &exp, project, artifacts);
+    }
     let store = open_store(artifacts)?;
     let root = resolved_data_root(args.experiment.data_root.as_deref(), project);
     let opts = RunOptions {
@@ -50,6 +68,12 @@ pub fn run(
     let terminal = Terminal::new();
     let record = execute::run(&exp, registry, &store, &opts, &terminal)
         .map_err(|e| with_data_root_hint(e.into(), &root))?;
+    print_summary(&store, &record);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What ran, what was reused, the metrics; the run's directory on stdout.
+fn print_summary(store: &Store, record: &RunRecord) {
     let reused = record
         .stages
         .iter()
@@ -72,5 +96,77 @@ pub fn run(
         }
     }
     println!("{}", store.runs.dir_of(&record.id).display());
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `run --executor slurm`: the run as one Slurm job running this binary on a node, followed
+/// until it ends; the run lands in the store as an ordinary run.
+fn run_on_slurm(
+    args: &RunArgs,
+    exp: &Experiment,
+    project: &Path,
+    artifacts: &Path,
+) -> anyhow::Result<ExitCode> {
+    let resources = args
+        .executor
+        .resources(&args.experiment.experiment, project)?;
+    let scheduler = Scheduler::find()?;
+    // Created here, before any node writes to it.
+    let store = open_store(artifacts)?;
+    let root = resolved_data_root(args.experiment.data_root.as_deref(), project);
+    eprintln!(
+        "submitting {} ({} stages) to Slurm, asking for {resources}",
+        exp.name,
+        exp.stages.len()
+    );
+    let request = slurm::Request {
+        experiment: &args.experiment.experiment,
+        name: &exp.name,
+        project,
+        artifacts,
+        data_root: &root.value,
+        allow_shell: args.shell.allow_shell,
+        no_cache: args.no_cache,
+        points: vec![(args.experiment.set.clone(), args.name.clone())],
+        resources,
+        throttle: None,
+    };
+    let (dir, spec, submitted) = slurm::submit(&scheduler, slurm::run_dir_for(artifacts), request)?;
+    let (progress, stop) = watch(&scheduler, &dir, &spec, &submitted, &["the run".into()]);
+    if stop == Stop::Cancelled {
+        anyhow::bail!("interrupted: Slurm job {} cancelled", submitted.first);
+    }
+    match progress.into_iter().next() {
+        Some(Progress::Done {
+            run_dir: Some(run_dir),
+        }) => {
+            let id = run_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let record = store
+                .runs
+                .load(&id)
+                .with_context(|| format!("the job reported run {}", run_dir.display()))?;
+            print_summary(&store, &record);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Progress::Done { run_dir: None }) => {
+            anyhow::bail!(
+                "the job succeeded but did not say which run it made; its log: {}",
+                dir.log(0).display()
+            )
+        }
+        Some(Progress::Failed { error, log }) => {
+            anyhow::bail!(
+                "the run failed on Slurm: {error}; its log: {}",
+                log.display()
+            )
+        }
+        _ if stop == Stop::Detached => anyhow::bail!(
+            "interrupted; job {} goes on and its run will land in {}",
+            submitted.first,
+            artifacts.display()
+        ),
+        _ => anyhow::bail!("interrupted"),
+    }
 }

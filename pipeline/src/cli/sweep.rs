@@ -69,6 +69,8 @@ pub struct SweepArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub shell: ShellArgs,
+    #[command(flatten)]
+    pub executor: crate::slurm::ExecutorArgs,
 }
 
 /// Everything a sweep is, resolved from the command line and the experiment's `[sweep]`.
@@ -87,6 +89,7 @@ pub fn sweep(
     project: &Path,
     artifacts: &Path,
 ) -> anyhow::Result<ExitCode> {
+    args.executor.check()?;
     let sweep = resolve(args, registry)?;
     let store = open_store(artifacts)?;
     let root = resolved_data_root(args.experiment.data_root.as_deref(), project);
@@ -131,6 +134,18 @@ pub fn sweep(
         .write(&dir)
         .with_context(|| format!("cannot write the sweep's table in {}", dir.display()))?;
 
+    if args.executor.executor == crate::slurm::Executor::Slurm {
+        let on_slurm = super::slurm::SweepOnSlurm {
+            args,
+            exp: &sweep.exp,
+            id: &sweep.id,
+            project,
+            store: &store,
+            data_root: &root.value,
+            dir: &dir,
+        };
+        return on_slurm.run(table, &todo);
+    }
     let child = ChildRun {
         exe: std::env::current_exe().context("cannot find the pipeline executable")?,
         experiment: args.experiment.experiment.clone(),
@@ -344,7 +359,7 @@ fn resume(
 }
 
 /// Without a goal, the first headline metric that the points have, maximized.
-fn finish_goal(table: &mut SweepTable) {
+pub(super) fn finish_goal(table: &mut SweepTable) {
     if table.goal.is_none() {
         table.goal = table.metric_names().first().map(|m| Goal {
             metric: m.clone(),
@@ -561,7 +576,7 @@ fn dry_run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn summarize(table: &SweepTable, seconds: f64, ran: usize) {
+pub(super) fn summarize(table: &SweepTable, seconds: f64, ran: usize) {
     let count = |s: PointStatus| table.points.iter().filter(|p| p.status == s).count();
     eprintln!(
         "sweep {}: {ran} point(s) run in {}; {} succeeded, {} failed",

@@ -28,7 +28,9 @@ use crate::kind::{
 
 /// Keys of a stage table that are not parameters.
 const STAGE_KEYS: [&str; 3] = ["kind", "inputs", "description"];
-const TOP_KEYS: [&str; 7] = [
+/// `slurm`: the job resources `--executor slurm` asks for; read by the binary, never part of
+/// a stage's key (where a run executes does not change what it computes).
+const TOP_KEYS: [&str; 8] = [
     "name",
     "description",
     "seed",
@@ -36,6 +38,7 @@ const TOP_KEYS: [&str; 7] = [
     "sweep",
     "caveats",
     "headline",
+    "slurm",
 ];
 
 /// A validated experiment, its stages in run order.
