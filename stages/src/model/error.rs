@@ -51,4 +51,13 @@ pub enum ModelError {
     },
     #[error("device error: {0}")]
     Device(String),
+    #[error("{batch} images of {side}x{side} need about {need} of GPU memory for {}, but only {free} of {total} is free: lower the batch size, or free the GPU", if *training { "training" } else { "inference" })]
+    DeviceMemory {
+        batch: usize,
+        side: usize,
+        training: bool,
+        need: String,
+        free: String,
+        total: String,
+    },
 }
