@@ -74,7 +74,8 @@ pub fn status(
             });
             continue;
         };
-        let key = key_of(stage, kind, &inputs, external.as_ref())
+        let device = registry.device_class_for(kind, &stage.params);
+        let key = key_of(stage, kind, &inputs, external.as_ref(), device)
             .to_hex()
             .to_string();
         // Inspected, not looked up: a status query must not change the store.
