@@ -43,9 +43,13 @@ impl DeviceClass {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [DeviceClass::Cpu, DeviceClass::CudaFp32, DeviceClass::CudaTf32]
-            .into_iter()
-            .find(|c| c.name() == name)
+        [
+            DeviceClass::Cpu,
+            DeviceClass::CudaFp32,
+            DeviceClass::CudaTf32,
+        ]
+        .into_iter()
+        .find(|c| c.name() == name)
     }
 }
 

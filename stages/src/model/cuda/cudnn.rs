@@ -200,5 +200,3 @@ pub(crate) const BWD_DATA_ALGO: sys::cudnnConvolutionBwdDataAlgo_t =
     sys::cudnnConvolutionBwdDataAlgo_t::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
 pub(crate) const BWD_FILTER_ALGO: sys::cudnnConvolutionBwdFilterAlgo_t =
     sys::cudnnConvolutionBwdFilterAlgo_t::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
-
-

@@ -31,16 +31,34 @@ fn driver_error(what: &str, e: drv::DriverError) -> CudaUnavailable {
     CudaUnavailable::because(format!("{what}: {e:?}"))
 }
 
-/// Loads the libraries and asks the driver for device 0, without creating a context (cheap:
-/// what `--device auto` needs to decide).
-pub fn probe() -> Result<DeviceFacts, CudaUnavailable> {
-    let report = libs::load_all(&[DRIVER, CUDNN, CUBLAS, NVRTC]);
+/// Loads the libraries and asks the driver for device 0, without creating a context (what
+/// `--device auto` needs to decide). With `report_all`, every missing library is named;
+/// without it, a machine without the NVIDIA driver is answered at once, without looking
+/// for the other libraries (which may start `python3`).
+pub fn probe(report_all: bool) -> Result<DeviceFacts, CudaUnavailable> {
+    let mut earlier = Vec::new();
+    let specs: &[libs::LibSpec] = if report_all {
+        &[DRIVER, CUDNN, CUBLAS, NVRTC]
+    } else {
+        let driver = libs::load_all(&[DRIVER]);
+        if !driver.missing.is_empty() {
+            return Err(CudaUnavailable {
+                missing: driver.missing.iter().map(|m| m.to_string()).collect(),
+                searched: driver.where_searched(),
+            });
+        }
+        earlier = driver.loaded;
+        &[CUDNN, CUBLAS, NVRTC]
+    };
+    let mut report = libs::load_all(specs);
     if !report.missing.is_empty() {
         return Err(CudaUnavailable {
             missing: report.missing.iter().map(|m| m.to_string()).collect(),
             searched: report.where_searched(),
         });
     }
+    earlier.append(&mut report.loaded);
+    report.loaded = earlier;
     drv::init().map_err(|e| driver_error("the NVIDIA driver did not start (cuInit)", e))?;
     let count = drv::device::get_count().map_err(|e| driver_error("cuDeviceGetCount", e))?;
     if count < 1 {
@@ -57,8 +75,8 @@ pub fn probe() -> Result<DeviceFacts, CudaUnavailable> {
     let minor = attr(drv_sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
         .map_err(|e| driver_error("compute capability", e))?;
     // SAFETY: as above.
-    let memory = unsafe { drv::device::total_mem(dev) }
-        .map_err(|e| driver_error("cuDeviceTotalMem", e))?;
+    let memory =
+        unsafe { drv::device::total_mem(dev) }.map_err(|e| driver_error("cuDeviceTotalMem", e))?;
     let mut driver_version = 0;
     // SAFETY: the pointer is valid for writes; the driver library is loaded.
     unsafe { drv_sys::cuDriverGetVersion(&mut driver_version) }
@@ -113,9 +131,13 @@ fn compile_kernels(major: i32, minor: i32) -> Result<Vec<u8>, String> {
 }
 
 impl CudaBackend {
-    /// Opens device 0 with `math`, or says why it cannot.
+    /// Opens device 0 with `math`, or says why it cannot (naming every missing library).
     pub fn new(math: GpuMath) -> Result<Self, CudaUnavailable> {
-        let facts = probe()?;
+        Self::open(math, probe(true)?)
+    }
+
+    /// Opens device 0 with `math` once [`probe`] has found it usable.
+    pub fn open(math: GpuMath, facts: DeviceFacts) -> Result<Self, CudaUnavailable> {
         let ctx = CudaContext::new(0).map_err(|e| driver_error("cannot open device 0", e))?;
         let (major, minor) = ctx
             .compute_capability()

@@ -230,7 +230,14 @@ mod tests {
         );
         // Atomics would make sums depend on scheduling; intrinsics like __expf, __fdividef
         // or __fmaf_rn would break strict fp32.
-        for banned in ["atomic", "__expf", "__fdividef", "__fmaf", "__fmul_r", "fmaf("] {
+        for banned in [
+            "atomic",
+            "__expf",
+            "__fdividef",
+            "__fmaf",
+            "__fmul_r",
+            "fmaf(",
+        ] {
             assert!(!SOURCE.contains(banned), "{banned} in the kernels");
         }
         assert!(SOURCE.contains(&format!("__shared__ float part[{REDUCE_THREADS}]")));
@@ -246,10 +253,14 @@ mod tests {
     fn nvrtc_dirs() -> Result<Vec<super::super::libs::SearchDir>, String> {
         use super::super::libs::{nvidia_lib_dirs, python_site_dirs};
         let found = nvidia_lib_dirs(&python_site_dirs());
-        if found.iter().any(|d| d.path.join("libnvrtc.so.13").is_file()) {
+        if found
+            .iter()
+            .any(|d| d.path.join("libnvrtc.so.13").is_file())
+        {
             return Ok(found);
         }
-        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cuda-test-venv");
+        let venv =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cuda-test-venv");
         let site = |venv: &std::path::Path| -> Vec<std::path::PathBuf> {
             std::fs::read_dir(venv.join("lib"))
                 .into_iter()
@@ -273,9 +284,15 @@ mod tests {
                 ))
             }
         };
-        run(std::process::Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-        run(std::process::Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "nvidia-cuda-nvrtc"]))?;
+        run(std::process::Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv))?;
+        run(std::process::Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "nvidia-cuda-nvrtc",
+        ]))?;
         let dirs = nvidia_lib_dirs(&site(&venv));
         if dirs.iter().any(|d| d.path.join("libnvrtc.so.13").is_file()) {
             Ok(dirs)
@@ -302,12 +319,22 @@ mod tests {
         assert!(major >= 13, "NVRTC {major}");
         let ptx = compile(Target::Ptx { major: 9, minor: 0 }).unwrap();
         let text = String::from_utf8_lossy(&ptx);
-        assert!(text.contains(".target sm_90"), "{}", &text[..300.min(text.len())]);
+        assert!(
+            text.contains(".target sm_90"),
+            "{}",
+            &text[..300.min(text.len())]
+        );
         for name in KERNELS {
-            assert!(text.contains(&format!(".entry {name}(")), "{name} missing from the PTX");
+            assert!(
+                text.contains(&format!(".entry {name}(")),
+                "{name} missing from the PTX"
+            );
         }
         // --fmad=false: the adam kernel multiplies and adds separately.
-        assert!(!text.contains("fma.rn.f32"), "a fused multiply-add in strict fp32 code");
+        assert!(
+            !text.contains("fma.rn.f32"),
+            "a fused multiply-add in strict fp32 code"
+        );
         let cubin = compile(Target::Cubin { major: 9, minor: 0 }).unwrap();
         assert_eq!(&cubin[..4], b"\x7fELF", "a CUBIN is an ELF image");
         let bad = compile(Target::Cubin { major: 1, minor: 0 }).unwrap_err();

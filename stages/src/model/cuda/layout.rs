@@ -103,9 +103,10 @@ impl ParamArena {
                 detail: "the packed VGG16 base".into(),
             });
         }
-        let mut next = self.convs.iter().flat_map(|&(w_at, w_len, b_at, b_len)| {
-            [(w_at, w_len), (b_at, b_len)]
-        });
+        let mut next = self
+            .convs
+            .iter()
+            .flat_map(|&(w_at, w_len, b_at, b_len)| [(w_at, w_len), (b_at, b_len)]);
         BaseWeights::try_from_fn(|_, _| {
             let (at, len) = next.next().unwrap_or((0, 0));
             Ok(flat[at..at + len].to_vec())
@@ -162,8 +163,8 @@ mod tests {
         }
         assert!(arena.len >= end && arena.len - 14_714_688 < 26 * ALIGN);
 
-        let spec = NetworkSpec::new(ImageSize::S32, Pooling::Global, ConvAlgorithm::Direct)
-            .unwrap();
+        let spec =
+            NetworkSpec::new(ImageSize::S32, Pooling::Global, ConvAlgorithm::Direct).unwrap();
         let head = HeadSpec::new(16, 0.1).unwrap();
         let mut base = BaseWeights::glorot(3);
         // Biases that are not all zero, so that a weight/bias mix-up would show.
@@ -205,9 +206,7 @@ mod tests {
         assert!(arena
             .convs
             .iter()
-            .all(|&(w_at, w_len, _, _)| flat[w_at..w_at + w_len]
-                .iter()
-                .any(|v| *v != 0.0)));
+            .all(|&(w_at, w_len, _, _)| flat[w_at..w_at + w_len].iter().any(|v| *v != 0.0)));
         let back = arena.unpack(&flat).unwrap();
         assert_eq!(back, base);
         let second = dir.path().join("b.safetensors");
@@ -222,7 +221,10 @@ mod tests {
             &second,
         )
         .unwrap();
-        assert_eq!(std::fs::read(&first).unwrap(), std::fs::read(&second).unwrap());
+        assert_eq!(
+            std::fs::read(&first).unwrap(),
+            std::fs::read(&second).unwrap()
+        );
         assert!(arena.unpack(&flat[1..]).is_err());
     }
 }

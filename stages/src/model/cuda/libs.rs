@@ -192,7 +192,10 @@ pub fn python_site_dirs() -> Vec<PathBuf> {
     }
     let python = std::env::var("PIPELINE_CUDA_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = std::process::Command::new(&python)
-        .args(["-c", "import sys; print('\\n'.join(p for p in sys.path if p))"])
+        .args([
+            "-c",
+            "import sys; print('\\n'.join(p for p in sys.path if p))",
+        ])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output();
@@ -355,6 +358,9 @@ pub struct LoadReport {
     pub loaded: Vec<(&'static str, Loaded)>,
     pub missing: Vec<Missing>,
     pub searched: Vec<SearchDir>,
+    /// Whether Python environments were looked in (only for libraries not found elsewhere
+    /// that wheels can hold).
+    pub python_searched: bool,
 }
 
 impl LoadReport {
@@ -381,6 +387,9 @@ impl LoadReport {
         }
         parts.push("the system search path".to_string());
         let python = list(Origin::Python);
+        if !self.python_searched {
+            return parts.join(", ");
+        }
         parts.push(if python.is_empty() {
             "Python environments (no nvidia/*/lib found)".to_string()
         } else {
@@ -412,6 +421,7 @@ pub fn load_all(specs: &[LibSpec]) -> LoadReport {
     }
     if let Some(p) = python {
         report.searched.extend(p);
+        report.python_searched = true;
     }
     report
 }
@@ -434,13 +444,7 @@ mod tests {
         let dirs = nvidia_lib_dirs(&[site.clone(), root.path().join("absent")]);
         let names: Vec<String> = dirs
             .iter()
-            .map(|d| {
-                d.path
-                    .strip_prefix(&site)
-                    .unwrap()
-                    .display()
-                    .to_string()
-            })
+            .map(|d| d.path.strip_prefix(&site).unwrap().display().to_string())
             .collect();
         assert_eq!(
             names,
@@ -580,6 +584,7 @@ mod tests {
                     origin: Origin::Python,
                 },
             ],
+            python_searched: true,
         };
         assert_eq!(
             report.where_searched(),
@@ -587,6 +592,15 @@ mod tests {
                 "PIPELINE_CUDA_LIB_DIRS ({}), the system search path, Python's nvidia/*/lib (/venv/nvidia/cudnn/lib)",
                 empty.path().display()
             )
+        );
+        let driver_only = LoadReport {
+            python_searched: false,
+            searched: Vec::new(),
+            ..report
+        };
+        assert_eq!(
+            driver_only.where_searched(),
+            "PIPELINE_CUDA_LIB_DIRS (unset), the system search path"
         );
     }
 }

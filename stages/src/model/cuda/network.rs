@@ -278,7 +278,15 @@ pub(crate) fn check_workspaces(
 }
 
 /// The frozen base on the GPU for one instantiation.
-pub(crate) struct GpuFeatures<const S0: usize, const S1: usize, const S2: usize, const S3: usize, const S4: usize, const S5: usize, const K: usize> {
+pub(crate) struct GpuFeatures<
+    const S0: usize,
+    const S1: usize,
+    const S2: usize,
+    const S3: usize,
+    const S4: usize,
+    const S5: usize,
+    const K: usize,
+> {
     gpu: Gpu,
     params: DeviceParams,
     spec: NetworkSpec,

@@ -83,7 +83,9 @@ impl Gpu {
         } else {
             cudarc::nvrtc::Ptx::from_src(String::from_utf8_lossy(image).trim_end_matches('\0'))
         };
-        let module = ctx.load_module(ptx).map_err(|e| dev_err("load kernels", e))?;
+        let module = ctx
+            .load_module(ptx)
+            .map_err(|e| dev_err("load kernels", e))?;
         let f = |name| module.load_function(name).map_err(|e| dev_err(name, e));
         let kernels = Kernels {
             bias_relu: f("bias_relu_nchw")?,
@@ -207,7 +209,16 @@ impl Gpu {
         }
         let bias = params.slice(b_at..b_at + b_len);
         let (n_i, c_i, hw) = (n as i32, CO as i32, (H * H) as i32);
-        launch!(self, &self.kernels.bias_relu, grid_for(n * CO * H * H), &mut y, &bias, &n_i, &c_i, &hw)?;
+        launch!(
+            self,
+            &self.kernels.bias_relu,
+            grid_for(n * CO * H * H),
+            &mut y,
+            &bias,
+            &n_i,
+            &c_i,
+            &hw
+        )?;
         Gpu::map(y, n)
     }
 
@@ -300,7 +311,14 @@ impl Gpu {
         let (w_at, w_len, b_at, b_len) = arena.convs[layer];
         assert_eq!((w_len, b_len), (CO * CI * 9, CO), "layer {layer} shapes");
         let len = (n * CO * H * H) as i64;
-        launch!(self, &self.kernels.relu_backward, grid_for(len as usize), &mut dy.data, &y.data, &len)?;
+        launch!(
+            self,
+            &self.kernels.relu_backward,
+            grid_for(len as usize),
+            &mut dy.data,
+            &y.data,
+            &len
+        )?;
         let (n_i, c_i, hw) = (n as i32, CO as i32, (H * H) as i32);
         {
             let mut db = grads.slice_mut(b_at..b_at + b_len);
@@ -309,7 +327,16 @@ impl Gpu {
                 block_dim: (super::kernels::REDUCE_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
-            launch!(self, &self.kernels.bias_grad, cfg, &dy.data, &mut db, &n_i, &c_i, &hw)?;
+            launch!(
+                self,
+                &self.kernels.bias_grad,
+                cfg,
+                &dy.data,
+                &mut db,
+                &n_i,
+                &c_i,
+                &hw
+            )?;
         }
         let xd = Tensor4d::nchw(n, CI, H, H)?;
         let yd = Tensor4d::nchw(n, CO, H, H)?;
@@ -466,7 +493,16 @@ impl Gpu {
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        launch!(self, &self.kernels.avg_pool_forward, cfg, &x.data, &mut y, &nc, &side, &k)?;
+        launch!(
+            self,
+            &self.kernels.avg_pool_forward,
+            cfg,
+            &x.data,
+            &mut y,
+            &nc,
+            &side,
+            &k
+        )?;
         Ok(GpuTensor {
             data: y,
             shape: (n, Const),
@@ -483,7 +519,16 @@ impl Gpu {
         let n = dy.batch();
         let mut dx = self.alloc(n * C * H * H)?;
         let (nc, side, k) = ((n * C) as i32, H as i32, K as i32);
-        launch!(self, &self.kernels.avg_pool_backward, grid_for(n * C * H * H), &dy.data, &mut dx, &nc, &side, &k)?;
+        launch!(
+            self,
+            &self.kernels.avg_pool_backward,
+            grid_for(n * C * H * H),
+            &dy.data,
+            &mut dx,
+            &nc,
+            &side,
+            &k
+        )?;
         Gpu::map(dx, n)
     }
 
@@ -508,7 +553,22 @@ impl Gpu {
         // As dfdx computes them, in f32.
         let c1 = (1.0f32 - b1.powi(t)).recip();
         let c2 = (1.0f32 - b2.powi(t)).recip();
-        launch!(self, &self.kernels.adam, grid_for(len as usize), params, m, v, grads, &len, &lr, &b1, &b2, &eps, &c1, &c2)
+        launch!(
+            self,
+            &self.kernels.adam,
+            grid_for(len as usize),
+            params,
+            m,
+            v,
+            grads,
+            &len,
+            &lr,
+            &b1,
+            &b2,
+            &eps,
+            &c1,
+            &c2
+        )
     }
 
     /// Waits for everything queued on the stream.

@@ -134,11 +134,7 @@ impl LayerPlan {
     /// Values per image kept for the backward pass: every step's input (the convolutions'
     /// inputs and post-ReLU outputs, the pools' inputs and outputs).
     pub fn training_activations(&self) -> usize {
-        self.steps
-            .iter()
-            .map(|s| s.in_len())
-            .sum::<usize>()
-            + HEAD_INPUTS
+        self.steps.iter().map(|s| s.in_len()).sum::<usize>() + HEAD_INPUTS
     }
 }
 

@@ -11,6 +11,10 @@ impl CudaBackend {
         Err(not_compiled())
     }
 
+    pub fn open(_math: GpuMath, _facts: DeviceFacts) -> Result<Self, CudaUnavailable> {
+        Err(not_compiled())
+    }
+
     pub fn facts(&self) -> &DeviceFacts {
         match *self {}
     }
@@ -23,6 +27,6 @@ fn not_compiled() -> CudaUnavailable {
 }
 
 /// Always unavailable.
-pub fn probe() -> Result<DeviceFacts, CudaUnavailable> {
+pub fn probe(_report_all: bool) -> Result<DeviceFacts, CudaUnavailable> {
     Err(not_compiled())
 }

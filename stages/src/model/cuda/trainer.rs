@@ -153,7 +153,8 @@ impl<
             .map_err(|e| dev_err("cuMemGetInfo", e))?;
         check_memory(free, total, &self.spec, n, training)?;
         check_workspaces(&self.gpu, &self.spec, n, training)?;
-        self.checked.set(if training { (n, eval) } else { (train, n) });
+        self.checked
+            .set(if training { (n, eval) } else { (train, n) });
         Ok(())
     }
 
@@ -195,8 +196,7 @@ impl<
         self.check(n, true)?;
         let x = self.images(&rows, n)?;
         drop(rows);
-        let (acts, pooled) =
-            forward_keep::<S0, S1, S2, S3, S4, S5, K>(&self.gpu, &self.params, x)?;
+        let (acts, pooled) = forward_keep::<S0, S1, S2, S3, S4, S5, K>(&self.gpu, &self.params, x)?;
         let features = self.gpu.download(&pooled.data)?;
 
         // The head on the CPU, with the gradient at its input.
@@ -271,4 +271,3 @@ impl<
         export_head(&self.head, weights)
     }
 }
-
