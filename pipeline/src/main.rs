@@ -3,6 +3,7 @@
 //! holds the commands; `main` only maps the outcome to a documented exit code ([`exit`]).
 
 mod cli;
+mod device;
 mod exit;
 mod registry;
 mod report;

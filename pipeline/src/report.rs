@@ -632,6 +632,7 @@ mod tests {
             blake3: "00".repeat(32),
             published: published.then(|| file.to_string()),
             volatile: false,
+            floats: false,
         }
     }
 
@@ -652,6 +653,7 @@ mod tests {
                 .collect(),
             notes: toml::Table::new(),
             metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            device_class: None,
         }
     }
 
@@ -690,6 +692,7 @@ mod tests {
                 overrides: vec![],
             },
             params,
+            device: None,
             stages,
         }
     }

@@ -27,6 +27,14 @@ struct Cli {
     /// The artifacts store: cache and runs [default: artifacts/ at the project root]
     #[arg(long, global = true, value_name = "DIR", env = "PIPELINE_ARTIFACTS")]
     artifacts: Option<PathBuf>,
+    /// Where the model computes: cpu, cuda (an NVIDIA GPU), or auto (the GPU when usable)
+    /// [env: PIPELINE_DEVICE; default: cpu]
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<crate::device::DeviceChoice>,
+    /// The GPU's fp32 math: fp32 (strict, the default) or tf32 (tensor cores, its own device
+    /// class) [env: PIPELINE_GPU_MATH]
+    #[arg(long, global = true, value_name = "MATH")]
+    gpu_math: Option<crate::device::MathChoice>,
     #[command(subcommand)]
     command: Command,
 }
@@ -112,7 +120,28 @@ pub fn main() -> anyhow::Result<ExitCode> {
         .artifacts
         .clone()
         .unwrap_or_else(|| project.join("artifacts"));
-    let mut registry = crate::registry::registry();
+    let request = crate::device::resolve(
+        cli.device,
+        std::env::var(crate::device::DEVICE_ENV).ok().as_deref(),
+        cli.gpu_math,
+        std::env::var(crate::device::GPU_MATH_ENV).ok().as_deref(),
+    )?;
+    // The device is opened only by the commands that compute; `status` only needs its class.
+    let (backend, device) = match &cli.command {
+        Command::Run(_) | Command::Verify { .. } | Command::Lock { .. } | Command::Predict(_) => {
+            let selected = crate::device::select(request)?;
+            (selected.backend, Some(selected.record))
+        }
+        Command::Status(_) => (
+            crate::registry::cpu(),
+            Some(crate::device::class_only(request)?),
+        ),
+        _ => (crate::registry::cpu(), None),
+    };
+    let mut registry = crate::registry::registry_on(backend.clone());
+    if let Some(device) = device {
+        registry.set_device(device);
+    }
     registry.allow_commands(match &cli.command {
         Command::Run(args) => args.shell.allow_shell,
         Command::Verify { shell, .. } | Command::Lock { shell, .. } => shell.allow_shell,
@@ -128,7 +157,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Diff(args) => diff::diff(&open_store(&artifacts)?, &args),
         Command::Verify { args, .. } => verify::verify(&args, &registry, &project, &artifacts),
         Command::Lock { args, .. } => verify::lock(&args, &registry, &project, &artifacts),
-        Command::Predict(args) => predict::predict(&open_store(&artifacts)?, &args),
+        Command::Predict(args) => predict::predict(&open_store(&artifacts)?, &args, &*backend),
         Command::Gc {
             keep_last,
             prune_runs,

@@ -31,7 +31,11 @@ pub struct PredictArgs {
     pub csv: Option<PathBuf>,
 }
 
-pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
+pub fn predict(
+    store: &Store,
+    args: &PredictArgs,
+    backend: &dyn stages::model::Backend,
+) -> anyhow::Result<ExitCode> {
     let run = store.runs.resolve(&args.run)?;
     let checkpoint = checkpoint(store, &run)?;
     let image_size = image_size(&run)?;
@@ -40,7 +44,7 @@ pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
     let images = expand(&args.images)?;
     let progress = Bar::new();
     let result = stages::predict::predict_with(
-        &stages::model::CpuBackend,
+        backend,
         &checkpoint,
         image_size,
         mode,
