@@ -31,6 +31,8 @@ pub mod plan;
 pub mod shape;
 
 #[cfg(feature = "cuda")]
+pub mod check;
+#[cfg(feature = "cuda")]
 mod cudnn;
 #[cfg(feature = "cuda")]
 mod device;
