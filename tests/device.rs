@@ -145,6 +145,11 @@ fn auto_falls_back_to_the_cpu_records_why_and_shares_the_cpu_cache() {
         reason.contains("no usable GPU") && reason.contains("libcuda"),
         "{reason}"
     );
+    let shown = p.ok(&["show", "latest"]);
+    assert!(
+        shown.contains("device      cpu (asked: auto; auto (--device): no usable GPU"),
+        "{shown}"
+    );
     let features = &record["stages"].as_array().expect("stages")[3];
     assert_eq!(features["name"].as_str(), Some("features"));
     assert_eq!(features["device_class"].as_str(), Some("cpu"));

@@ -8,7 +8,7 @@ use cudarc::driver::CudaSlice;
 use super::device::CudaBackend;
 use super::layout::{nhwc_to_nchw, ParamArena};
 use super::ops::Gpu;
-use super::plan::{human_bytes, memory_need, LayerPlan};
+use super::plan::{memory_need, LayerPlan};
 use super::shape::Chain;
 use super::tensor::{Map, Rows};
 use crate::model::backend::FeatureExtractor;
@@ -35,9 +35,9 @@ pub(crate) fn check_memory(
             batch,
             side: spec.size().pixels(),
             training,
-            need: human_bytes(need.total()),
-            free: human_bytes(gpu_free as u64),
-            total: human_bytes(gpu_total as u64),
+            need: need.total(),
+            free: gpu_free as u64,
+            total: gpu_total as u64,
         });
     }
     Ok(())
