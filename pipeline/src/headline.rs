@@ -383,6 +383,7 @@ mod tests {
             outputs: BTreeMap::new(),
             notes: toml::Table::new(),
             metrics: BTreeMap::new(),
+            device_class: None,
         };
         assert_eq!(weights_banner(&model), None);
         model.notes.insert(

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod device;
 mod exit;
 mod headline;
 mod registry;

@@ -710,6 +710,7 @@ mod tests {
             blake3: "00".repeat(32),
             published: published.then(|| file.to_string()),
             volatile: false,
+            floats: false,
         }
     }
 
@@ -730,6 +731,7 @@ mod tests {
                 .collect(),
             notes: toml::Table::new(),
             metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            device_class: None,
         }
     }
 
@@ -771,6 +773,7 @@ mod tests {
                 headline: vec![],
             },
             params,
+            device: None,
             stages,
         }
     }

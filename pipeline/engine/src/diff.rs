@@ -42,6 +42,10 @@ pub struct OutputChange {
     pub new: Option<String>,
     /// The stage had the same key in both runs: equal inputs gave different bytes.
     pub non_reproducible: bool,
+    /// Float data of a stage computed on two device classes: expected to differ in its last
+    /// bits, so compared through the metrics instead.
+    #[serde(default)]
+    pub across_devices: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,11 +60,28 @@ pub struct RunDiff {
     pub stages: Vec<StageChange>,
     pub metrics: Vec<MetricChange>,
     pub outputs: Vec<OutputChange>,
+    /// The device classes of the two runs, and so how outputs were compared.
+    pub device: DeviceComparison,
+}
+
+/// Which comparison a diff made: bit for bit within one device class; across classes, float
+/// outputs of device-dependent stages through the metrics, within `tolerance`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceComparison {
+    pub old: String,
+    pub new: String,
+    pub exact: bool,
+    /// Absolute tolerance of the metrics across device classes.
+    pub tolerance: f64,
+    /// Metrics beyond the tolerance, across device classes.
+    pub out_of_tolerance: Vec<String>,
 }
 
 impl RunDiff {
+    /// An output differs beyond what the comparison allows: any digest within one device
+    /// class; across classes, a non-float digest or a metric out of tolerance.
     pub fn any_output_differs(&self) -> bool {
-        !self.outputs.is_empty()
+        self.outputs.iter().any(|o| !o.across_devices) || !self.device.out_of_tolerance.is_empty()
     }
 
     pub fn non_reproducible(&self) -> impl Iterator<Item = &OutputChange> {
@@ -79,6 +100,35 @@ pub fn diff(old: &RunRecord, new: &RunRecord, all: bool) -> RunDiff {
         stages: stage_changes(old, new),
         metrics: metric_changes(old, new, all),
         outputs: output_changes(old, new),
+        device: device_comparison(old, new),
+    }
+}
+
+/// Absolute tolerance of metrics between runs on different device classes (as lock files
+/// allow between instruction sets).
+pub const DEVICE_METRIC_TOLERANCE: f64 = crate::lock::DEFAULT_METRIC_TOLERANCE;
+
+fn device_comparison(old: &RunRecord, new: &RunRecord) -> DeviceComparison {
+    let (a, b) = (
+        crate::verify::device_class(old),
+        crate::verify::device_class(new),
+    );
+    let exact = a == b;
+    let out_of_tolerance = if exact {
+        Vec::new()
+    } else {
+        crate::verify::compare_metrics(old, new, DEVICE_METRIC_TOLERANCE)
+            .into_iter()
+            .filter(|m| !m.within)
+            .map(|m| m.name)
+            .collect()
+    };
+    DeviceComparison {
+        old: a.to_string(),
+        new: b.to_string(),
+        exact,
+        tolerance: DEVICE_METRIC_TOLERANCE,
+        out_of_tolerance,
     }
 }
 
@@ -285,6 +335,14 @@ fn output_changes(old: &RunRecord, new: &RunRecord) -> Vec<OutputChange> {
             }
             let a = o.outputs.get(name).map(|r| r.blake3.clone());
             let b = s.outputs.get(name).map(|r| r.blake3.clone());
+            let floats = s.outputs.get(name).is_some_and(|r| r.floats);
+            let classes_differ = o
+                .device_class
+                .as_deref()
+                .unwrap_or(crate::record::CPU_CLASS)
+                != s.device_class
+                    .as_deref()
+                    .unwrap_or(crate::record::CPU_CLASS);
             if a != b {
                 changes.push(OutputChange {
                     stage: s.name.clone(),
@@ -292,6 +350,7 @@ fn output_changes(old: &RunRecord, new: &RunRecord) -> Vec<OutputChange> {
                     old: a,
                     new: b,
                     non_reproducible: o.key == s.key,
+                    across_devices: floats && classes_differ,
                 });
             }
         }
@@ -328,6 +387,25 @@ pub fn render(d: &RunDiff, markdown: bool) -> String {
             format!("\nnote: {note}\n")
         });
     }
+    let dev = &d.device;
+    out.push_str(&if dev.exact {
+        format!(
+            "device: {} in both: outputs compared bit for bit\n",
+            dev.old
+        )
+    } else {
+        format!(
+            "device: {} -> {}: float outputs of device-dependent stages compared through metrics within {}{}\n",
+            dev.old,
+            dev.new,
+            dev.tolerance,
+            if dev.out_of_tolerance.is_empty() {
+                " (all within)".to_string()
+            } else {
+                format!(" (OUT OF TOLERANCE: {})", dev.out_of_tolerance.join(", "))
+            }
+        )
+    });
     let non_repro: Vec<&OutputChange> = d.non_reproducible().collect();
     if !non_repro.is_empty() {
         let warn = format!(
@@ -438,6 +516,8 @@ pub fn render(d: &RunDiff, markdown: bool) -> String {
         };
         let flag = if o.non_reproducible {
             "  NOT REPRODUCIBLE (same key)"
+        } else if o.across_devices {
+            "  (float data from another device class: compared through metrics)"
         } else {
             ""
         };
@@ -455,4 +535,48 @@ pub fn render(d: &RunDiff, markdown: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::tests::run_on;
+
+    #[test]
+    fn a_diff_says_which_comparison_it_made() {
+        // One device class: the differing float output is a difference, bit for bit.
+        let same = diff(&run_on("cpu", "f1", 0.9), &run_on("cpu", "f2", 0.9), false);
+        assert!(same.device.exact);
+        assert!(same.any_output_differs());
+        let text = render(&same, false);
+        assert!(
+            text.contains("device: cpu in both: outputs compared bit for bit"),
+            "{text}"
+        );
+
+        // Across classes: the float output is expected to differ; the metrics decide.
+        let across = diff(
+            &run_on("cpu", "f1", 0.9),
+            &run_on("cuda-fp32", "f2", 0.9003),
+            false,
+        );
+        assert!(!across.device.exact);
+        assert!(
+            across.outputs.iter().all(|o| o.across_devices),
+            "{across:?}"
+        );
+        assert!(!across.any_output_differs(), "{across:?}");
+        let text = render(&across, false);
+        assert!(text.contains("device: cpu -> cuda-fp32"), "{text}");
+        assert!(text.contains("(all within)"), "{text}");
+
+        let far = diff(
+            &run_on("cpu", "f1", 0.9),
+            &run_on("cuda-tf32", "f2", 0.7),
+            false,
+        );
+        assert_eq!(far.device.out_of_tolerance, ["evaluate.accuracy"]);
+        assert!(far.any_output_differs());
+        assert!(render(&far, false).contains("OUT OF TOLERANCE: evaluate.accuracy"));
+    }
 }

@@ -215,6 +215,7 @@ pub(crate) fn key_of(
     kind: &dyn StageKind,
     inputs: &BTreeMap<String, Available>,
     external: Option<&External>,
+    device: Option<&str>,
 ) -> blake3::Hash {
     let digests: BTreeMap<String, blake3::Hash> = inputs
         .iter()
@@ -232,6 +233,7 @@ pub(crate) fn key_of(
         inputs: &digests,
         external: external.map(|e| e.digest),
         outputs: &outputs,
+        device,
     })
 }
 
@@ -287,6 +289,7 @@ pub fn run(
             headline: exp.headline.clone(),
         },
         params: exp.effective_params(),
+        device: Some(registry.device().clone()),
         stages: Vec::new(),
     };
     let experiment_copy = run_dir.join("experiment.toml");
@@ -368,7 +371,8 @@ impl Runner<'_> {
             })?;
         let external = external_data(stage, kind, &self.opts.data_root)?;
         let inputs = connect_inputs(stage, &self.available)?;
-        let key = key_of(stage, kind, &inputs, external.as_ref())
+        let device = self.registry.device_class_for(kind, &stage.params);
+        let key = key_of(stage, kind, &inputs, external.as_ref(), device)
             .to_hex()
             .to_string();
 
@@ -466,6 +470,7 @@ impl Runner<'_> {
                     blake3: file.blake3.clone(),
                     published,
                     volatile: output.volatile,
+                    floats: output.floats,
                 },
             );
         }
@@ -502,6 +507,7 @@ impl Runner<'_> {
             outputs,
             notes: entry.manifest.notes.clone(),
             metrics: entry.manifest.metrics.clone(),
+            device_class: device.map(str::to_string),
         })
     }
 

@@ -18,6 +18,10 @@ pub struct KeyParts<'a> {
     /// The outputs the stage promises, as (name, file): an entry made under another set of
     /// outputs cannot serve this one.
     pub outputs: &'a [(String, String)],
+    /// The device class (`cpu`, `cuda-fp32`, ...) for a stage whose bytes depend on the
+    /// device; `None` for the others. `None` and `cpu` give the keys from before devices
+    /// existed.
+    pub device: Option<&'a str>,
 }
 
 pub fn stage_key(parts: &KeyParts) -> blake3::Hash {
@@ -37,6 +41,11 @@ pub fn stage_key(parts: &KeyParts) -> blake3::Hash {
         Some(d) => h.str("external").digest(d),
         None => h.str("no-external"),
     };
+    // The CPU is the class every key had before devices existed: its keys stay as they
+    // were, so caches and locks made before keep serving.
+    if let Some(class) = parts.device.filter(|c| *c != crate::record::CPU_CLASS) {
+        h.str("device").str(class);
+    }
     h.finish()
 }
 
@@ -65,6 +74,7 @@ mod tests {
             inputs: &inputs,
             external: None,
             outputs: &[],
+            device: None,
         };
         let k = stage_key(&base);
         assert_eq!(k, stage_key(&base), "same parts, same key");
@@ -116,5 +126,21 @@ mod tests {
                 ..base
             })
         );
+        // A device-dependent stage's key names its device class, and each class its own;
+        // the CPU's is the key from before devices existed.
+        let cpu = stage_key(&KeyParts {
+            device: Some("cpu"),
+            ..base
+        });
+        let gpu = stage_key(&KeyParts {
+            device: Some("cuda-fp32"),
+            ..base
+        });
+        let tf32 = stage_key(&KeyParts {
+            device: Some("cuda-tf32"),
+            ..base
+        });
+        assert_eq!(k, cpu);
+        assert!(cpu != gpu && gpu != tf32 && tf32 != cpu);
     }
 }

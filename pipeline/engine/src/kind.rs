@@ -309,6 +309,13 @@ pub trait StageKind: Send + Sync {
         None
     }
 
+    /// Whether the stage's bytes depend on the device that computes them (a GPU rounds
+    /// differently from a CPU): the run's device class then joins its key, so results of
+    /// different devices are cached apart and compared within tolerance across devices.
+    fn device_dependent(&self, _params: &Params) -> bool {
+        false
+    }
+
     /// Files outside the store that the stage reads; their names and bytes join its key.
     fn external_files(
         &self,
@@ -327,6 +334,8 @@ pub trait StageKind: Send + Sync {
 pub struct Registry {
     kinds: BTreeMap<&'static str, Box<dyn StageKind>>,
     commands_allowed: bool,
+    /// The device runs compute on (the CPU unless the binary says otherwise).
+    device: crate::record::DeviceRecord,
 }
 
 impl Registry {
@@ -342,6 +351,22 @@ impl Registry {
 
     pub fn commands_allowed(&self) -> bool {
         self.commands_allowed
+    }
+
+    /// Sets the device the kinds compute on: its class joins the keys of device-dependent
+    /// stages, and runs record it.
+    pub fn set_device(&mut self, device: crate::record::DeviceRecord) {
+        self.device = device;
+    }
+
+    pub fn device(&self) -> &crate::record::DeviceRecord {
+        &self.device
+    }
+
+    /// The device class that joins `kind`'s key with `params`, if its bytes depend on it.
+    pub fn device_class_for(&self, kind: &dyn StageKind, params: &Params) -> Option<&str> {
+        kind.device_dependent(params)
+            .then_some(self.device.class.as_str())
     }
 
     pub fn add(&mut self, kind: Box<dyn StageKind>) {

@@ -63,6 +63,14 @@ pub struct LockFile {
     pub metric_tolerance: f64,
     pub metrics: BTreeMap<String, f64>,
     pub stages: Vec<LockedStage>,
+    /// The device class that produced the digests (`cpu`, `cuda-fp32`, `cuda-tf32`); locks
+    /// from before devices were recorded were made on the CPU.
+    #[serde(default = "cpu_class")]
+    pub device_class: String,
+}
+
+fn cpu_class() -> String {
+    crate::record::CPU_CLASS.to_string()
 }
 
 /// The vector instruction sets that change float rounding in our kernels.
@@ -101,6 +109,7 @@ pub fn from_run(exp: &Experiment, run: &RunRecord, experiment_file_name: &str) -
         isa: current_isa(),
         metric_tolerance: DEFAULT_METRIC_TOLERANCE,
         metrics: run.metrics(),
+        device_class: crate::verify::device_class(run).to_string(),
         stages: run
             .stages
             .iter()
@@ -200,6 +209,8 @@ pub struct MetricCheck {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LockReport {
     pub same_isa: bool,
+    /// The fresh run computed on the lock's device class.
+    pub same_device: bool,
     pub outputs: Vec<OutputCheck>,
     pub metrics: Vec<MetricCheck>,
 }
@@ -216,6 +227,7 @@ impl LockReport {
 /// Compares a fresh run with the lock.
 pub fn check(lock: &LockFile, fresh: &RunRecord) -> LockReport {
     let same_isa = lock.isa == current_isa();
+    let same_device = lock.device_class == crate::verify::device_class(fresh);
     let mut outputs = Vec::new();
     for stage in &lock.stages {
         let run_stage = fresh.stage(&stage.name);
@@ -223,7 +235,7 @@ pub fn check(lock: &LockFile, fresh: &RunRecord) -> LockReport {
             let digest = run_stage
                 .and_then(|s| s.outputs.get(name))
                 .map(|o| &o.blake3);
-            let check = if locked.floats && !same_isa {
+            let check = if locked.floats && !(same_isa && same_device) {
                 Check::ViaMetrics
             } else {
                 Check::Exact {
@@ -238,7 +250,11 @@ pub fn check(lock: &LockFile, fresh: &RunRecord) -> LockReport {
         }
     }
     let fresh_metrics = fresh.metrics();
-    let tolerance = if same_isa { 0.0 } else { lock.metric_tolerance };
+    let tolerance = if same_isa && same_device {
+        0.0
+    } else {
+        lock.metric_tolerance
+    };
     let metrics = lock
         .metrics
         .iter()
@@ -254,6 +270,7 @@ pub fn check(lock: &LockFile, fresh: &RunRecord) -> LockReport {
         .collect();
     LockReport {
         same_isa,
+        same_device,
         outputs,
         metrics,
     }
@@ -274,6 +291,7 @@ mod tests {
             metric_tolerance: DEFAULT_METRIC_TOLERANCE,
             metrics: BTreeMap::from([("accuracy".to_string(), 0.5)]),
             stages: Vec::new(),
+            device_class: "cpu".into(),
         }
     }
 
@@ -297,5 +315,48 @@ mod tests {
             e.starts_with(&format!("cannot write {}: ", path.display())),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_lock_from_another_device_class_is_checked_through_metrics() {
+        let cpu_run = crate::verify::tests::run_on("cpu", "f1", 0.9);
+        let mut lock = small_lock();
+        lock.metrics = cpu_run.metrics();
+        lock.stages = vec![LockedStage {
+            name: "features".into(),
+            key: "k-cpu".into(),
+            outputs: BTreeMap::from([(
+                "features".to_string(),
+                LockedOutput {
+                    file: "features.npy".into(),
+                    blake3: "f1".into(),
+                    floats: true,
+                },
+            )]),
+        }];
+        // Same class: bit for bit, metrics exactly.
+        let same = check(&lock, &crate::verify::tests::run_on("cpu", "f1", 0.9));
+        assert!(same.same_device && same.passed(), "{same:?}");
+        assert!(matches!(
+            same.outputs[0].check,
+            Check::Exact { equal: true }
+        ));
+        // A GPU run: its features differ in their last bits, legitimately.
+        let gpu = check(
+            &lock,
+            &crate::verify::tests::run_on("cuda-fp32", "f2", 0.9002),
+        );
+        assert!(!gpu.same_device);
+        assert_eq!(gpu.outputs[0].check, Check::ViaMetrics);
+        assert!(gpu.passed(), "{gpu:?}");
+        // Beyond the tolerance it fails.
+        let far = check(&lock, &crate::verify::tests::run_on("cuda-tf32", "f2", 0.8));
+        assert!(!far.passed(), "{far:?}");
+        // Locks written before devices were recorded read as CPU locks.
+        let text = toml::to_string(&small_lock()).expect("encoded");
+        let old = text.replace("device_class = \"cpu\"\n", "");
+        assert!(!old.contains("device_class"), "{old}");
+        let read_back: LockFile = toml::from_str(&old).expect("an old lock");
+        assert_eq!(read_back.device_class, "cpu");
     }
 }

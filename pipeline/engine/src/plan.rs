@@ -195,6 +195,7 @@ impl<'a> Planner<'a> {
                 inputs: d,
                 external: external.as_ref().map(|e| e.digest),
                 outputs: &output_files,
+                device: self.registry.device_class_for(kind, &stage.params),
             })
         });
         let plan_key = match key {

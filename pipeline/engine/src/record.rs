@@ -171,6 +171,41 @@ pub struct OutputRecord {
     /// Timings and the like: allowed to differ between identical executions.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub volatile: bool,
+    /// Floating-point data, whose bytes depend on the device's rounding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub floats: bool,
+}
+
+/// The device a run computed on (`--device`): its class joins the keys of the stages whose
+/// bytes depend on it ([`crate::kind::StageKind::device_dependent`]), and outputs are compared
+/// bit for bit only within one class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// `cpu`, `cuda-fp32` or `cuda-tf32`.
+    pub class: String,
+    /// What was asked for: `cpu`, `cuda` or `auto`.
+    pub requested: String,
+    /// Why this device was chosen (always said for `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The device and its libraries: name, architecture, memory, driver, cuDNN, cuBLAS and
+    /// NVRTC versions, where each library was loaded from.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, String>,
+}
+
+/// The class of the CPU backend, the default.
+pub const CPU_CLASS: &str = "cpu";
+
+impl Default for DeviceRecord {
+    fn default() -> Self {
+        DeviceRecord {
+            class: CPU_CLASS.to_string(),
+            requested: CPU_CLASS.to_string(),
+            reason: None,
+            facts: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +227,9 @@ pub struct StageRecord {
     pub notes: toml::Table,
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// The device class in the stage's key, for a stage whose bytes depend on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_class: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,6 +261,10 @@ pub struct RunRecord {
     pub experiment: ExperimentRecord,
     /// Effective parameters: `seed`, then one table per stage.
     pub params: toml::Table,
+    /// The device the run computed on; absent in runs from before devices were recorded,
+    /// which ran on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceRecord>,
     #[serde(default)]
     pub stages: Vec<StageRecord>,
 }

@@ -35,6 +35,14 @@ struct Cli {
     /// The artifacts store: cache and runs [default: artifacts/ at the project root]
     #[arg(long, global = true, value_name = "DIR", env = "PIPELINE_ARTIFACTS")]
     artifacts: Option<PathBuf>,
+    /// Where the model computes: cpu, cuda (an NVIDIA GPU), or auto (the GPU when usable)
+    /// [env: PIPELINE_DEVICE; default: cpu]
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<crate::device::DeviceChoice>,
+    /// The GPU's fp32 math: fp32 (strict, the default) or tf32 (tensor cores, its own device
+    /// class) [env: PIPELINE_GPU_MATH]
+    #[arg(long, global = true, value_name = "MATH")]
+    gpu_math: Option<crate::device::MathChoice>,
     #[command(subcommand)]
     command: Command,
 }
@@ -152,7 +160,30 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let settings =
         config::Settings::load(&project).map_err(|e| crate::exit::UsageError(e.to_string()))?;
     let artifacts = config::artifacts(cli.artifacts.as_deref(), &project, &settings).value;
-    let mut registry = crate::registry::registry();
+    let request = crate::device::resolve(
+        cli.device,
+        std::env::var(crate::device::DEVICE_ENV).ok().as_deref(),
+        cli.gpu_math,
+        std::env::var(crate::device::GPU_MATH_ENV).ok().as_deref(),
+    )?
+    .or_project_default(settings.device.as_deref())?;
+    request.export_to_children();
+    // The device is opened only by the commands that compute; `status` only needs its class.
+    let (backend, device) = match &cli.command {
+        Command::Run(_) | Command::Verify { .. } | Command::Lock { .. } | Command::Predict(_) => {
+            let selected = crate::device::select(request)?;
+            (selected.backend, Some(selected.record))
+        }
+        Command::Status(_) | Command::Sweep(_) => (
+            crate::registry::cpu(),
+            Some(crate::device::class_only(request)?),
+        ),
+        _ => (crate::registry::cpu(), None),
+    };
+    let mut registry = crate::registry::registry_on(backend.clone());
+    if let Some(device) = device {
+        registry.set_device(device);
+    }
     registry.allow_commands(match &cli.command {
         Command::Run(args) => args.shell.allow_shell,
         Command::Verify { shell, .. } | Command::Lock { shell, .. } => shell.allow_shell,
@@ -172,7 +203,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Verify { args, .. } => verify::verify(&args, &registry, &project, &artifacts),
         Command::Lock { args, .. } => verify::lock(&args, &registry, &project, &artifacts),
         Command::Sweep(args) => sweep::sweep(&args, &registry, &project, &artifacts),
-        Command::Predict(args) => predict::predict(&open_store(&artifacts)?, &args),
+        Command::Predict(args) => predict::predict(&open_store(&artifacts)?, &args, &*backend),
         Command::Gc {
             keep_last,
             prune_runs,

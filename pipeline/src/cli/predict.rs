@@ -49,7 +49,11 @@ pub enum OnBadImage {
 /// The label written for an image that could not be read under `--on-bad-image skip`.
 const SKIPPED: &str = "skipped";
 
-pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
+pub fn predict(
+    store: &Store,
+    args: &PredictArgs,
+    backend: &dyn stages::model::Backend,
+) -> anyhow::Result<ExitCode> {
     let run = store.runs.resolve(&args.run)?;
     let checkpoint = checkpoint(store, &run)?;
     let image_size = image_size(&run)?;
@@ -59,7 +63,7 @@ pub fn predict(store: &Store, args: &PredictArgs) -> anyhow::Result<ExitCode> {
     let images = expand(&args.images)?;
     let progress = Bar::new();
     let result = stages::predict::predict_each(
-        &stages::model::CpuBackend,
+        backend,
         &checkpoint,
         image_size,
         mode,

@@ -447,6 +447,30 @@ pub fn show(store: &Store, spec: &str, open: bool) -> anyhow::Result<ExitCode> {
         "host        {} ({} threads, {}-{})",
         r.host.cpu, r.host.threads, r.host.os, r.host.arch
     );
+    if let Some(d) = &r.device {
+        let what = d
+            .facts
+            .get("name")
+            .map(|n| {
+                let fact = |k: &str| d.facts.get(k).map_or("?", String::as_str);
+                format!(
+                    " on {n} (driver CUDA {}, cuDNN {}, cuBLAS {})",
+                    fact("driver_cuda"),
+                    fact("cudnn"),
+                    fact("cublas")
+                )
+            })
+            .unwrap_or_default();
+        let why = d
+            .reason
+            .as_deref()
+            .map(|r| format!("; {r}"))
+            .unwrap_or_default();
+        println!(
+            "device      {}{what} (asked: {}{why})",
+            d.class, d.requested
+        );
+    }
     println!("data root   {}", r.data_root);
     if !r.experiment.overrides.is_empty() {
         println!("overrides   {}", r.experiment.overrides.join(" "));

@@ -85,6 +85,8 @@ pub fn verify(
         &Terminal::new(),
     )?;
     let verdicts = verify::compare(&record, &fresh);
+    let comparison = verify::comparison(&record, &fresh, lock::DEFAULT_METRIC_TOLERANCE);
+    println!("{comparison}");
     let mut failed = 0;
     let mut unrecorded = 0;
     let ended = match record.status_label() {
@@ -96,7 +98,15 @@ pub fn verify(
             unrecorded += 1;
             println!("{:<12} not recorded (the run {ended} before it)", v.stage);
         } else if v.same() {
-            println!("{:<12} same", v.stage);
+            if v.via_metrics.is_empty() {
+                println!("{:<12} same", v.stage);
+            } else {
+                println!(
+                    "{:<12} same; float data from another device class checked via metrics: {}",
+                    v.stage,
+                    v.via_metrics.join(", ")
+                );
+            }
         } else {
             failed += 1;
             let why = if v.key_changed {
@@ -107,9 +117,23 @@ pub fn verify(
             println!("{:<12} DIFFERENT: {}{why}", v.stage, v.different.join(", "));
         }
     }
+    // Across device classes the float outputs are vouched for by the metrics.
+    let across = matches!(comparison, verify::Comparison::AcrossDevices { .. });
+    if across {
+        for m in verify::compare_metrics(&record, &fresh, lock::DEFAULT_METRIC_TOLERANCE) {
+            let now = m.fresh.map_or("missing".into(), |v| format!("{v:.6}"));
+            let mark = if m.within {
+                "ok"
+            } else {
+                failed += 1;
+                "OUT OF TOLERANCE"
+            };
+            println!("{:<32} recorded {:.6}  now {now}  {mark}", m.name, m.locked);
+        }
+    }
     if failed > 0 {
         eprintln!(
-            "error: {failed} stage(s) did not reproduce run {}",
+            "error: {failed} stage(s) or metric(s) did not reproduce run {}",
             record.id
         );
         return Ok(crate::exit::difference());
@@ -119,6 +143,12 @@ pub fn verify(
             "run {} reproduces bit for bit in the {} stage(s) it recorded (it {ended} before the other {unrecorded})",
             record.id,
             verdicts.len() - unrecorded,
+        );
+    } else if across {
+        println!(
+            "run {} reproduces on another device class: metrics within {}, other outputs bit for bit",
+            record.id,
+            lock::DEFAULT_METRIC_TOLERANCE
         );
     } else {
         println!("run {} reproduces bit for bit", record.id);
@@ -168,16 +198,24 @@ fn verify_lock(
         &Terminal::new(),
     )?;
     let report = lock::check(&locked, &fresh);
-    if report.same_isa {
+    if report.same_isa && report.same_device {
         println!(
             "same instruction set as the lock ({}): every output compared exactly",
             locked.isa.join(", ")
         );
-    } else {
+    } else if !report.same_isa {
         println!(
             "instruction set differs from the lock ({} here, {} there): float outputs compared through metrics within {}",
             lock::current_isa().join(", "),
             locked.isa.join(", "),
+            locked.metric_tolerance
+        );
+    }
+    if !report.same_device {
+        println!(
+            "device class differs from the lock ({} here, {} there): float outputs compared through metrics within {}",
+            pipeline_engine::verify::device_class(&fresh),
+            locked.device_class,
             locked.metric_tolerance
         );
     }

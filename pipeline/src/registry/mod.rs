@@ -6,22 +6,30 @@ mod data;
 mod evaluate;
 mod model;
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
+use stages::model::Backend;
 use stages::validate::ConfigError;
 
 use pipeline_engine::builtin::shell::Shell;
 use pipeline_engine::kind::{ParamProblem, Params, ProgressSink, Registry, StageError};
 
-/// Every kind this build of `pipeline` knows.
-pub fn registry() -> Registry {
+/// The CPU backend, shared.
+pub fn cpu() -> Arc<dyn Backend> {
+    Arc::new(stages::model::CpuBackend)
+}
+
+/// Every kind this build of `pipeline` knows, the model's kinds computing on `backend`.
+pub fn registry_on(backend: Arc<dyn Backend>) -> Registry {
     let mut r = Registry::new();
     r.add(Box::new(Shell));
     r.add(Box::new(data::Load));
     r.add(Box::new(data::Normalize));
     r.add(Box::new(data::Split));
     r.add(Box::new(model::Model));
-    r.add(Box::new(model::Features));
-    r.add(Box::new(model::Train));
+    r.add(Box::new(model::Features(backend.clone())));
+    r.add(Box::new(model::Train(backend)));
     r.add(Box::new(evaluate::Evaluate));
     r.add(Box::new(evaluate::Plot));
     r

@@ -1,10 +1,11 @@
 //! Adapters for the model stages: `model` (build), `features` (frozen base), `train` (head).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use stages::model::config::{HeadConfig, ModelConfig, Weights};
 use stages::model::size::Pooling;
-use stages::model::{build_model, ConvAlgorithm, CpuBackend};
+use stages::model::{build_model, Backend, ConvAlgorithm};
 use stages::train::{self, TrainConfig, TrainInputs};
 use stages::validate::ConfigError;
 
@@ -172,7 +173,8 @@ impl StageKind for Model {
     }
 }
 
-pub struct Features;
+/// Computes on its backend: the CPU, or the GPU `--device` chose.
+pub struct Features(pub Arc<dyn Backend>);
 
 impl StageKind for Features {
     fn name(&self) -> &'static str {
@@ -193,9 +195,12 @@ impl StageKind for Features {
     fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
         vec![OutputSpec::new("features", "features.npy", false).floats()]
     }
+    fn device_dependent(&self, _params: &Params) -> bool {
+        true
+    }
     fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
         let report = stages::features::compute(
-            &CpuBackend,
+            &*self.0,
             ctx.input("base")?,
             ctx.input("images")?,
             &ctx.output("features.npy"),
@@ -209,7 +214,9 @@ impl StageKind for Features {
     }
 }
 
-pub struct Train;
+/// Fine-tunes on its backend; the head alone (`freeze_base = true`) is trained in dfdx on the
+/// CPU whichever the backend.
+pub struct Train(pub Arc<dyn Backend>);
 
 const TRAIN_PARAMS: &[ParamSpec] = &[
     ParamSpec {
@@ -316,6 +323,11 @@ impl StageKind for Train {
     fn check(&self, params: &Params) -> Result<(), ParamProblem> {
         train_config(params).map(|_| ()).map_err(problem)
     }
+    /// Fine-tuning runs the base on the device; the head alone is trained in dfdx on the
+    /// CPU on every device, bit for bit the same.
+    fn device_dependent(&self, params: &Params) -> bool {
+        params.bool("freeze_base").is_ok_and(|frozen| !frozen)
+    }
     fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
         let cfg = train_config(ctx.params).map_err(StageError::domain)?;
         let inputs = TrainInputs {
@@ -326,7 +338,7 @@ impl StageKind for Train {
             images: ctx.input("images")?,
         };
         let report = train::run(
-            &CpuBackend,
+            &*self.0,
             &inputs,
             &cfg,
             ctx.out_dir,

@@ -17,10 +17,49 @@ use super::error::ModelError;
 use super::spec::{AdamSettings, HeadSpec, NetworkSpec};
 use super::weights::{BaseWeights, HeadWeights, ModelWeights};
 
+/// Which kind of device computed a result, as far as its bits are concerned: results are
+/// bit-identical run to run within one class on one machine, and agree only within stated
+/// tolerances across classes. Stages whose bytes depend on it put it in their cache keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceClass {
+    /// The CPU backend (dfdx and the project's kernels).
+    Cpu,
+    /// An NVIDIA GPU in strict fp32 (no TF32).
+    CudaFp32,
+    /// An NVIDIA GPU with TF32 tensor cores allowed.
+    CudaTf32,
+}
+
+impl DeviceClass {
+    pub const NAMES: [&'static str; 3] = ["cpu", "cuda-fp32", "cuda-tf32"];
+
+    /// `cpu`, `cuda-fp32`, `cuda-tf32`: as written in keys and run records.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceClass::Cpu => "cpu",
+            DeviceClass::CudaFp32 => "cuda-fp32",
+            DeviceClass::CudaTf32 => "cuda-tf32",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            DeviceClass::Cpu,
+            DeviceClass::CudaFp32,
+            DeviceClass::CudaTf32,
+        ]
+        .into_iter()
+        .find(|c| c.name() == name)
+    }
+}
+
 /// A device that can run the model.
-pub trait Backend: Sync {
+pub trait Backend: Send + Sync {
     /// A short name for messages and run records (`cpu`).
     fn name(&self) -> &'static str;
+
+    /// The class of device whose rounding the results carry.
+    fn device_class(&self) -> DeviceClass;
 
     /// The frozen base of `spec` with `weights`, followed by the head's pooling and flatten
     /// (they have no parameters).

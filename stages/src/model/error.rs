@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::cuda::plan::human_bytes;
+
 /// Everything that can go wrong building, loading or running the model.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,4 +53,14 @@ pub enum ModelError {
     },
     #[error("device error: {0}")]
     Device(String),
+    #[error("{batch} images of {side}x{side} need about {} of GPU memory for {}, but only {} of {} is free: lower the batch size, or free the GPU", human_bytes(*need), if *training { "training" } else { "inference" }, human_bytes(*free), human_bytes(*total))]
+    DeviceMemory {
+        batch: usize,
+        side: usize,
+        training: bool,
+        /// Bytes (numbers, not text, to keep the error small).
+        need: u64,
+        free: u64,
+        total: u64,
+    },
 }

@@ -24,6 +24,8 @@
 //!
 //! # Below it
 //! - [`cpu`]: dfdx with the project's own conv and pool kernels and compile-time shapes.
+//! - [`cuda`]: cuDNN, cuBLAS and NVRTC through cudarc on an NVIDIA GPU, the same
+//!   compile-time shape chain; the head stays in dfdx on the CPU.
 //!
 //! ```
 //! use stages::model::{inference, Backend, CpuBackend, HeadSpec, Model, NetworkSpec};
@@ -50,6 +52,7 @@ pub mod build;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
+pub mod cuda;
 pub mod error;
 pub mod inference;
 pub mod init;
@@ -59,11 +62,12 @@ pub mod summary;
 pub mod vgg16;
 pub mod weights;
 
-pub use backend::{Backend, FeatureExtractor, Step, Trainer};
+pub use backend::{Backend, DeviceClass, FeatureExtractor, Step, Trainer};
 pub use build::{build_model, ModelReport};
 pub use checkpoint::Model;
 pub use config::{HeadConfig, ModelConfig, Weights};
 pub use cpu::CpuBackend;
+pub use cuda::{CudaBackend, GpuMath};
 pub use error::ModelError;
 pub use spec::{AdamSettings, ConvAlgorithm, HeadSpec, NetworkSpec};
 pub use weights::{BaseWeights, HeadWeights, ModelWeights};

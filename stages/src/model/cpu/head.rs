@@ -22,7 +22,7 @@ pub type HeadNet<const U: usize> = (
 );
 
 /// The head of width `U` holding `weights`, with `spec`'s dropout.
-pub(super) fn head_net<const U: usize>(
+pub(crate) fn head_net<const U: usize>(
     dev: &Cpu,
     spec: &HeadSpec,
     weights: &HeadWeights,
@@ -44,7 +44,7 @@ pub(super) fn head_net<const U: usize>(
 }
 
 /// Copies the head's parameters into `weights.head`.
-pub(super) fn export_head<const U: usize>(
+pub(crate) fn export_head<const U: usize>(
     h: &HeadNet<U>,
     weights: &mut ModelWeights,
 ) -> Result<(), ModelError> {

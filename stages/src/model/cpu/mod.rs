@@ -88,6 +88,10 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
+    fn device_class(&self) -> super::backend::DeviceClass {
+        super::backend::DeviceClass::Cpu
+    }
+
     fn feature_extractor(
         &self,
         spec: NetworkSpec,
