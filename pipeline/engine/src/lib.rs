@@ -6,6 +6,7 @@
 
 pub mod builtin;
 pub mod cache;
+pub mod cas;
 pub mod diagnostic;
 pub mod diff;
 pub mod execute;
@@ -18,5 +19,6 @@ pub mod human;
 pub mod kind;
 pub mod lock;
 pub mod record;
+pub mod remote;
 pub mod status;
 pub mod verify;

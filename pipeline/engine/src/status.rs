@@ -13,6 +13,8 @@ use crate::record::{RunRecord, StageRecord};
 #[derive(Debug, Clone, PartialEq)]
 pub enum StageState {
     Cached,
+    /// Not in the local store, but in the remote cache: the next run downloads it.
+    Remote,
     /// Will run; each line is one reason.
     Stale(Vec<String>),
 }
@@ -88,6 +90,8 @@ pub fn status(
                                 Available {
                                     path: entry.path_of(file),
                                     digest,
+                                    size: file.size,
+                                    stored: file.stored(),
                                 },
                             );
                         }
@@ -99,6 +103,7 @@ pub fn status(
                 "the cached result was damaged ({})",
                 problems.join("; ")
             )]),
+            Lookup::Miss if on_remote(store, &key, stage, &mut available) => StageState::Remote,
             Lookup::Miss => {
                 if let Some(prev) = previous {
                     for (slot, a) in &inputs {
@@ -140,6 +145,38 @@ pub fn status(
 }
 
 /// Changes in the stage itself: its kind, the kind's version, its parameters.
+/// Whether the remote cache has `key`; if so its outputs' digests become known downstream
+/// (nothing is downloaded). An unreachable remote counts as not having it.
+fn on_remote(
+    store: &Store,
+    key: &str,
+    stage: &Stage,
+    available: &mut BTreeMap<String, Available>,
+) -> bool {
+    let Some(remote) = &store.remote else {
+        return false;
+    };
+    let Ok(Some((_, manifest))) = remote.manifest(key) else {
+        return false;
+    };
+    for output in &stage.outputs {
+        if let Some(file) = manifest.file(&output.name) {
+            if let Ok(digest) = blake3::Hash::from_hex(&file.blake3) {
+                available.insert(
+                    format!("{}.{}", stage.name, output.name),
+                    Available {
+                        path: store.cache.entry_path(key).join(&file.file),
+                        digest,
+                        size: file.size,
+                        stored: file.stored(),
+                    },
+                );
+            }
+        }
+    }
+    true
+}
+
 fn own_changes(stage: &Stage, version: u32, previous: Option<&StageRecord>) -> Vec<String> {
     let Some(prev) = previous else {
         return vec!["no earlier result".into()];

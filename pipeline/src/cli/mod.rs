@@ -3,6 +3,7 @@
 mod diff;
 mod display;
 mod predict;
+mod remote;
 mod run;
 mod runs;
 mod verify;
@@ -27,6 +28,10 @@ struct Cli {
     /// The artifacts store: cache and runs [default: artifacts/ at the project root]
     #[arg(long, global = true, value_name = "DIR", env = "PIPELINE_ARTIFACTS")]
     artifacts: Option<PathBuf>,
+    /// A remote cache shared with other machines: s3://bucket/prefix (endpoint, region and
+    /// credentials from the AWS variables) or file:///path [default: `remote` in pipeline.toml]
+    #[arg(long, global = true, value_name = "URL", env = "PIPELINE_REMOTE")]
+    remote: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,7 +83,23 @@ enum Command {
         /// Fail at once if a run is using the store, instead of waiting for it to end
         #[arg(long)]
         no_wait: bool,
+        /// Collect the remote cache instead: remove entries no recorded run used (of any
+        /// machine), and blobs no kept entry uses, older than --grace
+        #[arg(long)]
+        remote_cache: bool,
+        /// With --remote-cache: keep whatever was pushed in the last HOURS (a push in progress)
+        #[arg(
+            long,
+            value_name = "HOURS",
+            default_value_t = 24.0,
+            requires = "remote_cache"
+        )]
+        grace: f64,
     },
+    /// Upload local cache entries to the remote cache (all, or what one run used)
+    Push(remote::PushArgs),
+    /// Download what the remote cache holds for a run or an experiment file, checked
+    Pull(remote::PullArgs),
     /// List the stage kinds and their parameters
     Kinds,
 }
@@ -112,12 +133,15 @@ pub fn main() -> anyhow::Result<ExitCode> {
         .artifacts
         .clone()
         .unwrap_or_else(|| project.join("artifacts"));
+    remote::resolve(cli.remote.as_deref(), &project)?;
     let mut registry = crate::registry::registry();
     registry.allow_commands(match &cli.command {
         Command::Run(args) => args.shell.allow_shell,
         Command::Verify { shell, .. } | Command::Lock { shell, .. } => shell.allow_shell,
         // Status only reads: it runs no stage, and shows each shell stage's command.
         Command::Status(_) => true,
+        // Pull only downloads: it computes keys as status does and runs no stage.
+        Command::Pull(_) => true,
         _ => false,
     });
     match cli.command {
@@ -134,7 +158,12 @@ pub fn main() -> anyhow::Result<ExitCode> {
             prune_runs,
             dry_run,
             no_wait,
+            remote_cache,
+            grace,
         } => {
+            if remote_cache {
+                return remote::gc(&open_store(&artifacts)?, grace, dry_run);
+            }
             let opts = pipeline_engine::gc::GcOptions {
                 keep_last,
                 prune_runs,
@@ -142,6 +171,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
             };
             runs::gc(&open_store(&artifacts)?, &opts, no_wait)
         }
+        Command::Push(args) => remote::push(&open_store(&artifacts)?, &args),
+        Command::Pull(args) => remote::pull(&open_store(&artifacts)?, &args, &registry, &project),
         Command::Kinds => {
             runs::kinds(&registry);
             Ok(ExitCode::SUCCESS)
@@ -160,7 +191,9 @@ fn project_root() -> anyhow::Result<PathBuf> {
 }
 
 pub fn open_store(artifacts: &Path) -> anyhow::Result<Store> {
-    Store::open(artifacts).with_context(|| format!("cannot open the store {}", artifacts.display()))
+    let store = Store::open(artifacts)
+        .with_context(|| format!("cannot open the store {}", artifacts.display()))?;
+    Ok(store.with_remote(remote::open()?))
 }
 
 pub fn load_experiment(args: &ExperimentArgs, registry: &Registry) -> anyhow::Result<Experiment> {

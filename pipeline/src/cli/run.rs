@@ -49,7 +49,7 @@ pub fn run(
     let reused = record
         .stages
         .iter()
-        .filter(|s| s.cache == CacheUse::Hit)
+        .filter(|s| matches!(s.cache, CacheUse::Hit | CacheUse::Remote))
         .count();
     let ran = record.stages.len() - reused;
     eprintln!(
@@ -77,6 +77,10 @@ pub fn status(
     for s in &states {
         match &s.state {
             StageState::Cached => println!("{:<width$}  cached", s.name),
+            StageState::Remote => println!(
+                "{:<width$}  on the remote cache: the next run downloads it",
+                s.name
+            ),
             StageState::Stale(reasons) => {
                 stale += 1;
                 println!("{:<width$}  will run: {}", s.name, reasons.join("; "));
