@@ -24,7 +24,7 @@ use pipeline_engine::diagnostic::did_you_mean;
 pub const FILE: &str = "pipeline.toml";
 
 /// The keys the file may hold, with what each is for.
-pub const KEYS: [(&str, &str); 3] = [
+pub const KEYS: [(&str, &str); 4] = [
     (
         "data_root",
         "where experiment data paths are resolved (flag --data-root, env PIPELINE_DATA_ROOT)",
@@ -34,6 +34,10 @@ pub const KEYS: [(&str, &str); 3] = [
         "the store: cache, runs and sweeps (flag --artifacts, env PIPELINE_ARTIFACTS)",
     ),
     ("device", "cpu, cuda or auto (env PIPELINE_DEVICE)"),
+    (
+        "remote",
+        "a remote cache: s3://bucket/prefix or file:///path (flag --remote, env PIPELINE_REMOTE)",
+    ),
 ];
 
 /// The devices `device` may name.
@@ -47,6 +51,8 @@ pub struct Settings {
     pub data_root: Option<PathBuf>,
     pub artifacts: Option<PathBuf>,
     pub device: Option<String>,
+    /// The remote cache's URL, as written (checked when it is opened).
+    pub remote: Option<String>,
 }
 
 /// A bad `pipeline.toml`: a usage error (exit 2), naming the file and key.
@@ -104,6 +110,7 @@ impl Settings {
                     check_device(text).map_err(fail)?;
                     settings.device = Some(text.to_string());
                 }
+                "remote" => settings.remote = Some(text.to_string()),
                 other => {
                     let names = KEYS.iter().map(|(k, _)| *k);
                     return Err(fail(format!(
@@ -229,7 +236,30 @@ pub fn device(settings: &Settings) -> Resolved<String> {
             source: Source::File,
         },
         None => Resolved {
-            value: "auto".into(),
+            value: "cpu".into(),
+            source: Source::Default,
+        },
+    }
+}
+
+/// The remote cache's URL: `PIPELINE_REMOTE`, else the file, else none.
+pub fn remote(settings: &Settings) -> Resolved<String> {
+    if let Some(v) = std::env::var("PIPELINE_REMOTE")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return Resolved {
+            value: v,
+            source: Source::Environment("PIPELINE_REMOTE"),
+        };
+    }
+    match &settings.remote {
+        Some(url) => Resolved {
+            value: url.clone(),
+            source: Source::File,
+        },
+        None => Resolved {
+            value: "none".into(),
             source: Source::Default,
         },
     }

@@ -451,6 +451,7 @@ fn cache_label(cache: CacheUse) -> (&'static str, &'static str) {
         CacheUse::Miss => ("miss", "miss"),
         CacheUse::Forced => ("miss", "miss (--no-cache)"),
         CacheUse::Damaged => ("miss", "miss (cache entry damaged)"),
+        CacheUse::Remote => ("hit", "hit (remote cache)"),
     }
 }
 

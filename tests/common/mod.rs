@@ -51,7 +51,8 @@ impl Project {
             .args(args)
             .env_remove("PIPELINE_ARTIFACTS")
             .env_remove("PIPELINE_DATA_ROOT")
-            .env_remove("PIPELINE_ALLOW_SHELL");
+            .env_remove("PIPELINE_ALLOW_SHELL")
+            .env_remove("PIPELINE_REMOTE");
         if self.allow_shell {
             cmd.env("PIPELINE_ALLOW_SHELL", "1");
         }

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! entries/<first two hex digits>/<key>/manifest.toml   what the entry holds, with digests
-//! entries/<first two hex digits>/<key>/<output files>  read-only
+//! entries/<first two hex digits>/<key>/<output files>  read-only links to their blobs
+//! cas/<first two hex digits>/<blake3>                  each distinct content once (cas.rs)
 //! tmp/<key>.<pid>.<nanos>/                             a stage at work; never read
 //! locks/<key>.lock                                     held while a key is computed
 //! locks/store.lease                                    shared by runs, exclusive for gc
@@ -21,6 +22,12 @@
 //! digest of the rest (`# blake3 <hex>`, so `tail -n +2 manifest.toml | b3sum` checks it by
 //! hand), and every output file must be a regular file of the recorded size and digest. An
 //! entry that fails any check is damaged: reported, removed and recomputed, never used.
+//!
+//! An output file is a hard link to its blob, so identical outputs of different stages are
+//! stored once. An output that is mostly the bytes of one of the stage's inputs (a head
+//! trained on a frozen base) is stored as parts of blobs instead ([`crate::cas`]): the entry
+//! then has no file of that name, and [`Cache::assemble`] writes it whole, checked against
+//! its digest, where a run needs it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -31,11 +38,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::cas::{self, Blobs, Part};
 use crate::hash::{describe_type, hash_regular_file, FileProblem};
 
 /// Version of the entry layout and manifest; entries of another version are not read.
 /// 2: the manifest carries its own digest on its first line and is read-only.
-pub const STORE_FORMAT: u32 = 2;
+/// 3: files are links to content-addressed blobs, or parts of blobs (`parts`).
+pub const STORE_FORMAT: u32 = 3;
 
 /// The manifest's file name inside an entry.
 pub const MANIFEST: &str = "manifest.toml";
@@ -61,6 +70,8 @@ pub enum CacheError {
         file: String,
         problem: FileProblem,
     },
+    #[error(transparent)]
+    Blob(#[from] cas::BlobError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -79,6 +90,29 @@ pub struct FileRecord {
     pub file: String,
     pub size: u64,
     pub blake3: String,
+    /// Where the bytes are when the file is stored as ranges of blobs rather than whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+    /// Bytes that differ between identical executions (timings): left out when two machines'
+    /// results for one key are compared.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub volatile: bool,
+}
+
+impl FileRecord {
+    /// The blob ranges holding the file: its parts, or its whole blob.
+    pub fn stored(&self) -> Vec<Part> {
+        if self.parts.is_empty() {
+            cas::whole(&self.blake3, self.size)
+        } else {
+            self.parts.clone()
+        }
+    }
+
+    /// Whether the file is stored as parts, with no file of its own in the entry.
+    pub fn is_assembled(&self) -> bool {
+        !self.parts.is_empty()
+    }
 }
 
 /// What an entry holds and how it came to be.
@@ -103,6 +137,18 @@ pub struct Manifest {
     pub notes: toml::Table,
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// The stage and experiment that computed it, and the run: for messages (gc names what
+    /// it removes) and for reproducibility findings between machines.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stage: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub experiment: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run: String,
+    /// Where it was computed: architecture and vector instruction set (`x86_64 AVX-512`),
+    /// which may change floating-point results.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub platform: String,
 }
 
 impl Manifest {
@@ -116,12 +162,26 @@ impl Manifest {
 pub struct Entry {
     pub dir: PathBuf,
     pub manifest: Manifest,
+    pub blobs: Blobs,
 }
 
 impl Entry {
+    /// Where a whole file is in the entry. A file stored as parts has no path here: see
+    /// [`Cache::assemble`].
     pub fn path_of(&self, record: &FileRecord) -> PathBuf {
         self.dir.join(&record.file)
     }
+}
+
+/// A file a new output may share most of its bytes with: one of the stage's inputs.
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// The file whole (an entry's link, or an assembled copy).
+    pub path: PathBuf,
+    pub size: u64,
+    pub digest: String,
+    /// How it is stored.
+    pub parts: Vec<Part>,
 }
 
 /// The outcome of looking a key up.
@@ -149,6 +209,7 @@ enum ManifestState {
 
 pub struct Cache {
     root: PathBuf,
+    blobs: Blobs,
 }
 
 /// Holds the lock on one key until dropped.
@@ -192,13 +253,32 @@ impl Drop for Staging {
 
 impl Cache {
     pub fn open(root: &Path) -> Result<Cache, CacheError> {
-        for sub in ["entries", "tmp", "locks"] {
+        for sub in ["entries", "tmp", "locks", "cas"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
+        let blobs = Blobs::open(&root.join("cas"), &root.join("tmp")).map_err(io_err(root))?;
         Ok(Cache {
             root: root.to_path_buf(),
+            blobs,
         })
+    }
+
+    /// The store's content-addressed blobs.
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    /// Writes a file of `entry` whole to `dest` (read-only), checked against its digest:
+    /// for files stored as parts, which have no file in the entry.
+    pub fn assemble(&self, record: &FileRecord, dest: &Path) -> Result<(), CacheError> {
+        self.blobs
+            .assemble(&record.stored(), record.size, &record.blake3, dest)
+            .map_err(|e| CacheError::Output {
+                path: dest.to_path_buf(),
+                file: record.file.clone(),
+                problem: FileProblem::Io(io::Error::other(e.to_string())),
+            })
     }
 
     pub fn root(&self) -> &Path {
@@ -235,6 +315,7 @@ impl Cache {
                 let entry = Entry {
                     dir: self.entry_dir(key),
                     manifest: *manifest,
+                    blobs: self.blobs.clone(),
                 };
                 let problems = verify(&entry);
                 if problems.is_empty() {
@@ -253,6 +334,7 @@ impl Cache {
             ManifestState::Intact(manifest) => Some(Entry {
                 dir: self.entry_dir(key),
                 manifest: *manifest,
+                blobs: self.blobs.clone(),
             }),
             _ => None,
         })
@@ -408,8 +490,21 @@ impl Cache {
     pub fn publish(
         &self,
         staging: Staging,
+        manifest: Manifest,
+        lock: &KeyLock,
+    ) -> Result<Entry, CacheError> {
+        self.publish_sharing(staging, manifest, lock, &[])
+    }
+
+    /// [`Cache::publish`], storing an output that shares most of its bytes with one of
+    /// `bases` (the stage's inputs) as parts: the bytes it shares are referenced by digest,
+    /// only the rest is new. Every other output becomes a link to its blob.
+    pub fn publish_sharing(
+        &self,
+        staging: Staging,
         mut manifest: Manifest,
         _lock: &KeyLock,
+        bases: &[Base],
     ) -> Result<Entry, CacheError> {
         let dir = staging.dir.clone();
         let records: Result<Vec<FileRecord>, CacheError> = manifest
@@ -431,11 +526,32 @@ impl Cache {
                 Ok(FileRecord {
                     size,
                     blake3: digest.to_hex().to_string(),
+                    parts: Vec::new(),
                     ..f.clone()
                 })
             })
             .collect();
         manifest.files = records?;
+        // An earlier output of the same stage is a base too: the model stage's base is its
+        // model without the head.
+        let mut bases = bases.to_vec();
+        for record in &mut manifest.files {
+            if record.size >= cas::DELTA_MIN {
+                if let Some(parts) = self.delta(&dir, record, &bases)? {
+                    record.parts = parts;
+                    continue;
+                }
+            }
+            self.blobs.adopt(&dir.join(&record.file), &record.blake3)?;
+            if record.size >= cas::DELTA_MIN {
+                bases.push(Base {
+                    path: dir.join(&record.file),
+                    size: record.size,
+                    digest: record.blake3.clone(),
+                    parts: cas::whole(&record.blake3, record.size),
+                });
+            }
+        }
         manifest.key = staging.key.clone();
         manifest.format = STORE_FORMAT;
         let manifest_path = dir.join(MANIFEST);
@@ -443,9 +559,15 @@ impl Cache {
             path: manifest_path.clone(),
             message,
         })?;
+        self.place(staging, &text, manifest)
+    }
+
+    /// Writes the manifest into the staged directory and moves it into place.
+    fn place(&self, staging: Staging, text: &str, manifest: Manifest) -> Result<Entry, CacheError> {
+        let dir = staging.dir.clone();
+        let manifest_path = dir.join(MANIFEST);
         write_durably(&manifest_path, text.as_bytes()).map_err(io_err(&manifest_path))?;
         set_read_only(&manifest_path)?;
-
         let target = self.entry_dir(&staging.key);
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -459,7 +581,122 @@ impl Cache {
         Ok(Entry {
             dir: target,
             manifest,
+            blobs: self.blobs.clone(),
         })
+    }
+
+    /// Publishes an entry fetched from elsewhere (a remote cache) as it was written there:
+    /// `text` is its manifest, already checked by [`parse_manifest_text`]. Whole files are in
+    /// the staged directory; the blobs of files stored as parts must be in the store. Every
+    /// byte is checked again here, so nothing unchecked becomes an entry.
+    pub fn publish_fetched(
+        &self,
+        staging: Staging,
+        text: &str,
+        manifest: Manifest,
+        _lock: &KeyLock,
+    ) -> Result<Entry, CacheError> {
+        let dir = staging.dir.clone();
+        for record in &manifest.files {
+            if record.is_assembled() {
+                for part in &record.parts {
+                    self.blobs
+                        .check(&part.blob, part.offset + part.len)
+                        .map_err(|problem| CacheError::Manifest {
+                            path: dir.clone(),
+                            message: format!(
+                                "{}: blob {} {problem}",
+                                record.file,
+                                cas::short(&part.blob)
+                            ),
+                        })?;
+                }
+                continue;
+            }
+            let path = dir.join(&record.file);
+            match hash_regular_file(&path, Some(record.size)) {
+                Ok(d) if d.to_hex().as_str() == record.blake3 => {}
+                Ok(_) => {
+                    return Err(CacheError::Output {
+                        path: dir.clone(),
+                        file: record.file.clone(),
+                        problem: FileProblem::Io(io::Error::other("does not match its digest")),
+                    })
+                }
+                Err(problem) => {
+                    return Err(CacheError::Output {
+                        path: dir.clone(),
+                        file: record.file.clone(),
+                        problem,
+                    })
+                }
+            }
+            set_read_only(&path)?;
+            self.blobs.adopt(&path, &record.blake3)?;
+        }
+        self.place(staging, text, manifest)
+    }
+
+    /// The parts of `record` (staged in `dir`) when it shares at least half its bytes with
+    /// one of `bases`, its beginning and end, with the staged file then removed; `None` when
+    /// it is better stored whole.
+    fn delta(
+        &self,
+        dir: &Path,
+        record: &FileRecord,
+        bases: &[Base],
+    ) -> Result<Option<Vec<Part>>, CacheError> {
+        let path = dir.join(&record.file);
+        let mut best: Option<(u64, u64, &Base)> = None;
+        for base in bases {
+            if base.size < record.size / 2 || base.size / 2 > record.size {
+                continue;
+            }
+            if base.digest == record.blake3 {
+                // The same bytes: a link to the same blob stores them once already.
+                return Ok(None);
+            }
+            let Ok((prefix, suffix)) = cas::shared_ends(&path, &base.path) else {
+                continue;
+            };
+            if best.is_none_or(|(p, s, _)| prefix + suffix > p + s) {
+                best = Some((prefix, suffix, base));
+            }
+        }
+        let Some((prefix, suffix, base)) = best else {
+            return Ok(None);
+        };
+        if prefix + suffix < record.size / 2 {
+            return Ok(None);
+        }
+        if base.parts == cas::whole(&base.digest, base.size) {
+            self.blobs.ensure(&base.path, &base.digest)?;
+        }
+        let mut parts = cas::slice(&base.parts, 0, prefix);
+        let middle_len = record.size - prefix - suffix;
+        if middle_len > 0 {
+            let middle = dir.join(format!(".{}.middle", record.file));
+            let digest = copy_range(&path, prefix, middle_len, &middle).map_err(io_err(&middle))?;
+            set_read_only(&middle)?;
+            self.blobs.adopt(&middle, &digest)?;
+            let _ = fs::remove_file(&middle);
+            parts.push(Part {
+                blob: digest,
+                offset: 0,
+                len: middle_len,
+            });
+        }
+        parts.extend(cas::slice(&base.parts, base.size - suffix, suffix));
+        // Checked before the whole file goes: the parts must give back exactly its bytes.
+        let check = dir.join(format!(".{}.check", record.file));
+        self.blobs
+            .assemble(&parts, record.size, &record.blake3, &check)
+            .map_err(CacheError::Blob)?;
+        make_writable_file(&check);
+        let _ = fs::remove_file(&check);
+        make_writable_file(&path);
+        fs::remove_file(&path).map_err(io_err(&path))?;
+        Ok(Some(parts))
     }
 
     /// Removes an entry. The directory is first renamed out of `entries/`, so a reader sees
@@ -516,6 +753,22 @@ fn render_manifest(manifest: &Manifest) -> Result<String, String> {
         "{SELF_DIGEST_PREFIX}{}\n{body}",
         blake3::hash(body.as_bytes()).to_hex()
     ))
+}
+
+/// A manifest's text checked as [`Cache::lookup`] checks a local one (its own digest, its
+/// key, the names and digests it gives): the manifest, or why it cannot be used (`None`
+/// inside for one of another store format).
+pub fn parse_manifest_text(bytes: &[u8], key: &str) -> Result<Option<Manifest>, String> {
+    match parse_manifest(bytes, key) {
+        ManifestState::Intact(m) => Ok(Some(*m)),
+        ManifestState::OtherFormat | ManifestState::Absent => Ok(None),
+        ManifestState::Damaged(problem) => Err(problem),
+    }
+}
+
+/// The manifest as [`Cache::publish`] writes it: the digest line, then the TOML.
+pub fn manifest_text(manifest: &Manifest) -> Result<String, String> {
+    render_manifest(manifest)
 }
 
 /// Checks a manifest's own digest, then its content against the key it was found under.
@@ -576,6 +829,28 @@ fn parse_manifest(bytes: &[u8], key: &str) -> ManifestState {
             f.file
         ));
     }
+    // Digests become paths under cas/: nothing but a digest may be one.
+    let bad_digest = manifest.files.iter().find_map(|f| {
+        std::iter::once(f.blake3.as_str())
+            .chain(f.parts.iter().map(|p| p.blob.as_str()))
+            .find(|d| !cas::is_digest(d))
+            .map(|d| (f.file.clone(), d.to_string()))
+    });
+    if let Some((file, digest)) = bad_digest {
+        return ManifestState::Damaged(format!(
+            "{MANIFEST} gives {file} a digest that is none: {digest:?}"
+        ));
+    }
+    if let Some(f) = manifest
+        .files
+        .iter()
+        .find(|f| f.is_assembled() && f.parts.iter().map(|p| p.len).sum::<u64>() != f.size)
+    {
+        return ManifestState::Damaged(format!(
+            "{MANIFEST} stores {} in parts that do not add up to its size",
+            f.file
+        ));
+    }
     ManifestState::Intact(Box::new(manifest))
 }
 
@@ -589,7 +864,7 @@ fn is_plain_file_name(name: &str) -> bool {
 }
 
 /// Whether `name` can be a key: 64 lower-case hex digits.
-fn is_key(name: &str) -> bool {
+pub fn is_key(name: &str) -> bool {
     name.len() == 64
         && name
             .bytes()
@@ -597,12 +872,14 @@ fn is_key(name: &str) -> bool {
 }
 
 /// Problems with an entry's files, each naming its file: missing, not a regular file, another
-/// size, or other bytes than recorded. Type and size are checked before anything is read.
+/// size, or other bytes than recorded. Type and size are checked before anything is read. A
+/// file stored as parts is checked through its blobs, each against its own name.
 pub fn verify(entry: &Entry) -> Vec<String> {
     let mut bad: Vec<String> = entry
         .manifest
         .files
         .par_iter()
+        .filter(|f| !f.is_assembled())
         .filter_map(|f| {
             let path = entry.path_of(f);
             match hash_regular_file(&path, Some(f.size)) {
@@ -612,6 +889,27 @@ pub fn verify(entry: &Entry) -> Vec<String> {
             }
         })
         .collect();
+    // Each blob once, however many parts use it, to the furthest byte any of them reads.
+    let mut needed: BTreeMap<&str, (u64, &str)> = BTreeMap::new();
+    for f in entry.manifest.files.iter().filter(|f| f.is_assembled()) {
+        for part in &f.parts {
+            let end = part.offset + part.len;
+            let slot = needed.entry(&part.blob).or_insert((0, &f.file));
+            slot.0 = slot.0.max(end);
+        }
+    }
+    let needed: Vec<(&str, (u64, &str))> = needed.into_iter().collect();
+    let blob_problems: Vec<String> = needed
+        .par_iter()
+        .filter_map(|(blob, (end, file))| {
+            entry
+                .blobs
+                .check(blob, *end)
+                .err()
+                .map(|problem| format!("{file}: its blob {} {problem}", cas::short(blob)))
+        })
+        .collect();
+    bad.extend(blob_problems);
     bad.sort();
     bad
 }
@@ -625,7 +923,44 @@ fn open_lock_file(path: &Path) -> Result<File, CacheError> {
         .map_err(io_err(path))
 }
 
-fn nanos() -> u128 {
+/// Copies `len` bytes of `src` from `offset` into a new file `dest`; returns their digest.
+fn copy_range(src: &Path, offset: u64, len: u64, dest: &Path) -> io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut from = File::open(src)?;
+    from.seek(SeekFrom::Start(offset))?;
+    let mut reader = from.take(len);
+    let mut out = File::create(dest)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut copied = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        copied += n as u64;
+    }
+    if copied != len {
+        return Err(io::Error::other("the file shrank while it was stored"));
+    }
+    out.sync_all()?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+fn make_writable_file(path: &Path) {
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if meta.is_file() {
+            let mut perms = meta.permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            let _ = fs::set_permissions(path, perms);
+        }
+    }
+}
+
+pub(crate) fn nanos() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
@@ -686,6 +1021,8 @@ mod tests {
                     file: file.to_string(),
                     size: 0,
                     blake3: String::new(),
+                    parts: Vec::new(),
+                    volatile: false,
                 })
                 .collect(),
             params: toml::Table::new(),
@@ -693,6 +1030,10 @@ mod tests {
             external: BTreeMap::new(),
             notes: toml::Table::new(),
             metrics: BTreeMap::new(),
+            stage: "s".into(),
+            experiment: "e".into(),
+            run: String::new(),
+            platform: String::new(),
         }
     }
 
@@ -849,7 +1190,7 @@ mod tests {
         // A consistent digest over TOML that does not parse: a bug's output, not an edit.
         let entry = published(&cache);
         rewrite_manifest(&entry, |_| {
-            let body = "format = 2\nkey = [\n";
+            let body = "format = 3\nkey = [\n";
             format!(
                 "# blake3 {}\n{body}",
                 blake3::hash(body.as_bytes()).to_hex()
@@ -891,7 +1232,7 @@ mod tests {
             t.split_once('\n')
                 .expect("lines")
                 .1
-                .replace("format = 2", "format = 1")
+                .replace("format = 3", "format = 1")
         });
         assert!(cache.read_entry(KEY).expect("read").is_none());
         assert!(matches!(cache.lookup(KEY).expect("lookup"), Lookup::Miss));

@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::{Cache, CacheError, Entry, FileRecord, Lookup, Manifest, STORE_FORMAT};
+use crate::cache::{Base, Cache, CacheError, Entry, FileRecord, Lookup, Manifest, STORE_FORMAT};
+use crate::cas::Part;
 use crate::experiment::{Experiment, Stage};
 use crate::fingerprint::{stage_key, KeyParts};
 use crate::hash::{describe_type, digest_of_files, hash_files, hash_regular_file, FileDigest};
@@ -16,6 +19,7 @@ use crate::record::{
     git_state, CacheUse, ExperimentRecord, ExternalRecord, Host, InputRecord, OutputRecord,
     RecordError, RunRecord, RunStatus, RunStore, StageRecord, RECORD_FORMAT,
 };
+use crate::remote::{Fetched, Pushed, Remote, RemoteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -74,6 +78,8 @@ pub struct Store {
     pub root: PathBuf,
     pub cache: Cache,
     pub runs: RunStore,
+    /// A shared cache on an object store: read on a local miss, written after a computation.
+    pub remote: Option<Arc<Remote>>,
 }
 
 impl Store {
@@ -82,7 +88,14 @@ impl Store {
             root: root.to_path_buf(),
             cache: Cache::open(&root.join("cache"))?,
             runs: RunStore::open(&root.join("runs"))?,
+            remote: None,
         })
+    }
+
+    /// The store, with a shared remote cache behind it.
+    pub fn with_remote(mut self, remote: Option<Remote>) -> Store {
+        self.remote = remote.map(Arc::new);
+        self
     }
 }
 
@@ -107,6 +120,9 @@ pub trait Reporter: Sync {
     fn damaged(&self, _stage: &Stage, _problems: &[String]) {}
     /// `pipeline gc` holds the store: the run waits for it before it starts.
     fn store_busy(&self) {}
+    /// A remote cache problem the run goes on despite (unreachable, a damaged blob, a
+    /// reproducibility finding): one line, worth reading.
+    fn remote_warning(&self, _message: &str) {}
     fn stage_finished(&self, stage: &Stage, cache: CacheUse, seconds: f64);
     fn stage_failed(&self, stage: &Stage, error: &str);
     /// The run is over and its record saved (succeeded or failed): the place to add what the
@@ -146,6 +162,9 @@ impl Reporter for Silent {
 pub(crate) struct Available {
     pub path: PathBuf,
     pub digest: blake3::Hash,
+    pub size: u64,
+    /// How the store holds it (its whole blob, or parts of blobs).
+    pub stored: Vec<Part>,
 }
 
 /// The external data a stage reads, hashed.
@@ -307,6 +326,10 @@ pub fn run(
         run_dir: &run_dir,
         available: BTreeMap::new(),
         published_names: Vec::new(),
+        experiment: &exp.name,
+        run_id: &id,
+        assembled: Assembled(None),
+        pushes: Pushes::default(),
     };
     let mut outcome = Ok(());
     for (index, stage) in exp.stages.iter().enumerate() {
@@ -327,6 +350,19 @@ pub fn run(
     }
     record.finished = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     record.duration_s = Some(clock.elapsed().as_secs_f64());
+    if outcome.is_ok() {
+        // A failed run does not wait for its uploads: they commit (or not) on their own.
+        for warning in runner.pushes.finish() {
+            reporter.remote_warning(&warning);
+        }
+        // The run's keys become roots that remote gc keeps, whichever machine collects.
+        if let (Some(remote), false) = (&store.remote, runner.pushes.is_down()) {
+            let keys: Vec<String> = record.stages.iter().map(|s| s.key.clone()).collect();
+            if let Err(e) = remote.record_run(&id, &exp.name, &keys) {
+                reporter.remote_warning(&format!("{e}; the run is not recorded on the remote"));
+            }
+        }
+    }
     match outcome {
         Ok(()) => {
             record.status = RunStatus::Succeeded;
@@ -357,6 +393,107 @@ struct Runner<'a> {
     /// Outputs of finished stages, by `stage.output`.
     available: BTreeMap<String, Available>,
     published_names: Vec<String>,
+    experiment: &'a str,
+    run_id: &'a str,
+    /// Where files stored as parts are written whole for this run.
+    assembled: Assembled,
+    /// Uploads to the remote cache, going on while the next stages run.
+    pushes: Pushes,
+}
+
+/// Background pushes of computed entries, and whether the remote answered.
+#[derive(Default)]
+struct Pushes {
+    running: Vec<std::thread::JoinHandle<Result<Pushed, RemoteError>>>,
+    /// Set once the remote failed to answer: the run warns once and goes on locally.
+    down: Arc<AtomicBool>,
+    warnings: Vec<String>,
+}
+
+impl Pushes {
+    fn start(&mut self, remote: &Arc<Remote>, entry: Entry) {
+        if self.down.load(Ordering::SeqCst) {
+            return;
+        }
+        let (remote, down) = (remote.clone(), self.down.clone());
+        self.running.push(std::thread::spawn(move || {
+            if down.load(Ordering::SeqCst) {
+                return Ok(Pushed::Present { blobs: 0, bytes: 0 });
+            }
+            let pushed = remote.push(&entry);
+            if let Err(RemoteError::Backend { .. }) = &pushed {
+                down.store(true, Ordering::SeqCst);
+            }
+            pushed
+        }));
+    }
+
+    /// A remote problem seen while fetching: one warning, and no more remote use where the
+    /// remote is unreachable.
+    fn failed(&mut self, error: &RemoteError) -> String {
+        if let RemoteError::Backend { .. } = error {
+            self.down.store(true, Ordering::SeqCst);
+            format!("{error}; continuing without the remote cache")
+        } else {
+            format!("{error}; recomputing")
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    /// Waits for every push; the warnings to show.
+    fn finish(&mut self) -> Vec<String> {
+        let mut out = std::mem::take(&mut self.warnings);
+        let mut unreachable_told = false;
+        for handle in self.running.drain(..) {
+            match handle.join() {
+                Ok(Ok(Pushed::Differs(finding))) => out.push(finding.to_string()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e @ RemoteError::Backend { .. })) => {
+                    if !unreachable_told {
+                        out.push(format!("{e}; results stay local (`pipeline push` later)"));
+                        unreachable_told = true;
+                    }
+                }
+                Ok(Err(e)) => out.push(format!("push: {e}")),
+                Err(_) => out.push("a push to the remote cache panicked".into()),
+            }
+        }
+        out
+    }
+}
+
+/// The run's directory of files assembled from their parts (under the cache's `tmp/`, so a
+/// killed run's is a leftover gc removes); removed when the run ends.
+struct Assembled(Option<PathBuf>);
+
+impl Drop for Assembled {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The architecture and vector instruction set this process computes with, which may change
+/// floating-point results: `x86_64 AVX-512`, `x86_64 AVX2`, `aarch64 NEON`.
+pub fn platform() -> String {
+    let arch = std::env::consts::ARCH;
+    #[cfg(target_arch = "x86_64")]
+    let isa = if std::arch::is_x86_feature_detected!("avx512f") {
+        "AVX-512"
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        "AVX2"
+    } else {
+        "SSE2"
+    };
+    #[cfg(target_arch = "aarch64")]
+    let isa = "NEON";
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let isa = "scalar";
+    format!("{arch} {isa}")
 }
 
 impl Runner<'_> {
@@ -417,17 +554,42 @@ impl Runner<'_> {
                         Lookup::Miss => None,
                     }
                 };
-                match published {
-                    Some(entry) => {
+                let fetched = match (&published, &self.store.remote) {
+                    (None, Some(remote)) if !self.opts.no_cache && !self.pushes.is_down() => {
+                        match remote.fetch(cache, &key, &lock) {
+                            Ok(Fetched::Entry(entry)) => Some(*entry),
+                            Ok(Fetched::Absent) => None,
+                            Err(e) => {
+                                let warning = self.pushes.failed(&e);
+                                self.reporter.remote_warning(&warning);
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                match (published, fetched) {
+                    (Some(entry), _) => {
                         cache_use = CacheUse::Hit;
                         entry
                     }
-                    None => self.compute(stage, kind, &key, &inputs, external.as_ref(), &lock)?,
+                    (None, Some(entry)) => {
+                        cache_use = CacheUse::Remote;
+                        entry
+                    }
+                    (None, None) => {
+                        let entry =
+                            self.compute(stage, kind, &key, &inputs, external.as_ref(), &lock)?;
+                        if let Some(remote) = &self.store.remote {
+                            self.pushes.start(remote, entry.clone());
+                        }
+                        entry
+                    }
                 }
             }
         };
 
-        let duration_s = if cache_use == CacheUse::Hit {
+        let duration_s = if matches!(cache_use, CacheUse::Hit | CacheUse::Remote) {
             clock.elapsed().as_secs_f64()
         } else {
             entry.manifest.duration_s
@@ -443,7 +605,11 @@ impl Runner<'_> {
                         output: output.name.clone(),
                         file: output.file.clone(),
                     })?;
-            let path = entry.path_of(file);
+            let path = if file.is_assembled() {
+                self.assemble(&key, file)?
+            } else {
+                entry.path_of(file)
+            };
             let digest = blake3::Hash::from_hex(&file.blake3).map_err(|_| {
                 RunError::Cache(CacheError::Manifest {
                     path: entry.dir.clone(),
@@ -455,6 +621,8 @@ impl Runner<'_> {
                 Available {
                     path: path.clone(),
                     digest,
+                    size: file.size,
+                    stored: file.stored(),
                 },
             );
             let published = if output.publish {
@@ -509,6 +677,34 @@ impl Runner<'_> {
             metrics: entry.manifest.metrics.clone(),
             device_class: device.map(str::to_string),
         })
+    }
+
+    /// Writes a file the store holds as parts whole, for the stages that read it and the run
+    /// directory.
+    fn assemble(&mut self, key: &str, file: &FileRecord) -> Result<PathBuf, RunError> {
+        let cache = &self.store.cache;
+        let dir = match &self.assembled.0 {
+            Some(dir) => dir.clone(),
+            None => {
+                let dir = cache.root().join("tmp").join(format!(
+                    "assembled.{}.{}",
+                    std::process::id(),
+                    crate::cache::nanos()
+                ));
+                self.assembled.0 = Some(dir.clone());
+                dir
+            }
+        };
+        let dir = dir.join(key);
+        fs::create_dir_all(&dir).map_err(|source| RunError::Publish {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(&file.file);
+        if fs::symlink_metadata(&path).is_err() {
+            cache.assemble(file, &path)?;
+        }
+        Ok(path)
     }
 
     fn compute(
@@ -585,6 +781,8 @@ impl Runner<'_> {
                     file: o.file.clone(),
                     size: 0,
                     blake3: String::new(),
+                    parts: Vec::new(),
+                    volatile: o.volatile,
                 })
                 .collect(),
             params: stage.params.to_table(),
@@ -602,8 +800,24 @@ impl Runner<'_> {
                 .unwrap_or_default(),
             notes: report.notes.into_iter().collect(),
             metrics: report.metrics,
+            stage: stage.name.clone(),
+            experiment: self.experiment.to_string(),
+            run: self.run_id.to_string(),
+            platform: platform(),
         };
-        Ok(cache.publish(staging, manifest, lock)?)
+        // An output that is mostly one of the inputs (a head trained on a frozen base) is
+        // stored as what it shares with it plus what is new.
+        let bases: Vec<Base> = inputs
+            .values()
+            .filter(|a| a.size >= crate::cas::DELTA_MIN)
+            .map(|a| Base {
+                path: a.path.clone(),
+                size: a.size,
+                digest: a.digest.to_hex().to_string(),
+                parts: a.stored.clone(),
+            })
+            .collect();
+        Ok(cache.publish_sharing(staging, manifest, lock, &bases)?)
     }
 
     /// Places a result file in the run directory, read-only. Small files (metrics, tables,

@@ -35,6 +35,11 @@ pub struct GcOptions {
 pub struct Collected {
     /// Keys of removed cache entries.
     pub entries: Vec<String>,
+    /// What each removed entry was, in the order of `entries`: `stage train of model1 (key
+    /// 3f2a9c1b4e5d, computed in run 20261127-101500.123)`.
+    pub described: Vec<String>,
+    /// Blobs no kept entry uses any more.
+    pub blobs: usize,
     /// Ids of removed run directories.
     pub runs: Vec<String>,
     /// Stale temporary directories, relative to the store root (`cache/tmp/...`, `tmp/...`).
@@ -65,13 +70,27 @@ pub fn collect(
     let mut out = Collected::default();
 
     let mut doomed: Vec<PathBuf> = Vec::new();
+    let mut live_blobs: BTreeSet<String> = BTreeSet::new();
     for key in store.cache.keys()? {
+        let entry = store.cache.read_entry(&key)?;
         if referenced.contains(&key) {
             out.kept += 1;
+            for file in entry.iter().flat_map(|e| &e.manifest.files) {
+                live_blobs.extend(file.stored().into_iter().map(|p| p.blob));
+            }
             continue;
         }
         doomed.push(store.cache.entry_path(&key));
+        out.described
+            .push(describe_entry(&key, entry.as_ref().map(|e| &e.manifest)));
         out.entries.push(key);
+    }
+    let blobs = store.cache.blobs();
+    for digest in blobs.digests().map_err(crate::cache::CacheError::from)? {
+        if !live_blobs.contains(&digest) {
+            doomed.push(blobs.path(&digest));
+            out.blobs += 1;
+        }
     }
     let entry_paths = doomed.clone();
     if opts.prune_runs {
@@ -114,6 +133,13 @@ pub fn collect(
         store.cache.evict(key)?;
         store.cache.remove_lock_file(key, lease);
     }
+    for digest in blobs.digests().map_err(crate::cache::CacheError::from)? {
+        if !live_blobs.contains(&digest) {
+            blobs
+                .remove(&digest)
+                .map_err(crate::cache::CacheError::from)?;
+        }
+    }
     for id in &out.runs {
         // Out of `runs/` in one rename, so that a gc killed while deleting leaves no half
         // run that `pipeline runs` would list; the next gc deletes what is left.
@@ -130,6 +156,29 @@ pub fn collect(
         }
     }
     Ok(out)
+}
+
+/// An entry as a person knows it: the stage, experiment and run that computed it.
+pub fn describe_entry(key: &str, manifest: Option<&crate::cache::Manifest>) -> String {
+    let short = &key[..12.min(key.len())];
+    match manifest {
+        Some(m) if !m.stage.is_empty() => {
+            let run = if m.run.is_empty() {
+                String::new()
+            } else {
+                format!(", computed in run {}", m.run)
+            };
+            format!(
+                "stage {} of {} (kind {}, key {short}{run})",
+                m.stage,
+                m.experiment,
+                m.kind,
+                short = short
+            )
+        }
+        Some(m) => format!("a {} result (key {short})", m.kind),
+        None => format!("entry {short} (its manifest is unreadable)"),
+    }
 }
 
 fn relative(root: &Path, path: &Path) -> String {

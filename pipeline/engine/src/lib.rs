@@ -6,6 +6,7 @@
 
 pub mod builtin;
 pub mod cache;
+pub mod cas;
 pub mod diagnostic;
 pub mod diff;
 pub mod execute;
@@ -20,6 +21,7 @@ pub mod lock;
 pub mod plan;
 pub mod query;
 pub mod record;
+pub mod remote;
 pub mod run_index;
 pub mod status;
 pub mod sweep;

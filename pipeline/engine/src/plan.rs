@@ -34,6 +34,8 @@ pub enum PlanState {
     /// Its result is cached for the inputs predicted from upstream stages that will run:
     /// reused if they reproduce those bytes, as their kinds declare they will.
     Expected,
+    /// Not in the local store, but in the remote cache: the next run downloads it.
+    Remote,
     /// It will be computed.
     Runs,
 }
@@ -94,6 +96,8 @@ pub struct Planner<'a> {
 #[derive(Debug, Clone)]
 enum Found {
     Hit(Box<Manifest>),
+    /// In the remote cache only (its manifest read, nothing downloaded).
+    Remote(Box<Manifest>),
     Damaged(Vec<String>),
     Miss,
 }
@@ -234,6 +238,10 @@ impl<'a> Planner<'a> {
         let (state, reasons) = match &found {
             Found::Hit(_) if predicted.is_empty() => (PlanState::Cached, Vec::new()),
             Found::Hit(_) => (PlanState::Expected, predicted.clone()),
+            Found::Remote(_) => (
+                PlanState::Remote,
+                vec!["on the remote cache: the next run downloads it".into()],
+            ),
             Found::Damaged(problems) => (
                 PlanState::Runs,
                 vec![format!(
@@ -250,7 +258,7 @@ impl<'a> Planner<'a> {
         for spec in &stage.outputs {
             let name = format!("{}.{}", stage.name, spec.name);
             let state = match &found {
-                Found::Hit(m) => {
+                Found::Hit(m) | Found::Remote(m) => {
                     let digest = m
                         .file(&spec.name)
                         .and_then(|f| blake3::Hash::from_hex(&f.blake3).ok());
@@ -463,6 +471,14 @@ impl<'a> Planner<'a> {
                 Some(entry) => Found::Hit(Box::new(entry.manifest)),
                 None => Found::Miss,
             }
+        };
+        // An unreachable remote counts as not having it: a plan never fails on the network.
+        let found = match (found, &self.store.remote) {
+            (Found::Miss, Some(remote)) => match remote.manifest(key) {
+                Ok(Some((_, manifest))) => Found::Remote(Box::new(manifest)),
+                _ => Found::Miss,
+            },
+            (found, _) => found,
         };
         self.lookups
             .borrow_mut()

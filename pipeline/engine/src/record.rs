@@ -88,6 +88,8 @@ pub enum CacheUse {
     Forced,
     /// Computed because the cached result's files no longer matched their digests.
     Damaged,
+    /// Downloaded from the remote cache, checked, and published locally.
+    Remote,
 }
 
 impl CacheUse {
@@ -97,6 +99,7 @@ impl CacheUse {
             CacheUse::Miss => "ran",
             CacheUse::Forced => "ran (--no-cache)",
             CacheUse::Damaged => "ran (cache entry damaged)",
+            CacheUse::Remote => "cached (remote)",
         }
     }
 }

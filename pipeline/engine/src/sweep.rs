@@ -710,7 +710,8 @@ pub fn across_points(plans: &[Vec<StagePlan>]) -> Vec<StageAcross> {
             };
             for s in distinct.values() {
                 match s.state {
-                    PlanState::Cached => a.cached += 1,
+                    // A remote result is downloaded, not computed.
+                    PlanState::Cached | PlanState::Remote => a.cached += 1,
                     PlanState::Expected => {
                         a.expected += 1;
                         a.note = s.reasons.first().cloned();

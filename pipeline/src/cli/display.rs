@@ -139,6 +139,20 @@ impl Reporter for Terminal {
         }
     }
 
+    fn remote_warning(&self, message: &str) {
+        let text = format!("warning: {message}");
+        let mut shown = false;
+        self.with_bar(|bar| {
+            if self.interactive {
+                bar.println(&text);
+                shown = true;
+            }
+        });
+        if !shown {
+            eprintln!("{text}");
+        }
+    }
+
     fn store_busy(&self) {
         eprintln!("waiting: `pipeline gc` is cleaning the store; the run starts when it ends");
     }

@@ -5,6 +5,7 @@ mod compare;
 mod diff;
 mod display;
 mod predict;
+mod remote;
 mod run;
 mod runs;
 mod slurm;
@@ -43,6 +44,10 @@ struct Cli {
     /// class) [env: PIPELINE_GPU_MATH]
     #[arg(long, global = true, value_name = "MATH")]
     gpu_math: Option<crate::device::MathChoice>,
+    /// A remote cache shared with other machines: s3://bucket/prefix (endpoint, region and
+    /// credentials from the AWS variables) or file:///path [default: `remote` in pipeline.toml]
+    #[arg(long, global = true, value_name = "URL", env = "PIPELINE_REMOTE")]
+    remote: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,7 +105,23 @@ enum Command {
         /// Fail at once if a run is using the store, instead of waiting for it to end
         #[arg(long)]
         no_wait: bool,
+        /// Collect the remote cache instead: remove entries no recorded run used (of any
+        /// machine), and blobs no kept entry uses, older than --grace
+        #[arg(long)]
+        remote_cache: bool,
+        /// With --remote-cache: keep whatever was pushed in the last HOURS (a push in progress)
+        #[arg(
+            long,
+            value_name = "HOURS",
+            default_value_t = 24.0,
+            requires = "remote_cache"
+        )]
+        grace: f64,
     },
+    /// Upload local cache entries to the remote cache (all, or what one run used)
+    Push(remote::PushArgs),
+    /// Download what the remote cache holds for a run or an experiment file, checked
+    Pull(remote::PullArgs),
     /// List the stage kinds: their inputs, outputs and parameters
     Kinds,
     /// Show the project's settings (pipeline.toml), or set one: `pipeline config data_root DIR`
@@ -117,9 +138,9 @@ enum Command {
 #[derive(Args)]
 #[command(
     after_help = "Settings: data_root (where data paths are resolved), artifacts (the \
-store), device (cpu, cuda or auto). Relative paths are relative to the project root. A flag or \
+store), device (cpu, cuda or auto), remote (a remote cache's URL). Relative paths are relative to the project root. A flag or \
 environment variable (--data-root, PIPELINE_DATA_ROOT, --artifacts, PIPELINE_ARTIFACTS, \
-PIPELINE_DEVICE) wins over the file."
+PIPELINE_DEVICE, --remote, PIPELINE_REMOTE) wins over the file."
 )]
 pub struct ConfigArgs {
     /// The setting to show or set
@@ -168,6 +189,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
     )?
     .or_project_default(settings.device.as_deref())?;
     request.export_to_children();
+    remote::resolve(cli.remote.as_deref(), settings.remote.as_deref());
     // The device is opened only by the commands that compute; `status` only needs its class.
     let (backend, device) = match &cli.command {
         Command::Run(_) | Command::Verify { .. } | Command::Lock { .. } | Command::Predict(_) => {
@@ -191,6 +213,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Sweep(args) => args.shell.allow_shell || args.dry_run,
         // Status only reads: it runs no stage, and shows each shell stage's command.
         Command::Status(_) => true,
+        // Pull only downloads: it computes keys as status does and runs no stage.
+        Command::Pull(_) => true,
         _ => false,
     });
     match cli.command {
@@ -209,7 +233,12 @@ pub fn main() -> anyhow::Result<ExitCode> {
             prune_runs,
             dry_run,
             no_wait,
+            remote_cache,
+            grace,
         } => {
+            if remote_cache {
+                return remote::gc(&open_store(&artifacts)?, grace, dry_run);
+            }
             let opts = pipeline_engine::gc::GcOptions {
                 keep_last,
                 prune_runs,
@@ -217,6 +246,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
             };
             runs::gc(&open_store(&artifacts)?, &opts, no_wait)
         }
+        Command::Push(args) => remote::push(&open_store(&artifacts)?, &args),
+        Command::Pull(args) => remote::pull(&open_store(&artifacts)?, &args, &registry, &project),
         Command::Kinds => {
             runs::kinds(&registry);
             Ok(ExitCode::SUCCESS)
@@ -258,6 +289,7 @@ fn show_or_set_config(
     );
     let artifacts = config::artifacts(artifacts_flag.as_deref(), project, settings);
     let device = config::device(settings);
+    let remote = config::remote(settings);
     let rows = [
         (
             "data_root",
@@ -270,20 +302,19 @@ fn show_or_set_config(
             artifacts.source,
         ),
         ("device", device.value, device.source),
+        ("remote", remote.value, remote.source),
     ];
     match &args.key {
         Some(key) => match rows.iter().find(|(k, _, _)| k == key) {
             Some((_, value, _)) => println!("{value}"),
-            None => {
-                return Err(crate::exit::UsageError(format!(
-                    "unknown setting `{key}`{}; the settings are data_root, artifacts, device",
-                    pipeline_engine::diagnostic::did_you_mean(
-                        key,
-                        config::KEYS.iter().map(|(k, _)| *k)
-                    )
-                ))
-                .into())
-            }
+            None => return Err(crate::exit::UsageError(format!(
+                "unknown setting `{key}`{}; the settings are data_root, artifacts, device, remote",
+                pipeline_engine::diagnostic::did_you_mean(
+                    key,
+                    config::KEYS.iter().map(|(k, _)| *k)
+                )
+            ))
+            .into()),
         },
         None => {
             println!("project root  {}", project.display());
@@ -310,7 +341,9 @@ fn project_root() -> anyhow::Result<PathBuf> {
 }
 
 pub fn open_store(artifacts: &Path) -> anyhow::Result<Store> {
-    Store::open(artifacts).with_context(|| format!("cannot open the store {}", artifacts.display()))
+    let store = Store::open(artifacts)
+        .with_context(|| format!("cannot open the store {}", artifacts.display()))?;
+    Ok(store.with_remote(remote::open()?))
 }
 
 pub fn load_experiment(args: &ExperimentArgs, registry: &Registry) -> anyhow::Result<Experiment> {

@@ -77,7 +77,7 @@ fn print_summary(store: &Store, record: &RunRecord) {
     let reused = record
         .stages
         .iter()
-        .filter(|s| s.cache == CacheUse::Hit)
+        .filter(|s| matches!(s.cache, CacheUse::Hit | CacheUse::Remote))
         .count();
     let ran = record.stages.len() - reused;
     eprintln!(

@@ -663,8 +663,8 @@ pub fn gc(store: &Store, opts: &GcOptions, no_wait: bool) -> anyhow::Result<Exit
     } else {
         "removed"
     };
-    for key in &collected.entries {
-        println!("{verb} {key}");
+    for what in &collected.described {
+        println!("{verb} {what}");
     }
     for id in &collected.runs {
         println!("{verb} run {id}");
@@ -689,6 +689,12 @@ pub fn gc(store: &Store, opts: &GcOptions, no_wait: bool) -> anyhow::Result<Exit
         },
         collected.kept
     );
+    if collected.blobs > 0 {
+        println!(
+            "{verb} {} that no kept entry uses",
+            count(collected.blobs, "stored blob", "stored blobs")
+        );
+    }
     if collected.still_linked > 0 {
         let held = format_bytes(collected.still_linked);
         if collected.linking_runs > 0 {

@@ -28,6 +28,10 @@ pub fn status(
     for s in &plans {
         match &s.state {
             PlanState::Cached => println!("{:<width$}  cached", s.name),
+            PlanState::Remote => println!(
+                "{:<width$}  on the remote cache: the next run downloads it",
+                s.name
+            ),
             PlanState::Expected => {
                 println!("{:<width$}  cached ({})", s.name, s.reasons.join("; "))
             }

@@ -1,0 +1,217 @@
+//! The remote cache on the command line: where it is (`--remote`, `PIPELINE_REMOTE`,
+//! `remote = "..."` in `pipeline.toml`), `pipeline push`, `pipeline pull` and remote gc.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::OnceLock;
+
+use anyhow::Context;
+use clap::Args;
+
+use pipeline_engine::execute::Store;
+use pipeline_engine::gc::describe_entry;
+use pipeline_engine::human::format_bytes;
+use pipeline_engine::kind::Registry;
+use pipeline_engine::remote::{Fetched, Pushed, Remote};
+use pipeline_engine::status::PlanState;
+
+use super::{data_root, load_experiment, ExperimentArgs};
+
+/// The remote's URL for this invocation, set once by [`resolve`].
+static URL: OnceLock<Option<String>> = OnceLock::new();
+
+/// Where the remote cache is: the flag (or `PIPELINE_REMOTE`, which clap folds into it), else
+/// the project's `pipeline.toml` key `remote` (read with the other settings, [`crate::config`]),
+/// else none. The one place this is decided.
+pub fn resolve(flag: Option<&str>, setting: Option<&str>) -> Option<String> {
+    let url = match flag {
+        Some(url) if !url.is_empty() => Some(url.to_string()),
+        _ => setting.filter(|s| !s.is_empty()).map(str::to_string),
+    };
+    let _ = URL.set(url.clone());
+    url
+}
+
+/// The remote this invocation uses, opened; `None` where none is configured.
+pub fn open() -> anyhow::Result<Option<Remote>> {
+    match URL.get().cloned().flatten() {
+        None => Ok(None),
+        Some(url) => Remote::open(&url)
+            .map(Some)
+            .map_err(|e| crate::exit::UsageError(e.to_string()).into()),
+    }
+}
+
+fn required() -> anyhow::Result<Remote> {
+    open()?.ok_or_else(|| {
+        crate::exit::UsageError(
+            "no remote cache configured: give --remote s3://bucket/prefix (or file:///path), set PIPELINE_REMOTE, or add `remote = \"...\"` to pipeline.toml".into(),
+        )
+        .into()
+    })
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// Push only what this run used (id, prefix, name, latest, latest~N) [default: every
+    /// local cache entry]
+    pub run: Option<String>,
+}
+
+/// `pipeline push`: uploads local entries the remote lacks, blobs first, manifest last.
+pub fn push(store: &Store, args: &PushArgs) -> anyhow::Result<ExitCode> {
+    let remote = required()?;
+    let keys: Vec<String> = match &args.run {
+        Some(spec) => {
+            let record = store.runs.resolve(spec)?;
+            let keys: Vec<String> = record.stages.iter().map(|s| s.key.clone()).collect();
+            remote
+                .record_run(&record.id, &record.experiment.name, &keys)
+                .context("cannot record the run on the remote")?;
+            keys
+        }
+        None => store.cache.keys()?,
+    };
+    let (mut pushed, mut present, mut bytes, mut failed) = (0, 0, 0u64, 0);
+    for key in &keys {
+        let Some(entry) = store.cache.read_entry(key)? else {
+            eprintln!("not pushed: entry {} is not in the local store", &key[..12]);
+            failed += 1;
+            continue;
+        };
+        let what = describe_entry(key, Some(&entry.manifest));
+        match remote.push(&entry) {
+            Ok(Pushed::Committed { bytes: b, .. }) => {
+                pushed += 1;
+                bytes += b;
+                println!("pushed {what}: {}", format_bytes(b));
+            }
+            Ok(Pushed::Present { bytes: b, .. }) => {
+                present += 1;
+                bytes += b;
+            }
+            Ok(Pushed::Differs(finding)) => {
+                present += 1;
+                eprintln!("warning: {finding}");
+            }
+            Err(e) => {
+                eprintln!("not pushed: {what}: {e}");
+                failed += 1;
+                if matches!(e, pipeline_engine::remote::RemoteError::Backend { .. }) {
+                    break;
+                }
+            }
+        }
+    }
+    println!(
+        "{pushed} pushed, {present} already on {}, {} uploaded",
+        remote.url,
+        format_bytes(bytes)
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} entries were not pushed; run `pipeline push` again to finish");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// A run of this store (id, prefix, name, latest), or an experiment file: every stage
+    /// result the remote has for it is downloaded
+    pub target: String,
+    #[command(flatten)]
+    pub experiment: PullExperimentArgs,
+}
+
+#[derive(Args)]
+pub struct PullExperimentArgs {
+    /// With an experiment file: override a parameter, as for `pipeline run`
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub set: Vec<String>,
+    /// With an experiment file: where data paths are resolved
+    #[arg(long, value_name = "DIR", env = "PIPELINE_DATA_ROOT")]
+    pub data_root: Option<std::path::PathBuf>,
+}
+
+/// `pipeline pull RUN|EXP`: downloads, checks and publishes locally what the remote holds.
+pub fn pull(
+    store: &Store,
+    args: &PullArgs,
+    registry: &Registry,
+    project: &Path,
+) -> anyhow::Result<ExitCode> {
+    let remote = required()?;
+    let keys: Vec<String> = if Path::new(&args.target).is_file() {
+        let exp_args = ExperimentArgs {
+            experiment: args.target.clone().into(),
+            set: args.experiment.set.clone(),
+            data_root: args.experiment.data_root.clone(),
+        };
+        let exp = load_experiment(&exp_args, registry)?;
+        let states =
+            pipeline_engine::status::status(&exp, registry, store, &data_root(&exp_args, project))?;
+        let mut keys = Vec::new();
+        for s in states {
+            match (&s.state, s.key) {
+                (PlanState::Cached, _) => println!("{}: already local", s.name),
+                (PlanState::Remote, Some(key)) => keys.push(key),
+                _ => println!("{}: not on the remote (`pipeline run` computes it)", s.name),
+            }
+        }
+        keys
+    } else {
+        let record = store.runs.resolve(&args.target)?;
+        record.stages.iter().map(|s| s.key.clone()).collect()
+    };
+    let (mut fetched, mut failed) = (0, 0);
+    for key in &keys {
+        if store.cache.read_entry(key)?.is_some() {
+            continue;
+        }
+        let lock = store.cache.lock(key)?;
+        match remote.fetch(&store.cache, key, &lock) {
+            Ok(Fetched::Entry(entry)) => {
+                fetched += 1;
+                println!("pulled {}", describe_entry(key, Some(&entry.manifest)));
+            }
+            Ok(Fetched::Absent) => {
+                println!("not on the remote: entry {}", &key[..12]);
+            }
+            Err(e) => {
+                eprintln!("not pulled: entry {}: {e}", &key[..12]);
+                failed += 1;
+            }
+        }
+    }
+    println!("{fetched} pulled from {}", remote.url);
+    if failed > 0 {
+        anyhow::bail!("{failed} entries could not be pulled");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pipeline gc --remote-cache`: removes what no recorded run (of any machine that pushed,
+/// and of this store) used, past the grace period.
+pub fn gc(store: &Store, grace_hours: f64, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let remote = required()?;
+    let mut roots: BTreeSet<String> = remote.recorded_keys()?;
+    for run in store.runs.list()? {
+        roots.extend(run.stages.iter().map(|s| s.key.clone()));
+    }
+    let grace_s = (grace_hours * 3600.0) as i64;
+    let collected = remote.collect(&roots, grace_s, dry_run)?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for what in &collected.entries {
+        println!("{verb} {what}");
+    }
+    println!(
+        "{verb} {} entries and {} blobs ({}) from {}; kept {} entries (recorded runs, or pushed in the last {grace_hours} hours)",
+        collected.entries.len(),
+        collected.blobs,
+        format_bytes(collected.bytes),
+        remote.url,
+        collected.kept
+    );
+    Ok(ExitCode::SUCCESS)
+}

