@@ -553,7 +553,12 @@ outputs = ["size.txt"]
     server.kill();
     let out = child.wait_with_output().expect("wait");
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the run completes locally:\n{text}");
+    assert!(
+        out.status.success(),
+        "the run completes locally ({}):\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(a.file("size.txt").trim(), "40000000");
 
     server.launch().expect("restart on the same data");

@@ -349,12 +349,14 @@ mod tests {
         assert_eq!(s.data_root, Some(PathBuf::from("/p/../data")));
         assert_eq!(s.artifacts, Some(PathBuf::from("/store")));
         assert_eq!(s.device.as_deref(), Some("cpu"));
+        let r = Settings::parse(project, &file, "remote = \"s3://b/p\"\n").expect("parses");
+        assert_eq!(r.remote.as_deref(), Some("s3://b/p"));
 
         let e = Settings::parse(project, &file, "data_rot = \"x\"\n").unwrap_err();
         assert_eq!(
             e.to_string(),
             "/p/pipeline.toml: unknown key `data_rot`; did you mean `data_root`?; the keys are \
-             `data_root`, `artifacts`, `device`"
+             `data_root`, `artifacts`, `device`, `remote`"
         );
         let e = Settings::parse(project, &file, "device = \"gpu\"\n").unwrap_err();
         assert!(

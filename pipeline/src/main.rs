@@ -14,7 +14,6 @@ mod slurm;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     stages::memory::reuse_large_allocations();
     match cli::main() {
         Ok(code) => code,
@@ -26,8 +25,10 @@ fn main() -> ExitCode {
 }
 
 /// Rust ignores SIGPIPE, so `pipeline runs | head` would panic on a closed pipe; a command
-/// line tool should end quietly there instead, as `ls` or `git log` do.
-fn restore_sigpipe() {
+/// line tool should end quietly there instead, as `ls` or `git log` do. Only for the commands
+/// that print listings and touch no network: a remote cache server that goes away mid-upload
+/// must be an I/O error the run survives, not a SIGPIPE that kills it.
+pub(crate) fn restore_sigpipe() {
     #[cfg(unix)]
     // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
     // disposition for SIGPIPE.

@@ -155,6 +155,7 @@ pub fn fit(
             val_loss,
             val_accuracy,
             seconds: clock.elapsed().as_secs_f64(),
+            val_images: (!val_rows.is_empty()).then_some(val_rows.len() as u32),
         };
         progress.message(&format!(
             "epoch {epoch}/{}: loss {:.4}, accuracy {:.3}{}",

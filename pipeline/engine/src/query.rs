@@ -35,10 +35,26 @@ pub fn metric_order<'a>(
         Some(list) => list.to_vec(),
         None => DEFAULT_HEADLINE.iter().map(|s| s.to_string()).collect(),
     };
-    let mut out: Vec<String> = declared
-        .into_iter()
-        .filter(|m| present.contains(m))
-        .collect();
+    // Each headline metric is followed by the same metric of the other evaluation sets
+    // (`evaluate.sensitivity`, then `external.sensitivity`), so that sets sit side by side.
+    let mut out: Vec<String> = Vec::new();
+    for m in declared {
+        let metric = m.split_once('.').map_or(m.as_str(), |(_, metric)| metric);
+        let same_metric = present
+            .iter()
+            .filter(|p| p.split_once('.').is_some_and(|(_, x)| x == metric) && **p != &m);
+        let mut group: Vec<String> = present
+            .contains(&m)
+            .then(|| m.clone())
+            .into_iter()
+            .collect();
+        group.extend(same_metric.map(|p| p.to_string()));
+        for name in group {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
     for name in present {
         if !out.contains(name) {
             out.push(name.clone());
@@ -363,6 +379,24 @@ mod tests {
                 "evaluate.false_negatives",
                 "train.final_loss"
             ]
+        );
+        let with_external: Vec<String> = names
+            .iter()
+            .cloned()
+            .chain([
+                "external.sensitivity".to_string(),
+                "external.f1_covid".to_string(),
+            ])
+            .collect();
+        assert_eq!(
+            metric_order(&with_external, None)[..4],
+            [
+                "evaluate.test_accuracy",
+                "evaluate.sensitivity",
+                "external.sensitivity",
+                "evaluate.roc_auc",
+            ],
+            "each evaluation set's value follows the headline metric"
         );
         let declared = vec!["train.final_loss".to_string(), "nope.x".to_string()];
         assert_eq!(metric_order(&names, Some(&declared))[0], "train.final_loss");

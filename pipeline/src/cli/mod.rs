@@ -177,6 +177,18 @@ pub struct ShellArgs {
 
 pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Runs(_)
+            | Command::Show { .. }
+            | Command::Diff(_)
+            | Command::Compare(_)
+            | Command::Kinds
+            | Command::Config(_)
+    ) {
+        // Still one thread here, as the signal disposition needs.
+        crate::restore_sigpipe();
+    }
     let project = project_root()?;
     let settings =
         config::Settings::load(&project).map_err(|e| crate::exit::UsageError(e.to_string()))?;
@@ -307,14 +319,16 @@ fn show_or_set_config(
     match &args.key {
         Some(key) => match rows.iter().find(|(k, _, _)| k == key) {
             Some((_, value, _)) => println!("{value}"),
-            None => return Err(crate::exit::UsageError(format!(
+            None => {
+                return Err(crate::exit::UsageError(format!(
                 "unknown setting `{key}`{}; the settings are data_root, artifacts, device, remote",
                 pipeline_engine::diagnostic::did_you_mean(
                     key,
                     config::KEYS.iter().map(|(k, _)| *k)
                 )
             ))
-            .into()),
+                .into())
+            }
         },
         None => {
             println!("project root  {}", project.display());

@@ -86,7 +86,7 @@ fn print_summary(store: &Store, record: &RunRecord) {
     );
     // The headline first (weights, caveats, each evaluation set side by side, warnings),
     // then every other metric.
-    let headline = Headline::of(&record);
+    let headline = Headline::of(record);
     for line in headline.lines() {
         eprintln!("{line}");
     }

@@ -301,8 +301,8 @@ impl StageKind for Train {
     }
     fn version(&self) -> u32 {
         // 2: checkpoint metadata in one key, byte-stable. 3: the images input and the
-        // features output (fine-tuning).
-        3
+        // features output (fine-tuning). 4: history.csv records the validation split's size.
+        4
     }
     fn summary(&self) -> &'static str {
         "trains the head with Adam and binary cross-entropy, Keras' fit semantics"

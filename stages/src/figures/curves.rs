@@ -43,10 +43,17 @@ impl Metric {
         }
     }
 
-    fn title(self) -> &'static str {
-        match self {
+    /// The caption; it names the validation split's size where the history records it, since
+    /// a curve over a handful of images swings by whole images' worth of accuracy.
+    fn title(self, val_images: Option<u32>) -> String {
+        let what = match self {
             Metric::Accuracy => "Accuracy per epoch: training vs validation",
             Metric::Loss => "Loss per epoch: training vs validation",
+        };
+        match val_images {
+            Some(1) => format!("{what} (1 image)"),
+            Some(n) => format!("{what} ({n} images)"),
+            None => what.to_string(),
         }
     }
 
@@ -75,6 +82,8 @@ impl Metric {
 /// The two curves of one metric, as finite (epoch, value) points.
 struct Curves {
     metric: Metric,
+    /// The validation split's size, when the history records it.
+    val_images: Option<u32>,
     training: Vec<(f64, f64)>,
     validation: Vec<(f64, f64)>,
 }
@@ -91,6 +100,7 @@ impl Curves {
         };
         Self {
             metric,
+            val_images: history.epochs.iter().find_map(|e| e.val_images),
             training: points(Metric::training),
             validation: points(Metric::validation),
         }
@@ -140,7 +150,7 @@ impl Figure for Curves {
         let x_range = self.x_range();
         let x_labels = ((x_range.end - x_range.start).ceil() as usize + 1).min(10);
         let mut chart = ChartBuilder::on(&root)
-            .caption(self.metric.title(), bold(24.0))
+            .caption(self.metric.title(self.val_images), bold(24.0))
             .x_label_area_size(55)
             .y_label_area_size(75)
             .build_cartesian_2d(x_range, self.y_range())?;
@@ -217,6 +227,21 @@ mod tests {
         assert_png(&paths[2], HISTORY_SIZE);
         assert_svg_contains(&paths[1], &["Accuracy per epoch", "validation", "epoch"]);
         assert_svg_contains(&paths[3], &["Loss per epoch", "training"]);
+    }
+
+    #[test]
+    fn the_caption_names_how_many_images_the_validation_curve_rests_on() {
+        let mut history = plausible_history(3);
+        let dir = tempfile::tempdir().unwrap();
+        let paths = plot_history(&history, dir.path()).unwrap();
+        let svg = std::fs::read_to_string(&paths[1]).unwrap();
+        assert!(!svg.contains("images)"), "no count recorded, none shown");
+        for e in &mut history.epochs {
+            e.val_images = Some(23);
+        }
+        let paths = plot_history(&history, dir.path()).unwrap();
+        assert_svg_contains(&paths[1], &["training vs validation (23 images)"]);
+        assert_svg_contains(&paths[3], &["training vs validation (23 images)"]);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub(crate) fn plausible_history(epochs: u32) -> History {
             val_loss: Some(val_loss),
             val_accuracy: Some((1.02 - 0.9 * val_loss - 0.05 * noise.next()).min(1.0)),
             seconds: 1.5 + 0.1 * noise.next(),
+            val_images: None,
         });
     }
     history

@@ -1,9 +1,10 @@
 //! The per-epoch training history and its `history.csv`, written by the trainer and read
 //! by the plots.
 //!
-//! `history.csv` has the header `epoch,loss,accuracy,val_loss,val_accuracy,seconds`, one row
-//! per epoch, epochs numbered from 1 like Keras' progress log. `val_loss` and `val_accuracy`
-//! are empty when training ran without a validation split. Floats are written in Rust's
+//! `history.csv` has the header `epoch,loss,accuracy,val_loss,val_accuracy,seconds,val_images`,
+//! one row per epoch, epochs numbered from 1 like Keras' progress log. `val_loss`,
+//! `val_accuracy` and `val_images` (the validation split's size) are empty when training ran
+//! without a validation split; files from before `val_images` existed read as such. Floats are written in Rust's
 //! shortest round-trip form, so reading the file back gives the same bits.
 
 use std::path::Path;
@@ -27,6 +28,11 @@ pub struct EpochRecord {
     pub val_accuracy: Option<f64>,
     /// Wall-clock seconds the epoch took.
     pub seconds: f64,
+    /// How many images the validation split has (the same every epoch), so that a figure can
+    /// say what its validation curve rests on; empty without a validation split, and in
+    /// histories written before the column existed.
+    #[serde(default)]
+    pub val_images: Option<u32>,
 }
 
 /// The epochs of one training run, in order.
@@ -68,6 +74,7 @@ impl History {
                     "val_loss",
                     "val_accuracy",
                     "seconds",
+                    "val_images",
                 ])
                 .map_err(csv_error)?;
         }
@@ -113,6 +120,7 @@ mod tests {
             val_loss: val,
             val_accuracy: val.map(|v| 1.0 - v),
             seconds: 10.25,
+            val_images: val.map(|_| 12),
         }
     }
 
@@ -128,10 +136,13 @@ mod tests {
         let mut lines = text.lines();
         assert_eq!(
             lines.next(),
-            Some("epoch,loss,accuracy,val_loss,val_accuracy,seconds")
+            Some("epoch,loss,accuracy,val_loss,val_accuracy,seconds,val_images")
         );
-        assert_eq!(lines.next(), Some("1,0.6931471805599453,0.1,0.3,0.7,10.25"));
-        assert_eq!(lines.next(), Some("2,0.34657359027997264,0.2,,,10.25"));
+        assert_eq!(
+            lines.next(),
+            Some("1,0.6931471805599453,0.1,0.3,0.7,10.25,12")
+        );
+        assert_eq!(lines.next(), Some("2,0.34657359027997264,0.2,,,10.25,"));
         assert_eq!(History::read_csv(&path).unwrap(), history);
         assert!(history.has_validation());
     }
@@ -143,7 +154,7 @@ mod tests {
         History::default().write_csv(&path).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            "epoch,loss,accuracy,val_loss,val_accuracy,seconds\n"
+            "epoch,loss,accuracy,val_loss,val_accuracy,seconds,val_images\n"
         );
         assert_eq!(History::read_csv(&path).unwrap(), History::default());
     }
