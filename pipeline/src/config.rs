@@ -218,30 +218,6 @@ pub fn artifacts(given: Option<&Path>, project: &Path, settings: &Settings) -> R
     )
 }
 
-/// The device: `PIPELINE_DEVICE`, `device` in `pipeline.toml`, or `auto`. A `--device`
-/// flag, where a command has one, goes before all of them.
-pub fn device(settings: &Settings) -> Resolved<String> {
-    if let Some(v) = std::env::var("PIPELINE_DEVICE")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        return Resolved {
-            value: v,
-            source: Source::Environment("PIPELINE_DEVICE"),
-        };
-    }
-    match &settings.device {
-        Some(d) => Resolved {
-            value: d.clone(),
-            source: Source::File,
-        },
-        None => Resolved {
-            value: "cpu".into(),
-            source: Source::Default,
-        },
-    }
-}
-
 /// The remote cache's URL: `PIPELINE_REMOTE`, else the file, else none.
 pub fn remote(settings: &Settings) -> Resolved<String> {
     if let Some(v) = std::env::var("PIPELINE_REMOTE")

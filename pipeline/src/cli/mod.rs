@@ -264,7 +264,9 @@ pub fn main() -> anyhow::Result<ExitCode> {
             runs::kinds(&registry);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config(args) => show_or_set_config(&args, &cli.artifacts, &project, &settings),
+        Command::Config(args) => {
+            show_or_set_config(&args, &cli.artifacts, &project, &settings, &request)
+        }
         Command::SlurmTask { dir } => crate::slurm::task::run_task(&dir),
     }
 }
@@ -274,6 +276,7 @@ fn show_or_set_config(
     artifacts_flag: &Option<PathBuf>,
     project: &Path,
     settings: &config::Settings,
+    request: &crate::device::Request,
 ) -> anyhow::Result<ExitCode> {
     if let Some(key) = &args.unset {
         let file = config::set(project, key, None)?;
@@ -300,7 +303,14 @@ fn show_or_set_config(
         settings,
     );
     let artifacts = config::artifacts(artifacts_flag.as_deref(), project, settings);
-    let device = config::device(settings);
+    // The device as every computing command decides it (`device::resolve`), not a second
+    // reading of the same flag, variable and setting.
+    let device_source = match request.source {
+        crate::device::Source::Flag => config::Source::Flag,
+        crate::device::Source::Env => config::Source::Environment(crate::device::DEVICE_ENV),
+        crate::device::Source::Config => config::Source::File,
+        crate::device::Source::Default => config::Source::Default,
+    };
     let remote = config::remote(settings);
     let rows = [
         (
@@ -313,7 +323,7 @@ fn show_or_set_config(
             artifacts.value.display().to_string(),
             artifacts.source,
         ),
-        ("device", device.value, device.source),
+        ("device", request.device.name().to_string(), device_source),
         ("remote", remote.value, remote.source),
     ];
     match &args.key {
