@@ -1002,40 +1002,44 @@ fn make_writable(dir: &Path) {
     }
 }
 
+/// A manifest for tests: `files` as (name, file) with no sizes or digests, kind `test`.
+#[cfg(test)]
+pub(crate) fn test_manifest(files: &[(&str, &str)]) -> Manifest {
+    Manifest {
+        format: STORE_FORMAT,
+        key: String::new(),
+        kind: "test".into(),
+        kind_version: 1,
+        created: 0,
+        duration_s: 0.0,
+        files: files
+            .iter()
+            .map(|(name, file)| FileRecord {
+                name: name.to_string(),
+                file: file.to_string(),
+                size: 0,
+                blake3: String::new(),
+                parts: Vec::new(),
+                volatile: false,
+            })
+            .collect(),
+        params: toml::Table::new(),
+        inputs: BTreeMap::new(),
+        external: BTreeMap::new(),
+        notes: toml::Table::new(),
+        metrics: BTreeMap::new(),
+        stage: "s".into(),
+        experiment: "e".into(),
+        run: String::new(),
+        platform: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn manifest(files: &[(&str, &str)]) -> Manifest {
-        Manifest {
-            format: STORE_FORMAT,
-            key: String::new(),
-            kind: "test".into(),
-            kind_version: 1,
-            created: 0,
-            duration_s: 0.0,
-            files: files
-                .iter()
-                .map(|(name, file)| FileRecord {
-                    name: name.to_string(),
-                    file: file.to_string(),
-                    size: 0,
-                    blake3: String::new(),
-                    parts: Vec::new(),
-                    volatile: false,
-                })
-                .collect(),
-            params: toml::Table::new(),
-            inputs: BTreeMap::new(),
-            external: BTreeMap::new(),
-            notes: toml::Table::new(),
-            metrics: BTreeMap::new(),
-            stage: "s".into(),
-            experiment: "e".into(),
-            run: String::new(),
-            platform: String::new(),
-        }
-    }
+    use super::test_manifest as manifest;
 
     const KEY: &str = "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12";
 

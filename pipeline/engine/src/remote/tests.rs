@@ -1,11 +1,11 @@
 //! The remote protocol on object_store's in-memory store, and a backend that fails on cue.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::*;
-use crate::cache::{FileRecord, Lookup, STORE_FORMAT};
+use crate::cache::Lookup;
 
 const KEY: &str = "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12";
 
@@ -22,32 +22,11 @@ fn remote_on(store: &Arc<dyn object_store::ObjectStore>) -> Remote {
 
 fn manifest(platform: &str, files: &[(&str, &str)]) -> Manifest {
     Manifest {
-        format: STORE_FORMAT,
-        key: String::new(),
-        kind: "test".into(),
-        kind_version: 1,
-        created: 0,
-        duration_s: 0.0,
-        files: files
-            .iter()
-            .map(|(name, file)| FileRecord {
-                name: name.to_string(),
-                file: file.to_string(),
-                size: 0,
-                blake3: String::new(),
-                parts: Vec::new(),
-                volatile: false,
-            })
-            .collect(),
-        params: toml::Table::new(),
-        inputs: BTreeMap::new(),
-        external: BTreeMap::new(),
-        notes: toml::Table::new(),
-        metrics: BTreeMap::new(),
         stage: "features".into(),
         experiment: "model1".into(),
         run: "r1".into(),
         platform: platform.into(),
+        ..crate::cache::test_manifest(files)
     }
 }
 
