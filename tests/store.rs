@@ -192,3 +192,44 @@ fn a_flipped_byte_in_the_cache_is_detected_and_recomputed() {
     );
     assert_eq!(fs::read(&file).expect("read"), b"1\n2\n3\n4\n5\n");
 }
+
+#[test]
+fn an_edit_in_place_is_caught_after_hits_stopped_reading_the_file() {
+    let p = Project::new();
+    p.write("exp.toml", EXP);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
+    let record = p.latest();
+    let gen = &record["stages"][0];
+    let key = gen["key"].as_str().expect("key").to_string();
+    let digest = gen["outputs"]["numbers.txt"]["blake3"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    // Once the entry has gone unchanged long enough, a hit remembers its files' identity
+    // and later hits do not read them.
+    std::thread::sleep(pipeline_engine::checked::SETTLED + std::time::Duration::from_millis(300));
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
+    assert_eq!(cache_uses(&p.latest()), ["gen=hit", "sum=hit"]);
+    let remembered = p
+        .path()
+        .join("artifacts/cache/checked")
+        .join(&digest[..2])
+        .join(&digest);
+    assert!(remembered.is_file(), "{} missing", remembered.display());
+
+    // An edit in place, same length, through the entry's link to the blob: the file's change
+    // time moves, so the next hit reads it again and finds the damage.
+    let file = p
+        .path()
+        .join("artifacts/cache/entries")
+        .join(&key[..2])
+        .join(&key)
+        .join("numbers.txt");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut bytes = fs::read(&file).expect("read");
+    bytes[0] ^= 1;
+    fs::write(&file, &bytes).expect("edit in place");
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
+    assert_eq!(cache_uses(&p.latest())[0], "gen=damaged");
+    assert_eq!(fs::read(&file).expect("read"), b"1\n2\n3\n4\n5\n");
+}

@@ -872,8 +872,10 @@ pub fn is_key(name: &str) -> bool {
 }
 
 /// Problems with an entry's files, each naming its file: missing, not a regular file, another
-/// size, or other bytes than recorded. Type and size are checked before anything is read. A
-/// file stored as parts is checked through its blobs, each against its own name.
+/// size, or other bytes than recorded. Type and size are checked before anything is read, and
+/// a file is read only when it may have changed since it was last found intact (see
+/// [`crate::checked`]). A file stored as parts is checked through its blobs, each against its
+/// own name.
 pub fn verify(entry: &Entry) -> Vec<String> {
     let mut bad: Vec<String> = entry
         .manifest
@@ -882,10 +884,9 @@ pub fn verify(entry: &Entry) -> Vec<String> {
         .filter(|f| !f.is_assembled())
         .filter_map(|f| {
             let path = entry.path_of(f);
-            match hash_regular_file(&path, Some(f.size)) {
-                Ok(d) if d.to_hex().as_str() == f.blake3 => None,
-                Ok(_) => Some(format!("{} does not match its digest", f.file)),
-                Err(problem) => Some(format!("{} {problem}", f.file)),
+            match entry.blobs.check_file(&path, f.size, &f.blake3) {
+                Ok(()) => None,
+                Err(failure) => Some(format!("{} {failure}", f.file)),
             }
         })
         .collect();

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::hash::{hash_regular_file, FileProblem};
+use crate::checked::{CheckFailure, CheckedFiles};
+use crate::hash::FileProblem;
 
 /// A range of a blob; a stored file is its parts in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +34,8 @@ pub struct Blobs {
     root: PathBuf,
     /// Same file system as `root`: where replacements are prepared.
     tmp: PathBuf,
+    /// Blobs already read and found intact (beside `root`, in `checked/`).
+    checked: CheckedFiles,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,7 @@ impl Blobs {
         Ok(Blobs {
             root: root.to_path_buf(),
             tmp: tmp.to_path_buf(),
+            checked: CheckedFiles::open(&root.with_file_name("checked")),
         })
     }
 
@@ -68,20 +72,25 @@ impl Blobs {
     /// Whether the blob exists as a regular file of at least `min_len` bytes whose bytes
     /// hash to its name.
     pub fn check(&self, digest: &str, min_len: u64) -> Result<u64, String> {
-        let path = self.path(digest);
-        match hash_regular_file(&path, None) {
-            Ok(d) if d.to_hex().as_str() == digest => {
-                let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                if len < min_len {
-                    Err(format!("has {len} bytes, fewer than the {min_len} used"))
-                } else {
-                    Ok(len)
-                }
+        match self.checked.check(&self.path(digest), None, digest) {
+            Ok(len) if len < min_len => {
+                Err(format!("has {len} bytes, fewer than the {min_len} used"))
             }
-            Ok(_) => Err("does not match its digest".into()),
-            Err(FileProblem::Missing) => Err("is missing".into()),
-            Err(problem) => Err(problem.to_string()),
+            Ok(len) => Ok(len),
+            Err(CheckFailure::Problem(FileProblem::Missing)) => Err("is missing".into()),
+            Err(failure) => Err(failure.to_string()),
         }
+    }
+
+    /// What is known about files already read: also used for data files outside the store.
+    pub fn checked(&self) -> &CheckedFiles {
+        &self.checked
+    }
+
+    /// Checks a file of an entry (one inode with its blob) against its size and digest,
+    /// reading it only when it may have changed since it was last found intact.
+    pub fn check_file(&self, path: &Path, size: u64, digest: &str) -> Result<(), CheckFailure> {
+        self.checked.check(path, Some(size), digest).map(|_| ())
     }
 
     /// Stores `file` (complete, read-only, hashed to `digest`) as the blob of its digest, or
@@ -178,6 +187,7 @@ impl Blobs {
     }
 
     pub fn remove(&self, digest: &str) -> Result<(), BlobError> {
+        self.checked.forget(digest);
         let path = self.path(digest);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),

@@ -178,6 +178,7 @@ pub(crate) fn external_data(
     stage: &Stage,
     kind: &dyn StageKind,
     data_root: &Path,
+    checked: Option<&crate::checked::CheckedFiles>,
 ) -> Result<Option<External>, RunError> {
     let paths = kind
         .external_files(&stage.params, data_root)
@@ -199,7 +200,7 @@ pub(crate) fn external_data(
             (name, p)
         })
         .collect();
-    let files = hash_files(&named).map_err(|(path, source)| RunError::External {
+    let files = hash_files(&named, checked).map_err(|(path, source)| RunError::External {
         stage: stage.name.clone(),
         path,
         source,
@@ -506,7 +507,12 @@ impl Runner<'_> {
                 stage: stage.name.clone(),
                 source: StageError::msg(format!("unknown kind `{}`", stage.kind)),
             })?;
-        let external = external_data(stage, kind, &self.opts.data_root)?;
+        let external = external_data(
+            stage,
+            kind,
+            &self.opts.data_root,
+            Some(self.store.cache.blobs().checked()),
+        )?;
         let inputs = connect_inputs(stage, &self.available)?;
         let device = self.registry.device_class_for(kind, &stage.params);
         let key = key_of(stage, kind, &inputs, external.as_ref(), device)

@@ -255,15 +255,23 @@ pub struct FileDigest {
 }
 
 /// Hashes many files in parallel. `names` are what the digest records (paths relative to the
-/// data root), `paths` where to read them. The result is in the order given.
-pub fn hash_files(files: &[(String, PathBuf)]) -> Result<Vec<FileDigest>, (PathBuf, io::Error)> {
+/// data root), `paths` where to read them. The result is in the order given. With `checked`,
+/// a file unchanged since it was last hashed is not read again.
+pub fn hash_files(
+    files: &[(String, PathBuf)],
+    checked: Option<&crate::checked::CheckedFiles>,
+) -> Result<Vec<FileDigest>, (PathBuf, io::Error)> {
     files
         .par_iter()
         .map(|(name, path)| {
             let size = std::fs::metadata(path)
                 .map_err(|e| (path.clone(), e))?
                 .len();
-            let digest = hash_file(path).map_err(|e| (path.clone(), e))?;
+            let digest = match checked {
+                Some(checked) => checked.digest_of(path),
+                None => hash_file(path),
+            }
+            .map_err(|e| (path.clone(), e))?;
             Ok(FileDigest {
                 name: name.clone(),
                 digest,
@@ -383,15 +391,24 @@ mod tests {
             (name.to_string(), p)
         };
         let files = vec![write("a.txt", b"one"), write("b.txt", b"two")];
-        let d1 = digest_of_files(&hash_files(&files).expect("hash"));
+        let d1 = digest_of_files(&hash_files(&files, None).expect("hash"));
         let reversed: Vec<_> = files.iter().rev().cloned().collect();
-        assert_eq!(d1, digest_of_files(&hash_files(&reversed).expect("hash")));
+        assert_eq!(
+            d1,
+            digest_of_files(&hash_files(&reversed, None).expect("hash"))
+        );
 
         let renamed = vec![files[0].clone(), ("c.txt".to_string(), files[1].1.clone())];
-        assert_ne!(d1, digest_of_files(&hash_files(&renamed).expect("hash")));
+        assert_ne!(
+            d1,
+            digest_of_files(&hash_files(&renamed, None).expect("hash"))
+        );
 
         std::fs::write(&files[1].1, b"twO").expect("write");
-        assert_ne!(d1, digest_of_files(&hash_files(&files).expect("hash")));
+        assert_ne!(
+            d1,
+            digest_of_files(&hash_files(&files, None).expect("hash"))
+        );
         assert_eq!(
             hash_file(&files[0].1).expect("hash"),
             blake3::hash(b"one"),

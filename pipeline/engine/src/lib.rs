@@ -7,6 +7,7 @@
 pub mod builtin;
 pub mod cache;
 pub mod cas;
+pub mod checked;
 pub mod diagnostic;
 pub mod diff;
 pub mod execute;
