@@ -63,7 +63,8 @@ pub fn run(
         threshold: threshold.into(),
     }
     .validate()?;
-    let model = checkpoint::load(inputs.model)?;
+    // Only the head: the features are given.
+    let model = checkpoint::load_head(inputs.model)?;
     let (shape, features) = arrays::read_f32(inputs.features)?;
     let labels = arrays::read_labels(inputs.labels)?;
     let rows = match inputs.test_index {
@@ -97,11 +98,10 @@ pub fn run(
         y.push(label);
         images.push(name.clone());
     }
-    let probabilities: Vec<f32> =
-        head_logits(backend, model.head, &model.weights.head, &x, rows.len())?
-            .into_iter()
-            .map(sigmoid)
-            .collect();
+    let probabilities: Vec<f32> = head_logits(backend, model.head, &model.weights, &x, rows.len())?
+        .into_iter()
+        .map(sigmoid)
+        .collect();
     let evaluation = Evaluation::compute(&y, &probabilities, threshold)?;
     write_all(&evaluation, out_dir)?;
     write_predictions_csv(

@@ -493,18 +493,21 @@ impl Cache {
         manifest: Manifest,
         lock: &KeyLock,
     ) -> Result<Entry, CacheError> {
-        self.publish_sharing(staging, manifest, lock, &[])
+        self.publish_sharing(staging, manifest, lock, &[], None)
     }
 
     /// [`Cache::publish`], storing an output that shares most of its bytes with one of
     /// `bases` (the stage's inputs) as parts: the bytes it shares are referenced by digest,
-    /// only the rest is new. Every other output becomes a link to its blob.
+    /// only the rest is new. Every other output becomes a link to its blob. The staged whole
+    /// file of an output stored as parts is moved into `keep_whole` (created if needed), where
+    /// a run reading it would otherwise assemble it again, or else removed.
     pub fn publish_sharing(
         &self,
         staging: Staging,
         mut manifest: Manifest,
         _lock: &KeyLock,
         bases: &[Base],
+        keep_whole: Option<&Path>,
     ) -> Result<Entry, CacheError> {
         let dir = staging.dir.clone();
         let records: Result<Vec<FileRecord>, CacheError> = manifest
@@ -537,7 +540,7 @@ impl Cache {
         let mut bases = bases.to_vec();
         for record in &mut manifest.files {
             if record.size >= cas::DELTA_MIN {
-                if let Some(parts) = self.delta(&dir, record, &bases)? {
+                if let Some(parts) = self.delta(&dir, record, &bases, keep_whole)? {
                     record.parts = parts;
                     continue;
                 }
@@ -645,6 +648,7 @@ impl Cache {
         dir: &Path,
         record: &FileRecord,
         bases: &[Base],
+        keep_whole: Option<&Path>,
     ) -> Result<Option<Vec<Part>>, CacheError> {
         let path = dir.join(&record.file);
         let mut best: Option<(u64, u64, &Base)> = None;
@@ -688,14 +692,17 @@ impl Cache {
         }
         parts.extend(cas::slice(&base.parts, base.size - suffix, suffix));
         // Checked before the whole file goes: the parts must give back exactly its bytes.
-        let check = dir.join(format!(".{}.check", record.file));
         self.blobs
-            .assemble(&parts, record.size, &record.blake3, &check)
+            .check_parts(&parts, record.size, &record.blake3)
             .map_err(CacheError::Blob)?;
-        make_writable_file(&check);
-        let _ = fs::remove_file(&check);
-        make_writable_file(&path);
-        fs::remove_file(&path).map_err(io_err(&path))?;
+        // Hashed above and read-only: as good as an assembled copy.
+        let kept = keep_whole.is_some_and(|keep| {
+            fs::create_dir_all(keep).is_ok() && fs::rename(&path, keep.join(&record.file)).is_ok()
+        });
+        if !kept {
+            make_writable_file(&path);
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
         Ok(Some(parts))
     }
 
@@ -1043,6 +1050,64 @@ mod tests {
     use super::test_manifest as manifest;
 
     const KEY: &str = "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12";
+
+    #[test]
+    fn a_file_stored_as_parts_leaves_its_whole_copy_where_asked() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(root.path()).expect("open");
+        // A 2 MB "model" as an earlier entry, and a "trained model" differing in 1 kB.
+        let model: Vec<u8> = (0..2_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let mut trained = model.clone();
+        for b in &mut trained[1_000_000..1_001_024] {
+            *b ^= 0x33;
+        }
+        let lock = cache.lock(KEY).expect("lock");
+        let staging = cache.stage(KEY, &lock).expect("stage");
+        fs::write(staging.dir().join("model.bin"), &model).expect("write");
+        let base = cache
+            .publish(staging, manifest(&[("model", "model.bin")]), &lock)
+            .expect("publish");
+        drop(lock);
+        let record = &base.manifest.files[0];
+        let input = Base {
+            path: base.path_of(record),
+            size: record.size,
+            digest: record.blake3.clone(),
+            parts: record.stored(),
+        };
+
+        let other = "cd".repeat(32);
+        let keep = root.path().join("kept");
+        for keep_whole in [None, Some(keep.as_path())] {
+            let lock = cache.lock(&other).expect("lock");
+            let staging = cache.stage(&other, &lock).expect("stage");
+            let staged = staging.dir().join("model.bin");
+            fs::write(&staged, &trained).expect("write");
+            let entry = cache
+                .publish_sharing(
+                    staging,
+                    manifest(&[("model", "model.bin")]),
+                    &lock,
+                    std::slice::from_ref(&input),
+                    keep_whole,
+                )
+                .expect("publish");
+            let file = &entry.manifest.files[0];
+            assert!(file.is_assembled(), "stored as parts");
+            assert_eq!(file.blake3, blake3::hash(&trained).to_hex().as_str());
+            assert!(!staged.exists());
+            match keep_whole {
+                None => assert!(!keep.exists()),
+                Some(keep) => {
+                    let kept = keep.join("model.bin");
+                    assert_eq!(fs::read(&kept).expect("kept"), trained);
+                    assert!(fs::metadata(&kept).expect("meta").permissions().readonly());
+                }
+            }
+            drop(lock);
+            cache.evict(&other).expect("evict");
+        }
+    }
 
     #[test]
     fn publish_then_hit_with_digests() {

@@ -206,11 +206,40 @@ impl Blobs {
         digest: &str,
         dest: &Path,
     ) -> Result<(), BlobError> {
+        let mut out = File::create(dest).map_err(io_err(dest))?;
+        let read = self.read_parts(parts, size, digest, |bytes| {
+            out.write_all(bytes).map_err(io_err(dest))
+        });
+        if let Err(e) = read {
+            drop(out);
+            let _ = fs::remove_file(dest);
+            return Err(e);
+        }
+        out.sync_all().map_err(io_err(dest))?;
+        drop(out);
+        let mut perms = fs::metadata(dest).map_err(io_err(dest))?.permissions();
+        perms.set_readonly(true);
+        fs::set_permissions(dest, perms).map_err(io_err(dest))
+    }
+
+    /// Checks that `parts` give `size` bytes hashing to `digest`, writing nothing.
+    pub fn check_parts(&self, parts: &[Part], size: u64, digest: &str) -> Result<(), BlobError> {
+        self.read_parts(parts, size, digest, |_| Ok(()))
+    }
+
+    /// Reads the bytes of `parts` in order into `sink`, and checks that they are `size` bytes
+    /// hashing to `digest`.
+    fn read_parts(
+        &self,
+        parts: &[Part],
+        size: u64,
+        digest: &str,
+        mut sink: impl FnMut(&[u8]) -> Result<(), BlobError>,
+    ) -> Result<(), BlobError> {
         let damaged = |problem: String| BlobError::Damaged {
             digest: digest.to_string(),
             problem,
         };
-        let mut out = File::create(dest).map_err(io_err(dest))?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
@@ -233,7 +262,7 @@ impl Blobs {
                     Err(e) => return Err(io_err(&path)(e)),
                 };
                 hasher.update(&buf[..n]);
-                out.write_all(&buf[..n]).map_err(io_err(dest))?;
+                sink(&buf[..n])?;
                 copied += n as u64;
             }
             if copied != part.len {
@@ -246,17 +275,12 @@ impl Blobs {
             }
             total += copied;
         }
-        out.sync_all().map_err(io_err(dest))?;
-        drop(out);
         if total != size || hasher.finalize().to_hex().as_str() != digest {
-            let _ = fs::remove_file(dest);
             return Err(damaged(
                 "assembled from its parts does not match its digest".into(),
             ));
         }
-        let mut perms = fs::metadata(dest).map_err(io_err(dest))?.permissions();
-        perms.set_readonly(true);
-        fs::set_permissions(dest, perms).map_err(io_err(dest))
+        Ok(())
     }
 }
 

@@ -329,7 +329,11 @@ pub fn run(
         published_names: Vec::new(),
         experiment: &exp.name,
         run_id: &id,
-        assembled: Assembled(None),
+        assembled: Assembled(store.cache.root().join("tmp").join(format!(
+            "assembled.{}.{}",
+            std::process::id(),
+            crate::cache::nanos()
+        ))),
         pushes: Pushes::default(),
     };
     let mut outcome = Ok(());
@@ -467,14 +471,13 @@ impl Pushes {
 }
 
 /// The run's directory of files assembled from their parts (under the cache's `tmp/`, so a
-/// killed run's is a leftover gc removes); removed when the run ends.
-struct Assembled(Option<PathBuf>);
+/// killed run's is a leftover gc removes), created when first needed and removed when the
+/// run ends.
+struct Assembled(PathBuf);
 
 impl Drop for Assembled {
     fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            let _ = fs::remove_dir_all(dir);
-        }
+        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -685,23 +688,16 @@ impl Runner<'_> {
         })
     }
 
+    /// Where this run keeps the whole files of `key`'s outputs stored as parts.
+    fn assembled_dir(&self, key: &str) -> PathBuf {
+        self.assembled.0.join(key)
+    }
+
     /// Writes a file the store holds as parts whole, for the stages that read it and the run
-    /// directory.
-    fn assemble(&mut self, key: &str, file: &FileRecord) -> Result<PathBuf, RunError> {
+    /// directory; one this run has just computed is there already.
+    fn assemble(&self, key: &str, file: &FileRecord) -> Result<PathBuf, RunError> {
+        let dir = self.assembled_dir(key);
         let cache = &self.store.cache;
-        let dir = match &self.assembled.0 {
-            Some(dir) => dir.clone(),
-            None => {
-                let dir = cache.root().join("tmp").join(format!(
-                    "assembled.{}.{}",
-                    std::process::id(),
-                    crate::cache::nanos()
-                ));
-                self.assembled.0 = Some(dir.clone());
-                dir
-            }
-        };
-        let dir = dir.join(key);
         fs::create_dir_all(&dir).map_err(|source| RunError::Publish {
             path: dir.clone(),
             source,
@@ -823,7 +819,8 @@ impl Runner<'_> {
                 parts: a.stored.clone(),
             })
             .collect();
-        Ok(cache.publish_sharing(staging, manifest, lock, &bases)?)
+        let keep = self.assembled_dir(key);
+        Ok(cache.publish_sharing(staging, manifest, lock, &bases, Some(&keep))?)
     }
 
     /// Places a result file in the run directory, read-only. Small files (metrics, tables,

@@ -20,10 +20,12 @@ use super::error::ModelError;
 use super::size::{ImageSize, Pooling};
 use super::spec::{ConvAlgorithm, HeadSpec, NetworkSpec};
 use super::weights::{BaseWeights, HeadWeights, ModelWeights, NamedTensor, HEAD_TENSORS};
-use safetensors::{Dtype as StDtype, SafeTensors, View};
+use safetensors::tensor::Metadata;
+use safetensors::{Dtype as StDtype, View};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 /// Value of the `format` metadata key; bump when the layout changes.
 pub const FORMAT: &str = "pipeline-vgg16/2";
@@ -36,22 +38,28 @@ pub struct Model {
     pub weights: ModelWeights,
 }
 
-/// An owned f32 tensor to serialise.
-struct F32Tensor {
+/// An f32 tensor to serialise: its values' bytes borrowed where the machine is
+/// little-endian, as the file is (a 59 MB model is not copied once more to be written).
+struct F32Tensor<'a> {
     shape: Vec<usize>,
-    bytes: Vec<u8>,
+    bytes: Cow<'a, [u8]>,
 }
 
-impl F32Tensor {
-    fn of(t: &NamedTensor<'_>) -> Self {
+impl<'a> F32Tensor<'a> {
+    fn of(t: &NamedTensor<'a>) -> Self {
+        let bytes = if cfg!(target_endian = "little") {
+            Cow::Borrowed(bytemuck::cast_slice(t.values))
+        } else {
+            Cow::Owned(t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        };
         Self {
             shape: t.dims().to_vec(),
-            bytes: t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            bytes,
         }
     }
 }
 
-impl View for &F32Tensor {
+impl View for &F32Tensor<'_> {
     fn dtype(&self) -> StDtype {
         StDtype::F32
     }
@@ -66,56 +74,135 @@ impl View for &F32Tensor {
     }
 }
 
-/// Reads one f32 tensor, checking presence, dtype and shape.
-fn read_f32(
-    st: &SafeTensors<'_>,
-    path: &Path,
-    name: &str,
-    expected: &[usize],
-) -> Result<Vec<f32>, ModelError> {
-    let view = st.tensor(name).map_err(|_| ModelError::MissingTensor {
-        path: path.to_path_buf(),
-        name: name.to_string(),
-    })?;
-    if view.dtype() != StDtype::F32 {
-        return Err(ModelError::DtypeMismatch {
-            path: path.to_path_buf(),
-            name: name.to_string(),
-            found: format!("{:?}", view.dtype()),
-        });
+/// Headers larger than this are refused before they are read (safetensors' own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Fills `buf` from `file` at `offset`.
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
     }
-    if view.shape() != expected {
-        return Err(ModelError::ShapeMismatch {
-            path: path.to_path_buf(),
-            name: name.to_string(),
-            expected: expected.to_vec(),
-            found: view.shape().to_vec(),
-        });
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = file;
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(buf)
     }
-    Ok(view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
-    std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+/// A safetensors file opened for reading tensors one at a time: the header is read and
+/// checked against the file's length, and each tensor's bytes are read straight into its
+/// values when asked for. A stage that needs only the head reads ~130 kB of a 59 MB model,
+/// and a whole model is copied once, not read into a buffer and then converted.
+struct TensorFile {
+    file: File,
+    path: PathBuf,
+    /// Where the data section begins: after the length and the header.
+    data_start: u64,
+    header: Metadata,
 }
 
-fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>, ModelError> {
-    SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })
-}
+impl TensorFile {
+    fn open(path: &Path) -> Result<TensorFile, ModelError> {
+        let io = |source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let bad = |detail: String| ModelError::Safetensors {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let file = File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut len_bytes = [0u8; 8];
+        read_exact_at(&file, &mut len_bytes, 0)
+            .map_err(|_| bad("shorter than its header's length".into()))?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        if header_len > MAX_HEADER || header_len + 8 > file_len {
+            return Err(bad(format!(
+                "a header of {header_len} bytes does not fit in a file of {file_len}"
+            )));
+        }
+        let mut header_bytes = vec![0u8; header_len as usize];
+        read_exact_at(&file, &mut header_bytes, 8).map_err(io)?;
+        // Checks that the tensors lie end to end, each as long as its dtype and shape say.
+        let header: Metadata = serde_json::from_slice(&header_bytes)
+            .map_err(|e| bad(format!("its header does not parse: {e}")))?;
+        let data_len = header
+            .tensors()
+            .values()
+            .map(|info| info.data_offsets.1 as u64)
+            .max()
+            .unwrap_or(0);
+        if 8 + header_len + data_len != file_len {
+            return Err(bad(format!(
+                "its header describes {} bytes, the file has {file_len}",
+                8 + header_len + data_len
+            )));
+        }
+        Ok(TensorFile {
+            file,
+            path: path.to_path_buf(),
+            data_start: 8 + header_len,
+            header,
+        })
+    }
 
-/// Reads the base from safetensors `st` in torchvision naming; other tensors are ignored.
-fn read_base(st: &SafeTensors<'_>, path: &Path) -> Result<BaseWeights, ModelError> {
-    BaseWeights::try_from_fn(|name, shape| read_f32(st, path, name, shape))
+    /// Our metadata, as `name -> value`.
+    fn metadata(&self) -> HashMap<String, String> {
+        decode_metadata(self.header.metadata())
+    }
+
+    /// Reads one f32 tensor, checking presence, dtype and shape.
+    fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let path = &self.path;
+        let info = self
+            .header
+            .info(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+            })?;
+        if info.dtype != StDtype::F32 {
+            return Err(ModelError::DtypeMismatch {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                found: format!("{:?}", info.dtype),
+            });
+        }
+        if info.shape != expected {
+            return Err(ModelError::ShapeMismatch {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        // The header's check guarantees the range holds exactly these values.
+        let mut values = vec![0f32; expected.iter().product()];
+        read_exact_at(
+            &self.file,
+            bytemuck::cast_slice_mut(&mut values),
+            self.data_start + info.data_offsets.0 as u64,
+        )
+        .map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if cfg!(target_endian = "big") {
+            for v in &mut values {
+                *v = f32::from_bits(u32::from_le(v.to_bits()));
+            }
+        }
+        Ok(values)
+    }
+
+    /// The base in torchvision naming; other tensors are ignored.
+    fn base(&self) -> Result<BaseWeights, ModelError> {
+        BaseWeights::try_from_fn(|name, shape| self.read_f32(name, shape))
+    }
 }
 
 /// Loads the 13 convolutions from a `.safetensors` file in torchvision VGG16 naming
@@ -123,8 +210,7 @@ fn read_base(st: &SafeTensors<'_>, path: &Path) -> Result<BaseWeights, ModelErro
 /// entries of `torchvision.models.vgg16(weights="IMAGENET1K_V1").state_dict()` (the README
 /// has the conversion; `.features.state_dict()` alone names them `0.weight`, ...).
 pub fn load_base_weights(path: &Path) -> Result<BaseWeights, ModelError> {
-    let bytes = read_file(path)?;
-    read_base(&parse(&bytes, path)?, path)
+    TensorFile::open(path)?.base()
 }
 
 /// The metadata every checkpoint carries about the network.
@@ -178,12 +264,8 @@ fn conv_of(meta: &HashMap<String, String>) -> Option<ConvAlgorithm> {
 /// Reads a file written by [`save_base`]: the base, and the input size, pooling and conv
 /// algorithm it was built for.
 pub fn load_base(path: &Path) -> Result<BaseCheckpoint, ModelError> {
-    let bytes = read_file(path)?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| ModelError::Safetensors {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    let meta = decode_metadata(header.metadata());
+    let file = TensorFile::open(path)?;
+    let meta = file.metadata();
     let field = |name: &str| {
         meta.get(name)
             .cloned()
@@ -212,7 +294,7 @@ pub fn load_base(path: &Path) -> Result<BaseCheckpoint, ModelError> {
         ),
     })?;
     let spec = NetworkSpec::new(size, pooling, conv)?;
-    let weights = read_base(&parse(&bytes, path)?, path)?;
+    let weights = file.base()?;
     Ok(BaseCheckpoint { spec, weights })
 }
 
@@ -265,13 +347,55 @@ fn decode_metadata(metadata: &Option<HashMap<String, String>>) -> HashMap<String
 
 /// Reads a checkpoint written by [`save`].
 pub fn load(path: &Path) -> Result<Model, ModelError> {
-    let bytes = read_file(path)?;
-    let st = parse(&bytes, path)?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| ModelError::Safetensors {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    let meta = decode_metadata(header.metadata());
+    let file = TensorFile::open(path)?;
+    let (spec, head) = specs_of(&file)?;
+    let base = file.base()?;
+    let head_weights = read_head(&file, head)?;
+    Ok(Model {
+        spec,
+        head,
+        weights: ModelWeights {
+            base,
+            head: head_weights,
+        },
+    })
+}
+
+/// The head of a checkpoint, and the network it belongs to, without its base.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeadCheckpoint {
+    pub spec: NetworkSpec,
+    pub head: HeadSpec,
+    pub weights: HeadWeights,
+}
+
+/// Reads the head of a checkpoint written by [`save`], leaving the base's bytes unread: for
+/// the stages that work from features.
+pub fn load_head(path: &Path) -> Result<HeadCheckpoint, ModelError> {
+    let file = TensorFile::open(path)?;
+    let (spec, head) = specs_of(&file)?;
+    let weights = read_head(&file, head)?;
+    Ok(HeadCheckpoint {
+        spec,
+        head,
+        weights,
+    })
+}
+
+fn read_head(file: &TensorFile, head: HeadSpec) -> Result<HeadWeights, ModelError> {
+    let units = head.units();
+    let shapes = HeadWeights::shapes(units);
+    let mut values: [Vec<f32>; 4] = Default::default();
+    for ((name, shape), slot) in HEAD_TENSORS.iter().zip(&shapes).zip(values.iter_mut()) {
+        *slot = file.read_f32(name, shape)?;
+    }
+    HeadWeights::new(units, values)
+}
+
+/// The network and head a checkpoint's metadata describe.
+fn specs_of(file: &TensorFile) -> Result<(NetworkSpec, HeadSpec), ModelError> {
+    let path = file.path.as_path();
+    let meta = file.metadata();
     let get = |key: &str| -> Result<&String, ModelError> {
         meta.get(key).ok_or_else(|| ModelError::Metadata {
             path: path.to_path_buf(),
@@ -313,19 +437,5 @@ pub fn load(path: &Path) -> Result<Model, ModelError> {
         .map_err(|e| bad("dropout", format!("{e}")))?;
     let spec = NetworkSpec::new(size, pooling, conv)?;
     let head = HeadSpec::new(units, dropout)?;
-    let base = read_base(&st, path)?;
-    let shapes = HeadWeights::shapes(units);
-    let mut values: [Vec<f32>; 4] = Default::default();
-    for ((name, shape), slot) in HEAD_TENSORS.iter().zip(&shapes).zip(values.iter_mut()) {
-        *slot = read_f32(&st, path, name, shape)?;
-    }
-    let head_weights = HeadWeights::new(units, values)?;
-    Ok(Model {
-        spec,
-        head,
-        weights: ModelWeights {
-            base,
-            head: head_weights,
-        },
-    })
+    Ok((spec, head))
 }

@@ -127,6 +127,37 @@ fn build_model_writes_a_checkpoint_that_round_trips_bitwise() {
     );
 }
 
+#[test]
+fn the_head_alone_reads_as_in_the_whole_checkpoint_and_damage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = build_model(&config(SMALL), dir.path()).unwrap();
+    let whole = checkpoint::load(&report.checkpoint).unwrap();
+    let head = checkpoint::load_head(&report.checkpoint).unwrap();
+    assert_eq!(head.spec, whole.spec);
+    assert_eq!(head.head, whole.head);
+    assert_eq!(head.weights, whole.weights.head);
+
+    // Cut short, or one byte longer: the header no longer describes the file.
+    let bytes = std::fs::read(&report.checkpoint).unwrap();
+    for (what, damaged) in [
+        ("cut", bytes[..bytes.len() - 1].to_vec()),
+        ("longer", [bytes.as_slice(), &[0]].concat()),
+        ("no header", bytes[..5].to_vec()),
+    ] {
+        let path = dir.path().join(format!("{what}.safetensors"));
+        std::fs::write(&path, damaged).unwrap();
+        for result in [
+            checkpoint::load(&path).map(|_| ()),
+            checkpoint::load_head(&path).map(|_| ()),
+        ] {
+            match result {
+                Err(ModelError::Safetensors { path: p, .. }) => assert_eq!(p, path, "{what}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+}
+
 /// Writes a safetensors file holding `tensors` (name, shape), each filled with zeros.
 fn write_weights(path: &std::path::Path, tensors: &[(&str, Vec<usize>)]) {
     let bytes: Vec<Vec<u8>> = tensors

@@ -364,7 +364,7 @@ fn an_output_sharing_most_bytes_with_its_input_is_stored_as_parts_and_travels_wh
     let mut m = manifest("x86_64 AVX2", &[("out", "out.bin")]);
     m.stage = "train".into();
     let entry = ca
-        .publish_sharing(staging, m, &lock, &[input])
+        .publish_sharing(staging, m, &lock, &[input], None)
         .expect("publish");
     drop(lock);
     assert!(entry.manifest.files[0].is_assembled(), "stored as parts");
