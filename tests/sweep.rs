@@ -268,3 +268,105 @@ fn bad_sweeps_are_refused_before_anything_runs() {
     );
     assert_eq!(run_count(&p), 0);
 }
+
+#[test]
+fn ctrl_c_records_which_points_were_interrupted_and_a_rerun_finishes_them() {
+    use std::os::unix::process::CommandExt;
+    let p = Project::new();
+    // Each point sleeps for what `delay` says when it runs: long the first time, so that
+    // Ctrl-C finds a point running, none the second.
+    let delay = p.write("delay", "30");
+    let score = |n: u32| {
+        format!(
+            "\"sleep $(cat {}); echo 'score = {n}' > metrics.toml\"",
+            delay.display()
+        )
+    };
+    p.write(
+        "exp.toml",
+        &format!(
+            r#"
+name = "slow"
+[stages.score]
+kind = "shell"
+command = "echo 'score = 0' > metrics.toml"
+outputs = ["metrics.toml"]
+
+[sweep]
+metric = "score.score:max"
+jobs = 1
+grid.score.command = ["echo 'score = 1' > metrics.toml", {}, {}, {}]
+"#,
+            score(2),
+            score(3),
+            score(4)
+        ),
+    );
+    // In a process group of its own, as a terminal runs a command: Ctrl-C signals the group.
+    let child = p
+        .command(&["sweep", "--allow-shell", "exp.toml"])
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sweep starts");
+    let started = std::time::Instant::now();
+    // Until the first point has succeeded and the second is running.
+    let second_log = loop {
+        let dirs = fs::read_dir(p.path().join("artifacts/sweeps"))
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        if let Some(log) = dirs
+            .first()
+            .map(|d| d.join("logs/02.log"))
+            .filter(|l| l.exists())
+        {
+            break log;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the second point never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill only sends a signal, to the sweep's own process group.
+    let sent = unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let out = child.wait_with_output().expect("sweep ends");
+    assert!(
+        started.elapsed().as_secs() < 25,
+        "the running point was not stopped"
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("interrupted: 1 of 4 points done, 1 failed or interrupted, 2 not started"),
+        "{err}"
+    );
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    let dir = second_log.parent().and_then(Path::parent).expect("dir");
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("table.json")).expect("table.json"))
+            .expect("json");
+    let statuses: Vec<&str> = (0..4)
+        .map(|i| json["points"][i]["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(statuses, ["succeeded", "failed", "pending", "pending"]);
+    let error = json["points"][1]["error"].as_str().unwrap_or("");
+    assert!(error.starts_with("interrupted"), "{error}");
+
+    fs::write(&delay, "0").expect("delay");
+    let again = p.ok(&["sweep", "--allow-shell", "exp.toml"]);
+    assert!(
+        again.contains("1 point(s) already succeeded"),
+        "only the first point is kept: {again}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("table.json")).expect("table.json"))
+            .expect("json");
+    assert_eq!(json["points"][3]["metrics"]["score.score"], 4.0);
+}

@@ -7,6 +7,7 @@ mod config;
 mod device;
 mod exit;
 mod headline;
+mod interrupt;
 mod registry;
 mod report;
 mod slurm;

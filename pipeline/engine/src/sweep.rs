@@ -638,13 +638,22 @@ pub fn sweep_dir(artifacts: &Path, id: &str) -> PathBuf {
     artifacts.join("sweeps").join(id)
 }
 
-/// Calls `work` on every item on `jobs` threads, each taking the next item when it is free.
-pub fn run_queue<T: Sync>(items: &[T], jobs: usize, work: impl Fn(&T) + Sync) {
+/// Calls `work` on every item on `jobs` threads, each taking the next item when it is free,
+/// until `stop` says so (items already taken finish; the rest are never started).
+pub fn run_queue<T: Sync>(
+    items: &[T],
+    jobs: usize,
+    stop: impl Fn() -> bool + Sync,
+    work: impl Fn(&T) + Sync,
+) {
     let next = AtomicUsize::new(0);
     let workers = jobs.clamp(1, items.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
+                if stop() {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 match items.get(i) {
                     Some(item) => work(item),
@@ -926,9 +935,31 @@ mod tests {
     fn the_queue_gives_every_item_to_exactly_one_worker() {
         let items: Vec<usize> = (0..100).collect();
         let done = std::sync::Mutex::new(Vec::new());
-        run_queue(&items, 3, |i| done.lock().expect("lock").push(*i));
+        run_queue(&items, 3, || false, |i| done.lock().expect("lock").push(*i));
         let mut done = done.into_inner().expect("lock");
         done.sort();
         assert_eq!(done, items);
+    }
+
+    #[test]
+    fn a_stopped_queue_finishes_what_it_took_and_starts_nothing_more() {
+        let items: Vec<usize> = (0..100).collect();
+        let done = std::sync::Mutex::new(Vec::new());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        run_queue(
+            &items,
+            2,
+            || stop.load(Ordering::SeqCst),
+            |i| {
+                done.lock().expect("lock").push(*i);
+                if *i == 9 {
+                    stop.store(true, Ordering::SeqCst);
+                }
+            },
+        );
+        let done = done.into_inner().expect("lock");
+        assert!(done.contains(&9));
+        // Item 9 stops the queue; the other worker may have taken one more item meanwhile.
+        assert!(done.len() <= 11, "{} items ran", done.len());
     }
 }

@@ -165,7 +165,11 @@ pub fn sweep(
     let table = Mutex::new(table);
     let finished = std::sync::atomic::AtomicUsize::new(0);
     let total = todo.len();
-    sweep::run_queue(&todo, sweep.jobs, |&i| {
+    // Ctrl-C reaches the running points too (one process group), which stop; the table then
+    // says which were interrupted and which never started, and a rerun resumes.
+    crate::interrupt::install();
+    let interrupted = || crate::interrupt::received() != 0;
+    sweep::run_queue(&todo, sweep.jobs, interrupted, |&i| {
         let (point, log) = {
             let t = table.lock().unwrap_or_else(|e| e.into_inner());
             (t.points[i].point.clone(), dir.join(&t.points[i].log))
@@ -184,7 +188,11 @@ pub fn sweep(
             }
             Some(e) => {
                 row.status = PointStatus::Failed;
-                row.error = Some(e.clone());
+                row.error = Some(if interrupted() {
+                    format!("interrupted ({e})")
+                } else {
+                    e.clone()
+                });
                 row.metrics.clear();
             }
         }
@@ -228,11 +236,17 @@ pub fn sweep(
 
     summarize(&table, started.elapsed().as_secs_f64(), total);
     println!("{}", dir.display());
-    let failed = table
-        .points
-        .iter()
-        .filter(|p| p.status == PointStatus::Failed)
-        .count();
+    let count = |s: PointStatus| table.points.iter().filter(|p| p.status == s).count();
+    let (failed, pending) = (count(PointStatus::Failed), count(PointStatus::Pending));
+    if interrupted() {
+        anyhow::bail!(
+            "interrupted: {} of {} points done, {failed} failed or interrupted, {pending} not \
+             started (the table is in {}); run the same command again to resume",
+            count(PointStatus::Succeeded),
+            table.points.len(),
+            dir.join("table.csv").display(),
+        );
+    }
     if failed > 0 {
         anyhow::bail!(
             "{failed} of {} points failed (their errors are in {}, their logs in {}); run the \

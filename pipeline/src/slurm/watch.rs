@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::job::{JobDir, JobSpec, PointStatus, Submitted, TaskState};
@@ -162,7 +161,7 @@ pub fn watch(
     submitted: &Submitted,
     labels: &[String],
 ) -> (Vec<Progress>, Stop) {
-    install_interrupt_handler();
+    crate::interrupt::install();
     let n = spec.points.len();
     let allowed = spec.retries + 1;
     let mut progress = vec![Progress::Submitted; n];
@@ -249,7 +248,7 @@ pub fn watch(
         let interval =
             (start.elapsed() / 20).clamp(Duration::from_secs(1), Duration::from_secs(10));
         let until = Instant::now() + interval;
-        while Instant::now() < until && INTERRUPTED.load(Ordering::SeqCst) == 0 {
+        while Instant::now() < until && crate::interrupt::received() == 0 {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -285,30 +284,6 @@ fn describe_jobs(s: &Submitted, points: usize) -> String {
     }
 }
 
-/// The signal that interrupted the watch (SIGINT or SIGTERM), or 0.
-static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(signal: libc::c_int) {
-    // Only an atomic store: nothing else is safe in a signal handler.
-    INTERRUPTED.store(signal, Ordering::SeqCst);
-}
-
-fn install_interrupt_handler() {
-    #[cfg(unix)]
-    // SAFETY: `on_signal` only stores to an atomic, which is async-signal-safe; the
-    // sigaction struct is fully initialised (zeroed, then the fields we use set).
-    // SA_RESETHAND: a second Ctrl-C (while we ask) ends the program at once, jobs untouched.
-    unsafe {
-        for signal in [libc::SIGINT, libc::SIGTERM] {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            action.sa_flags = libc::SA_RESETHAND;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
-    }
-}
-
 /// After Ctrl-C: asks whether to cancel the unfinished jobs (or cancels them when stdin is
 /// not a terminal or the signal was SIGTERM). `None` when not interrupted.
 fn interrupted(
@@ -316,7 +291,7 @@ fn interrupted(
     submitted: &Submitted,
     progress: &[Progress],
 ) -> Option<Stop> {
-    let signal = INTERRUPTED.load(Ordering::SeqCst);
+    let signal = crate::interrupt::received();
     if signal == 0 {
         return None;
     }
