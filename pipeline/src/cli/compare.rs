@@ -226,7 +226,7 @@ fn print_terminal(runs: &[Compared], params: &[String], metrics: &[String]) {
                 .map(|m| {
                     let v = runs
                         .iter()
-                        .map(|r| r.metrics.get(m).map_or("-".into(), |v| format!("{v:.4}")))
+                        .map(|r| r.metrics.get(m).map_or("-".into(), |&v| metric_cell(m, v)))
                         .collect();
                     (m.clone(), v)
                 })
@@ -432,7 +432,7 @@ fn html_into(
                 (
                     m.clone(),
                     runs.iter()
-                        .map(|r| r.metrics.get(m).map_or("-".into(), |v| format!("{v:.4}")))
+                        .map(|r| r.metrics.get(m).map_or("-".into(), |&v| metric_cell(m, v)))
                         .collect(),
                 )
             })
@@ -523,6 +523,17 @@ fn html_into(
     writeln!(out, "</div>\n</main>\n</body>\n</html>")
 }
 
+/// A metric's cell: counts (`evaluate.n_test`, `external.false_positives`) as integers, the
+/// rest with four decimals.
+fn metric_cell(metric: &str, value: f64) -> String {
+    let name = metric.rsplit('.').next().unwrap_or(metric);
+    if crate::headline::is_count(name) && value.is_finite() && value.fract() == 0.0 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value:.4}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,5 +550,14 @@ mod tests {
         assert!(lines[0].ends_with('*'), "{plot}");
         assert!(lines[0].contains("2222"), "{plot}");
         assert!(lines[PLOT_H - 1].contains("|1"), "{plot}");
+    }
+
+    #[test]
+    fn counts_are_whole_numbers_and_rates_keep_four_decimals() {
+        assert_eq!(metric_cell("evaluate.n_test", 55.0), "55");
+        assert_eq!(metric_cell("external.false_positives", 102.0), "102");
+        assert_eq!(metric_cell("evaluate.specificity", 1.0), "1.0000");
+        assert_eq!(metric_cell("evaluate.roc_auc", 0.99362), "0.9936");
+        assert_eq!(metric_cell("evaluate.n_test", 5.5), "5.5000");
     }
 }
