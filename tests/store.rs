@@ -155,6 +155,21 @@ fn gc_keeps_what_kept_runs_use() {
     assert_eq!(cache_uses(&p.latest()), ["gen=hit", "sum=hit"]);
 }
 
+/// The path of `name` in the cache entry of `key`, made writable, and its bytes with the first
+/// bit flipped.
+fn flipped_entry_file(p: &Project, key: &str, name: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let file = p
+        .path()
+        .join("artifacts/cache/entries")
+        .join(&key[..2])
+        .join(key)
+        .join(name);
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut bytes = fs::read(&file).expect("read");
+    bytes[0] ^= 1;
+    (file, bytes)
+}
+
 #[test]
 fn a_flipped_byte_in_the_cache_is_detected_and_recomputed() {
     let p = Project::new();
@@ -165,15 +180,7 @@ fn a_flipped_byte_in_the_cache_is_detected_and_recomputed() {
         .as_str()
         .expect("key")
         .to_string();
-    let file = p
-        .path()
-        .join("artifacts/cache/entries")
-        .join(&key[..2])
-        .join(&key)
-        .join("numbers.txt");
-    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let mut bytes = fs::read(&file).expect("read");
-    bytes[0] ^= 1;
+    let (file, bytes) = flipped_entry_file(&p, &key, "numbers.txt");
     // Replace rather than write in place: the run directory's hard link keeps the good copy.
     fs::remove_file(&file).expect("rm");
     fs::write(&file, &bytes).expect("corrupt");
@@ -219,15 +226,7 @@ fn an_edit_in_place_is_caught_after_hits_stopped_reading_the_file() {
 
     // An edit in place, same length, through the entry's link to the blob: the file's change
     // time moves, so the next hit reads it again and finds the damage.
-    let file = p
-        .path()
-        .join("artifacts/cache/entries")
-        .join(&key[..2])
-        .join(&key)
-        .join("numbers.txt");
-    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let mut bytes = fs::read(&file).expect("read");
-    bytes[0] ^= 1;
+    let (file, bytes) = flipped_entry_file(&p, &key, "numbers.txt");
     fs::write(&file, &bytes).expect("edit in place");
     p.ok(&["run", "--allow-shell", "exp.toml"]);
     assert_eq!(cache_uses(&p.latest())[0], "gen=damaged");
