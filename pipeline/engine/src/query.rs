@@ -64,6 +64,28 @@ pub fn metric_order<'a, S: AsRef<str> + ?Sized + 'a>(
     out
 }
 
+/// The distinct metric names among `runs`, for [`metric_order`]. Runs of one experiment
+/// mostly have the same names, and runs read from the index share them: a run whose names
+/// are the previous run's, by address, adds nothing and costs no string comparisons.
+pub fn metric_names<'a>(runs: impl IntoIterator<Item = &'a RunSummary>) -> BTreeSet<&'a str> {
+    let mut names = BTreeSet::new();
+    let mut previous: Option<&RunSummary> = None;
+    for run in runs {
+        let same = previous.is_some_and(|p| {
+            p.metrics.len() == run.metrics.len()
+                && p.metrics
+                    .keys()
+                    .zip(run.metrics.keys())
+                    .all(|(a, b)| Arc::ptr_eq(a, b))
+        });
+        if !same {
+            names.extend(run.metrics.keys().map(|k| &**k));
+        }
+        previous = Some(run);
+    }
+    names
+}
+
 /// A value of a run under a key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -446,6 +468,25 @@ mod tests {
     }
 
     #[test]
+    fn metric_names_are_every_name_of_every_run_once() {
+        let a = run("a", &[], &[("evaluate.roc_auc", 0.9), ("train.loss", 0.1)]);
+        let mut b = a.clone();
+        b.id = "b".into();
+        let c = run(
+            "c",
+            &[],
+            &[("evaluate.roc_auc", 0.8), ("external.roc_auc", 0.7)],
+        );
+        let d = run("d", &[], &[]);
+        let names = metric_names([&a, &b, &c, &d, &a]);
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["evaluate.roc_auc", "external.roc_auc", "train.loss"]
+        );
+        assert!(metric_names([] as [&RunSummary; 0]).is_empty());
+    }
+
+    #[test]
     fn filters_compare_numbers_as_numbers_and_text_as_text() {
         let a = run(
             "a",
@@ -540,5 +581,23 @@ mod tests {
             ["load.size", "train.lr", "evaluate.t"]
         );
         assert!(differing_params(&[&a]).is_empty());
+    }
+
+    #[test]
+    fn differing_params_of_runs_that_share_their_strings() {
+        let a = run("a", &[("seed", "1"), ("train.lr", "0.1")], &[]);
+        let mut b = a.clone();
+        b.id = "b".into();
+        assert!(differing_params(&[&a, &b]).is_empty(), "same Arcs");
+        b.params.insert("train.lr".into(), "0.2".into());
+        let mut c = a.clone();
+        c.params.remove("seed");
+        c.params.insert("model.units".into(), "8".into());
+        assert_eq!(differing_params(&[&a, &b]), ["train.lr"]);
+        assert_eq!(
+            differing_params(&[&a, &b, &c]),
+            ["seed", "train.lr", "model.units"],
+            "seed first, then in stage order; a stage no run ran last"
+        );
     }
 }

@@ -155,7 +155,7 @@ pub fn list(store: &Store, args: &RunsArgs) -> anyhow::Result<ExitCode> {
     let runs = select(store, args)?;
     let refs: Vec<&RunSummary> = runs.iter().collect();
     let params = query::differing_params(&refs);
-    let all_metrics = query::metric_order(runs.iter().flat_map(|r| r.metrics.keys()), None);
+    let all_metrics = query::metric_order(query::metric_names(&runs), None);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.format {
