@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::cache::{Lookup, Manifest};
 use crate::execute::{external_data, External, RunError, Store};
@@ -83,11 +84,11 @@ pub struct Planner<'a> {
     /// the run checks them anyway).
     check_files: bool,
     /// Keys of earlier results by stage name, newest run first.
-    by_stage: BTreeMap<String, Vec<String>>,
+    by_stage: BTreeMap<Arc<str>, Vec<Arc<str>>>,
     /// Keys of earlier results by kind.
-    by_kind: BTreeMap<String, Vec<String>>,
+    by_kind: BTreeMap<Arc<str>, Vec<Arc<str>>>,
     /// Seconds of earlier computations by stage name (results not taken from the cache).
-    durations: BTreeMap<String, Vec<f64>>,
+    durations: BTreeMap<Arc<str>, Vec<f64>>,
     manifests: RefCell<HashMap<String, Option<Manifest>>>,
     lookups: RefCell<HashMap<String, Found>>,
     externals: RefCell<HashMap<String, Option<std::rc::Rc<External>>>>,
@@ -111,9 +112,9 @@ impl<'a> Planner<'a> {
         runs: &[RunSummary],
         check_files: bool,
     ) -> Planner<'a> {
-        let mut by_stage: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut by_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut durations: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut by_stage: BTreeMap<Arc<str>, Vec<Arc<str>>> = BTreeMap::new();
+        let mut by_kind: BTreeMap<Arc<str>, Vec<Arc<str>>> = BTreeMap::new();
+        let mut durations: BTreeMap<Arc<str>, Vec<f64>> = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for run in runs {
             for s in &run.stages {
@@ -234,7 +235,7 @@ impl<'a> Planner<'a> {
         let estimate_s = closest
             .as_ref()
             .map(|(m, _)| m.duration_s)
-            .or_else(|| median(self.durations.get(&stage.name)));
+            .or_else(|| median(self.durations.get(stage.name.as_str())));
         let (state, reasons) = match &found {
             Found::Hit(_) if predicted.is_empty() => (PlanState::Cached, Vec::new()),
             Found::Hit(_) => (PlanState::Expected, predicted.clone()),
@@ -323,7 +324,7 @@ impl<'a> Planner<'a> {
         match differences {
             Some(d) => reasons.extend(d.iter().cloned()),
             None => {
-                let earlier = self.by_stage.contains_key(&stage.name);
+                let earlier = self.by_stage.contains_key(stage.name.as_str());
                 if reasons.is_empty() {
                     reasons.push(if earlier {
                         "its earlier result is no longer in the cache".into()
@@ -350,7 +351,7 @@ impl<'a> Planner<'a> {
     ) -> Option<(Manifest, Vec<String>)> {
         let keys = self
             .by_stage
-            .get(&stage.name)
+            .get(stage.name.as_str())
             .or_else(|| self.by_kind.get(kind.name()))?;
         let mut best: Option<(Manifest, Vec<String>)> = None;
         for key in keys {
@@ -392,7 +393,7 @@ impl<'a> Planner<'a> {
             .collect::<Option<_>>()?;
         let keys = self
             .by_stage
-            .get(&stage.name)
+            .get(stage.name.as_str())
             .or_else(|| self.by_kind.get(kind.name()))?;
         for key in keys {
             let Some(m) = self.manifest(key) else {

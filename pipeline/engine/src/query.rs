@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::diagnostic::closest;
 use crate::run_index::RunSummary;
@@ -26,11 +27,11 @@ pub const RUN_FIELDS: [&str; 6] = ["id", "name", "experiment", "status", "starte
 /// Metric names in display order: the headline metrics (`headline`, the experiment's list
 /// when it declares one, else [`DEFAULT_HEADLINE`]) that are present, in that order, then the
 /// rest alphabetically. The one place that decides the order of metric columns.
-pub fn metric_order<'a>(
-    names: impl IntoIterator<Item = &'a String>,
+pub fn metric_order<'a, S: AsRef<str> + ?Sized + 'a>(
+    names: impl IntoIterator<Item = &'a S>,
     headline: Option<&[String]>,
 ) -> Vec<String> {
-    let present: BTreeSet<&String> = names.into_iter().collect();
+    let present: BTreeSet<&str> = names.into_iter().map(AsRef::as_ref).collect();
     let declared: Vec<String> = match headline {
         Some(list) => list.to_vec(),
         None => DEFAULT_HEADLINE.iter().map(|s| s.to_string()).collect(),
@@ -42,9 +43,9 @@ pub fn metric_order<'a>(
         let metric = m.split_once('.').map_or(m.as_str(), |(_, metric)| metric);
         let same_metric = present
             .iter()
-            .filter(|p| p.split_once('.').is_some_and(|(_, x)| x == metric) && **p != &m);
+            .filter(|p| p.split_once('.').is_some_and(|(_, x)| x == metric) && **p != m);
         let mut group: Vec<String> = present
-            .contains(&m)
+            .contains(m.as_str())
             .then(|| m.clone())
             .into_iter()
             .collect();
@@ -56,11 +57,33 @@ pub fn metric_order<'a>(
         }
     }
     for name in present {
-        if !out.contains(name) {
-            out.push(name.clone());
+        if !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
         }
     }
     out
+}
+
+/// The distinct metric names among `runs`, for [`metric_order`]. Runs of one experiment
+/// mostly have the same names, and runs read from the index share them: a run whose names
+/// are the previous run's, by address, adds nothing and costs no string comparisons.
+pub fn metric_names<'a>(runs: impl IntoIterator<Item = &'a RunSummary>) -> BTreeSet<&'a str> {
+    let mut names = BTreeSet::new();
+    let mut previous: Option<&RunSummary> = None;
+    for run in runs {
+        let same = previous.is_some_and(|p| {
+            p.metrics.len() == run.metrics.len()
+                && p.metrics
+                    .keys()
+                    .zip(run.metrics.keys())
+                    .all(|(a, b)| Arc::ptr_eq(a, b))
+        });
+        if !same {
+            names.extend(run.metrics.keys().map(|k| &**k));
+        }
+        previous = Some(run);
+    }
+    names
 }
 
 /// A value of a run under a key.
@@ -115,7 +138,7 @@ pub fn value_of(run: &RunSummary, key: &str) -> Option<Value> {
     match key {
         "id" => return Some(Value::Text(run.id.clone())),
         "name" => return run.name.clone().map(Value::Text),
-        "experiment" => return Some(Value::Text(run.experiment.clone())),
+        "experiment" => return Some(Value::Text(run.experiment.to_string())),
         "status" => return Some(Value::Text(run.status_label().to_string())),
         "started" => return Some(Value::Text(run.started.clone())),
         "duration" => return run.duration_s.map(Value::Number),
@@ -135,7 +158,7 @@ pub fn check_key(runs: &[RunSummary], key: &str) -> Result<(), String> {
     }
     let known: BTreeSet<&str> = runs
         .iter()
-        .flat_map(|r| r.metrics.keys().chain(r.params.keys()).map(String::as_str))
+        .flat_map(|r| r.metrics.keys().chain(r.params.keys()).map(|k| &**k))
         .chain(RUN_FIELDS)
         .collect();
     let hint = match closest(key, known.iter().copied()) {
@@ -270,23 +293,27 @@ impl SortKey {
         })
     }
 
-    /// Sorts runs by this key, keeping the given order among equal values.
-    pub fn sort(&self, runs: &mut [RunSummary]) {
-        runs.sort_by(
-            |a, b| match (value_of(a, &self.key), value_of(b, &self.key)) {
-                (Some(x), Some(y)) => {
-                    let o = x.compare(&y).unwrap_or(Ordering::Equal);
-                    if self.descending {
-                        o.reverse()
-                    } else {
-                        o
-                    }
+    /// Sorts runs by this key, keeping the given order among equal values. Each run's value
+    /// is looked up (and a parameter's text read as a number) once, not once per comparison.
+    pub fn sort(&self, runs: &mut Vec<RunSummary>) {
+        let mut keyed: Vec<(Option<Value>, RunSummary)> = runs
+            .drain(..)
+            .map(|r| (value_of(&r, &self.key), r))
+            .collect();
+        keyed.sort_by(|(a, _), (b, _)| match (a, b) {
+            (Some(x), Some(y)) => {
+                let o = x.compare(y).unwrap_or(Ordering::Equal);
+                if self.descending {
+                    o.reverse()
+                } else {
+                    o
                 }
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (None, None) => Ordering::Equal,
-            },
-        );
+            }
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        });
+        runs.extend(keyed.into_iter().map(|(_, r)| r));
     }
 }
 
@@ -296,22 +323,60 @@ pub fn differing_params(runs: &[&RunSummary]) -> Vec<String> {
     let Some(first) = runs.first() else {
         return Vec::new();
     };
-    let keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.params.keys()).collect();
-    let mut differing: Vec<String> = keys
-        .into_iter()
-        .filter(|k| {
-            runs.iter()
-                .any(|r| r.params.get(*k) != first.params.get(*k))
-        })
-        .cloned()
-        .collect();
+    // A parameter differs when some run's value is not the first run's. Both maps are in
+    // name order, so one walk through the pair finds them; runs read from the index share
+    // their strings, so most names and values compare equal by address.
+    let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+    let mut differing: BTreeSet<&str> = BTreeSet::new();
+    for run in &runs[1..] {
+        let mut mine = first.params.iter().peekable();
+        let mut theirs = run.params.iter().peekable();
+        loop {
+            match (mine.peek(), theirs.peek()) {
+                (None, None) => break,
+                (Some((k, _)), None) => {
+                    differing.insert(k);
+                    mine.next();
+                }
+                (None, Some((k, _))) => {
+                    differing.insert(k);
+                    theirs.next();
+                }
+                (Some((a, va)), Some((b, vb))) => {
+                    let order = if Arc::ptr_eq(a, b) {
+                        Ordering::Equal
+                    } else {
+                        a.cmp(b)
+                    };
+                    match order {
+                        Ordering::Equal => {
+                            if !same(va, vb) {
+                                differing.insert(a);
+                            }
+                            mine.next();
+                            theirs.next();
+                        }
+                        Ordering::Less => {
+                            differing.insert(a);
+                            mine.next();
+                        }
+                        Ordering::Greater => {
+                            differing.insert(b);
+                            theirs.next();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut differing: Vec<String> = differing.into_iter().map(str::to_string).collect();
     let position = |key: &str| -> usize {
         let stage = key.split_once('.').map_or("", |(s, _)| s);
         if stage.is_empty() {
             return 0;
         }
         runs.iter()
-            .find_map(|r| r.stages.iter().position(|s| s.name == stage))
+            .find_map(|r| r.stages.iter().position(|s| &*s.name == stage))
             .map_or(usize::MAX, |p| p + 1)
     };
     differing.sort_by_key(|k| position(k));
@@ -340,15 +405,15 @@ mod tests {
             overrides: vec![],
             params: params
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect(),
-            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            metrics: metrics.iter().map(|(k, v)| ((*k).into(), *v)).collect(),
             stages: ["load", "train", "evaluate"]
                 .iter()
                 .map(|s| StageBrief {
-                    name: s.to_string(),
-                    kind: s.to_string(),
-                    key: String::new(),
+                    name: (*s).into(),
+                    kind: (*s).into(),
+                    key: "".into(),
                     cache: CacheUse::Miss,
                     duration_s: 1.0,
                 })
@@ -400,6 +465,25 @@ mod tests {
         );
         let declared = vec!["train.final_loss".to_string(), "nope.x".to_string()];
         assert_eq!(metric_order(&names, Some(&declared))[0], "train.final_loss");
+    }
+
+    #[test]
+    fn metric_names_are_every_name_of_every_run_once() {
+        let a = run("a", &[], &[("evaluate.roc_auc", 0.9), ("train.loss", 0.1)]);
+        let mut b = a.clone();
+        b.id = "b".into();
+        let c = run(
+            "c",
+            &[],
+            &[("evaluate.roc_auc", 0.8), ("external.roc_auc", 0.7)],
+        );
+        let d = run("d", &[], &[]);
+        let names = metric_names([&a, &b, &c, &d, &a]);
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["evaluate.roc_auc", "external.roc_auc", "train.loss"]
+        );
+        assert!(metric_names([] as [&RunSummary; 0]).is_empty());
     }
 
     #[test]
@@ -497,5 +581,23 @@ mod tests {
             ["load.size", "train.lr", "evaluate.t"]
         );
         assert!(differing_params(&[&a]).is_empty());
+    }
+
+    #[test]
+    fn differing_params_of_runs_that_share_their_strings() {
+        let a = run("a", &[("seed", "1"), ("train.lr", "0.1")], &[]);
+        let mut b = a.clone();
+        b.id = "b".into();
+        assert!(differing_params(&[&a, &b]).is_empty(), "same Arcs");
+        b.params.insert("train.lr".into(), "0.2".into());
+        let mut c = a.clone();
+        c.params.remove("seed");
+        c.params.insert("model.units".into(), "8".into());
+        assert_eq!(differing_params(&[&a, &b]), ["train.lr"]);
+        assert_eq!(
+            differing_params(&[&a, &b, &c]),
+            ["seed", "train.lr", "model.units"],
+            "seed first, then in stage order; a stage no run ran last"
+        );
     }
 }

@@ -1,26 +1,33 @@
 //! Run summaries and the index that keeps them: what `pipeline runs`, run references and
 //! sweeps need from each run, without parsing thousands of `run.toml` files every time.
 //!
-//! The index is one JSON file beside `runs/` (`runs-index.json`). Each entry holds a run's
-//! summary and the identity of the `run.toml` it was made from (inode, modification time,
-//! size): a record saved since (a running run finishing a stage) or a run added or removed is
-//! noticed by one `stat` per run and summarized again, in parallel. The index is only ever a
-//! cache: deleting it costs one slower listing, and a damaged one is ignored and rewritten.
+//! The index is one file beside `runs/` (`runs-index.json`, laid out by [`index_file`]).
+//! Each entry holds a run's summary and the identity of the `run.toml` it was made from
+//! (inode, modification time, size): a record saved since (a running run finishing a stage)
+//! or a run added or removed is noticed by one `stat` per run and summarized again, in
+//! parallel. The index is only ever a cache: deleting it costs one slower listing, and a
+//! damaged one, or one of another format, is ignored and rewritten.
+//!
+//! Runs repeat the same strings thousands of times (parameter names, stage names and keys,
+//! experiment names): the file keeps each once, and in memory they are shared (`Arc<str>`),
+//! so that listing 5,000 runs does not allocate half a million strings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::record::{CacheUse, RecordError, RunRecord, RunStatus, RunStore};
 
-/// Version of the index layout; another version is ignored and rebuilt.
-const INDEX_FORMAT: u32 = 1;
+mod index_file;
+#[cfg(test)]
+mod tests;
 
-/// What listing, filtering and referring to a run needs from its record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What listing, filtering and referring to a run needs from its record. The strings that
+/// runs share are `Arc<str>`: runs read from the index share one copy of each.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
     pub id: String,
     pub name: Option<String>,
@@ -31,24 +38,24 @@ pub struct RunSummary {
     pub error: Option<String>,
     pub failed_stage: Option<String>,
     /// The experiment's name.
-    pub experiment: String,
+    pub experiment: Arc<str>,
     /// The experiment file as given to `pipeline run`.
-    pub experiment_path: String,
-    pub overrides: Vec<String>,
+    pub experiment_path: Arc<str>,
+    pub overrides: Vec<Arc<str>>,
     /// Effective parameters as `stage.param` (or `seed`) = the value written as TOML.
-    pub params: BTreeMap<String, String>,
+    pub params: BTreeMap<Arc<str>, Arc<str>>,
     /// Every stage's metrics as `stage.metric`; values that are not finite are left out.
-    pub metrics: BTreeMap<String, f64>,
+    pub metrics: BTreeMap<Arc<str>, f64>,
     /// The stages that finished, in run order.
     pub stages: Vec<StageBrief>,
 }
 
 /// One finished stage of a run: enough to estimate how long computing it takes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StageBrief {
-    pub name: String,
-    pub kind: String,
-    pub key: String,
+    pub name: Arc<str>,
+    pub kind: Arc<str>,
+    pub key: Arc<str>,
     pub cache: CacheUse,
     pub duration_s: f64,
 }
@@ -64,22 +71,31 @@ impl RunSummary {
             duration_s: r.duration_s.filter(|d| d.is_finite()),
             error: r.error.clone(),
             failed_stage: r.failed_at().map(str::to_string),
-            experiment: r.experiment.name.clone(),
-            experiment_path: r.experiment.path.clone(),
-            overrides: r.experiment.overrides.clone(),
-            params: flatten_params(&r.params),
+            experiment: r.experiment.name.as_str().into(),
+            experiment_path: r.experiment.path.as_str().into(),
+            overrides: r
+                .experiment
+                .overrides
+                .iter()
+                .map(|o| o.as_str().into())
+                .collect(),
+            params: flatten_params(&r.params)
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
             metrics: r
                 .metrics()
                 .into_iter()
                 .filter(|(_, v)| v.is_finite())
+                .map(|(k, v)| (k.into(), v))
                 .collect(),
             stages: r
                 .stages
                 .iter()
                 .map(|s| StageBrief {
-                    name: s.name.clone(),
-                    kind: s.kind.clone(),
-                    key: s.key.clone(),
+                    name: s.name.as_str().into(),
+                    kind: s.kind.as_str().into(),
+                    key: s.key.as_str().into(),
                     cache: s.cache,
                     duration_s: if s.duration_s.is_finite() {
                         s.duration_s
@@ -117,7 +133,7 @@ pub fn flatten_params(table: &toml::Table) -> BTreeMap<String, String> {
 
 /// The identity of a `run.toml` as it is on disk: any save replaces the file (a new inode)
 /// and changes its time, so an equal stamp means the summary still describes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Stamp {
     inode: u64,
     modified_ns: i128,
@@ -144,18 +160,6 @@ impl Stamp {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Indexed {
-    stamp: Stamp,
-    summary: RunSummary,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct IndexFile {
-    format: u32,
-    runs: BTreeMap<String, Indexed>,
-}
-
 /// Where the index of the runs under `runs_root` is kept.
 pub fn index_path(runs_root: &Path) -> PathBuf {
     let name = runs_root
@@ -164,17 +168,23 @@ pub fn index_path(runs_root: &Path) -> PathBuf {
     runs_root.with_file_name(format!("{name}-index.json"))
 }
 
-fn read_index(path: &Path) -> IndexFile {
+/// The runs the index describes, by id; nothing when it is missing, damaged or of another
+/// format (they are all summarized again).
+fn read_index(path: &Path) -> HashMap<String, (Stamp, RunSummary)> {
     fs::read(path)
         .ok()
-        .and_then(|bytes| serde_json::from_slice::<IndexFile>(&bytes).ok())
-        .filter(|i| i.format == INDEX_FORMAT)
+        .and_then(|bytes| index_file::decode(&bytes))
+        .map(|runs| {
+            runs.into_iter()
+                .map(|(stamp, summary)| (summary.id.clone(), (stamp, summary)))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Best effort: a store that cannot be written (read-only media) still lists, only slower.
-fn write_index(path: &Path, index: &IndexFile) {
-    let Ok(bytes) = serde_json::to_vec(index) else {
+fn write_index(path: &Path, runs: &[(Stamp, RunSummary)]) {
+    let Ok(bytes) = index_file::encode(runs) else {
         return;
     };
     let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
@@ -187,7 +197,6 @@ fn write_index(path: &Path, index: &IndexFile) {
 pub(crate) fn summaries(store: &RunStore) -> Result<Vec<RunSummary>, RecordError> {
     let root = store.root();
     let path = index_path(root);
-    let mut index = read_index(&path);
     let dirs: Vec<String> = fs::read_dir(root)
         .map_err(|source| RecordError::Io {
             path: root.to_path_buf(),
@@ -196,46 +205,44 @@ pub(crate) fn summaries(store: &RunStore) -> Result<Vec<RunSummary>, RecordError
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    // One stat per run; only the runs whose record changed are read and parsed, in parallel.
-    let found: Vec<(String, Option<Indexed>, bool)> = dirs
-        .into_par_iter()
-        .map(|dir| {
-            let Some(stamp) = Stamp::of(&root.join(&dir).join("run.toml")) else {
-                return (dir, None, false);
-            };
-            if let Some(known) = index.runs.get(&dir).filter(|i| i.stamp == stamp) {
-                return (dir, Some(known.clone()), false);
-            }
-            // Records whose id is not their directory's name (a run directory copied by
-            // hand) are skipped, as `RunStore::list` skips them.
-            let summary = store
-                .load(&dir)
-                .ok()
-                .filter(|r| r.id == dir)
-                .map(|r| Indexed {
-                    stamp,
-                    summary: RunSummary::of(&r),
-                });
-            let fresh = summary.is_some();
-            (dir, summary, fresh)
-        })
-        .collect();
-    let mut changed = found.iter().any(|(_, _, fresh)| *fresh);
-    let mut runs = BTreeMap::new();
-    for (dir, indexed, _) in found {
-        if let Some(indexed) = indexed {
-            runs.insert(dir, indexed);
+    // Reading the index and one stat per run are independent: they overlap.
+    let (mut known, stamped) = rayon::join(
+        || read_index(&path),
+        || {
+            dirs.into_par_iter()
+                .filter_map(|dir| {
+                    let stamp = Stamp::of(&root.join(&dir).join("run.toml"))?;
+                    Some((dir, stamp))
+                })
+                .collect::<Vec<_>>()
+        },
+    );
+    let indexed = known.len();
+    let mut current: Vec<(Stamp, RunSummary)> = Vec::with_capacity(stamped.len());
+    let mut stale: Vec<(String, Stamp)> = Vec::new();
+    for (dir, stamp) in stamped {
+        match known.remove(&dir) {
+            Some((was, summary)) if was == stamp => current.push((stamp, summary)),
+            _ => stale.push((dir, stamp)),
         }
     }
-    changed |= index.runs.keys().any(|id| !runs.contains_key(id));
-    index = IndexFile {
-        format: INDEX_FORMAT,
-        runs,
-    };
+    // Only the runs whose record changed are read and parsed, in parallel. Records whose id
+    // is not their directory's name (a run directory copied by hand) are skipped, as
+    // `RunStore::list` skips them.
+    let fresh: Vec<(Stamp, RunSummary)> = stale
+        .into_par_iter()
+        .filter_map(|(dir, stamp)| {
+            let record = store.load(&dir).ok().filter(|r| r.id == dir)?;
+            Some((stamp, RunSummary::of(&record)))
+        })
+        .collect();
+    // Every entry kept from the index is unchanged, so the index is stale exactly when runs
+    // were summarized again or entries were dropped (runs removed, or no longer readable).
+    let changed = !fresh.is_empty() || current.len() != indexed;
+    current.extend(fresh);
+    current.sort_by(|(_, a), (_, b)| b.started.cmp(&a.started).then(b.id.cmp(&a.id)));
     if changed {
-        write_index(&path, &index);
+        write_index(&path, &current);
     }
-    let mut out: Vec<RunSummary> = index.runs.into_values().map(|i| i.summary).collect();
-    out.sort_by(|a, b| b.started.cmp(&a.started).then(b.id.cmp(&a.id)));
-    Ok(out)
+    Ok(current.into_iter().map(|(_, summary)| summary).collect())
 }

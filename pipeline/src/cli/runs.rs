@@ -1,8 +1,10 @@
 //! `pipeline runs`, `pipeline show` and `pipeline kinds`: reading what is recorded.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
@@ -113,9 +115,9 @@ fn select(store: &Store, args: &RunsArgs) -> anyhow::Result<Vec<RunSummary>> {
         }
     }
     if let Some(name) = &args.experiment {
-        if !all.is_empty() && !all.iter().any(|r| &r.experiment == name) {
+        if !all.is_empty() && !all.iter().any(|r| *r.experiment == **name) {
             let names: std::collections::BTreeSet<&str> =
-                all.iter().map(|r| r.experiment.as_str()).collect();
+                all.iter().map(|r| &*r.experiment).collect();
             return Err(UsageError(format!(
                 "no run of an experiment named `{name}`{}; recorded experiments: {}",
                 pipeline_engine::diagnostic::did_you_mean(name, names.iter().copied()),
@@ -127,7 +129,11 @@ fn select(store: &Store, args: &RunsArgs) -> anyhow::Result<Vec<RunSummary>> {
     let sweep_prefix = args.sweep.as_ref().map(|id| format!("{id}."));
     let mut runs: Vec<RunSummary> = all
         .into_iter()
-        .filter(|r| args.experiment.as_ref().is_none_or(|e| &r.experiment == e))
+        .filter(|r| {
+            args.experiment
+                .as_ref()
+                .is_none_or(|e| *r.experiment == **e)
+        })
         .filter(|r| args.status.is_none_or(|s| r.status_label() == s.label()))
         .filter(|r| {
             sweep_prefix
@@ -149,13 +155,12 @@ pub fn list(store: &Store, args: &RunsArgs) -> anyhow::Result<ExitCode> {
     let runs = select(store, args)?;
     let refs: Vec<&RunSummary> = runs.iter().collect();
     let params = query::differing_params(&refs);
-    let all_metrics = query::metric_order(runs.iter().flat_map(|r| r.metrics.keys()), None);
+    let all_metrics = query::metric_order(query::metric_names(&runs), None);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.format {
         Format::Json => {
-            let rows: Vec<serde_json::Value> = runs.iter().map(json_row).collect();
-            serde_json::to_writer_pretty(&mut out, &rows)?;
+            write_json(&mut out, &runs)?;
             writeln!(out)?;
         }
         Format::Csv => write_csv(&mut out, &runs, &params, &all_metrics)?,
@@ -222,12 +227,17 @@ fn param_text(run: &RunSummary, key: &str) -> String {
     let Some(text) = run.params.get(key) else {
         return "-".into();
     };
-    let value = match toml::from_str::<toml::Table>(&format!("v = {text}")) {
-        Ok(t) => match t.get("v") {
-            Some(toml::Value::String(s)) => s.clone(),
-            _ => query::unquote(text).to_string(),
-        },
-        Err(_) => query::unquote(text).to_string(),
+    // Only a TOML string (quoted) reads as other than its text; the rest need no parsing.
+    let value = if !text.starts_with(['"', '\'']) {
+        text.to_string()
+    } else {
+        match toml::from_str::<toml::Table>(&format!("v = {text}")) {
+            Ok(t) => match t.get("v") {
+                Some(toml::Value::String(s)) => s.clone(),
+                _ => query::unquote(text).to_string(),
+            },
+            Err(_) => query::unquote(text).to_string(),
+        }
     };
     value
         .replace('\\', "\\\\")
@@ -256,16 +266,16 @@ fn text_table(runs: &[RunSummary], params: &[String], metrics: &[String]) -> Vec
         let mut row = vec![
             r.id.clone(),
             r.name.clone().unwrap_or_else(|| "-".into()),
-            r.experiment.clone(),
+            r.experiment.to_string(),
             status_text(r),
             r.duration_s.map_or("-".into(), format_seconds),
         ];
         row.extend(params.iter().map(|p| param_text(r, p)));
-        row.extend(
-            metrics
-                .iter()
-                .map(|m| r.metrics.get(m).map_or("-".into(), |v| metric_cell(*v))),
-        );
+        row.extend(metrics.iter().map(|m| {
+            r.metrics
+                .get(m.as_str())
+                .map_or("-".into(), |v| metric_cell(*v))
+        }));
         rows.push(row);
     }
     rows
@@ -283,17 +293,22 @@ fn metric_cell(v: f64) -> String {
 }
 
 fn write_text(out: &mut impl std::io::Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    use std::fmt::Write as _;
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
+    // One buffer for every line: thousands of rows, not thousands of allocations per column.
+    let mut line = String::new();
     for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        writeln!(out, "{}", line.join("  ").trim_end())?;
+        line.clear();
+        for (c, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let _ = write!(line, "{cell:<w$}");
+        }
+        writeln!(out, "{}", line.trim_end())?;
     }
     Ok(())
 }
@@ -315,26 +330,71 @@ fn write_markdown(out: &mut impl std::io::Write, rows: &[Vec<String>]) -> std::i
     Ok(())
 }
 
-fn json_row(r: &RunSummary) -> serde_json::Value {
-    let params: serde_json::Map<String, serde_json::Value> = r
-        .params
+/// `--format json`: one object per run, its keys in alphabetical order.
+fn write_json(out: &mut impl std::io::Write, runs: &[RunSummary]) -> serde_json::Result<()> {
+    // Thousands of runs share most parameter values: each distinct text is read once.
+    let mut values: HashMap<&str, serde_json::Value> = HashMap::new();
+    for r in runs {
+        for v in r.params.values() {
+            values.entry(v).or_insert_with(|| param_json(v));
+        }
+    }
+    let rows: Vec<JsonRow> = runs
         .iter()
-        .map(|(k, v)| (k.clone(), param_json(v)))
+        .map(|r| JsonRow {
+            duration_s: r.duration_s,
+            error: r.error.as_deref(),
+            experiment: &r.experiment,
+            experiment_path: &r.experiment_path,
+            failed_stage: r.failed_stage.as_deref(),
+            id: &r.id,
+            metrics: &r.metrics,
+            name: r.name.as_deref(),
+            overrides: r.overrides.iter().map(|o| &**o).collect(),
+            params: r
+                .params
+                .iter()
+                .map(|(k, v)| (&**k, &values[&**v]))
+                .collect(),
+            started: &r.started,
+            status: r.status_label(),
+        })
         .collect();
-    serde_json::json!({
-        "id": r.id,
-        "name": r.name,
-        "experiment": r.experiment,
-        "experiment_path": r.experiment_path,
-        "status": r.status_label(),
-        "failed_stage": r.failed_stage,
-        "error": r.error,
-        "started": r.started,
-        "duration_s": r.duration_s,
-        "overrides": r.overrides,
-        "params": params,
-        "metrics": r.metrics,
-    })
+    serde_json::to_writer_pretty(out, &rows)
+}
+
+/// A run in `--format json`. The fields are in alphabetical order, the order in which rows
+/// have always been written (they were `serde_json::Map`s, which sort their keys).
+#[derive(serde::Serialize)]
+struct JsonRow<'a> {
+    duration_s: Option<f64>,
+    error: Option<&'a str>,
+    experiment: &'a str,
+    experiment_path: &'a str,
+    failed_stage: Option<&'a str>,
+    id: &'a str,
+    #[serde(serialize_with = "metrics_json")]
+    metrics: &'a BTreeMap<Arc<str>, f64>,
+    name: Option<&'a str>,
+    overrides: Vec<&'a str>,
+    #[serde(serialize_with = "params_json")]
+    params: Vec<(&'a str, &'a serde_json::Value)>,
+    started: &'a str,
+    status: &'a str,
+}
+
+fn metrics_json<S: serde::Serializer>(
+    metrics: &&BTreeMap<Arc<str>, f64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(metrics.iter().map(|(k, v)| (&**k, v)))
+}
+
+fn params_json<S: serde::Serializer>(
+    params: &[(&str, &serde_json::Value)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(params.iter().copied())
 }
 
 /// A parameter as JSON: numbers, booleans and strings as themselves, anything else (arrays,
@@ -377,21 +437,21 @@ fn write_csv(
         let mut row = vec![
             r.id.clone(),
             r.name.clone().unwrap_or_default(),
-            r.experiment.clone(),
+            r.experiment.to_string(),
             r.status_label().to_string(),
             r.started.clone(),
             r.duration_s.map_or(String::new(), |d| format!("{d}")),
         ];
         row.extend(params.iter().map(|p| {
             r.params
-                .get(p)
+                .get(p.as_str())
                 .map_or(String::new(), |v| query::unquote(v).to_string())
         }));
-        row.extend(
-            metrics
-                .iter()
-                .map(|m| r.metrics.get(m).map_or(String::new(), |v| format!("{v}"))),
-        );
+        row.extend(metrics.iter().map(|m| {
+            r.metrics
+                .get(m.as_str())
+                .map_or(String::new(), |v| format!("{v}"))
+        }));
         w.write_record(&row)?;
     }
     w.flush()?;
