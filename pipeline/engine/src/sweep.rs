@@ -484,6 +484,10 @@ pub struct SweepTable {
     /// The swept keys, in order.
     pub keys: Vec<String>,
     pub goal: Option<Goal>,
+    /// The experiment's headline metrics, which lead the metric columns (empty: the
+    /// default order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headline: Vec<String>,
     pub points: Vec<PointRecord>,
     pub updated: String,
 }
@@ -507,6 +511,7 @@ impl SweepTable {
             search: spec.describe(points.len()),
             keys: spec.keys(),
             goal,
+            headline: exp.headline.clone(),
             points: points
                 .iter()
                 .map(|p| PointRecord {
@@ -544,7 +549,8 @@ impl SweepTable {
     /// Every metric any point has, in display order (headline metrics first).
     pub fn metric_names(&self) -> Vec<String> {
         let names: BTreeSet<&String> = self.points.iter().flat_map(|p| p.metrics.keys()).collect();
-        crate::query::metric_order(names, None)
+        let headline = (!self.headline.is_empty()).then_some(self.headline.as_slice());
+        crate::query::metric_order(names, headline)
     }
 
     pub fn read(dir: &Path) -> Option<SweepTable> {
@@ -897,6 +903,27 @@ mod tests {
         assert!(
             csv.contains("\n2,2,succeeded,,,0.2,,logs/02.log\n"),
             "{csv}"
+        );
+
+        // The experiment's headline metrics lead, each with its other evaluation sets.
+        for name in [
+            "evaluate.accuracy",
+            "external.roc_auc",
+            "evaluate.roc_auc",
+            "x.zeta",
+        ] {
+            table.points[0].metrics.insert(name.into(), 1.0);
+        }
+        table.headline = vec!["roc_auc".into()];
+        assert_eq!(
+            table.metric_names(),
+            [
+                "evaluate.roc_auc",
+                "external.roc_auc",
+                "evaluate.accuracy",
+                "m",
+                "x.zeta"
+            ]
         );
     }
 
