@@ -109,3 +109,36 @@ fn failed_runs_say_where_and_other_experiments_are_warned_about() {
     let err = p.rejects(&["compare", "good", "nosuch"]);
     assert!(err.contains("nosuch"), "{err}");
 }
+
+#[test]
+fn the_experiments_headline_metrics_come_first() {
+    let p = Project::trusting_shell();
+    let exp = |headline: &str| {
+        format!(
+            r#"
+name = "order"
+{headline}
+[stages.evaluate]
+kind = "shell"
+command = "printf 'alpha = 1\nzeta = 2\n' > metrics.toml"
+outputs = ["metrics.toml"]
+"#
+        )
+    };
+    let position = |out: &str, metric: &str| {
+        out.lines()
+            .position(|l| l.trim_start().starts_with(metric))
+            .unwrap_or_else(|| panic!("no {metric} row: {out}"))
+    };
+    p.write("plain.toml", &exp(""));
+    p.ok(&["run", "plain.toml", "--name", "p1"]);
+    p.ok(&["run", "plain.toml", "--name", "p2", "--set", "seed=2"]);
+    let out = p.ok(&["compare", "p1", "p2"]);
+    assert!(position(&out, "evaluate.alpha") < position(&out, "evaluate.zeta"));
+
+    p.write("led.toml", &exp("headline = [\"zeta\"]"));
+    p.ok(&["run", "led.toml", "--name", "h1"]);
+    p.ok(&["run", "led.toml", "--name", "h2", "--set", "seed=2"]);
+    let out = p.ok(&["compare", "h1", "h2"]);
+    assert!(position(&out, "evaluate.zeta") < position(&out, "evaluate.alpha"));
+}

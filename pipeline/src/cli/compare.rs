@@ -78,7 +78,14 @@ pub fn compare(store: &Store, args: &CompareArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let params = differing_params(&runs);
-    let metrics = metric_order(runs.iter().flat_map(|r| r.metrics.keys()), None);
+    // The experiment's own headline leads when every run declares the same one.
+    let headlines: BTreeSet<&Vec<String>> =
+        runs.iter().map(|r| &r.record.experiment.headline).collect();
+    let headline = match headlines.into_iter().collect::<Vec<_>>().as_slice() {
+        [one] if !one.is_empty() => Some(one.as_slice()),
+        _ => None,
+    };
+    let metrics = metric_order(runs.iter().flat_map(|r| r.metrics.keys()), headline);
 
     print_terminal(&runs, &params, &metrics);
     if let Some(file) = &args.html {
