@@ -370,3 +370,30 @@ grid.score.command = ["echo 'score = 1' > metrics.toml", {}, {}, {}]
             .expect("json");
     assert_eq!(json["points"][3]["metrics"]["score.score"], 4.0);
 }
+
+#[test]
+fn every_points_line_shows_the_default_goal_from_the_first_point_on() {
+    let p = Project::new();
+    p.write(
+        "exp.toml",
+        r#"
+name = "plain"
+[stages.score]
+kind = "shell"
+command = "echo 'score = 0' > metrics.toml"
+outputs = ["metrics.toml"]
+"#,
+    );
+    let out = p.ok(&[
+        "sweep",
+        "--allow-shell",
+        "exp.toml",
+        "--grid",
+        "score.command=echo 'score = 2' > metrics.toml,echo 'score = 5' > metrics.toml",
+    ]);
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("] point ")).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for line in lines {
+        assert!(line.contains("score.score = "), "{line}");
+    }
+}

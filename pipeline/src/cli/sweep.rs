@@ -201,6 +201,8 @@ pub fn sweep(
                 row.metrics = record.metrics();
             }
         }
+        // Before the line: the default goal is known once the first point has metrics.
+        finish_goal(&mut t);
         let line = match &outcome.error {
             None => {
                 let shown = t
@@ -217,7 +219,6 @@ pub fn sweep(
             point.index,
             point.label()
         );
-        finish_goal(&mut t);
         if let Err(e) = t.write(&dir) {
             eprintln!(
                 "warning: cannot write the sweep's table in {}: {e}",
