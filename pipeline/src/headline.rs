@@ -205,13 +205,16 @@ pub fn is_count(metric: &str) -> bool {
     metric.starts_with("n_") || metric.ends_with("_positives") || metric.ends_with("_negatives")
 }
 
+/// A count's value as a whole number (`55`); `None` for other metrics and for values that
+/// are not whole.
+pub fn count_text(metric: &str, value: f64) -> Option<String> {
+    (is_count(metric) && value.is_finite() && value.fract() == 0.0)
+        .then(|| format!("{}", value as i64))
+}
+
 /// A metric's value for display: counts as integers, the rest as [`format_metric`].
 pub fn value_text(metric: &str, value: f64) -> String {
-    if is_count(metric) && value.is_finite() && value.fract() == 0.0 {
-        format!("{}", value as i64)
-    } else {
-        format_metric(value)
-    }
+    count_text(metric, value).unwrap_or_else(|| format_metric(value))
 }
 
 /// The warnings for one external set: each checked rate whose external value falls outside

@@ -178,7 +178,7 @@ pub(crate) fn external_data(
     stage: &Stage,
     kind: &dyn StageKind,
     data_root: &Path,
-    checked: Option<&crate::checked::CheckedFiles>,
+    checked: &crate::checked::CheckedFiles,
 ) -> Result<Option<External>, RunError> {
     let paths = kind
         .external_files(&stage.params, data_root)
@@ -200,7 +200,7 @@ pub(crate) fn external_data(
             (name, p)
         })
         .collect();
-    let files = hash_files(&named, checked).map_err(|(path, source)| RunError::External {
+    let files = hash_files(&named, Some(checked)).map_err(|(path, source)| RunError::External {
         stage: stage.name.clone(),
         path,
         source,
@@ -514,7 +514,7 @@ impl Runner<'_> {
             stage,
             kind,
             &self.opts.data_root,
-            Some(self.store.cache.blobs().checked()),
+            self.store.cache.blobs().checked(),
         )?;
         let inputs = connect_inputs(stage, &self.available)?;
         let device = self.registry.device_class_for(kind, &stage.params);

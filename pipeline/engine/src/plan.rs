@@ -501,7 +501,7 @@ impl<'a> Planner<'a> {
         if let Some(e) = self.externals.borrow().get(&memo) {
             return Ok(e.clone());
         }
-        let checked = Some(self.store.cache.blobs().checked());
+        let checked = self.store.cache.blobs().checked();
         let e = external_data(stage, kind, self.data_root, checked)?.map(std::rc::Rc::new);
         self.externals.borrow_mut().insert(memo, e.clone());
         Ok(e)

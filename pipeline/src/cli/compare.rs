@@ -79,13 +79,16 @@ pub fn compare(store: &Store, args: &CompareArgs) -> anyhow::Result<ExitCode> {
     }
     let params = differing_params(&runs);
     // The experiment's own headline leads when every run declares the same one.
-    let headlines: BTreeSet<&Vec<String>> =
-        runs.iter().map(|r| &r.record.experiment.headline).collect();
-    let headline = match headlines.into_iter().collect::<Vec<_>>().as_slice() {
-        [one] if !one.is_empty() => Some(one.as_slice()),
-        _ => None,
-    };
-    let metrics = metric_order(runs.iter().flat_map(|r| r.metrics.keys()), headline);
+    let headline = runs
+        .first()
+        .map(|r| &r.record.experiment.headline)
+        .filter(|first| {
+            !first.is_empty() && runs.iter().all(|r| &r.record.experiment.headline == *first)
+        });
+    let metrics = metric_order(
+        runs.iter().flat_map(|r| r.metrics.keys()),
+        headline.map(Vec::as_slice),
+    );
 
     print_terminal(&runs, &params, &metrics);
     if let Some(file) = &args.html {
@@ -534,11 +537,7 @@ fn html_into(
 /// rest with four decimals.
 fn metric_cell(metric: &str, value: f64) -> String {
     let name = metric.rsplit('.').next().unwrap_or(metric);
-    if crate::headline::is_count(name) && value.is_finite() && value.fract() == 0.0 {
-        format!("{}", value as i64)
-    } else {
-        format!("{value:.4}")
-    }
+    crate::headline::count_text(name, value).unwrap_or_else(|| format!("{value:.4}"))
 }
 
 #[cfg(test)]
