@@ -40,10 +40,9 @@ fn publish(cache: &Cache, bytes: &[u8], platform: &str) -> Entry {
         .expect("publish")
 }
 
-#[test]
-fn a_pushed_entry_is_fetched_checked_and_published_by_another_store() {
-    let store = memory();
-    let remote = remote_on(&store);
+/// Two stores, as on two machines: their directories (alive as long as the caller keeps
+/// them) and their caches.
+fn two_stores() -> (tempfile::TempDir, tempfile::TempDir, Cache, Cache) {
     let (a, b) = (
         tempfile::tempdir().expect("a"),
         tempfile::tempdir().expect("b"),
@@ -52,6 +51,14 @@ fn a_pushed_entry_is_fetched_checked_and_published_by_another_store() {
         Cache::open(a.path()).expect("open"),
         Cache::open(b.path()).expect("open"),
     );
+    (a, b, ca, cb)
+}
+
+#[test]
+fn a_pushed_entry_is_fetched_checked_and_published_by_another_store() {
+    let store = memory();
+    let remote = remote_on(&store);
+    let (_a, _b, ca, cb) = two_stores();
     let entry = publish(&ca, b"the features", "x86_64 AVX2");
     assert_eq!(
         remote.push(&entry).expect("push"),
@@ -89,14 +96,7 @@ fn a_pushed_entry_is_fetched_checked_and_published_by_another_store() {
 fn a_flipped_byte_in_a_remote_blob_is_reported_removed_and_never_published() {
     let store = memory();
     let remote = remote_on(&store);
-    let (a, b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let (ca, cb) = (
-        Cache::open(a.path()).expect("open"),
-        Cache::open(b.path()).expect("open"),
-    );
+    let (_a, b, ca, cb) = two_stores();
     let entry = publish(&ca, b"the features", "x86_64 AVX2");
     remote.push(&entry).expect("push");
     let digest = entry.manifest.files[0].blake3.clone();
@@ -152,14 +152,7 @@ fn a_damaged_remote_manifest_is_refused() {
 fn the_loser_of_a_race_keeps_the_winners_entry_and_reports_other_bytes() {
     let store = memory();
     let remote = remote_on(&store);
-    let (a, b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let (ca, cb) = (
-        Cache::open(a.path()).expect("open"),
-        Cache::open(b.path()).expect("open"),
-    );
+    let (_a, _b, ca, cb) = two_stores();
     let first = publish(&ca, b"weights computed with AVX-512", "x86_64 AVX-512");
     let second = publish(&cb, b"weights computed with AVX2!!", "x86_64 AVX2");
     assert!(matches!(
@@ -335,14 +328,7 @@ fn cas_bytes(cache: &Cache) -> u64 {
 #[test]
 fn an_output_sharing_most_bytes_with_its_input_is_stored_as_parts_and_travels_whole() {
     const OTHER: &str = "cd12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12";
-    let (a, b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let (ca, cb) = (
-        Cache::open(a.path()).expect("open"),
-        Cache::open(b.path()).expect("open"),
-    );
+    let (a, b, ca, cb) = two_stores();
     // A "model" of 3 MB, and a "trained model": the same but for 4 KB near its end.
     let base: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut trained = base.clone();
