@@ -6,9 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
-
-use rayon::prelude::*;
+use std::path::Path;
 
 /// Version of the canonical encoding, mixed into every stage key: bump it when the encoding
 /// below changes, so old cache entries are never mistaken for new ones.
@@ -254,33 +252,6 @@ pub struct FileDigest {
     pub size: u64,
 }
 
-/// Hashes many files in parallel. `names` are what the digest records (paths relative to the
-/// data root), `paths` where to read them. The result is in the order given. With `checked`,
-/// a file unchanged since it was last hashed is not read again.
-pub fn hash_files(
-    files: &[(String, PathBuf)],
-    checked: Option<&crate::checked::CheckedFiles>,
-) -> Result<Vec<FileDigest>, (PathBuf, io::Error)> {
-    files
-        .par_iter()
-        .map(|(name, path)| {
-            let size = std::fs::metadata(path)
-                .map_err(|e| (path.clone(), e))?
-                .len();
-            let digest = match checked {
-                Some(checked) => checked.digest_of(path),
-                None => hash_file(path),
-            }
-            .map_err(|e| (path.clone(), e))?;
-            Ok(FileDigest {
-                name: name.clone(),
-                digest,
-                size,
-            })
-        })
-        .collect()
-}
-
 /// The digest of a set of files: covers each file's name and bytes, independent of the order
 /// the files were listed in.
 pub fn digest_of_files(files: &[FileDigest]) -> blake3::Hash {
@@ -297,6 +268,7 @@ pub fn digest_of_files(files: &[FileDigest]) -> blake3::Hash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::checked::hash_files;
 
     fn digest_of(text: &str) -> blake3::Hash {
         let value: toml::Table = toml::from_str(text).expect("test TOML parses");

@@ -1,4 +1,5 @@
-//! Numbers written for people: durations and sizes, in the CLI and in reports alike.
+//! Numbers and names written for people: durations, sizes, metrics and short lists, in the
+//! CLI and in reports alike.
 
 /// `420 ms`, `12.3 s`, `3 min 5 s`.
 pub fn format_seconds(s: f64) -> String {
@@ -44,6 +45,17 @@ pub fn format_metric(v: f64) -> String {
         .trim_end_matches('0')
         .trim_end_matches('.')
         .to_string()
+}
+
+/// The first three names, and how many more.
+pub(crate) fn brief(names: &[&str]) -> String {
+    let shown: Vec<&str> = names.iter().take(3).copied().collect();
+    let more = names.len().saturating_sub(3);
+    if more > 0 {
+        format!("{}, and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! Experiment files: parsing, `--set` overrides and validation into the [`Experiment`] the
 //! engine runs. Raw TOML goes in; what comes out is checked against the registry's kinds.
 //!
+//! The experiment layer, below everything that runs or stores: the contract of a stage kind
+//! and its registry ([`kind`]), the engine's own kinds ([`builtin`]), the stage graph
+//! ([`graph`]) and what a sweep is ([`sweep_spec`], read from `[sweep]` by `sweep_table`).
+//!
 //! ```toml
 //! name = "quickstart"
 //! description = "What this experiment is for"
@@ -12,6 +16,12 @@
 //! mode = "scale"                          # every other key is a parameter of the kind
 //! ```
 
+pub mod builtin;
+pub mod graph;
+pub mod kind;
+pub mod sweep_spec;
+mod sweep_table;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -20,8 +30,8 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::diagnostic::{closest, did_you_mean, ExperimentError, Problem, Problems};
-use crate::graph::topological_order;
-use crate::kind::{
+use graph::topological_order;
+use kind::{
     is_under_data_root, quoted_list, InputSlots, OutputSpec, ParamDefault, ParamType, Params,
     Registry, StageKind,
 };
@@ -61,7 +71,7 @@ pub struct Experiment {
     /// The `--set` flags applied, as given.
     pub overrides: Vec<String>,
     /// The `[sweep]` table: what `pipeline sweep` sweeps when not told on the command line.
-    pub sweep: Option<crate::sweep::SweepSpec>,
+    pub sweep: Option<sweep_spec::SweepSpec>,
 }
 
 /// One stage with its effective parameters.
@@ -884,8 +894,6 @@ fn to_value(v: &DeValue) -> toml::Value {
         ),
     }
 }
-
-mod sweep_table;
 
 #[cfg(test)]
 mod tests;

@@ -17,10 +17,10 @@ use std::ops::Range as Span;
 use toml::de::DeValue;
 use toml::Spanned;
 
+use super::sweep_spec::{Axis, Goal, Random, Range, SweepSpec};
 use super::{coerce, int_of, to_value, type_problem, type_problem_value, RawStage};
 use crate::diagnostic::{closest, did_you_mean, Problems};
-use crate::kind::{quoted_list, Registry};
-use crate::sweep::{Axis, Goal, Random, Range, SweepSpec};
+use crate::experiment::kind::{quoted_list, Registry};
 
 const SWEEP_KEYS: [&str; 5] = ["metric", "jobs", "grid", "ranges", "random"];
 
@@ -141,10 +141,10 @@ fn param_type(
     stages: &[RawStage],
     registry: &Registry,
     p: &mut Problems,
-) -> Option<crate::kind::ParamType> {
+) -> Option<crate::experiment::kind::ParamType> {
     let path = format!("sweep: `{key}`");
     if key == "seed" {
-        return Some(crate::kind::ParamType::Int);
+        return Some(crate::experiment::kind::ParamType::Int);
     }
     let Some((stage_name, param)) = key.split_once('.') else {
         p.add(
@@ -242,7 +242,7 @@ fn range(
     };
     if !matches!(
         ty,
-        crate::kind::ParamType::Int | crate::kind::ParamType::Float
+        crate::experiment::kind::ParamType::Int | crate::experiment::kind::ParamType::Float
     ) {
         p.add(
             Some(span),
@@ -305,7 +305,7 @@ fn range(
         max,
         log,
         // An integer parameter is drawn as integers whatever the bounds look like.
-        integer: ty == crate::kind::ParamType::Int || (min_int && max_int),
+        integer: ty == crate::experiment::kind::ParamType::Int || (min_int && max_int),
     };
     if let Err(e) = range.check() {
         p.add(Some(bounds.span()), path, e);

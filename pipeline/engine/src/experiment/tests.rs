@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::kind::{ParamSpec, StageContext, StageError, StageReport};
+use crate::experiment::kind::{ParamSpec, StageContext, StageError, StageReport};
 
 /// A kind with one parameter of each type, for exercising validation.
 struct Train;
@@ -55,10 +55,10 @@ impl StageKind for Train {
     fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
         vec![OutputSpec::new("model", "model.bin", true)]
     }
-    fn check(&self, params: &Params) -> Result<(), crate::kind::ParamProblem> {
+    fn check(&self, params: &Params) -> Result<(), crate::experiment::kind::ParamProblem> {
         match params.float("learning_rate") {
             Ok(rate) if rate > 0.0 => Ok(()),
-            Ok(rate) => Err(crate::kind::ParamProblem {
+            Ok(rate) => Err(crate::experiment::kind::ParamProblem {
                 param: "learning_rate".into(),
                 message: format!("must be above 0, not {rate}"),
             }),
