@@ -214,7 +214,9 @@ fn an_edit_in_place_is_caught_after_hits_stopped_reading_the_file() {
         .to_string();
     // Once the entry has gone unchanged long enough, a hit remembers its files' identity
     // and later hits do not read them.
-    std::thread::sleep(pipeline_engine::checked::SETTLED + std::time::Duration::from_millis(300));
+    std::thread::sleep(
+        pipeline_engine::store::checked::SETTLED + std::time::Duration::from_millis(300),
+    );
     p.ok(&["run", "--allow-shell", "exp.toml"]);
     assert_eq!(cache_uses(&p.latest()), ["gen=hit", "sum=hit"]);
     let remembered = p

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use clap::ValueEnum;
-use pipeline_engine::record::DeviceRecord;
+use pipeline_engine::device::DeviceRecord;
 use stages::model::cuda::{self, CudaUnavailable, DeviceFacts};
 use stages::model::{Backend, CpuBackend, CudaBackend, GpuMath};
 

@@ -11,7 +11,7 @@
 use std::process::ExitCode;
 
 use pipeline_engine::diagnostic::ExperimentError;
-use pipeline_engine::record::RecordError;
+use pipeline_engine::runs::record::RecordError;
 
 /// A comparison found a difference (`diff --fail-on-diff`, `verify`).
 pub const DIFFERENCE: u8 = 1;

@@ -8,7 +8,7 @@
 //! by its stage (its metrics are `STAGE.sensitivity` and so on everywhere).
 
 use pipeline_engine::human::format_metric;
-use pipeline_engine::record::{RunRecord, StageRecord};
+use pipeline_engine::runs::record::{RunRecord, StageRecord};
 
 /// Metrics shown first when the experiment names none (`headline = [...]`).
 pub const DEFAULT_HEADLINE: [&str; 3] = ["sensitivity", "specificity", "roc_auc"];
@@ -378,7 +378,7 @@ mod tests {
             kind: "model".into(),
             kind_version: 1,
             key: String::new(),
-            cache: pipeline_engine::record::CacheUse::Miss,
+            cache: pipeline_engine::runs::record::CacheUse::Miss,
             duration_s: 0.0,
             params: toml::Table::new(),
             inputs: BTreeMap::new(),
@@ -400,7 +400,7 @@ mod tests {
         model
             .notes
             .insert("weights".into(), "base from /data/vgg16.safetensors".into());
-        model.external = Some(pipeline_engine::record::ExternalRecord {
+        model.external = Some(pipeline_engine::runs::record::ExternalRecord {
             files: 1,
             bytes: 10,
             digest: "abc123".into(),

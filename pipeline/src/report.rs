@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use pipeline_engine::human::{format_bytes, format_seconds};
-use pipeline_engine::record::{CacheUse, RunRecord, StageRecord};
+use pipeline_engine::runs::record::{CacheUse, RunRecord, StageRecord};
 
 use crate::headline::{metric_label, value_text as metric_text, Headline};
 
@@ -700,7 +700,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use pipeline_engine::record::{
+    use pipeline_engine::runs::record::{
         ExperimentRecord, Host, OutputRecord, RunStatus, StageRecord, RECORD_FORMAT,
     };
 
@@ -806,7 +806,7 @@ mod tests {
         if internal {
             s.inputs.insert(
                 "test".into(),
-                pipeline_engine::record::InputRecord {
+                pipeline_engine::runs::record::InputRecord {
                     from: "split.test".into(),
                     digest: "00".into(),
                 },

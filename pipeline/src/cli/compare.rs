@@ -11,10 +11,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use pipeline_engine::execute::Store;
-use pipeline_engine::query::metric_order;
-use pipeline_engine::record::RunRecord;
-use pipeline_engine::run_index::flatten_params;
+use pipeline_engine::run::store::Store;
+use pipeline_engine::runs::index::flatten_params;
+use pipeline_engine::runs::query::metric_order;
+use pipeline_engine::runs::record::RunRecord;
 
 use super::charts::{self, Series, PALETTE};
 use crate::report::{Esc, CSS};

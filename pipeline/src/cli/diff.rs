@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use pipeline_engine::diff;
-use pipeline_engine::execute::Store;
+use pipeline_engine::repro::diff;
+use pipeline_engine::run::store::Store;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use pipeline_engine::execute::Reporter;
+use pipeline_engine::experiment::kind::ProgressSink;
 use pipeline_engine::experiment::Stage;
 use pipeline_engine::human::format_seconds;
-use pipeline_engine::kind::ProgressSink;
-use pipeline_engine::record::{CacheUse, RunRecord};
+use pipeline_engine::run::reporter::Reporter;
+use pipeline_engine::runs::record::{CacheUse, RunRecord};
 
 pub struct Terminal {
     interactive: bool,

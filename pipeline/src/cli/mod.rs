@@ -22,9 +22,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config;
 
-use pipeline_engine::execute::Store;
+use pipeline_engine::experiment::kind::Registry;
 use pipeline_engine::experiment::{self, Experiment, Override};
-use pipeline_engine::kind::Registry;
+use pipeline_engine::run::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -251,7 +251,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             if remote_cache {
                 return remote::gc(&open_store(&artifacts)?, grace, dry_run);
             }
-            let opts = pipeline_engine::gc::GcOptions {
+            let opts = pipeline_engine::run::gc::GcOptions {
                 keep_last,
                 prune_runs,
                 dry_run,

@@ -13,9 +13,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use pipeline_engine::execute::Store;
-use pipeline_engine::record::{RunRecord, StageRecord};
-use pipeline_engine::verify::check_recorded;
+use pipeline_engine::repro::verify::check_recorded;
+use pipeline_engine::run::store::Store;
+use pipeline_engine::runs::record::{RunRecord, StageRecord};
 use stages::data::normalize::NormalizeConfig;
 use stages::metrics::{predicted_label, CLASS_NAMES, DEFAULT_THRESHOLD};
 

@@ -9,12 +9,12 @@ use std::sync::OnceLock;
 use anyhow::Context;
 use clap::Args;
 
-use pipeline_engine::execute::Store;
-use pipeline_engine::gc::describe_entry;
+use pipeline_engine::experiment::kind::Registry;
 use pipeline_engine::human::format_bytes;
-use pipeline_engine::kind::Registry;
-use pipeline_engine::remote::{Fetched, Pushed, Remote};
-use pipeline_engine::status::PlanState;
+use pipeline_engine::run::status::PlanState;
+use pipeline_engine::run::store::Store;
+use pipeline_engine::store::manifest::describe_entry;
+use pipeline_engine::store::remote::{Fetched, Pushed, Remote};
 
 use super::{data_root, load_experiment, ExperimentArgs};
 
@@ -98,7 +98,10 @@ pub fn push(store: &Store, args: &PushArgs) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 eprintln!("not pushed: {what}: {e}");
                 failed += 1;
-                if matches!(e, pipeline_engine::remote::RemoteError::Backend { .. }) {
+                if matches!(
+                    e,
+                    pipeline_engine::store::remote::RemoteError::Backend { .. }
+                ) {
                     break;
                 }
             }
@@ -149,8 +152,12 @@ pub fn pull(
             data_root: args.experiment.data_root.clone(),
         };
         let exp = load_experiment(&exp_args, registry)?;
-        let states =
-            pipeline_engine::status::status(&exp, registry, store, &data_root(&exp_args, project))?;
+        let states = pipeline_engine::run::status::status(
+            &exp,
+            registry,
+            store,
+            &data_root(&exp_args, project),
+        )?;
         let mut keys = Vec::new();
         for s in states {
             match (&s.state, s.key) {

@@ -5,16 +5,16 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use pipeline_engine::execute::{self, RunOptions};
-use pipeline_engine::kind::Registry;
-use pipeline_engine::record::CacheUse;
+use pipeline_engine::experiment::kind::Registry;
+use pipeline_engine::run::execute::{self, RunOptions};
+use pipeline_engine::runs::record::CacheUse;
 
 use pipeline_engine::human::format_seconds;
 
 use anyhow::Context;
-use pipeline_engine::execute::Store;
 use pipeline_engine::experiment::Experiment;
-use pipeline_engine::record::RunRecord;
+use pipeline_engine::run::store::Store;
+use pipeline_engine::runs::record::RunRecord;
 
 use crate::slurm::{
     self,

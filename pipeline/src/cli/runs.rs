@@ -11,11 +11,11 @@ use clap::{Args, ValueEnum};
 
 use crate::exit::UsageError;
 use crate::report;
-use pipeline_engine::execute::Store;
-use pipeline_engine::gc::GcOptions;
-use pipeline_engine::kind::{InputSlots, ParamDefault, Params, Registry};
-use pipeline_engine::query::{self, Filter, SortKey};
-use pipeline_engine::run_index::RunSummary;
+use pipeline_engine::experiment::kind::{InputSlots, ParamDefault, Params, Registry};
+use pipeline_engine::run::gc::GcOptions;
+use pipeline_engine::run::store::Store;
+use pipeline_engine::runs::index::RunSummary;
+use pipeline_engine::runs::query::{self, Filter, SortKey};
 
 use pipeline_engine::human::{format_bytes, format_metric, format_seconds};
 
@@ -595,7 +595,7 @@ pub fn show(store: &Store, spec: &str, open: bool) -> anyhow::Result<ExitCode> {
 
 /// The experiment's stages that a run did not finish (it failed, or is still going), named
 /// from its parameters (every stage has a table there, finished or not).
-pub fn stages_not_reached(r: &pipeline_engine::record::RunRecord) -> Vec<String> {
+pub fn stages_not_reached(r: &pipeline_engine::runs::record::RunRecord) -> Vec<String> {
     r.params
         .iter()
         .filter(|(name, v)| {
@@ -716,7 +716,7 @@ pub fn gc(store: &Store, opts: &GcOptions, no_wait: bool) -> anyhow::Result<Exit
             store.cache.lease_exclusive()?
         }
     };
-    let collected = pipeline_engine::gc::collect(store, opts, &lease)?;
+    let collected = pipeline_engine::run::gc::collect(store, opts, &lease)?;
     drop(lease);
     let verb = if opts.dry_run {
         "would remove"

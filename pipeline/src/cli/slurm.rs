@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use pipeline_engine::execute::Store;
 use pipeline_engine::experiment::Experiment;
-use pipeline_engine::sweep::{self, PointStatus, SweepTable};
+use pipeline_engine::run::store::Store;
+use pipeline_engine::sweep;
+use pipeline_engine::sweep::table::{PointStatus, SweepTable};
 
 use super::sweep::{finish_goal, summarize, SweepArgs};
 use crate::slurm::scheduler::Scheduler;

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use pipeline_engine::experiment::kind::Registry;
 use pipeline_engine::human::format_seconds;
-use pipeline_engine::kind::Registry;
-use pipeline_engine::status::{self, PlanState};
+use pipeline_engine::run::status::{self, PlanState};
 
 use super::{load_experiment, open_store, resolved_data_root, with_data_root_hint, ExperimentArgs};
 

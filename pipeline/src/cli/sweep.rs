@@ -18,15 +18,17 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 
+use pipeline_engine::experiment::kind::Registry;
+use pipeline_engine::experiment::sweep_spec::{
+    parse_grid, parse_range, Goal, Point, Random, SweepSpec,
+};
 use pipeline_engine::experiment::{self, Experiment, Override};
 use pipeline_engine::human::format_seconds;
-use pipeline_engine::kind::Registry;
-use pipeline_engine::plan::Planner;
-use pipeline_engine::record::RunStatus;
-use pipeline_engine::sweep::{
-    self, across_points, parse_grid, parse_range, sweep_dir, Goal, Point, PointStatus, Random,
-    SweepSpec, SweepTable,
-};
+use pipeline_engine::run::plan::Planner;
+use pipeline_engine::runs::record::RunStatus;
+use pipeline_engine::sweep;
+use pipeline_engine::sweep::plan::across_points;
+use pipeline_engine::sweep::table::{sweep_dir, PointStatus, SweepTable};
 
 use super::{open_store, resolved_data_root, with_data_root_hint, ExperimentArgs, ShellArgs};
 use crate::exit::UsageError;
@@ -350,7 +352,7 @@ fn resolve(args: &SweepArgs, registry: &Registry) -> anyhow::Result<Sweep> {
 fn resume(
     table: &mut SweepTable,
     earlier: &Option<SweepTable>,
-    store: &pipeline_engine::execute::Store,
+    store: &pipeline_engine::run::store::Store,
 ) -> usize {
     let Some(earlier) = earlier else {
         return 0;
@@ -501,11 +503,12 @@ impl ChildRun {
                 Some(c) => format!("`pipeline run` exited with {c}"),
                 None => "`pipeline run` was killed by a signal".into(),
             });
-        let failed_run = pipeline_engine::record::RunStore::open(&self.artifacts.join("runs"))
-            .ok()
-            .and_then(|runs| runs.summaries().ok())
-            .and_then(|all| all.into_iter().find(|r| r.name.as_deref() == Some(name)))
-            .map(|r| r.id);
+        let failed_run =
+            pipeline_engine::runs::record::RunStore::open(&self.artifacts.join("runs"))
+                .ok()
+                .and_then(|runs| runs.summaries().ok())
+                .and_then(|all| all.into_iter().find(|r| r.name.as_deref() == Some(name)))
+                .map(|r| r.id);
         Outcome {
             run: failed_run,
             error: Some(error),
@@ -519,7 +522,7 @@ impl ChildRun {
 fn dry_run(
     sweep: &Sweep,
     registry: &Registry,
-    store: &pipeline_engine::execute::Store,
+    store: &pipeline_engine::run::store::Store,
     data_root: &Path,
     dir: &Path,
 ) -> anyhow::Result<ExitCode> {

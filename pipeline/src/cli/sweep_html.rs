@@ -5,7 +5,8 @@
 
 use std::fmt::Write;
 
-use pipeline_engine::sweep::{value_text, PointStatus, SweepTable};
+use pipeline_engine::experiment::sweep_spec::value_text;
+use pipeline_engine::sweep::table::{PointStatus, SweepTable};
 
 use super::charts::{self, AxisValue};
 use crate::report::{Esc, CSS};

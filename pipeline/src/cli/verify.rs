@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use pipeline_engine::cache::Lease;
-use pipeline_engine::execute::{self, RunOptions, Store};
-use pipeline_engine::kind::Registry;
-use pipeline_engine::lock::{self, Check};
-use pipeline_engine::verify;
+use pipeline_engine::experiment::kind::Registry;
+use pipeline_engine::repro::lock::{self, Check};
+use pipeline_engine::repro::verify;
+use pipeline_engine::run::execute::{self, RunOptions};
+use pipeline_engine::run::store::Store;
+use pipeline_engine::store::cache::Lease;
 
 use super::display::Terminal;
 use super::{
@@ -214,7 +215,7 @@ fn verify_lock(
     if !report.same_device {
         println!(
             "device class differs from the lock ({} here, {} there): float outputs compared through metrics within {}",
-            pipeline_engine::verify::device_class(&fresh),
+            pipeline_engine::runs::record::device_class(&fresh),
             locked.device_class,
             locked.metric_tolerance
         );

@@ -8,7 +8,7 @@ use stages::data::split::{self, SplitConfig};
 use stages::validate::ConfigError;
 
 use super::{config, float, notes_of, problem, run_config, unsigned, Progress};
-use pipeline_engine::kind::{
+use pipeline_engine::experiment::kind::{
     InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params, StageContext,
     StageError, StageKind, StageReport,
 };

@@ -6,7 +6,7 @@ use stages::plot::{self, PlotInputs, FIGURES};
 use stages::validate::ConfigError;
 
 use super::{float, problem};
-use pipeline_engine::kind::{
+use pipeline_engine::experiment::kind::{
     InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params, StageContext,
     StageError, StageKind, StageReport,
 };

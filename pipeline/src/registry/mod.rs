@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use stages::model::Backend;
 use stages::validate::ConfigError;
 
-use pipeline_engine::builtin::shell::Shell;
-use pipeline_engine::kind::{ParamProblem, Params, ProgressSink, Registry, StageError};
+use pipeline_engine::experiment::builtin::shell::Shell;
+use pipeline_engine::experiment::kind::{ParamProblem, Params, ProgressSink, Registry, StageError};
 
 /// The CPU backend, shared.
 pub fn cpu() -> Arc<dyn Backend> {

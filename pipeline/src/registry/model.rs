@@ -10,7 +10,7 @@ use stages::train::{self, TrainConfig, TrainInputs};
 use stages::validate::ConfigError;
 
 use super::{float, notes_of, problem, unsigned, Progress};
-use pipeline_engine::kind::{
+use pipeline_engine::experiment::kind::{
     InputSlots, OutputSpec, ParamDefault, ParamProblem, ParamSpec, ParamType, Params, StageContext,
     StageError, StageKind, StageReport,
 };
