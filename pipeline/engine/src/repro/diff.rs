@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::runs::index::flatten_params;
 use crate::runs::record::{RunRecord, StageRecord};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -204,26 +205,9 @@ pub fn name_data_files(
 
 const DATA_CHANGED: &str = "its data files changed";
 
-fn flatten(table: &toml::Table) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (k, v) in table {
-        match v {
-            toml::Value::Table(t) => {
-                for (p, pv) in t {
-                    out.insert(format!("{k}.{p}"), pv.to_string());
-                }
-            }
-            other => {
-                out.insert(k.clone(), other.to_string());
-            }
-        }
-    }
-    out
-}
-
 fn param_changes(old: &RunRecord, new: &RunRecord, all: bool) -> Vec<ParamChange> {
-    let a = flatten(&old.params);
-    let b = flatten(&new.params);
+    let a = flatten_params(&old.params);
+    let b = flatten_params(&new.params);
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     keys.into_iter()
         .filter(|k| all || a.get(*k) != b.get(*k))
