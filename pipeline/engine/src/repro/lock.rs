@@ -144,7 +144,7 @@ pub fn write(lock: &LockFile, path: &Path) -> Result<(), LockError> {
     write_showing(lock, path, &path.display().to_string())
 }
 
-/// [`write`], with the lock file's path as the header should show it (relative to the
+/// [`write()`], with the lock file's path as the header should show it (relative to the
 /// project root, from where `pipeline verify --lock PATH` is typed).
 pub fn write_showing(lock: &LockFile, path: &Path, shown: &str) -> Result<(), LockError> {
     let body = toml::to_string(lock).map_err(|e| encode_error(path, &e))?;

@@ -1,7 +1,7 @@
 //! The run layer: running an experiment against an artifacts directory, and the questions and
 //! chores that need the same view of it. Read bottom-up: [`error`] and [`store`] (the
 //! artifacts directory: cache, runs and remote), [`reporter`] (what a run tells as it goes),
-//! [`fingerprint`] and [`inputs`] (what a stage's key is made of), [`pushes`] (uploads to the
+//! [`fingerprint`] and `inputs` (what a stage's key is made of), `pushes` (uploads to the
 //! remote), [`execute`] (the run loop), [`plan`] and [`status`] (what a run would do, without
 //! running), [`gc`] (what no kept run needs any more, removed).
 

@@ -1,7 +1,7 @@
 //! Run summaries and the index that keeps them: what `pipeline runs`, run references and
 //! sweeps need from each run, without parsing thousands of `run.toml` files every time.
 //!
-//! The index is one file beside `runs/` (`runs-index.json`, laid out by [`index_file`]).
+//! The index is one file beside `runs/` (`runs-index.json`, laid out by `index_file.rs`).
 //! Each entry holds a run's summary and the identity of the `run.toml` it was made from
 //! (inode, modification time, size): a record saved since (a running run finishing a stage)
 //! or a run added or removed is noticed by one `stat` per run and summarized again, in

@@ -1,3 +1,5 @@
+//! Tests of the runs index: summaries, the index file, resolving run references.
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::sync::Arc;
