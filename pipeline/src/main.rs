@@ -1,6 +1,6 @@
 //! The `pipeline` binary: the engine (`pipeline-engine`) wired to the domain (`stages`).
-//! `registry` maps stage kinds to domain code, `report` writes each run's HTML page, `cli`
-//! holds the commands; `main` only maps the outcome to a documented exit code ([`exit`]).
+//! `registry` maps stage kinds to domain code, `report` writes each run's HTML page,
+//! `terminal` shows a run's progress, `cli` holds the commands; `main` only maps the outcome to a documented exit code ([`exit`]).
 
 mod cli;
 mod config;
@@ -11,6 +11,7 @@ mod interrupt;
 mod registry;
 mod report;
 mod slurm;
+mod terminal;
 
 use std::process::ExitCode;
 

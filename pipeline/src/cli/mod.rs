@@ -3,7 +3,6 @@
 mod charts;
 mod compare;
 mod diff;
-mod display;
 mod predict;
 mod remote;
 mod run;

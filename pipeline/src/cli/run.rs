@@ -23,11 +23,11 @@ use crate::slurm::{
     Executor,
 };
 
-use super::display::Terminal;
 use super::{
     load_experiment, open_store, resolved_data_root, with_data_root_hint, ExperimentArgs, ShellArgs,
 };
 use crate::headline::{value_text, Headline};
+use crate::terminal::Terminal;
 
 #[derive(Args)]
 pub struct RunArgs {

@@ -12,10 +12,10 @@ use pipeline_engine::kind::Registry;
 use pipeline_engine::lock::{self, Check};
 use pipeline_engine::verify;
 
-use super::display::Terminal;
 use super::{
     data_root, load_experiment, open_store, resolved_data_root, with_data_root_hint, ExperimentArgs,
 };
+use crate::terminal::Terminal;
 
 #[derive(Args)]
 pub struct VerifyArgs {
