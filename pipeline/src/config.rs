@@ -257,7 +257,7 @@ pub fn set(project: &Path, key: &str, value: Option<&str>) -> anyhow::Result<Pat
     let file = project.join(FILE);
     if !KEYS.iter().any(|(k, _)| *k == key) {
         let names = KEYS.iter().map(|(k, _)| *k);
-        return Err(crate::exit::UsageError(format!(
+        return Err(crate::usage::UsageError(format!(
             "unknown setting `{key}`{}; the settings are {}",
             did_you_mean(key, names.clone()),
             names
@@ -268,7 +268,7 @@ pub fn set(project: &Path, key: &str, value: Option<&str>) -> anyhow::Result<Pat
         .into());
     }
     if let (Some(v), "device") = (value, key) {
-        check_device(v).map_err(crate::exit::UsageError)?;
+        check_device(v).map_err(crate::usage::UsageError)?;
     }
     let old = match fs::read_to_string(&file) {
         Ok(text) => text,

@@ -11,7 +11,7 @@ use pipeline_engine::record::DeviceRecord;
 use stages::model::cuda::{self, CudaUnavailable, DeviceFacts};
 use stages::model::{Backend, CpuBackend, CudaBackend, GpuMath};
 
-use crate::exit::UsageError;
+use crate::usage::UsageError;
 
 /// The environment variable that chooses the device when `--device` is not given.
 pub const DEVICE_ENV: &str = "PIPELINE_DEVICE";

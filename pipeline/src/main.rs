@@ -12,6 +12,7 @@ mod registry;
 mod report;
 mod slurm;
 mod terminal;
+mod usage;
 
 use std::process::ExitCode;
 

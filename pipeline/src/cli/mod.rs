@@ -189,8 +189,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
         crate::restore_sigpipe();
     }
     let project = project_root()?;
-    let settings =
-        config::Settings::load(&project).map_err(|e| crate::exit::UsageError(e.to_string()))?;
+    // A bad file is a usage error (`exit::Expected::Settings`), carried as it is.
+    let settings = config::Settings::load(&project)?;
     let artifacts = config::artifacts(cli.artifacts.as_deref(), &project, &settings).value;
     let request = crate::device::resolve(
         cli.device,
@@ -329,7 +329,7 @@ fn show_or_set_config(
         Some(key) => match rows.iter().find(|(k, _, _)| k == key) {
             Some((_, value, _)) => println!("{value}"),
             None => {
-                return Err(crate::exit::UsageError(format!(
+                return Err(crate::usage::UsageError(format!(
                 "unknown setting `{key}`{}; the settings are data_root, artifacts, device, remote",
                 pipeline_engine::diagnostic::did_you_mean(
                     key,
@@ -375,7 +375,7 @@ pub fn load_experiment(args: &ExperimentArgs, registry: &Registry) -> anyhow::Re
         .iter()
         .map(|s| Override::parse(s))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(crate::exit::UsageError)?;
+        .map_err(crate::usage::UsageError)?;
     Ok(experiment::load(&args.experiment, &overrides, registry)?)
 }
 

@@ -39,13 +39,13 @@ pub fn open() -> anyhow::Result<Option<Remote>> {
         None => Ok(None),
         Some(url) => Remote::open(&url)
             .map(Some)
-            .map_err(|e| crate::exit::UsageError(e.to_string()).into()),
+            .map_err(|source| crate::usage::UnusableRemote { source }.into()),
     }
 }
 
 fn required() -> anyhow::Result<Remote> {
     open()?.ok_or_else(|| {
-        crate::exit::UsageError(
+        crate::usage::UsageError(
             "no remote cache configured: give --remote s3://bucket/prefix (or file:///path), set PIPELINE_REMOTE, or add `remote = \"...\"` to pipeline.toml".into(),
         )
         .into()

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
-use crate::exit::UsageError;
 use crate::report;
+use crate::usage::UsageError;
 use pipeline_engine::execute::Store;
 use pipeline_engine::gc::GcOptions;
 use pipeline_engine::kind::{InputSlots, ParamDefault, Params, Registry};

@@ -29,7 +29,7 @@ use pipeline_engine::sweep::{
 };
 
 use super::{open_store, resolved_data_root, with_data_root_hint, ExperimentArgs, ShellArgs};
-use crate::exit::UsageError;
+use crate::usage::UsageError;
 
 #[derive(Args)]
 #[command(after_help = "Examples:

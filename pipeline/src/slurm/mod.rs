@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::exit::UsageError;
+use crate::usage::UsageError;
 use job::{JobDir, JobSpec, PointSpec, Submitted, FORMAT};
 use resources::{Cpus, Gres, Memory, Partition, Resources, Retries, TimeLimit};
 use scheduler::Scheduler;
