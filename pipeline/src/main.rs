@@ -1,10 +1,12 @@
 //! The `pipeline` binary: the engine (`pipeline-engine`) wired to the domain (`stages`).
 //! `registry` maps stage kinds to domain code, `report` writes each run's HTML page,
-//! `terminal` shows a run's progress, `cli` holds the commands; `main` only maps the outcome to a documented exit code ([`exit`]).
+//! `terminal` shows a run's progress, `executor` runs a sweep's points (here, or on Slurm
+//! through `slurm`), `cli` holds the commands; `main` only maps the outcome to a documented exit code ([`exit`]).
 
 mod cli;
 mod config;
 mod device;
+mod executor;
 mod exit;
 mod headline;
 mod interrupt;

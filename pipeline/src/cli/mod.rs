@@ -7,7 +7,6 @@ mod predict;
 mod remote;
 mod run;
 mod runs;
-mod slurm;
 mod status;
 mod sweep;
 mod sweep_html;
