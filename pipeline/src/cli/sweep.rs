@@ -26,9 +26,10 @@ use pipeline_engine::sweep::{
     SweepSpec, SweepTable,
 };
 
-use super::{open_store, resolved_data_root, with_data_root_hint, ExperimentArgs, ShellArgs};
+use super::{ExperimentArgs, ShellArgs};
 use crate::executor::local::{threads_per_point, ChildRun, LocalPool};
 use crate::executor::{default_goal, Ended, PointExecutor};
+use crate::session::Session;
 use crate::slurm::sweep::SweepOnSlurm;
 use crate::slurm::Executor;
 use crate::usage::UsageError;
@@ -86,16 +87,11 @@ struct Sweep {
     id: String,
 }
 
-pub fn sweep(
-    args: &SweepArgs,
-    registry: &Registry,
-    project: &Path,
-    artifacts: &Path,
-) -> anyhow::Result<ExitCode> {
+pub fn sweep(args: &SweepArgs, session: &Session) -> anyhow::Result<ExitCode> {
     args.executor.check()?;
-    let sweep = resolve(args, registry)?;
-    let store = &open_store(artifacts)?;
-    let root = resolved_data_root(args.experiment.data_root.as_deref(), project);
+    let sweep = resolve(args, session)?;
+    let ws = session.workspace(args.experiment.data_root.as_deref())?;
+    let store = &ws.store;
     let dir = sweep_dir(&store.root, &sweep.id);
     let goal_text = sweep
         .goal
@@ -108,8 +104,8 @@ pub fn sweep(
         sweep.points.len()
     );
     if args.dry_run {
-        return dry_run(&sweep, registry, store, &root.value, &dir)
-            .map_err(|e| with_data_root_hint(e, &root));
+        return dry_run(&sweep, &session.registry, store, &ws.data_root.value, &dir)
+            .map_err(|e| ws.hint(e));
     }
 
     fs::create_dir_all(dir.join("logs"))
@@ -146,9 +142,9 @@ pub fn sweep(
             allow_shell: args.shell.allow_shell,
             throttle: args.jobs,
             id: &sweep.id,
-            project,
+            project: &session.project,
             store,
-            data_root: &root.value,
+            data_root: &ws.data_root.value,
             dir: &dir,
         }),
         Executor::Local => Box::new(LocalPool {
@@ -156,10 +152,10 @@ pub fn sweep(
                 exe: std::env::current_exe().context("cannot find the pipeline executable")?,
                 experiment: args.experiment.experiment.clone(),
                 base: args.experiment.set.clone(),
-                data_root: root.value.clone(),
+                data_root: ws.data_root.value.clone(),
                 artifacts: store.root.clone(),
                 allow_shell: args.shell.allow_shell,
-                project: project.to_path_buf(),
+                project: session.project.clone(),
                 threads: threads_per_point(
                     sweep.jobs,
                     std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -235,7 +231,8 @@ fn finish(
 
 /// Reads the flags and the experiment's `[sweep]`, and checks every point's experiment:
 /// a value that does not fit its parameter is refused before anything runs.
-fn resolve(args: &SweepArgs, registry: &Registry) -> anyhow::Result<Sweep> {
+fn resolve(args: &SweepArgs, session: &Session) -> anyhow::Result<Sweep> {
+    let registry = &session.registry;
     let base: Vec<Override> = args
         .experiment
         .set
