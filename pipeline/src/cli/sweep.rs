@@ -472,3 +472,105 @@ fn summarize(table: &SweepTable, seconds: f64, ran: usize) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table whose points have these statuses; the first point has a metric.
+    fn table(statuses: &[PointStatus]) -> SweepTable {
+        let points = statuses
+            .iter()
+            .enumerate()
+            .map(|(i, &status)| pipeline_engine::sweep::PointRecord {
+                point: Point {
+                    index: i + 1,
+                    values: vec![pipeline_engine::sweep::PointValue {
+                        key: "train.epochs".into(),
+                        value: toml::Value::Integer(i as i64 + 1),
+                    }],
+                },
+                status,
+                run: None,
+                error: (status == PointStatus::Failed).then(|| "boom".to_string()),
+                log: format!("logs/{:02}.log", i + 1),
+                duration_s: None,
+                metrics: if i == 0 {
+                    [("evaluate.accuracy".to_string(), 0.5)].into()
+                } else {
+                    Default::default()
+                },
+            })
+            .collect();
+        SweepTable {
+            format: 1,
+            id: "s1".into(),
+            experiment: "e".into(),
+            experiment_path: "e.toml".into(),
+            base_overrides: Vec::new(),
+            search: "grid".into(),
+            keys: vec!["train.epochs".into()],
+            goal: None,
+            headline: Vec::new(),
+            points,
+            updated: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_end_is_written_once_and_says_what_did_not_succeed_in_each_executors_words() {
+        use PointStatus::{Failed, Pending, Succeeded};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let d = dir.display();
+
+        let mut all = table(&[Succeeded, Succeeded]);
+        finish(&mut all, dir, 1.0, 2, Ended::Done, "unused").expect("all succeeded");
+        assert!(dir.join("sweep.html").is_file() && dir.join("table.csv").is_file());
+        let goal = all.goal.expect("the default goal is filled in");
+        assert_eq!(
+            (goal.metric.as_str(), goal.maximize),
+            ("evaluate.accuracy", true)
+        );
+
+        let local_logs = format!("their logs in {}", dir.join("logs").display());
+        let e = finish(
+            &mut table(&[Succeeded, Failed]),
+            dir,
+            1.0,
+            2,
+            Ended::Done,
+            &local_logs,
+        )
+        .expect_err("a point failed");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "1 of 2 points failed (their errors are in {d}/table.csv, their logs in \
+                 {d}/logs); run the sweep again to retry them"
+            )
+        );
+
+        let slurm_logs = "their logs beside it";
+        let mut left = table(&[Succeeded, Failed, Pending]);
+        let e = finish(&mut left, dir, 1.0, 2, Ended::Done, slurm_logs).expect_err("unfinished");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "1 of 3 points failed and 1 did not finish (their errors are in {d}/table.csv, \
+                 their logs beside it); run the sweep again to retry them"
+            )
+        );
+
+        let mut stopped = table(&[Succeeded, Failed, Pending]);
+        let e = finish(&mut stopped, dir, 1.0, 2, Ended::Interrupted, &local_logs)
+            .expect_err("interrupted");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "interrupted: 1 of 3 points done, 1 failed or interrupted, 1 not started (the \
+                 table is in {d}/table.csv); run the same command again to resume"
+            )
+        );
+    }
+}
