@@ -188,8 +188,8 @@ fn cpu_backend() -> Arc<dyn Backend> {
 
 /// A device, open, and what the run records about it.
 struct Selected {
-    pub backend: Arc<dyn Backend>,
-    pub record: DeviceRecord,
+    backend: Arc<dyn Backend>,
+    record: DeviceRecord,
 }
 
 /// Opens the device `request` names. `cuda` without a usable GPU is an error naming what is
