@@ -9,7 +9,9 @@
 //! ```
 //!
 //! A flag wins over the environment variable, which wins over the file, which wins over the
-//! default. `pipeline config` shows the settings and where each comes from;
+//! default. Each setting has one function that decides it ([`data_root`], [`artifacts`],
+//! [`remote`]; `device::resolve` for the device), used by every command and by
+//! `pipeline config`, which shows the settings and where each comes from;
 //! `pipeline config KEY VALUE` writes one.
 
 use std::fmt;
@@ -218,24 +220,28 @@ pub fn artifacts(given: Option<&Path>, project: &Path, settings: &Settings) -> R
     )
 }
 
-/// The remote cache's URL: `PIPELINE_REMOTE`, else the file, else none.
-pub fn remote(settings: &Settings) -> Resolved<String> {
-    if let Some(v) = std::env::var("PIPELINE_REMOTE")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
+/// The remote cache's URL: `--remote` or `PIPELINE_REMOTE` (clap merges the two), else
+/// `remote` in `pipeline.toml`, else none. An empty value is no remote.
+pub fn remote(given: Option<&str>, settings: &Settings) -> Resolved<Option<String>> {
+    const ENV: &str = "PIPELINE_REMOTE";
+    if let Some(url) = given.filter(|url| !url.is_empty()) {
+        let from_env = std::env::var(ENV).is_ok_and(|v| v == url);
         return Resolved {
-            value: v,
-            source: Source::Environment("PIPELINE_REMOTE"),
+            value: Some(url.to_string()),
+            source: if from_env {
+                Source::Environment(ENV)
+            } else {
+                Source::Flag
+            },
         };
     }
-    match &settings.remote {
+    match settings.remote.as_deref().filter(|url| !url.is_empty()) {
         Some(url) => Resolved {
-            value: url.clone(),
+            value: Some(url.to_string()),
             source: Source::File,
         },
         None => Resolved {
-            value: "none".into(),
+            value: None,
             source: Source::Default,
         },
     }
@@ -251,13 +257,34 @@ pub fn data_root_hint(root: &Resolved<PathBuf>) -> String {
     )
 }
 
+/// Adds how to set the data root to an error about a missing data file or folder, or one
+/// that names the data root: the usual cause is a data root that is not where the data is.
+pub fn with_data_root_hint(error: anyhow::Error, root: &Resolved<PathBuf>) -> anyhow::Error {
+    let text = crate::render(&error);
+    let root_text = root.value.display().to_string();
+    let about_data = text.contains("data root")
+        || text.contains(&root_text)
+        || error.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        });
+    if about_data && !text.contains("--data-root") {
+        // The whole message first, then the hint: `render` leaves out the causes whose text
+        // this context already holds.
+        let hint = data_root_hint(root);
+        error.context(format!("{text}; {hint}"))
+    } else {
+        error
+    }
+}
+
 /// Writes `key = "value"` into `pipeline.toml` at `project` (or removes the key when `value`
 /// is `None`), keeping the file's other lines and comments as they are.
 pub fn set(project: &Path, key: &str, value: Option<&str>) -> anyhow::Result<PathBuf> {
     let file = project.join(FILE);
     if !KEYS.iter().any(|(k, _)| *k == key) {
         let names = KEYS.iter().map(|(k, _)| *k);
-        return Err(crate::exit::UsageError(format!(
+        return Err(crate::usage::UsageError(format!(
             "unknown setting `{key}`{}; the settings are {}",
             did_you_mean(key, names.clone()),
             names
@@ -268,7 +295,7 @@ pub fn set(project: &Path, key: &str, value: Option<&str>) -> anyhow::Result<Pat
         .into());
     }
     if let (Some(v), "device") = (value, key) {
-        check_device(v).map_err(crate::exit::UsageError)?;
+        check_device(v).map_err(crate::usage::UsageError)?;
     }
     let old = match fs::read_to_string(&file) {
         Ok(text) => text,
@@ -366,6 +393,26 @@ mod tests {
         let flag = data_root(Some(Path::new("/flag-only-path")), project, &settings);
         assert_eq!(flag.value, PathBuf::from("/flag-only-path"));
         assert_eq!(flag.source, Source::Flag);
+    }
+
+    #[test]
+    fn the_remote_is_the_flag_then_the_file_and_empty_is_none() {
+        let settings = Settings {
+            remote: Some("s3://team/cache".into()),
+            ..Settings::default()
+        };
+        let file = remote(None, &settings);
+        assert_eq!(
+            (file.value.as_deref(), file.source),
+            (Some("s3://team/cache"), Source::File)
+        );
+        let flag = remote(Some("file:///flag-only-remote"), &settings);
+        assert_eq!(
+            (flag.value.as_deref(), flag.source),
+            (Some("file:///flag-only-remote"), Source::Flag)
+        );
+        let empty = remote(Some(""), &Settings::default());
+        assert_eq!((empty.value, empty.source), (None, Source::Default));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Which device computes a run (`--device cpu|cuda|auto`, `PIPELINE_DEVICE`): an execution
 //! option, not part of the experiment. [`resolve`] is the one place that decides what was
-//! asked for (flag, then environment, then the default); [`select`] opens it, and says in
-//! the run record which device was chosen and why.
+//! asked for (flag, then environment, then pipeline.toml, then the default); [`Device`]
+//! holds the choice with its backend and record, which [`select`] opens, saying in the run
+//! record which device was chosen and why.
 
-use std::fmt;
 use std::sync::Arc;
 
 use clap::ValueEnum;
@@ -11,7 +11,8 @@ use pipeline_engine::device::DeviceRecord;
 use stages::model::cuda::{self, CudaUnavailable, DeviceFacts};
 use stages::model::{Backend, CpuBackend, CudaBackend, GpuMath};
 
-use crate::exit::UsageError;
+use crate::config::Source;
+use crate::usage::UsageError;
 
 /// The environment variable that chooses the device when `--device` is not given.
 pub const DEVICE_ENV: &str = "PIPELINE_DEVICE";
@@ -57,24 +58,18 @@ impl From<MathChoice> for GpuMath {
     }
 }
 
-/// Where a choice came from, for messages and the run record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    Flag,
-    Env,
-    /// `device` in the project's pipeline.toml.
-    Config,
-    Default,
+/// A value given, trimmed; an empty one is not given.
+fn nonempty(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
 }
 
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Source::Flag => "--device",
-            Source::Env => DEVICE_ENV,
-            Source::Config => "pipeline.toml's `device`",
-            Source::Default => "the default",
-        })
+/// Who chose the device, as the run record's reason says it ("--device chose CUDA").
+fn chooser(source: Source) -> &'static str {
+    match source {
+        Source::Flag => "--device",
+        Source::Environment(_) => DEVICE_ENV,
+        Source::File => "pipeline.toml's `device`",
+        Source::Default => "the default",
     }
 }
 
@@ -82,33 +77,43 @@ impl fmt::Display for Source {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
     pub device: DeviceChoice,
+    /// Where the device choice came from.
     pub source: Source,
     pub math: GpuMath,
 }
 
-/// The device asked for: `--device`, else `PIPELINE_DEVICE`, else the CPU (results do not
-/// change class because a GPU happens to be present); the GPU math likewise from
-/// `--gpu-math`, `PIPELINE_GPU_MATH`, else fp32. A project config default would slot in
-/// between the environment and the built-in default.
+/// The device asked for: `--device`, else `PIPELINE_DEVICE`, else `device` in pipeline.toml
+/// (`setting`), else the CPU (results do not change class because a GPU happens to be
+/// present); the GPU math likewise from `--gpu-math`, `PIPELINE_GPU_MATH`, else fp32. The
+/// one place either is decided.
 pub fn resolve(
     flag: Option<DeviceChoice>,
     env: Option<&str>,
+    setting: Option<&str>,
     math_flag: Option<MathChoice>,
     math_env: Option<&str>,
 ) -> Result<Request, UsageError> {
-    let (device, source) = match (flag, env.map(str::trim).filter(|v| !v.is_empty())) {
-        (Some(d), _) => (d, Source::Flag),
-        (None, Some(v)) => (
+    let (device, source) = match (flag, nonempty(env), nonempty(setting)) {
+        (Some(d), _, _) => (d, Source::Flag),
+        (None, Some(v), _) => (
             DeviceChoice::from_str(v, true).map_err(|_| {
                 UsageError(format!(
                     "{DEVICE_ENV}={v:?} is not a device: use cpu, cuda or auto"
                 ))
             })?,
-            Source::Env,
+            Source::Environment(DEVICE_ENV),
         ),
-        (None, None) => (DeviceChoice::Cpu, Source::Default),
+        (None, None, Some(v)) => (
+            DeviceChoice::from_str(v, true).map_err(|_| {
+                UsageError(format!(
+                    "pipeline.toml: device = {v:?} is not a device: use cpu, cuda or auto"
+                ))
+            })?,
+            Source::File,
+        ),
+        (None, None, None) => (DeviceChoice::Cpu, Source::Default),
     };
-    let math = match (math_flag, math_env.map(str::trim).filter(|v| !v.is_empty())) {
+    let math = match (math_flag, nonempty(math_env)) {
         (Some(m), _) => m.into(),
         (None, Some(v)) => GpuMath::from_name(&v.to_ascii_lowercase()).ok_or_else(|| {
             UsageError(format!(
@@ -125,26 +130,6 @@ pub fn resolve(
 }
 
 impl Request {
-    /// The project's default (`device` in pipeline.toml), where neither the flag nor the
-    /// environment chose: it sits between them and the built-in CPU default.
-    pub fn or_project_default(self, setting: Option<&str>) -> Result<Request, UsageError> {
-        match (
-            self.source,
-            setting.map(str::trim).filter(|v| !v.is_empty()),
-        ) {
-            (Source::Default, Some(v)) => Ok(Request {
-                device: DeviceChoice::from_str(v, true).map_err(|_| {
-                    UsageError(format!(
-                        "pipeline.toml: device = {v:?} is not a device: use cpu, cuda or auto"
-                    ))
-                })?,
-                source: Source::Config,
-                ..self
-            }),
-            _ => Ok(self),
-        }
-    }
-
     /// Puts the choice in this process's environment, so that the `pipeline run` children a
     /// sweep or a Slurm task starts compute on the device asked for here.
     /// Only a flag's choice needs passing on: the environment and pipeline.toml reach the
@@ -157,21 +142,68 @@ impl Request {
     }
 }
 
-/// A device, open, and what the run records about it.
-pub struct Selected {
+/// How far a command needs the device: computing commands open it; `status` and `sweep`
+/// only need the class a run would record; the others none of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Open,
+    ClassOnly,
+    Nothing,
+}
+
+/// The device choice as one value: what was asked for and where that came from
+/// ([`Request`]), the backend that computes, and what a run records about it. The backend
+/// and the record are made together, so they cannot disagree.
+pub struct Device {
+    pub request: Request,
     pub backend: Arc<dyn Backend>,
-    pub record: DeviceRecord,
+    /// What a run records; `None` where the command needs nothing of the device (the
+    /// backend is then the CPU, unused).
+    pub record: Option<DeviceRecord>,
+}
+
+impl Device {
+    /// The device `request` names, opened as far as `need` says: [`select`] opens it;
+    /// [`class_only`] only tells its class (the CPU computes keys); otherwise the CPU.
+    pub fn new(request: Request, need: Need) -> Result<Device, CudaUnavailable> {
+        let (backend, record) = match need {
+            Need::Open => {
+                let selected = select(request)?;
+                (selected.backend, Some(selected.record))
+            }
+            Need::ClassOnly => (cpu_backend(), Some(class_only(request)?)),
+            Need::Nothing => (cpu_backend(), None),
+        };
+        Ok(Device {
+            request,
+            backend,
+            record,
+        })
+    }
+}
+
+fn cpu_backend() -> Arc<dyn Backend> {
+    Arc::new(CpuBackend)
+}
+
+/// A device, open, and what the run records about it.
+struct Selected {
+    backend: Arc<dyn Backend>,
+    record: DeviceRecord,
 }
 
 /// Opens the device `request` names. `cuda` without a usable GPU is an error naming what is
 /// missing and where it was looked for; `auto` then falls back to the CPU and says why (on
 /// stderr, and in the record).
-pub fn select(request: Request) -> Result<Selected, CudaUnavailable> {
+fn select(request: Request) -> Result<Selected, CudaUnavailable> {
     match request.device {
-        DeviceChoice::Cpu => Ok(cpu(request, format!("{} chose the CPU", request.source))),
+        DeviceChoice::Cpu => Ok(cpu(
+            request,
+            format!("{} chose the CPU", chooser(request.source)),
+        )),
         DeviceChoice::Cuda => {
             let gpu = CudaBackend::new(request.math)?;
-            let why = format!("{} chose CUDA", request.source);
+            let why = format!("{} chose CUDA", chooser(request.source));
             Ok(gpu_selected(request, gpu, why))
         }
         DeviceChoice::Auto => {
@@ -179,12 +211,15 @@ pub fn select(request: Request) -> Result<Selected, CudaUnavailable> {
                 cuda::probe(false).and_then(|facts| CudaBackend::open(request.math, facts));
             let selected = match opened {
                 Ok(gpu) => {
-                    let why = format!("auto ({}): a usable GPU was found", request.source);
+                    let why = format!("auto ({}): a usable GPU was found", chooser(request.source));
                     gpu_selected(request, gpu, why)
                 }
                 Err(e) => cpu(
                     request,
-                    format!("auto ({}): no usable GPU, so the CPU: {e}", request.source),
+                    format!(
+                        "auto ({}): no usable GPU, so the CPU: {e}",
+                        chooser(request.source)
+                    ),
                 ),
             };
             eprintln!(
@@ -199,7 +234,7 @@ pub fn select(request: Request) -> Result<Selected, CudaUnavailable> {
 
 /// The record a run on `request` would carry, without opening the GPU (for `pipeline
 /// status`, which computes keys but runs nothing).
-pub fn class_only(request: Request) -> Result<DeviceRecord, CudaUnavailable> {
+fn class_only(request: Request) -> Result<DeviceRecord, CudaUnavailable> {
     let gpu = |facts: DeviceFacts, why: String| DeviceRecord {
         class: gpu_class(request.math).to_string(),
         requested: request.device.name().to_string(),
@@ -217,7 +252,7 @@ pub fn class_only(request: Request) -> Result<DeviceRecord, CudaUnavailable> {
 }
 
 fn cpu(request: Request, why: String) -> Selected {
-    let backend: Arc<dyn Backend> = Arc::new(CpuBackend);
+    let backend = cpu_backend();
     Selected {
         record: DeviceRecord {
             class: backend.device_class().name().to_string(),
@@ -274,33 +309,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_flag_wins_then_the_environment_then_the_cpu() {
-        let r = resolve(Some(DeviceChoice::Auto), Some("cuda"), None, None).expect("valid");
+    fn the_flag_wins_then_the_environment_then_the_file_then_the_cpu() {
+        let r = resolve(
+            Some(DeviceChoice::Auto),
+            Some("cuda"),
+            Some("cuda"),
+            None,
+            None,
+        )
+        .expect("valid");
         assert_eq!((r.device, r.source), (DeviceChoice::Auto, Source::Flag));
-        let r = resolve(None, Some(" CUDA "), None, Some("tf32")).expect("valid");
-        assert_eq!((r.device, r.source), (DeviceChoice::Cuda, Source::Env));
-        assert_eq!(r.math, GpuMath::Tf32);
-        let r = resolve(None, Some(""), Some(MathChoice::Fp32), Some("tf32")).expect("valid");
-        assert_eq!((r.device, r.source), (DeviceChoice::Cpu, Source::Default));
-        let r = r.or_project_default(Some("auto")).expect("a device");
-        assert_eq!((r.device, r.source), (DeviceChoice::Auto, Source::Config));
-        let flag = resolve(Some(DeviceChoice::Cpu), None, None, None).expect("flag");
-        let kept = flag.or_project_default(Some("cuda")).expect("flag wins");
+        let r = resolve(None, Some(" CUDA "), Some("cpu"), None, Some("tf32")).expect("valid");
         assert_eq!(
-            (kept.device, kept.source),
-            (DeviceChoice::Cpu, Source::Flag)
+            (r.device, r.source),
+            (DeviceChoice::Cuda, Source::Environment(DEVICE_ENV))
         );
-        assert!(
-            r.or_project_default(Some("tpu")).is_ok(),
-            "only the default gives way"
-        );
+        assert_eq!(r.math, GpuMath::Tf32);
+        let r = resolve(None, Some(""), None, Some(MathChoice::Fp32), Some("tf32")).expect("valid");
+        assert_eq!((r.device, r.source), (DeviceChoice::Cpu, Source::Default));
         assert_eq!(r.math, GpuMath::Fp32);
-        let e = resolve(None, Some("gpu"), None, None).unwrap_err().0;
+        let r = resolve(None, Some(""), Some("auto"), None, None).expect("a device");
+        assert_eq!((r.device, r.source), (DeviceChoice::Auto, Source::File));
+        let e = resolve(None, None, Some("tpu"), None, None).unwrap_err().0;
+        assert_eq!(
+            e,
+            "pipeline.toml: device = \"tpu\" is not a device: use cpu, cuda or auto"
+        );
+        let e = resolve(None, Some("gpu"), None, None, None).unwrap_err().0;
         assert_eq!(
             e,
             "PIPELINE_DEVICE=\"gpu\" is not a device: use cpu, cuda or auto"
         );
-        let e = resolve(None, None, None, Some("fp16")).unwrap_err().0;
+        let e = resolve(None, None, None, None, Some("fp16")).unwrap_err().0;
         assert_eq!(
             e,
             "PIPELINE_GPU_MATH=\"fp16\" is not a GPU math mode: use fp32 or tf32"
@@ -309,14 +349,20 @@ mod tests {
 
     #[test]
     fn the_cpu_is_recorded_with_its_class_and_why() {
-        let request = resolve(None, None, None, None).expect("valid");
-        let selected = select(request).expect("the CPU is always there");
-        assert_eq!(selected.record.class, "cpu");
-        assert_eq!(selected.record.requested, "cpu");
+        let request = resolve(None, None, None, None, None).expect("valid");
+        let device = Device::new(request, Need::Open).expect("the CPU is always there");
+        let record = device.record.expect("an opened device has a record");
+        assert_eq!(record.class, "cpu");
+        assert_eq!(record.requested, "cpu");
+        assert_eq!(record.reason.as_deref(), Some("the default chose the CPU"));
+        assert_eq!(device.backend.name(), "cpu");
+        let file = resolve(None, None, Some("cpu"), None, None).expect("valid");
+        let record = Device::new(file, Need::Open).expect("cpu").record;
         assert_eq!(
-            selected.record.reason.as_deref(),
-            Some("the default chose the CPU")
+            record.and_then(|r| r.reason).as_deref(),
+            Some("pipeline.toml's `device` chose the CPU")
         );
-        assert_eq!(selected.backend.name(), "cpu");
+        let unneeded = Device::new(request, Need::Nothing).expect("cpu");
+        assert!(unneeded.record.is_none());
     }
 }

@@ -1,16 +1,22 @@
 //! The `pipeline` binary: the engine (`pipeline-engine`) wired to the domain (`stages`).
-//! `registry` maps stage kinds to domain code, `report` writes each run's HTML page, `cli`
+//! `registry` maps stage kinds to domain code, `report` writes each run's HTML page,
+//! `session` resolves the project, settings, store and device once, `terminal` shows a run's
+//! progress, `executor` runs a sweep's points (here, or on Slurm through `slurm`), `cli`
 //! holds the commands; `main` only maps the outcome to a documented exit code ([`exit`]).
 
 mod cli;
 mod config;
 mod device;
+mod executor;
 mod exit;
 mod headline;
 mod interrupt;
 mod registry;
 mod report;
+mod session;
 mod slurm;
+mod terminal;
+mod usage;
 
 use std::process::ExitCode;
 

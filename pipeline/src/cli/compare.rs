@@ -46,7 +46,7 @@ pub fn compare(store: &Store, args: &CompareArgs) -> anyhow::Result<ExitCode> {
     for spec in &args.runs {
         let record = store.runs.resolve(spec)?;
         if runs.iter().any(|r: &Compared| r.record.id == record.id) {
-            return Err(crate::exit::UsageError(format!(
+            return Err(crate::usage::UsageError(format!(
                 "`{spec}` is run {}, already named: compare different runs",
                 record.id
             ))

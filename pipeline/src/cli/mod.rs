@@ -2,29 +2,26 @@
 
 mod charts;
 mod compare;
+mod config;
 mod diff;
-mod display;
 mod predict;
 mod remote;
 mod run;
 mod runs;
-mod slurm;
 mod status;
 mod sweep;
 mod sweep_html;
 mod verify;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config;
+use pipeline_engine::experiment::Experiment;
 
-use pipeline_engine::experiment::kind::Registry;
-use pipeline_engine::experiment::{self, Experiment, Override};
-use pipeline_engine::run::store::Store;
+use crate::device::Need;
+use crate::session::{Flags, Session};
 
 #[derive(Parser)]
 #[command(
@@ -125,31 +122,13 @@ enum Command {
     /// List the stage kinds: their inputs, outputs and parameters
     Kinds,
     /// Show the project's settings (pipeline.toml), or set one: `pipeline config data_root DIR`
-    Config(ConfigArgs),
+    Config(config::ConfigArgs),
     /// Run one point of a Slurm submission: what its job script runs on a node
     #[command(hide = true)]
     SlurmTask {
         /// The submission's directory (holding job.json)
         dir: PathBuf,
     },
-}
-
-/// `pipeline config [KEY [VALUE]] [--unset KEY]`.
-#[derive(Args)]
-#[command(
-    after_help = "Settings: data_root (where data paths are resolved), artifacts (the \
-store), device (cpu, cuda or auto), remote (a remote cache's URL). Relative paths are relative to the project root. A flag or \
-environment variable (--data-root, PIPELINE_DATA_ROOT, --artifacts, PIPELINE_ARTIFACTS, \
-PIPELINE_DEVICE, --remote, PIPELINE_REMOTE) wins over the file."
-)]
-pub struct ConfigArgs {
-    /// The setting to show or set
-    pub key: Option<String>,
-    /// Its new value, written to pipeline.toml at the project root
-    pub value: Option<String>,
-    /// Remove the setting from pipeline.toml
-    #[arg(long, conflicts_with_all = ["key", "value"], value_name = "KEY")]
-    pub unset: Option<String>,
 }
 
 /// Selects an experiment and what it reads.
@@ -189,36 +168,15 @@ pub fn main() -> anyhow::Result<ExitCode> {
         // Still one thread here, as the signal disposition needs.
         crate::restore_sigpipe();
     }
-    let project = project_root()?;
-    let settings =
-        config::Settings::load(&project).map_err(|e| crate::exit::UsageError(e.to_string()))?;
-    let artifacts = config::artifacts(cli.artifacts.as_deref(), &project, &settings).value;
-    let request = crate::device::resolve(
-        cli.device,
-        std::env::var(crate::device::DEVICE_ENV).ok().as_deref(),
-        cli.gpu_math,
-        std::env::var(crate::device::GPU_MATH_ENV).ok().as_deref(),
-    )?
-    .or_project_default(settings.device.as_deref())?;
-    request.export_to_children();
-    remote::resolve(cli.remote.as_deref(), settings.remote.as_deref());
     // The device is opened only by the commands that compute; `status` only needs its class.
-    let (backend, device) = match &cli.command {
+    let need = match &cli.command {
         Command::Run(_) | Command::Verify { .. } | Command::Lock { .. } | Command::Predict(_) => {
-            let selected = crate::device::select(request)?;
-            (selected.backend, Some(selected.record))
+            Need::Open
         }
-        Command::Status(_) | Command::Sweep(_) => (
-            crate::registry::cpu(),
-            Some(crate::device::class_only(request)?),
-        ),
-        _ => (crate::registry::cpu(), None),
+        Command::Status(_) | Command::Sweep(_) => Need::ClassOnly,
+        _ => Need::Nothing,
     };
-    let mut registry = crate::registry::registry_on(backend.clone());
-    if let Some(device) = device {
-        registry.set_device(device);
-    }
-    registry.allow_commands(match &cli.command {
+    let allow_commands = match &cli.command {
         Command::Run(args) => args.shell.allow_shell,
         Command::Verify { shell, .. } | Command::Lock { shell, .. } => shell.allow_shell,
         // A dry run only plans, and shows each shell stage's command, as status does.
@@ -228,18 +186,27 @@ pub fn main() -> anyhow::Result<ExitCode> {
         // Pull only downloads: it computes keys as status does and runs no stage.
         Command::Pull(_) => true,
         _ => false,
-    });
+    };
+    let flags = Flags {
+        artifacts: cli.artifacts,
+        device: cli.device,
+        gpu_math: cli.gpu_math,
+        remote: cli.remote,
+    };
+    let session = Session::new(flags, need, allow_commands)?;
     match cli.command {
-        Command::Run(args) => run::run(&args, &registry, &project, &artifacts),
-        Command::Status(args) => status::status(&args, &registry, &project, &artifacts),
-        Command::Runs(args) => runs::list(&open_store(&artifacts)?, &args),
-        Command::Show { run, open } => runs::show(&open_store(&artifacts)?, &run, open),
-        Command::Compare(args) => compare::compare(&open_store(&artifacts)?, &args),
-        Command::Diff(args) => diff::diff(&open_store(&artifacts)?, &args),
-        Command::Verify { args, .. } => verify::verify(&args, &registry, &project, &artifacts),
-        Command::Lock { args, .. } => verify::lock(&args, &registry, &project, &artifacts),
-        Command::Sweep(args) => sweep::sweep(&args, &registry, &project, &artifacts),
-        Command::Predict(args) => predict::predict(&open_store(&artifacts)?, &args, &*backend),
+        Command::Run(args) => run::run(&args, &session),
+        Command::Status(args) => status::status(&args, &session),
+        Command::Runs(args) => runs::list(&session.open_store()?, &args),
+        Command::Show { run, open } => runs::show(&session.open_store()?, &run, open),
+        Command::Compare(args) => compare::compare(&session.open_store()?, &args),
+        Command::Diff(args) => diff::diff(&session.open_store()?, &args),
+        Command::Verify { args, .. } => verify::verify(&args, &session),
+        Command::Lock { args, .. } => verify::lock(&args, &session),
+        Command::Sweep(args) => sweep::sweep(&args, &session),
+        Command::Predict(args) => {
+            predict::predict(&session.open_store()?, &args, &*session.device.backend)
+        }
         Command::Gc {
             keep_last,
             prune_runs,
@@ -249,170 +216,29 @@ pub fn main() -> anyhow::Result<ExitCode> {
             grace,
         } => {
             if remote_cache {
-                return remote::gc(&open_store(&artifacts)?, grace, dry_run);
+                return remote::gc(&session, grace, dry_run);
             }
             let opts = pipeline_engine::run::gc::GcOptions {
                 keep_last,
                 prune_runs,
                 dry_run,
             };
-            runs::gc(&open_store(&artifacts)?, &opts, no_wait)
+            runs::gc(&session.open_store()?, &opts, no_wait)
         }
-        Command::Push(args) => remote::push(&open_store(&artifacts)?, &args),
-        Command::Pull(args) => remote::pull(&open_store(&artifacts)?, &args, &registry, &project),
+        Command::Push(args) => remote::push(&session, &args),
+        Command::Pull(args) => remote::pull(&session, &args),
         Command::Kinds => {
-            runs::kinds(&registry);
+            runs::kinds(&session.registry);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config(args) => {
-            show_or_set_config(&args, &cli.artifacts, &project, &settings, &request)
-        }
+        Command::Config(args) => config::show_or_set(&args, &session),
         Command::SlurmTask { dir } => crate::slurm::task::run_task(&dir),
     }
 }
 
-fn show_or_set_config(
-    args: &ConfigArgs,
-    artifacts_flag: &Option<PathBuf>,
-    project: &Path,
-    settings: &config::Settings,
-    request: &crate::device::Request,
-) -> anyhow::Result<ExitCode> {
-    if let Some(key) = &args.unset {
-        let file = config::set(project, key, None)?;
-        println!("removed `{key}` from {}", file.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let (Some(key), Some(value)) = (&args.key, &args.value) {
-        let file = config::set(project, key, Some(value))?;
-        println!("{key} = {value:?} in {}", file.display());
-        if key == "data_root" && !project.join(value).is_dir() {
-            eprintln!(
-                "warning: {} is not a directory (yet); relative paths are relative to {}",
-                project.join(value).display(),
-                project.display()
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let data_root = config::data_root(
-        std::env::var_os("PIPELINE_DATA_ROOT")
-            .map(PathBuf::from)
-            .as_deref(),
-        project,
-        settings,
-    );
-    let artifacts = config::artifacts(artifacts_flag.as_deref(), project, settings);
-    // The device as every computing command decides it (`device::resolve`), not a second
-    // reading of the same flag, variable and setting.
-    let device_source = match request.source {
-        crate::device::Source::Flag => config::Source::Flag,
-        crate::device::Source::Env => config::Source::Environment(crate::device::DEVICE_ENV),
-        crate::device::Source::Config => config::Source::File,
-        crate::device::Source::Default => config::Source::Default,
-    };
-    let remote = config::remote(settings);
-    let rows = [
-        (
-            "data_root",
-            data_root.value.display().to_string(),
-            data_root.source,
-        ),
-        (
-            "artifacts",
-            artifacts.value.display().to_string(),
-            artifacts.source,
-        ),
-        ("device", request.device.name().to_string(), device_source),
-        ("remote", remote.value, remote.source),
-    ];
-    match &args.key {
-        Some(key) => match rows.iter().find(|(k, _, _)| k == key) {
-            Some((_, value, _)) => println!("{value}"),
-            None => {
-                return Err(crate::exit::UsageError(format!(
-                "unknown setting `{key}`{}; the settings are data_root, artifacts, device, remote",
-                pipeline_engine::diagnostic::did_you_mean(
-                    key,
-                    config::KEYS.iter().map(|(k, _)| *k)
-                )
-            ))
-                .into())
-            }
-        },
-        None => {
-            println!("project root  {}", project.display());
-            let file = project.join(config::FILE);
-            let state = if file.is_file() { "" } else { " (none yet)" };
-            println!("config file   {}{state}", file.display());
-            for (key, value, source) in rows {
-                println!("{key:<13} {value}  ({source})");
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The nearest folder holding the current directory that has a `pipeline.toml` or is a git
-/// work tree's root, or else the current directory.
-fn project_root() -> anyhow::Result<PathBuf> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    Ok(cwd
-        .ancestors()
-        .find(|d| d.join(config::FILE).is_file() || d.join(".git").exists())
-        .unwrap_or(&cwd)
-        .to_path_buf())
-}
-
-pub fn open_store(artifacts: &Path) -> anyhow::Result<Store> {
-    let store = Store::open(artifacts)
-        .with_context(|| format!("cannot open the store {}", artifacts.display()))?;
-    Ok(store.with_remote(remote::open()?))
-}
-
-pub fn load_experiment(args: &ExperimentArgs, registry: &Registry) -> anyhow::Result<Experiment> {
-    let overrides = args
-        .set
-        .iter()
-        .map(|s| Override::parse(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(crate::exit::UsageError)?;
-    Ok(experiment::load(&args.experiment, &overrides, registry)?)
-}
-
-/// The data root for an experiment: `--data-root`, `PIPELINE_DATA_ROOT`, `data_root` in
-/// pipeline.toml, or data/ at the project root.
-pub fn data_root(args: &ExperimentArgs, project: &Path) -> PathBuf {
-    resolved_data_root(args.data_root.as_deref(), project).value
-}
-
-/// The data root and where it came from (for messages saying how to set it).
-pub fn resolved_data_root(given: Option<&Path>, project: &Path) -> config::Resolved<PathBuf> {
-    // Read again rather than passed down: `main` has already refused a bad file.
-    let settings = config::Settings::load(project).unwrap_or_default();
-    config::data_root(given, project, &settings)
-}
-
-/// Adds how to set the data root to an error about a missing data file or folder, or one
-/// that names the data root: the usual cause is a data root that is not where the data is.
-pub fn with_data_root_hint(
-    error: anyhow::Error,
-    root: &config::Resolved<PathBuf>,
-) -> anyhow::Error {
-    let text = crate::render(&error);
-    let root_text = root.value.display().to_string();
-    let about_data = text.contains("data root")
-        || text.contains(&root_text)
-        || error.chain().any(|c| {
-            c.downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-        });
-    if about_data && !text.contains("--data-root") {
-        // The whole message first, then the hint: `render` leaves out the causes whose text
-        // this context already holds.
-        let hint = config::data_root_hint(root);
-        error.context(format!("{text}; {hint}"))
-    } else {
-        error
+impl ExperimentArgs {
+    /// The experiment, with its `--set` overrides.
+    pub fn load(&self, session: &Session) -> anyhow::Result<Experiment> {
+        session.load_experiment(&self.experiment, &self.set)
     }
 }

@@ -295,7 +295,7 @@ fn expand(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             .filter(|p| p.is_file() && is_image_name(p))
             .collect();
         if found.is_empty() {
-            return Err(crate::exit::UsageError(format!(
+            return Err(crate::usage::UsageError(format!(
                 "the folder {} holds no .png, .jpg or .jpeg images",
                 arg.display()
             ))

@@ -1,51 +1,25 @@
-//! The remote cache on the command line: where it is (`--remote`, `PIPELINE_REMOTE`,
-//! `remote = "..."` in `pipeline.toml`), `pipeline push`, `pipeline pull` and remote gc.
+//! The remote cache on the command line: `pipeline push`, `pipeline pull` and remote gc.
+//! Where the remote is (`--remote`, `PIPELINE_REMOTE`, `remote = "..."` in `pipeline.toml`)
+//! the session decides ([`crate::config::remote`]).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::OnceLock;
 
 use anyhow::Context;
 use clap::Args;
 
-use pipeline_engine::experiment::kind::Registry;
 use pipeline_engine::human::format_bytes;
 use pipeline_engine::run::status::PlanState;
-use pipeline_engine::run::store::Store;
 use pipeline_engine::store::manifest::describe_entry;
 use pipeline_engine::store::remote::{Fetched, Pushed, Remote};
 
-use super::{data_root, load_experiment, ExperimentArgs};
+use crate::session::Session;
 
-/// The remote's URL for this invocation, set once by [`resolve`].
-static URL: OnceLock<Option<String>> = OnceLock::new();
-
-/// Where the remote cache is: the flag (or `PIPELINE_REMOTE`, which clap folds into it), else
-/// the project's `pipeline.toml` key `remote` (read with the other settings, [`crate::config`]),
-/// else none. The one place this is decided.
-pub fn resolve(flag: Option<&str>, setting: Option<&str>) -> Option<String> {
-    let url = match flag {
-        Some(url) if !url.is_empty() => Some(url.to_string()),
-        _ => setting.filter(|s| !s.is_empty()).map(str::to_string),
-    };
-    let _ = URL.set(url.clone());
-    url
-}
-
-/// The remote this invocation uses, opened; `None` where none is configured.
-pub fn open() -> anyhow::Result<Option<Remote>> {
-    match URL.get().cloned().flatten() {
-        None => Ok(None),
-        Some(url) => Remote::open(&url)
-            .map(Some)
-            .map_err(|e| crate::exit::UsageError(e.to_string()).into()),
-    }
-}
-
-fn required() -> anyhow::Result<Remote> {
-    open()?.ok_or_else(|| {
-        crate::exit::UsageError(
+/// The remote cache, which push, pull and remote gc cannot do without.
+fn required(session: &Session) -> anyhow::Result<Remote> {
+    session.open_remote()?.ok_or_else(|| {
+        crate::usage::UsageError(
             "no remote cache configured: give --remote s3://bucket/prefix (or file:///path), set PIPELINE_REMOTE, or add `remote = \"...\"` to pipeline.toml".into(),
         )
         .into()
@@ -60,8 +34,9 @@ pub struct PushArgs {
 }
 
 /// `pipeline push`: uploads local entries the remote lacks, blobs first, manifest last.
-pub fn push(store: &Store, args: &PushArgs) -> anyhow::Result<ExitCode> {
-    let remote = required()?;
+pub fn push(session: &Session, args: &PushArgs) -> anyhow::Result<ExitCode> {
+    let store = &session.open_store()?;
+    let remote = required(session)?;
     let keys: Vec<String> = match &args.run {
         Some(spec) => {
             let record = store.runs.resolve(spec)?;
@@ -138,26 +113,14 @@ pub struct PullExperimentArgs {
 }
 
 /// `pipeline pull RUN|EXP`: downloads, checks and publishes locally what the remote holds.
-pub fn pull(
-    store: &Store,
-    args: &PullArgs,
-    registry: &Registry,
-    project: &Path,
-) -> anyhow::Result<ExitCode> {
-    let remote = required()?;
+pub fn pull(session: &Session, args: &PullArgs) -> anyhow::Result<ExitCode> {
+    let store = &session.open_store()?;
+    let remote = required(session)?;
     let keys: Vec<String> = if Path::new(&args.target).is_file() {
-        let exp_args = ExperimentArgs {
-            experiment: args.target.clone().into(),
-            set: args.experiment.set.clone(),
-            data_root: args.experiment.data_root.clone(),
-        };
-        let exp = load_experiment(&exp_args, registry)?;
-        let states = pipeline_engine::run::status::status(
-            &exp,
-            registry,
-            store,
-            &data_root(&exp_args, project),
-        )?;
+        let exp = session.load_experiment(Path::new(&args.target), &args.experiment.set)?;
+        let data_root = session.data_root(args.experiment.data_root.as_deref());
+        let states =
+            pipeline_engine::run::status::status(&exp, &session.registry, store, &data_root.value)?;
         let mut keys = Vec::new();
         for s in states {
             match (&s.state, s.key) {
@@ -200,8 +163,9 @@ pub fn pull(
 
 /// `pipeline gc --remote-cache`: removes what no recorded run (of any machine that pushed,
 /// and of this store) used, past the grace period.
-pub fn gc(store: &Store, grace_hours: f64, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let remote = required()?;
+pub fn gc(session: &Session, grace_hours: f64, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let store = &session.open_store()?;
+    let remote = required(session)?;
     let mut roots: BTreeSet<String> = remote.recorded_keys()?;
     for run in store.runs.list()? {
         roots.extend(run.stages.iter().map(|s| s.key.clone()));

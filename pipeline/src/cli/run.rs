@@ -1,12 +1,10 @@
 //! `pipeline run`.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
 
-use pipeline_engine::experiment::kind::Registry;
-use pipeline_engine::run::execute::{self, RunOptions};
+use pipeline_engine::run::execute;
 use pipeline_engine::runs::record::CacheUse;
 
 use pipeline_engine::human::format_seconds;
@@ -23,11 +21,10 @@ use crate::slurm::{
     Executor,
 };
 
-use super::display::Terminal;
-use super::{
-    load_experiment, open_store, resolved_data_root, with_data_root_hint, ExperimentArgs, ShellArgs,
-};
+use super::{ExperimentArgs, ShellArgs};
 use crate::headline::{value_text, Headline};
+use crate::session::Session;
+use crate::terminal::Terminal;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -45,30 +42,19 @@ pub struct RunArgs {
     pub executor: crate::slurm::ExecutorArgs,
 }
 
-pub fn run(
-    args: &RunArgs,
-    registry: &Registry,
-    project: &Path,
-    artifacts: &Path,
-) -> anyhow::Result<ExitCode> {
+pub fn run(args: &RunArgs, session: &Session) -> anyhow::Result<ExitCode> {
     args.executor.check()?;
-    let exp = load_experiment(&args.experiment, registry)?;
+    let exp = args.experiment.load(session)?;
     if args.executor.executor == Executor::Slurm {
-        return run_on_slurm(args, &exp, project, artifacts);
+        return run_on_slurm(args, &exp, session);
     }
-    let store = open_store(artifacts)?;
-    let root = resolved_data_root(args.experiment.data_root.as_deref(), project);
-    let opts = RunOptions {
-        data_root: root.value.clone(),
-        project_root: project.to_path_buf(),
-        name: args.name.clone(),
-        no_cache: args.no_cache,
-    };
+    let ws = session.workspace(args.experiment.data_root.as_deref())?;
+    let opts = ws.run_options(args.name.clone(), args.no_cache);
     eprintln!("running {} ({} stages)", exp.name, exp.stages.len());
     let terminal = Terminal::new();
-    let record = execute::run(&exp, registry, &store, &opts, &terminal)
-        .map_err(|e| with_data_root_hint(e.into(), &root))?;
-    print_summary(&store, &record);
+    let record = execute::run(&exp, &session.registry, &ws.store, &opts, &terminal)
+        .map_err(|e| ws.hint(e))?;
+    print_summary(&ws.store, &record);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -100,19 +86,16 @@ fn print_summary(store: &Store, record: &RunRecord) {
 
 /// `run --executor slurm`: the run as one Slurm job running this binary on a node, followed
 /// until it ends; the run lands in the store as an ordinary run.
-fn run_on_slurm(
-    args: &RunArgs,
-    exp: &Experiment,
-    project: &Path,
-    artifacts: &Path,
-) -> anyhow::Result<ExitCode> {
+fn run_on_slurm(args: &RunArgs, exp: &Experiment, session: &Session) -> anyhow::Result<ExitCode> {
+    let project = &session.project;
+    let artifacts = &session.artifacts.value;
     let resources = args
         .executor
         .resources(&args.experiment.experiment, project)?;
     let scheduler = Scheduler::find()?;
     // Created here, before any node writes to it.
-    let store = open_store(artifacts)?;
-    let root = resolved_data_root(args.experiment.data_root.as_deref(), project);
+    let store = session.open_store()?;
+    let root = session.data_root(args.experiment.data_root.as_deref());
     eprintln!(
         "submitting {} ({} stages) to Slurm, asking for {resources}",
         exp.name,

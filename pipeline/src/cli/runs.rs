@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
-use crate::exit::UsageError;
 use crate::report;
+use crate::usage::UsageError;
 use pipeline_engine::experiment::kind::{InputSlots, ParamDefault, Params, Registry};
 use pipeline_engine::run::gc::GcOptions;
 use pipeline_engine::run::store::Store;

@@ -1,26 +1,19 @@
 //! `pipeline status EXP`: what `pipeline run` would reuse and what it would compute, each
 //! stage explained against the cache.
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use pipeline_engine::experiment::kind::Registry;
 use pipeline_engine::human::format_seconds;
 use pipeline_engine::run::status::{self, PlanState};
 
-use super::{load_experiment, open_store, resolved_data_root, with_data_root_hint, ExperimentArgs};
+use super::ExperimentArgs;
+use crate::session::Session;
 
-pub fn status(
-    args: &ExperimentArgs,
-    registry: &Registry,
-    project: &Path,
-    artifacts: &Path,
-) -> anyhow::Result<ExitCode> {
-    let exp = load_experiment(args, registry)?;
-    let store = open_store(artifacts)?;
-    let root = resolved_data_root(args.data_root.as_deref(), project);
-    let plans = status::status(&exp, registry, &store, &root.value)
-        .map_err(|e| with_data_root_hint(e.into(), &root))?;
+pub fn status(args: &ExperimentArgs, session: &Session) -> anyhow::Result<ExitCode> {
+    let exp = args.load(session)?;
+    let ws = session.workspace(args.data_root.as_deref())?;
+    let plans = status::status(&exp, &session.registry, &ws.store, &ws.data_root.value)
+        .map_err(|e| ws.hint(e))?;
     let width = plans.iter().map(|s| s.name.len()).max().unwrap_or(5);
     let mut runs = 0;
     let mut estimate = 0.0;

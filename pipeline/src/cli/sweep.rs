@@ -1,18 +1,16 @@
 //! `pipeline sweep EXP`: runs an experiment at every point of a grid or a seeded random
-//! search. Each point is an ordinary `pipeline run` (a child process of this one, with the
-//! point's values as `--set` flags and its stderr in `artifacts/sweeps/ID/logs/NN.log`), so
-//! `diff`, `verify` and `lock` work on points as on any run, a point that fails or crashes
-//! leaves the others going, and points that share a stage compute it once: the cache's
-//! per-key locks make a second point wait for the first one's result, then reuse it.
+//! search. Each point is an ordinary `pipeline run`, so `diff`, `verify` and `lock` work on
+//! points as on any run. The points run through an executor ([`crate::executor`]): this
+//! machine's pool of child processes, or Slurm jobs; this command resumes, writes the table,
+//! sweep.html and the summary for both.
 //!
 //! The sweep's table (`table.json`, `table.csv`) is rewritten after every point, so a sweep
 //! stopped half-way, or with failed points, resumes where it stopped when run again: points
 //! that succeeded are not run again.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::sync::Mutex;
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -30,8 +28,13 @@ use pipeline_engine::sweep;
 use pipeline_engine::sweep::plan::across_points;
 use pipeline_engine::sweep::table::{sweep_dir, PointStatus, SweepTable};
 
-use super::{open_store, resolved_data_root, with_data_root_hint, ExperimentArgs, ShellArgs};
-use crate::exit::UsageError;
+use super::{ExperimentArgs, ShellArgs};
+use crate::executor::local::{threads_per_point, ChildRun, LocalPool};
+use crate::executor::{default_goal, Ended, PointExecutor};
+use crate::session::Session;
+use crate::slurm::sweep::SweepOnSlurm;
+use crate::slurm::Executor;
+use crate::usage::UsageError;
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -86,16 +89,11 @@ struct Sweep {
     id: String,
 }
 
-pub fn sweep(
-    args: &SweepArgs,
-    registry: &Registry,
-    project: &Path,
-    artifacts: &Path,
-) -> anyhow::Result<ExitCode> {
+pub fn sweep(args: &SweepArgs, session: &Session) -> anyhow::Result<ExitCode> {
     args.executor.check()?;
-    let sweep = resolve(args, registry)?;
-    let store = open_store(artifacts)?;
-    let root = resolved_data_root(args.experiment.data_root.as_deref(), project);
+    let sweep = resolve(args, session)?;
+    let ws = session.workspace(args.experiment.data_root.as_deref())?;
+    let store = &ws.store;
     let dir = sweep_dir(&store.root, &sweep.id);
     let goal_text = sweep
         .goal
@@ -108,8 +106,8 @@ pub fn sweep(
         sweep.points.len()
     );
     if args.dry_run {
-        return dry_run(&sweep, registry, &store, &root.value, &dir)
-            .map_err(|e| with_data_root_hint(e, &root));
+        return dry_run(&sweep, &session.registry, store, &ws.data_root.value, &dir)
+            .map_err(|e| ws.hint(e));
     }
 
     fs::create_dir_all(dir.join("logs"))
@@ -122,7 +120,7 @@ pub fn sweep(
         &sweep.points,
         sweep.goal.clone(),
     );
-    let done = resume(&mut table, &SweepTable::read(&dir), &store);
+    let done = resume(&mut table, &SweepTable::read(&dir), store);
     let todo: Vec<usize> = (0..table.points.len())
         .filter(|&i| table.points[i].status != PointStatus::Succeeded)
         .collect();
@@ -132,116 +130,82 @@ pub fn sweep(
             todo.len()
         );
     }
-    finish_goal(&mut table);
+    default_goal(&mut table);
     table
         .write(&dir)
         .with_context(|| format!("cannot write the sweep's table in {}", dir.display()))?;
 
-    if args.executor.executor == crate::slurm::Executor::Slurm {
-        let on_slurm = super::slurm::SweepOnSlurm {
-            args,
-            exp: &sweep.exp,
+    let executor: Box<dyn PointExecutor + '_> = match args.executor.executor {
+        Executor::Slurm => Box::new(SweepOnSlurm {
+            executor: &args.executor,
+            experiment: &args.experiment.experiment,
+            name: &sweep.exp.name,
+            base: &args.experiment.set,
+            allow_shell: args.shell.allow_shell,
+            throttle: args.jobs,
             id: &sweep.id,
-            project,
-            store: &store,
-            data_root: &root.value,
+            project: &session.project,
+            store,
+            data_root: &ws.data_root.value,
             dir: &dir,
-        };
-        return on_slurm.run(table, &todo);
-    }
-    let child = ChildRun {
-        exe: std::env::current_exe().context("cannot find the pipeline executable")?,
-        experiment: args.experiment.experiment.clone(),
-        base: args.experiment.set.clone(),
-        data_root: root.value.clone(),
-        artifacts: store.root.clone(),
-        allow_shell: args.shell.allow_shell,
-        project: project.to_path_buf(),
-        threads: threads_per_point(
-            sweep.jobs,
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-            std::env::var_os("RAYON_NUM_THREADS").as_deref(),
-        ),
+        }),
+        Executor::Local => Box::new(LocalPool {
+            child: ChildRun {
+                exe: std::env::current_exe().context("cannot find the pipeline executable")?,
+                experiment: args.experiment.experiment.clone(),
+                base: args.experiment.set.clone(),
+                data_root: ws.data_root.value.clone(),
+                artifacts: store.root.clone(),
+                allow_shell: args.shell.allow_shell,
+                project: session.project.clone(),
+                threads: threads_per_point(
+                    sweep.jobs,
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    std::env::var_os("RAYON_NUM_THREADS").as_deref(),
+                ),
+            },
+            jobs: sweep.jobs,
+            id: &sweep.id,
+            dir: &dir,
+            store,
+        }),
     };
     let started = Instant::now();
-    let table = Mutex::new(table);
-    let finished = std::sync::atomic::AtomicUsize::new(0);
-    let total = todo.len();
-    // Ctrl-C reaches the running points too (one process group), which stop; the table then
-    // says which were interrupted and which never started, and a rerun resumes.
-    crate::interrupt::install();
-    let interrupted = || crate::interrupt::received() != 0;
-    sweep::run_queue(&todo, sweep.jobs, interrupted, |&i| {
-        let (point, log) = {
-            let t = table.lock().unwrap_or_else(|e| e.into_inner());
-            (t.points[i].point.clone(), dir.join(&t.points[i].log))
-        };
-        let name = format!("{}.{:02}", sweep.id, point.index);
-        let outcome = child.run(&point, &name, &log);
-        let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
-        let n = finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let row = &mut t.points[i];
-        row.duration_s = Some(outcome.seconds);
-        row.run = outcome.run.clone();
-        match &outcome.error {
-            None => {
-                row.status = PointStatus::Succeeded;
-                row.error = None;
-            }
-            Some(e) => {
-                row.status = PointStatus::Failed;
-                row.error = Some(if interrupted() {
-                    format!("interrupted ({e})")
-                } else {
-                    e.clone()
-                });
-                row.metrics.clear();
-            }
-        }
-        if let Some(run) = &outcome.run {
-            if let Ok(record) = store.runs.load(run) {
-                row.metrics = record.metrics();
-            }
-        }
-        // Before the line: the default goal is known once the first point has metrics.
-        finish_goal(&mut t);
-        let line = match &outcome.error {
-            None => {
-                let shown = t
-                    .goal
-                    .as_ref()
-                    .and_then(|g| t.points[i].metrics.get(&g.metric).map(|v| (g, v)))
-                    .map_or(String::new(), |(g, v)| format!(", {} = {v:.4}", g.metric));
-                format!("ok in {}{shown}", format_seconds(outcome.seconds))
-            }
-            Some(e) => format!("FAILED: {e} (log: {})", log.display()),
-        };
-        eprintln!(
-            "[{n}/{total}] point {:02} {}: {line}",
-            point.index,
-            point.label()
-        );
-        if let Err(e) = t.write(&dir) {
-            eprintln!(
-                "warning: cannot write the sweep's table in {}: {e}",
-                dir.display()
-            );
-        }
-    });
-    let mut table = table.into_inner().unwrap_or_else(|e| e.into_inner());
-    finish_goal(&mut table);
+    let ended = executor.run_points(&mut table, &todo)?;
+    finish(
+        &mut table,
+        &dir,
+        started.elapsed().as_secs_f64(),
+        todo.len(),
+        ended,
+        &executor.logs_hint(&dir),
+    )
+}
+
+/// The end of a sweep, whichever executor ran it: the table and sweep.html written, the
+/// summary, the sweep's directory on stdout, and an error when points did not succeed.
+fn finish(
+    table: &mut SweepTable,
+    dir: &Path,
+    seconds: f64,
+    ran: usize,
+    ended: Ended,
+    logs_hint: &str,
+) -> anyhow::Result<ExitCode> {
+    default_goal(table);
     table
-        .write(&dir)
+        .write(dir)
         .with_context(|| format!("cannot write the sweep's table in {}", dir.display()))?;
     let html = dir.join("sweep.html");
-    sweep::write_atomically(&html, super::sweep_html::render(&table).as_bytes())
+    sweep::write_atomically(&html, super::sweep_html::render(table).as_bytes())
         .with_context(|| format!("cannot write {}", html.display()))?;
 
-    summarize(&table, started.elapsed().as_secs_f64(), total);
+    summarize(table, seconds, ran);
     println!("{}", dir.display());
+    let table = &*table;
     let count = |s: PointStatus| table.points.iter().filter(|p| p.status == s).count();
     let (failed, pending) = (count(PointStatus::Failed), count(PointStatus::Pending));
-    if interrupted() {
+    if ended == Ended::Interrupted {
         anyhow::bail!(
             "interrupted: {} of {} points done, {failed} failed or interrupted, {pending} not \
              started (the table is in {}); run the same command again to resume",
@@ -250,13 +214,18 @@ pub fn sweep(
             dir.join("table.csv").display(),
         );
     }
-    if failed > 0 {
+    // Points still pending here were left to a scheduler that was interrupted.
+    if failed > 0 || pending > 0 {
         anyhow::bail!(
-            "{failed} of {} points failed (their errors are in {}, their logs in {}); run the \
+            "{failed} of {} points failed{} (their errors are in {}, {logs_hint}); run the \
              sweep again to retry them",
             table.points.len(),
+            if pending > 0 {
+                format!(" and {pending} did not finish")
+            } else {
+                String::new()
+            },
             dir.join("table.csv").display(),
-            dir.join("logs").display()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -264,7 +233,8 @@ pub fn sweep(
 
 /// Reads the flags and the experiment's `[sweep]`, and checks every point's experiment:
 /// a value that does not fit its parameter is refused before anything runs.
-fn resolve(args: &SweepArgs, registry: &Registry) -> anyhow::Result<Sweep> {
+fn resolve(args: &SweepArgs, session: &Session) -> anyhow::Result<Sweep> {
+    let registry = &session.registry;
     let base: Vec<Override> = args
         .experiment
         .set
@@ -381,142 +351,6 @@ fn resume(
     done
 }
 
-/// Without a goal, the first headline metric that the points have, maximized.
-pub(super) fn finish_goal(table: &mut SweepTable) {
-    if table.goal.is_none() {
-        table.goal = table.metric_names().first().map(|m| Goal {
-            metric: m.clone(),
-            maximize: true,
-        });
-    }
-}
-
-/// How to start one point's run.
-struct ChildRun {
-    exe: PathBuf,
-    experiment: PathBuf,
-    base: Vec<String>,
-    data_root: PathBuf,
-    artifacts: PathBuf,
-    allow_shell: bool,
-    project: PathBuf,
-    /// Worker threads for each point, when the user has not chosen (`RAYON_NUM_THREADS`).
-    threads: Option<usize>,
-}
-
-/// Each point's share of the cores when `jobs` points run at once: without it every point
-/// starts a thread per core, and `-j 2` on 2 cores runs 4 busy threads that take turns (the
-/// 24-point bench took 17 % more CPU time that way). `None` when the user has set
-/// `RAYON_NUM_THREADS`, which the points then inherit.
-fn threads_per_point(
-    jobs: usize,
-    cores: usize,
-    user_choice: Option<&std::ffi::OsStr>,
-) -> Option<usize> {
-    if user_choice.is_some() {
-        return None;
-    }
-    Some((cores / jobs.max(1)).max(1))
-}
-
-struct Outcome {
-    run: Option<String>,
-    error: Option<String>,
-    seconds: f64,
-}
-
-impl ChildRun {
-    /// Runs `pipeline run` for the point, its stderr into `log`; the run's id is the last
-    /// line of its stdout (its directory), or, when it failed, the newest run named `name`.
-    fn run(&self, point: &Point, name: &str, log: &Path) -> Outcome {
-        let started = Instant::now();
-        let log_file = match fs::File::create(log) {
-            Ok(f) => f,
-            Err(e) => {
-                return Outcome {
-                    run: None,
-                    error: Some(format!("cannot create the log {}: {e}", log.display())),
-                    seconds: 0.0,
-                }
-            }
-        };
-        let mut cmd = Command::new(&self.exe);
-        cmd.current_dir(&self.project)
-            .arg("--artifacts")
-            .arg(&self.artifacts)
-            .arg("run")
-            .arg(&self.experiment)
-            .arg("--data-root")
-            .arg(&self.data_root)
-            .arg("--name")
-            .arg(name);
-        for s in &self.base {
-            cmd.arg("--set").arg(s);
-        }
-        for v in &point.values {
-            cmd.arg("--set").arg(format!("{}={}", v.key, v.value));
-        }
-        if self.allow_shell {
-            cmd.arg("--allow-shell");
-        }
-        if let Some(threads) = self.threads {
-            cmd.env("RAYON_NUM_THREADS", threads.to_string());
-        }
-        cmd.env_remove("PIPELINE_ALLOW_SHELL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file);
-        let output = cmd.output();
-        let seconds = started.elapsed().as_secs_f64();
-        let output = match output {
-            Ok(o) => o,
-            Err(e) => {
-                return Outcome {
-                    run: None,
-                    error: Some(format!("cannot start {}: {e}", self.exe.display())),
-                    seconds,
-                }
-            }
-        };
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let dir = stdout.lines().rev().find(|l| !l.trim().is_empty());
-        let run_id = dir.and_then(|d| {
-            Path::new(d.trim())
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        });
-        if output.status.success() {
-            return Outcome {
-                run: run_id,
-                error: None,
-                seconds,
-            };
-        }
-        let text = fs::read_to_string(log).unwrap_or_default();
-        let error = text
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("error: "))
-            .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()))
-            .map(str::to_string)
-            .unwrap_or_else(|| match output.status.code() {
-                Some(c) => format!("`pipeline run` exited with {c}"),
-                None => "`pipeline run` was killed by a signal".into(),
-            });
-        let failed_run =
-            pipeline_engine::runs::record::RunStore::open(&self.artifacts.join("runs"))
-                .ok()
-                .and_then(|runs| runs.summaries().ok())
-                .and_then(|all| all.into_iter().find(|r| r.name.as_deref() == Some(name)))
-                .map(|r| r.id);
-        Outcome {
-            run: failed_run,
-            error: Some(error),
-            seconds,
-        }
-    }
-}
-
 /// `--dry-run`: the points, and for each stage across them whether it is shared by all, new
 /// for each, or cached, with a time estimate from recorded durations.
 fn dry_run(
@@ -620,7 +454,7 @@ fn dry_run(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn summarize(table: &SweepTable, seconds: f64, ran: usize) {
+fn summarize(table: &SweepTable, seconds: f64, ran: usize) {
     let count = |s: PointStatus| table.points.iter().filter(|p| p.status == s).count();
     eprintln!(
         "sweep {}: {ran} point(s) run in {}; {} succeeded, {} failed",
@@ -643,15 +477,102 @@ pub(super) fn summarize(table: &SweepTable, seconds: f64, ran: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::threads_per_point;
+    use super::*;
+
+    /// A table whose points have these statuses; the first point has a metric.
+    fn table(statuses: &[PointStatus]) -> SweepTable {
+        let points = statuses
+            .iter()
+            .enumerate()
+            .map(|(i, &status)| pipeline_engine::sweep::table::PointRecord {
+                point: Point {
+                    index: i + 1,
+                    values: vec![pipeline_engine::experiment::sweep_spec::PointValue {
+                        key: "train.epochs".into(),
+                        value: toml::Value::Integer(i as i64 + 1),
+                    }],
+                },
+                status,
+                run: None,
+                error: (status == PointStatus::Failed).then(|| "boom".to_string()),
+                log: format!("logs/{:02}.log", i + 1),
+                duration_s: None,
+                metrics: if i == 0 {
+                    [("evaluate.accuracy".to_string(), 0.5)].into()
+                } else {
+                    Default::default()
+                },
+            })
+            .collect();
+        SweepTable {
+            format: 1,
+            id: "s1".into(),
+            experiment: "e".into(),
+            experiment_path: "e.toml".into(),
+            base_overrides: Vec::new(),
+            search: "grid".into(),
+            keys: vec!["train.epochs".into()],
+            goal: None,
+            headline: Vec::new(),
+            points,
+            updated: String::new(),
+        }
+    }
 
     #[test]
-    fn points_share_the_cores_unless_the_user_chose() {
-        assert_eq!(threads_per_point(2, 2, None), Some(1));
-        assert_eq!(threads_per_point(4, 16, None), Some(4));
-        assert_eq!(threads_per_point(3, 16, None), Some(5));
-        assert_eq!(threads_per_point(8, 2, None), Some(1));
-        assert_eq!(threads_per_point(1, 16, None), Some(16));
-        assert_eq!(threads_per_point(2, 2, Some("3".as_ref())), None);
+    fn the_end_is_written_once_and_says_what_did_not_succeed_in_each_executors_words() {
+        use PointStatus::{Failed, Pending, Succeeded};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let d = dir.display();
+
+        let mut all = table(&[Succeeded, Succeeded]);
+        finish(&mut all, dir, 1.0, 2, Ended::Done, "unused").expect("all succeeded");
+        assert!(dir.join("sweep.html").is_file() && dir.join("table.csv").is_file());
+        let goal = all.goal.expect("the default goal is filled in");
+        assert_eq!(
+            (goal.metric.as_str(), goal.maximize),
+            ("evaluate.accuracy", true)
+        );
+
+        let local_logs = format!("their logs in {}", dir.join("logs").display());
+        let e = finish(
+            &mut table(&[Succeeded, Failed]),
+            dir,
+            1.0,
+            2,
+            Ended::Done,
+            &local_logs,
+        )
+        .expect_err("a point failed");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "1 of 2 points failed (their errors are in {d}/table.csv, their logs in \
+                 {d}/logs); run the sweep again to retry them"
+            )
+        );
+
+        let slurm_logs = "their logs beside it";
+        let mut left = table(&[Succeeded, Failed, Pending]);
+        let e = finish(&mut left, dir, 1.0, 2, Ended::Done, slurm_logs).expect_err("unfinished");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "1 of 3 points failed and 1 did not finish (their errors are in {d}/table.csv, \
+                 their logs beside it); run the sweep again to retry them"
+            )
+        );
+
+        let mut stopped = table(&[Succeeded, Failed, Pending]);
+        let e = finish(&mut stopped, dir, 1.0, 2, Ended::Interrupted, &local_logs)
+            .expect_err("interrupted");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "interrupted: 1 of 3 points done, 1 failed or interrupted, 1 not started (the \
+                 table is in {d}/table.csv); run the same command again to resume"
+            )
+        );
     }
 }

@@ -6,17 +6,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use pipeline_engine::experiment::kind::Registry;
 use pipeline_engine::repro::lock::{self, Check};
 use pipeline_engine::repro::verify;
 use pipeline_engine::run::execute::{self, RunOptions};
 use pipeline_engine::run::store::Store;
 use pipeline_engine::store::cache::Lease;
 
-use super::display::Terminal;
-use super::{
-    data_root, load_experiment, open_store, resolved_data_root, with_data_root_hint, ExperimentArgs,
-};
+use super::ExperimentArgs;
+use crate::session::Session;
+use crate::terminal::Terminal;
 
 #[derive(Args)]
 pub struct VerifyArgs {
@@ -31,16 +29,12 @@ pub struct VerifyArgs {
     pub data_root: Option<PathBuf>,
 }
 
-pub fn verify(
-    args: &VerifyArgs,
-    registry: &Registry,
-    project: &Path,
-    artifacts: &Path,
-) -> anyhow::Result<ExitCode> {
+pub fn verify(args: &VerifyArgs, session: &Session) -> anyhow::Result<ExitCode> {
     if let Some(lock_file) = &args.lock {
-        return verify_lock(lock_file, args, registry, project, artifacts);
+        return verify_lock(lock_file, args, session);
     }
-    let store = open_store(artifacts)?;
+    let registry = &session.registry;
+    let store = session.open_store()?;
     // Held to the end: gc neither prunes this run nor clears the scratch store meanwhile.
     let _lease = lease(&store)?;
     let spec = args.run.as_deref().unwrap_or("latest");
@@ -73,7 +67,7 @@ pub fn verify(
             .data_root
             .clone()
             .unwrap_or_else(|| PathBuf::from(&record.data_root)),
-        project_root: project.to_path_buf(),
+        project_root: session.project.clone(),
         name: Some(format!("verify {}", record.id)),
         no_cache: true,
     };
@@ -81,7 +75,7 @@ pub fn verify(
     let fresh = verify::rerun_from_scratch(
         &exp,
         registry,
-        &artifacts.join("tmp"),
+        &session.artifacts.value.join("tmp"),
         &opts,
         &Terminal::new(),
     )?;
@@ -157,44 +151,28 @@ pub fn verify(
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify_lock(
-    lock_file: &Path,
-    args: &VerifyArgs,
-    registry: &Registry,
-    project: &Path,
-    artifacts: &Path,
-) -> anyhow::Result<ExitCode> {
-    let store = open_store(artifacts)?;
+fn verify_lock(lock_file: &Path, args: &VerifyArgs, session: &Session) -> anyhow::Result<ExitCode> {
+    let ws = session.workspace(args.data_root.as_deref())?;
     // Held to the end: gc does not clear the scratch store under `artifacts/tmp` meanwhile.
-    let _lease = lease(&store)?;
+    let _lease = lease(&ws.store)?;
     let locked = lock::read(lock_file)?;
     let exp_path = lock_file
         .parent()
         .unwrap_or(Path::new("."))
         .join(&locked.experiment);
-    let exp_args = ExperimentArgs {
-        experiment: exp_path,
-        set: Vec::new(),
-        data_root: args.data_root.clone(),
-    };
-    let exp = load_experiment(&exp_args, registry)?;
+    let exp = session.load_experiment(&exp_path, &[])?;
     if exp.digest.to_hex().as_str() != locked.experiment_digest {
         eprintln!(
             "note: {} changed since the lock was written; its results may differ for that reason",
             exp.path.display()
         );
     }
-    let opts = RunOptions {
-        data_root: data_root(&exp_args, project),
-        project_root: project.to_path_buf(),
-        name: Some("verify --lock".into()),
-        no_cache: true,
-    };
+    let opts = ws.run_options(Some("verify --lock".into()), true);
     eprintln!("re-executing {} from scratch", exp.path.display());
     let fresh = verify::rerun_from_scratch(
         &exp,
-        registry,
-        &artifacts.join("tmp"),
+        &session.registry,
+        &session.artifacts.value.join("tmp"),
         &opts,
         &Terminal::new(),
     )?;
@@ -255,23 +233,12 @@ fn lease(store: &Store) -> anyhow::Result<Lease> {
     Ok(store.cache.lease()?)
 }
 
-pub fn lock(
-    args: &ExperimentArgs,
-    registry: &Registry,
-    project: &Path,
-    artifacts: &Path,
-) -> anyhow::Result<ExitCode> {
-    let exp = load_experiment(args, registry)?;
-    let store = open_store(artifacts)?;
-    let root = resolved_data_root(args.data_root.as_deref(), project);
-    let opts = RunOptions {
-        data_root: root.value.clone(),
-        project_root: project.to_path_buf(),
-        name: Some("lock".into()),
-        no_cache: false,
-    };
-    let record = execute::run(&exp, registry, &store, &opts, &Terminal::new())
-        .map_err(|e| with_data_root_hint(e.into(), &root))?;
+pub fn lock(args: &ExperimentArgs, session: &Session) -> anyhow::Result<ExitCode> {
+    let exp = args.load(session)?;
+    let ws = session.workspace(args.data_root.as_deref())?;
+    let opts = ws.run_options(Some("lock".into()), false);
+    let record = execute::run(&exp, &session.registry, &ws.store, &opts, &Terminal::new())
+        .map_err(|e| ws.hint(e))?;
     let file_name = args
         .experiment
         .file_name()
@@ -279,7 +246,7 @@ pub fn lock(
         .context("the experiment path has no file name")?;
     // Beside the experiment, `.toml` replaced by `.lock`: experiments/quickstart.lock.
     let lock_file = lock::lock_path(&args.experiment);
-    let shown = from_project_root(&lock_file, project);
+    let shown = from_project_root(&lock_file, &session.project);
     lock::write_showing(
         &lock::from_run(&exp, &record, &file_name),
         &lock_file,

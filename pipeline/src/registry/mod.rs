@@ -15,13 +15,20 @@ use stages::validate::ConfigError;
 use pipeline_engine::experiment::builtin::shell::Shell;
 use pipeline_engine::experiment::kind::{ParamProblem, Params, ProgressSink, Registry, StageError};
 
-/// The CPU backend, shared.
-pub fn cpu() -> Arc<dyn Backend> {
-    Arc::new(stages::model::CpuBackend)
+use crate::device::Device;
+
+/// Every kind this build of `pipeline` knows, the model's kinds computing on `device`'s
+/// backend, and runs recording `device`'s record.
+pub fn on_device(device: &Device) -> Registry {
+    let mut registry = registry_on(device.backend.clone());
+    if let Some(record) = &device.record {
+        registry.set_device(record.clone());
+    }
+    registry
 }
 
 /// Every kind this build of `pipeline` knows, the model's kinds computing on `backend`.
-pub fn registry_on(backend: Arc<dyn Backend>) -> Registry {
+fn registry_on(backend: Arc<dyn Backend>) -> Registry {
     let mut r = Registry::new();
     r.add(Box::new(Shell));
     r.add(Box::new(data::Load));

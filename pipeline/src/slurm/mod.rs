@@ -7,11 +7,13 @@
 //! every point shares; the other points follow as one job array once it has succeeded, each
 //! task picking its point by `$SLURM_ARRAY_TASK_ID` ([`task`]). The submitter follows them
 //! through `squeue` and the tasks' status files and offers to cancel them on Ctrl-C
-//! ([`watch`]); [`resources`] checks what the jobs ask for.
+//! ([`watch`]); [`resources`] checks what the jobs ask for; [`sweep`] is a sweep's executor
+//! on Slurm.
 
 pub mod job;
 pub mod resources;
 pub mod scheduler;
+pub mod sweep;
 pub mod task;
 pub mod watch;
 
@@ -20,7 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::exit::UsageError;
+use crate::usage::UsageError;
 use job::{JobDir, JobSpec, PointSpec, Submitted, FORMAT};
 use resources::{Cpus, Gres, Memory, Partition, Resources, Retries, TimeLimit};
 use scheduler::Scheduler;

@@ -106,7 +106,7 @@ impl Scheduler {
                 "`sbatch --version` failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(crate::exit::UsageError(
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(crate::usage::UsageError(
                 "--executor slurm needs Slurm's commands (sbatch, squeue, scancel) on PATH: \
                      run it on the cluster's login node"
                     .into(),

@@ -44,6 +44,20 @@ impl Terminal {
     fn prefix(&self) -> String {
         self.prefix.lock().map(|p| p.clone()).unwrap_or_default()
     }
+
+    /// A line that stays: printed above the bar when one is shown, else on stderr.
+    fn line_above_bar(&self, text: &str) {
+        let mut shown = false;
+        self.with_bar(|bar| {
+            if self.interactive {
+                bar.println(text);
+                shown = true;
+            }
+        });
+        if !shown {
+            eprintln!("{text}");
+        }
+    }
 }
 
 fn spinner_style() -> ProgressStyle {
@@ -127,30 +141,12 @@ impl Reporter for Terminal {
             problems.join("; ")
         );
         // A line that stays, above the bar when there is one: damage is worth reading later.
-        let mut shown = false;
-        self.with_bar(|bar| {
-            if self.interactive {
-                bar.println(&text);
-                shown = true;
-            }
-        });
-        if !shown {
-            eprintln!("{text}");
-        }
+        self.line_above_bar(&text);
     }
 
     fn remote_warning(&self, message: &str) {
         let text = format!("warning: {message}");
-        let mut shown = false;
-        self.with_bar(|bar| {
-            if self.interactive {
-                bar.println(&text);
-                shown = true;
-            }
-        });
-        if !shown {
-            eprintln!("{text}");
-        }
+        self.line_above_bar(&text);
     }
 
     fn store_busy(&self) {

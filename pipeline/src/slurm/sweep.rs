@@ -1,28 +1,31 @@
-//! `pipeline sweep --executor slurm`: the sweep's points that are still to run, submitted as
-//! Slurm jobs (the first point alone, computing the stages all points share, then the others
-//! as one array), followed until they end, and written into the sweep's table and
-//! `sweep.html` exactly as the local executor writes them.
+//! The Slurm executor of a sweep (`pipeline sweep --executor slurm`): the sweep's points that
+//! are still to run, submitted as Slurm jobs (the first point alone, computing the stages all
+//! points share, then the others as one array), followed until they end, and written into
+//! the sweep's rows as the local executor writes them.
 
 use std::path::Path;
-use std::process::ExitCode;
-use std::time::Instant;
 
-use anyhow::Context;
-
-use pipeline_engine::experiment::Experiment;
 use pipeline_engine::run::store::Store;
-use pipeline_engine::sweep;
 use pipeline_engine::sweep::table::{PointStatus, SweepTable};
 
-use super::sweep::{finish_goal, summarize, SweepArgs};
-use crate::slurm::scheduler::Scheduler;
-use crate::slurm::watch::{watch, Progress, Stop};
-use crate::slurm::{self, Request};
+use super::scheduler::Scheduler;
+use super::watch::{watch, Progress, Stop};
+use super::{ExecutorArgs, Request};
+use crate::executor::{Ended, PointExecutor};
 
 /// A resolved sweep, to run on Slurm.
 pub struct SweepOnSlurm<'a> {
-    pub args: &'a SweepArgs,
-    pub exp: &'a Experiment,
+    /// `--executor slurm` and the `--slurm-*` resources.
+    pub executor: &'a ExecutorArgs,
+    /// The experiment file.
+    pub experiment: &'a Path,
+    /// The experiment's name, for the jobs' names.
+    pub name: &'a str,
+    /// The sweep's own `--set` overrides, before each point's values.
+    pub base: &'a [String],
+    pub allow_shell: bool,
+    /// At most this many points' jobs at a time (`-j N`), where given.
+    pub throttle: Option<usize>,
     pub id: &'a str,
     pub project: &'a Path,
     pub store: &'a Store,
@@ -31,51 +34,30 @@ pub struct SweepOnSlurm<'a> {
     pub dir: &'a Path,
 }
 
-impl SweepOnSlurm<'_> {
-    /// Runs the points `todo` (indices into `table.points`) on Slurm and records them.
-    pub fn run(&self, mut table: SweepTable, todo: &[usize]) -> anyhow::Result<ExitCode> {
-        let started = Instant::now();
+impl PointExecutor for SweepOnSlurm<'_> {
+    fn run_points(&self, table: &mut SweepTable, todo: &[usize]) -> anyhow::Result<Ended> {
         if !todo.is_empty() {
-            self.submit_and_follow(&mut table, todo)?;
+            self.submit_and_follow(table, todo)?;
         }
-        finish_goal(&mut table);
-        table
-            .write(self.dir)
-            .with_context(|| format!("cannot write the sweep's table in {}", self.dir.display()))?;
-        let html = self.dir.join("sweep.html");
-        sweep::write_atomically(&html, super::sweep_html::render(&table).as_bytes())
-            .with_context(|| format!("cannot write {}", html.display()))?;
-        summarize(&table, started.elapsed().as_secs_f64(), todo.len());
-        println!("{}", self.dir.display());
-        let count = |s: PointStatus| table.points.iter().filter(|p| p.status == s).count();
-        let (failed, pending) = (count(PointStatus::Failed), count(PointStatus::Pending));
-        if failed > 0 || pending > 0 {
-            anyhow::bail!(
-                "{failed} of {} points failed{} (their errors are in {}, their logs beside it); \
-                 run the sweep again to retry them",
-                table.points.len(),
-                if pending > 0 {
-                    format!(" and {pending} did not finish")
-                } else {
-                    String::new()
-                },
-                self.dir.join("table.csv").display(),
-            );
-        }
-        Ok(ExitCode::SUCCESS)
+        // Interrupted points are left running or cancelled: their rows stay pending, and the
+        // sweep's closing error counts them as not finished.
+        Ok(Ended::Done)
     }
 
+    fn logs_hint(&self, _dir: &Path) -> String {
+        "their logs beside it".into()
+    }
+}
+
+impl SweepOnSlurm<'_> {
     fn submit_and_follow(&self, table: &mut SweepTable, todo: &[usize]) -> anyhow::Result<()> {
-        let args = self.args;
-        let resources = args
-            .executor
-            .resources(&args.experiment.experiment, self.project)?;
+        let resources = self.executor.resources(self.experiment, self.project)?;
         let scheduler = Scheduler::find()?;
         let points = todo
             .iter()
             .map(|&i| {
                 let point = &table.points[i].point;
-                let mut set = args.experiment.set.clone();
+                let mut set = self.base.to_vec();
                 set.extend(
                     point
                         .values
@@ -99,19 +81,19 @@ impl SweepOnSlurm<'_> {
             table.points[todo[0]].point.index
         );
         let request = Request {
-            experiment: &args.experiment.experiment,
-            name: &self.exp.name,
+            experiment: self.experiment,
+            name: self.name,
             project: self.project,
             artifacts: &self.store.root,
             data_root: self.data_root,
-            allow_shell: args.shell.allow_shell,
+            allow_shell: self.allow_shell,
             no_cache: false,
             points,
             resources,
-            throttle: args.jobs,
+            throttle: self.throttle,
         };
-        let submission = slurm::new_submission_in(&self.dir.join("slurm"));
-        let (job_dir, spec, submitted) = slurm::submit(&scheduler, submission, request)?;
+        let submission = super::new_submission_in(&self.dir.join("slurm"));
+        let (job_dir, spec, submitted) = super::submit(&scheduler, submission, request)?;
         let (progress, stop) = watch(&scheduler, &job_dir, &spec, &submitted, &labels);
         for (k, (&i, p)) in todo.iter().zip(&progress).enumerate() {
             let row = &mut table.points[i];
