@@ -7,14 +7,20 @@ use std::ffi::c_int;
 use cudarc::cudnn::sys;
 use cudarc::driver::CudaStream;
 
-use super::GpuMath;
+use super::{libs, GpuMath};
 use crate::model::ModelError;
 
+/// A cuDNN status as a result. A failure names the libraries that did not load, if any:
+/// cuDNN opens its engine libraries itself, and one that cannot load shows only as a status
+/// (`CUDNN_STATUS_NOT_INITIALIZED`, `..._SUBLIBRARY_LOADING_FAILED`), not as its `dlerror`.
 pub(crate) fn status(what: &str, status: sys::cudnnStatus_t) -> Result<(), ModelError> {
     if status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS {
         Ok(())
     } else {
-        Err(ModelError::Device(format!("cuDNN {what}: {status:?}")))
+        Err(ModelError::Device(format!(
+            "cuDNN {what}: {status:?}{}",
+            libs::failure_note(&libs::load_failures())
+        )))
     }
 }
 
