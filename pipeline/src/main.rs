@@ -1,12 +1,13 @@
 //! The `pipeline` binary: the engine (`pipeline-engine`) wired to the domain (`stages`).
-//! `registry` maps stage kinds to domain code, `report` writes each run's HTML page, `cli`
-//! holds the commands; `main` only maps the outcome to a documented exit code ([`exit`]).
+//! `registry` maps stage kinds to domain code, `report` writes each run's HTML page (with the
+//! kit in `html`, which the compare and sweep pages share), `cli` holds the commands; `main` only maps the outcome to a documented exit code ([`exit`]).
 
 mod cli;
 mod config;
 mod device;
 mod exit;
 mod headline;
+mod html;
 mod interrupt;
 mod registry;
 mod report;

@@ -1,6 +1,5 @@
 //! Command-line parsing and the commands' glue: each command lives in its own module.
 
-mod charts;
 mod compare;
 mod diff;
 mod display;
@@ -11,7 +10,6 @@ mod runs;
 mod slurm;
 mod status;
 mod sweep;
-mod sweep_html;
 mod verify;
 
 use std::path::{Path, PathBuf};

@@ -42,7 +42,7 @@ impl SweepOnSlurm<'_> {
             .write(self.dir)
             .with_context(|| format!("cannot write the sweep's table in {}", self.dir.display()))?;
         let html = self.dir.join("sweep.html");
-        sweep::write_atomically(&html, super::sweep_html::render(&table).as_bytes())
+        sweep::write_atomically(&html, crate::html::sweep_page::render(&table).as_bytes())
             .with_context(|| format!("cannot write {}", html.display()))?;
         summarize(&table, started.elapsed().as_secs_f64(), todo.len());
         println!("{}", self.dir.display());
