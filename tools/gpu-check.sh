@@ -3,9 +3,10 @@
 #
 #   tools/gpu-check.sh build     here (Rust, no GPU): release `pipeline` and the `gpu_check`
 #                                example, stripped, into target/gpu-check/ (at most 64 MiB)
-#   tools/gpu-check.sh run       on the GPU machine (no Rust, no internet; CUDA driver, and
+#   tools/gpu-check.sh run [OUT] on the GPU machine (no Rust, no internet; CUDA driver, and
 #                                cuDNN/cuBLAS/NVRTC in PyTorch's site-packages): everything
-#                                below, in about 5 minutes, printing every figure
+#                                below, in about 5 minutes, printing every figure, and writing
+#                                every figure and log to the results folder OUT
 #
 # `run` does, in order:
 #   1. library and version smoke test, each op against a naive reference (<= 1e-4), features
@@ -16,7 +17,14 @@
 #   2. a model1-shaped run (276 synthetic 237 x 237 images, the seed's stages) on the GPU,
 #      cold then warm (target: cold <= 5 s after start-up), `--device auto`, a rerun that
 #      must be bit-identical (`verify`), the same run on the CPU and `diff` across devices
-#   3. PyTorch's VGG16 forward and training step on the same GPU (target: ours within 1.2x)
+#   3. PyTorch's VGG16 forward and training step on the same GPU, each with the images already
+#      on the GPU and with their host-to-device copy (target: ours within 1.2x of PyTorch's
+#      with the copy, since ours copies the images in too)
+#
+# The results folder: the argument OUT, else $GPU_CHECK_OUT, else target/gpu-check/results.
+# It gets gpu-check.log (everything printed), gpu_check.out, torch.out, the model1-shaped
+# runs' outputs (model1-*.out) and summary.txt (every ok/FAILED line and the headline
+# figures), which is also printed last: collect the folder before the machine is given back.
 #
 # Environment: PIPELINE_TORCH_PYTHON (default python3) must import torch and torchvision;
 # PIPELINE_CUDA_LIB_DIRS is filled from that Python's nvidia/*/lib and torch/lib when unset.
@@ -109,11 +117,14 @@ TOML
 }
 
 run_checks() {
+  local out="$1"
   local py="${PIPELINE_TORCH_PYTHON:-python3}"
   local here
   here=$(pwd)
   for b in pipeline gpu_check; do
-    [ -x "$bundle/$b" ] || { echo "error: $bundle/$b missing: run tools/gpu-check.sh build first" >&2; exit 2; }
+    [ -f "$bundle/$b" ] || { echo "error: $bundle/$b missing: run tools/gpu-check.sh build first" >&2; exit 2; }
+    # A carried bundle may lose its execute bits on the way.
+    chmod +x "$bundle/$b" || { echo "error: cannot make $bundle/$b executable" >&2; exit 2; }
   done
   if [ -z "${PIPELINE_CUDA_LIB_DIRS:-}" ]; then
     PIPELINE_CUDA_LIB_DIRS=$("$py" - <<'PY' 2>/dev/null
@@ -132,8 +143,10 @@ PY
   echo "== machine: $(nproc) cores; GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not found')"
   echo "== PIPELINE_CUDA_LIB_DIRS=$PIPELINE_CUDA_LIB_DIRS"
 
+  echo "== results folder: $out"
+
   echo "== 1. smoke test, ops, features, fine-tuning step, repeatability, throughput"
-  timeout 180 "$bundle/gpu_check" | tee "$bundle/gpu_check.out"
+  timeout 180 "$bundle/gpu_check" 2>&1 | tee "$out/gpu_check.out"
   local rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || fail "gpu_check exited $rc"
 
@@ -145,32 +158,36 @@ PY
   (
     cd "$p" || exit 1
     t=$(now)
-    "$bin" --device cuda run exp.toml --name gpu-cold > cold.out 2>&1 || { cat cold.out; exit 1; }
+    "$bin" --device cuda run exp.toml --name gpu-cold > "$out/model1-cold.out" 2>&1 || { cat "$out/model1-cold.out"; exit 1; }
     echo "info     model1-shaped run on the GPU, cold (s, process start to end): $(since "$t")"
-    grep -E "^(features|train|evaluate)" cold.out | sed 's/^/         /'
+    grep -E "^(features|train|evaluate)" "$out/model1-cold.out" | sed 's/^/         /'
     t=$(now)
-    "$bin" --device cuda run exp.toml --name gpu-warm > warm.out 2>&1 || { cat warm.out; exit 1; }
+    "$bin" --device cuda run exp.toml --name gpu-warm > "$out/model1-warm.out" 2>&1 || { cat "$out/model1-warm.out"; exit 1; }
     echo "info     model1-shaped run on the GPU, warm (s): $(since "$t")"
-    "$bin" --device auto run exp.toml --name gpu-auto 2>&1 | grep '^device:' | sed 's/^/info     auto: /'
+    "$bin" --device auto run exp.toml --name gpu-auto > "$out/model1-auto.out" 2>&1
+    grep '^device:' "$out/model1-auto.out" | sed 's/^/info     auto: /'
     grep -A8 '^\[device\]' artifacts/runs/*/run.toml | head -20 | sed 's/^/         /'
-    "$bin" --device cuda verify gpu-cold > verify.out 2>&1 && echo "ok       rerun on the GPU is bit-identical (verify)" \
-      || { cat verify.out; echo "FAILED   verify gpu-cold"; exit 1; }
+    cp artifacts/runs/*/run.toml "$out/" 2>/dev/null || true
+    "$bin" --device cuda verify gpu-cold > "$out/model1-verify.out" 2>&1 && echo "ok       rerun on the GPU is bit-identical (verify)" \
+      || { cat "$out/model1-verify.out"; echo "FAILED   verify gpu-cold"; exit 1; }
     t=$(now)
-    "$bin" --device cpu run exp.toml --name cpu > cpu.out 2>&1 || { cat cpu.out; exit 1; }
+    "$bin" --device cpu run exp.toml --name cpu > "$out/model1-cpu.out" 2>&1 || { cat "$out/model1-cpu.out"; exit 1; }
     echo "info     the same run on the CPU ($(nproc) cores, s): $(since "$t")"
-    "$bin" diff cpu gpu-cold | grep -E "^device:|evaluate\.(accuracy|loss)" | sed 's/^/         /'
+    "$bin" diff cpu gpu-cold > "$out/model1-diff.out" 2>&1
+    grep -E "^device:|evaluate\.(accuracy|loss)" "$out/model1-diff.out" | sed 's/^/         /'
   ) || fail "model1-shaped run"
   rm -rf "$p"
 
   echo "== 3. PyTorch's VGG16 on the same GPU"
-  timeout 150 "$py" tools/torch_gpu_anchor.py | tee "$bundle/torch.out" || fail "PyTorch anchor"
+  timeout 150 "$py" tools/torch_gpu_anchor.py 2>&1 | tee "$out/torch.out"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail "PyTorch anchor"
 
   echo "== targets"
   awk '
     FNR == NR && /features\/s at 237, batch 64 \(fp32\)/ { ours_fwd = $NF }
     FNR == NR && /training step at 237, batch  8 \(fp32\) ms/ { ours_step = $NF }
-    FNR != NR && /features\/s at 237, batch 64 \(fp32\)/ { torch_fwd = $NF }
-    FNR != NR && /training step at 237, batch  8 \(fp32\) ms/ { torch_step = $NF }
+    FNR != NR && /features\/s at 237, batch 64 \(fp32, with host copy\)/ { torch_fwd = $NF }
+    FNR != NR && /training step at 237, batch  8 \(fp32, with host copy\) ms/ { torch_step = $NF }
     END {
       if (ours_fwd == "" || torch_fwd == "" || ours_step == "" || torch_step == "") {
         print "FAILED   a figure is missing (see above)"; exit 1
@@ -179,27 +196,52 @@ PY
       printf "%s features >= 1000 images/s (fp32, batch 64): %s\n", (ours_fwd >= 1000 ? "ok      " : "FAILED  "), ours_fwd
       if (ours_fwd < 1000) bad = 1
       r = torch_fwd / ours_fwd
-      printf "%s forward within 1.2x of PyTorch: ours %s/s, PyTorch %s/s (%.2fx)\n", (r <= 1.2 ? "ok      " : "FAILED  "), ours_fwd, torch_fwd, r
+      printf "%s forward within 1.2x of PyTorch (both copying the images in): ours %s/s, PyTorch %s/s (%.2fx)\n", (r <= 1.2 ? "ok      " : "FAILED  "), ours_fwd, torch_fwd, r
       if (r > 1.2) bad = 1
       r = ours_step / torch_step
-      printf "%s training step within 1.2x of PyTorch: ours %s ms, PyTorch %s ms (%.2fx)\n", (r <= 1.2 ? "ok      " : "FAILED  "), ours_step, torch_step, r
+      printf "%s training step within 1.2x of PyTorch (both copying the images in): ours %s ms, PyTorch %s ms (%.2fx)\n", (r <= 1.2 ? "ok      " : "FAILED  "), ours_step, torch_step, r
       if (r > 1.2) bad = 1
       exit bad
-    }' "$bundle/gpu_check.out" "$bundle/torch.out" || fail "speed targets"
+    }' "$out/gpu_check.out" "$out/torch.out" || fail "speed targets"
   echo "== cold-run target: <= 5 s (see the cold run above)"
   if [ "$failures" -eq 0 ]; then
     echo "== gpu-check: every check passed"
   else
     echo "== gpu-check: $failures check(s) FAILED"
-    exit 1
+    return 1
   fi
+}
+
+# The short summary printed last: the machine and libraries, every ok/FAILED line, the
+# headline figures, and the verdict.
+summary() {
+  local log="$1"
+  echo "== summary (all in $(dirname "$log"))"
+  grep -E '^== machine|^info +(device|driver|cuDNN|cuBLAS|NVRTC|tensor cores)' "$log"
+  grep -E '^(ok|FAILED) ' "$log"
+  grep -E '^info +(features/s at 237, batch 64|training step at 237, batch  8|model1-shaped run)' "$log"
+  grep -E '^torch (version|device|features/s at 237, batch 64|training step at 237, batch  8)' "$log"
+  grep -E '^gpu_check: |^== gpu-check: ' "$log"
+}
+
+run() {
+  local out="${1:-${GPU_CHECK_OUT:-$bundle/results}}"
+  mkdir -p "$out" || { echo "error: cannot make the results folder $out" >&2; exit 2; }
+  out=$(cd "$out" && pwd)
+  local log="$out/gpu-check.log"
+  run_checks "$out" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  summary "$log" > "$out/summary.txt"
+  echo
+  cat "$out/summary.txt"
+  exit "$rc"
 }
 
 case "${1:-}" in
   build) build ;;
-  run) run_checks ;;
+  run) run "${2:-}" ;;
   *)
-    echo "usage: tools/gpu-check.sh build|run" >&2
+    echo "usage: tools/gpu-check.sh build | run [RESULTS-FOLDER] (or GPU_CHECK_OUT=FOLDER)" >&2
     exit 2
     ;;
 esac

@@ -1,8 +1,9 @@
 //! The `pipeline` binary: the engine (`pipeline-engine`) wired to the domain (`stages`).
-//! `registry` maps stage kinds to domain code, `report` writes each run's HTML page,
-//! `session` resolves the project, settings, store and device once, `terminal` shows a run's
-//! progress, `executor` runs a sweep's points (here, or on Slurm through `slurm`), `cli`
-//! holds the commands; `main` only maps the outcome to a documented exit code ([`exit`]).
+//! `registry` maps stage kinds to domain code, `report` writes each run's HTML page (with the
+//! kit in `html`, which the compare and sweep pages share), `session` resolves the project,
+//! settings, store and device once, `terminal` shows a run's progress, `executor` runs a
+//! sweep's points (here, or on Slurm through `slurm`), `cli` holds the commands; `main` only
+//! maps the outcome to a documented exit code ([`exit`]).
 
 mod cli;
 mod config;
@@ -10,6 +11,7 @@ mod device;
 mod executor;
 mod exit;
 mod headline;
+mod html;
 mod interrupt;
 mod registry;
 mod report;

@@ -18,6 +18,8 @@ use pipeline_engine::human::{format_bytes, format_seconds};
 use pipeline_engine::runs::record::{CacheUse, RunRecord, StageRecord};
 
 use crate::headline::{metric_label, value_text as metric_text, Headline};
+use crate::html::escape::{Esc, Href};
+use crate::html::page;
 
 /// The report's file name in a run directory.
 pub const REPORT_FILE: &str = "report.html";
@@ -81,19 +83,7 @@ pub fn render(record: &RunRecord, run_dir: &Path) -> String {
 
 fn render_into(out: &mut String, r: &RunRecord, run_dir: &Path) -> fmt::Result {
     let status = r.status_label();
-    writeln!(out, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>")?;
-    writeln!(out, "<meta charset=\"utf-8\">")?;
-    writeln!(
-        out,
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-    )?;
-    writeln!(
-        out,
-        "<title>{} · run {}</title>",
-        Esc(&r.experiment.name),
-        Esc(&r.id)
-    )?;
-    writeln!(out, "<style>{CSS}</style>\n</head>\n<body>\n<main>")?;
+    page::open(out, &format!("{} · run {}", r.experiment.name, r.id), "")?;
 
     writeln!(out, "<header>")?;
     writeln!(
@@ -152,7 +142,7 @@ fn render_into(out: &mut String, r: &RunRecord, run_dir: &Path) -> fmt::Result {
          linked files sit next to this report in the run directory.</footer>",
         Esc(env!("CARGO_PKG_VERSION"))
     )?;
-    writeln!(out, "</main>\n</body>\n</html>")
+    page::close(out, None)
 }
 
 /// The run's identity and circumstances, as a two-column list.
@@ -563,138 +553,6 @@ fn timestamp(text: &str) -> String {
         .unwrap_or_else(|_| text.to_string())
 }
 
-/// Text escaped for HTML element content and quoted attribute values.
-pub(crate) struct Esc<'a>(pub(crate) &'a str);
-
-impl fmt::Display for Esc<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
-            f.write_str(&rest[..i])?;
-            f.write_str(match rest.as_bytes()[i] {
-                b'&' => "&amp;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'"' => "&quot;",
-                _ => "&#39;",
-            })?;
-            rest = &rest[i + 1..];
-        }
-        f.write_str(rest)
-    }
-}
-
-/// A file name as a relative URL: every byte but the unreserved ones percent-encoded, so that
-/// `#`, `?`, `:` or spaces in a name still lead to the file (and nothing needs HTML escaping).
-struct Href<'a>(&'a str);
-
-impl fmt::Display for Href<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A leading `./` keeps a name like `c:x` from reading as a URL scheme.
-        f.write_str("./")?;
-        for &b in self.0.as_bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                f.write_char(char::from(b))?;
-            } else {
-                write!(f, "%{b:02X}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-pub(crate) const CSS: &str = r#"
-:root {
-  color-scheme: light dark;
-  --fg: #1f2328; --muted: #59636e; --bg: #ffffff; --panel: #f6f8fa; --line: #d1d9e0;
-  --accent: #0969da; --ok: #1a7f37; --bad: #cf222e; --warn: #9a6700;
-}
-@media (prefers-color-scheme: dark) {
-  :root {
-    --fg: #e6edf3; --muted: #9198a1; --bg: #0d1117; --panel: #151b23; --line: #3d444d;
-    --accent: #4493f8; --ok: #3fb950; --bad: #f85149; --warn: #d29922;
-  }
-}
-* { box-sizing: border-box; }
-body {
-  margin: 0; background: var(--bg); color: var(--fg);
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-}
-main { max-width: 1200px; margin: 0 auto; padding: 28px 24px 48px; }
-h1 { font-size: 1.9em; line-height: 1.25; margin: 0 0 4px; overflow-wrap: anywhere; }
-h1 .badge { font-size: 0.45em; vertical-align: middle; }
-h2 { font-size: 1.2em; margin: 36px 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
-.alert h2 { margin: 0 0 8px; border: 0; padding: 0; }
-.sub { color: var(--muted); margin: 0; }
-.description { margin: 12px 0 0; max-width: 80ch; white-space: pre-line; overflow-wrap: anywhere; }
-code, pre { font-family: ui-monospace, SFMono-Regular, "SF Mono", Menlo, Consolas, "Liberation Mono", monospace; font-size: 0.88em; }
-code { white-space: pre-wrap; overflow-wrap: anywhere; }
-a { color: var(--accent); text-decoration: none; }
-a:hover { text-decoration: underline; }
-.badge {
-  display: inline-block; padding: 0 9px; border: 1px solid currentColor; border-radius: 999px;
-  font-size: 0.82em; font-weight: 600; white-space: nowrap;
-}
-.succeeded, .hit { color: var(--ok); }
-.failed { color: var(--bad); }
-.running, .interrupted { color: var(--warn); }
-.miss { color: var(--muted); }
-.alert {
-  margin: 24px 0 0; padding: 14px 18px; border: 1px solid currentColor; border-left-width: 5px;
-  border-radius: 6px; background: var(--panel);
-}
-.alert p, .alert pre { color: var(--fg); margin: 0; }
-.alert pre { white-space: pre-wrap; overflow-wrap: anywhere; }
-dl.facts { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 4px 20px; margin: 0; }
-dl.facts dt { color: var(--muted); }
-dl.facts dd { margin: 0; overflow-wrap: anywhere; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; width: 100%; }
-table.narrow { width: auto; min-width: 50%; }
-th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-thead th { background: var(--panel); font-weight: 600; white-space: nowrap; }
-th.group { background: var(--panel); font-weight: 600; white-space: nowrap; }
-.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.notes { color: var(--muted); font-size: 0.85em; margin-top: 2px; overflow-wrap: anywhere; }
-code.key, .nowrap { white-space: nowrap; }
-ul.metrics { list-style: none; margin: 0; padding: 0; columns: 3 260px; column-gap: 32px; }
-ul.metrics li {
-  display: flex; justify-content: space-between; gap: 16px; padding: 4px 2px;
-  border-bottom: 1px solid var(--line); break-inside: avoid;
-}
-.figures {
-  display: grid; gap: 18px;
-  grid-template-columns: repeat(auto-fill, minmax(min(100%, 480px), 1fr));
-}
-figure {
-  margin: 0; padding: 12px; border: 1px solid var(--line); border-radius: 8px;
-  display: flex; flex-direction: column; justify-content: space-between; min-width: 0;
-}
-figure a { display: block; }
-figure img {
-  display: block; margin: 0 auto; max-width: 100%; max-height: 560px; height: auto;
-  /* Thumbnails a few pixels wide would otherwise be a dot in their card. */
-  min-width: min(100%, 160px);
-  background: #ffffff; border-radius: 4px;
-}
-figure.wide { grid-column: 1 / -1; }
-figure.wide img { max-height: none; }
-.muted { color: var(--muted); font-weight: normal; }
-.banner { margin: 0 0 10px; }
-p.warning { margin: 10px 0; }
-.caveats { margin: 10px 0; padding: 10px 16px; border-left: 5px solid var(--warn); background: var(--panel); border-radius: 6px; }
-.caveats h3 { margin: 0 0 4px; font-size: 1em; }
-.caveats ul { margin: 0; padding-left: 20px; }
-table.headline { width: auto; margin-top: 12px; }
-figcaption { margin-top: 10px; text-align: center; font-weight: 600; overflow-wrap: anywhere; }
-.missing { color: var(--muted); margin: 0; }
-footer { margin-top: 44px; color: var(--muted); font-size: 0.85em; }
-@media print {
-  main { max-width: none; padding: 0; }
-  figure, tr { break-inside: avoid; }
-}
-"#;
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -777,26 +635,6 @@ mod tests {
             device: None,
             stages,
         }
-    }
-
-    #[test]
-    fn escapes_every_special_character() {
-        assert_eq!(
-            Esc(r#"a<b>&"c"'d'"#).to_string(),
-            "a&lt;b&gt;&amp;&quot;c&quot;&#39;d&#39;"
-        );
-        assert_eq!(Esc("plain é text").to_string(), "plain é text");
-    }
-
-    #[test]
-    fn hrefs_are_relative_and_percent_encoded() {
-        assert_eq!(Href("roc.png").to_string(), "./roc.png");
-        assert_eq!(
-            Href("a b#1?.csv").to_string(),
-            "./a%20b%231%3F.csv",
-            "space, fragment and query characters must not cut the name"
-        );
-        assert_eq!(Href("c:x\"<").to_string(), "./c%3Ax%22%3C");
     }
 
     /// An evaluate stage's record: `test` input for the test split, none for an external set.

@@ -16,8 +16,10 @@ use pipeline_engine::runs::index::flatten_params;
 use pipeline_engine::runs::query::metric_order;
 use pipeline_engine::runs::record::RunRecord;
 
-use super::charts::{self, Series, PALETTE};
-use crate::report::{Esc, CSS};
+use crate::html::charts::{self, Bounds, Series, PALETTE};
+use crate::html::escape::Esc;
+use crate::html::page;
+use crate::html::style::CHART_CSS;
 
 #[derive(Args)]
 pub struct CompareArgs {
@@ -273,30 +275,8 @@ const PLOT_W: usize = 60;
 const PLOT_H: usize = 14;
 
 /// A character plot: series `i` drawn with the digit `i + 1` (`*` where several meet).
-fn text_plot(series: &[Vec<(f64, f64)>], fixed: Option<((f64, f64), (f64, f64))>) -> String {
-    let all = series.iter().flatten();
-    let ((x0, x1), (y0, y1)) = fixed.unwrap_or_else(|| {
-        let (mut a, mut b, mut c, mut d) = (
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-        );
-        for (x, y) in all {
-            a = a.min(*x);
-            b = b.max(*x);
-            c = c.min(*y);
-            d = d.max(*y);
-        }
-        let pad = |lo: f64, hi: f64| {
-            if hi > lo {
-                (lo, hi)
-            } else {
-                (lo - 0.5, hi + 0.5)
-            }
-        };
-        (pad(a, b), pad(c, d))
-    });
+fn text_plot(series: &[Vec<(f64, f64)>], fixed: Option<Bounds>) -> String {
+    let ((x0, x1), (y0, y1)) = fixed.unwrap_or_else(|| charts::bounds(series.iter().flatten()));
     let mut grid = vec![vec![' '; PLOT_W]; PLOT_H];
     let col = |x: f64| {
         (((x - x0) / (x1 - x0)) * (PLOT_W - 1) as f64)
@@ -366,12 +346,10 @@ fn html_into(
     metrics: &[String],
 ) -> std::fmt::Result {
     let color = |i: usize| PALETTE[i % PALETTE.len()];
-    write!(
+    page::open(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>compare {} runs</title>\n<style>{CSS}\nsvg.chart {{ max-width: 100%; height: auto; color: var(--fg); }}\n.swatch {{ display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; vertical-align: middle; }}\n</style>\n</head>\n<body>\n<main>\n",
-        runs.len()
+        &format!("compare {} runs", runs.len()),
+        &format!("\n{CHART_CSS}\n{SWATCH_CSS}\n"),
     )?;
     writeln!(out, "<h1>Comparing {} runs</h1>", runs.len())?;
     writeln!(
@@ -530,8 +508,12 @@ fn html_into(
             "<p>These runs published no learning or ROC curves.</p>"
         )?;
     }
-    writeln!(out, "</div>\n</main>\n</body>\n</html>")
+    writeln!(out, "</div>")?;
+    page::close(out, None)
 }
+
+/// The colour key of each run in the runs table.
+const SWATCH_CSS: &str = ".swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; vertical-align: middle; }";
 
 /// A metric's cell: counts (`evaluate.n_test`, `external.false_positives`) as integers, the
 /// rest with four decimals.

@@ -1,6 +1,5 @@
 //! Command-line parsing and the commands' glue: each command lives in its own module.
 
-mod charts;
 mod compare;
 mod config;
 mod diff;
@@ -10,7 +9,6 @@ mod run;
 mod runs;
 mod status;
 mod sweep;
-mod sweep_html;
 mod verify;
 
 use std::path::PathBuf;

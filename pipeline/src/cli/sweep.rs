@@ -197,7 +197,7 @@ fn finish(
         .write(dir)
         .with_context(|| format!("cannot write the sweep's table in {}", dir.display()))?;
     let html = dir.join("sweep.html");
-    sweep::write_atomically(&html, super::sweep_html::render(table).as_bytes())
+    sweep::write_atomically(&html, crate::html::sweep_page::render(table).as_bytes())
         .with_context(|| format!("cannot write {}", html.display()))?;
 
     summarize(table, seconds, ran);

@@ -50,20 +50,75 @@ impl Report {
     pub fn failed(&self) -> &[String] {
         &self.failures
     }
+
+    /// Runs one check so that neither its error nor its panic ends the program: either is
+    /// reported as the failure of `name`, and the caller goes on to the next check (a panic
+    /// would otherwise end the process, and every figure after it would be missing). The
+    /// check's value when it finished.
+    ///
+    /// `AssertUnwindSafe`: what a panic can leave half-done is the check's own state, dropped
+    /// with it; the report only ever gains whole lines. A GPU left in a bad state by the panic
+    /// makes the later checks fail with errors, which are reported the same way.
+    pub fn run<T, E: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        check: impl FnOnce(&mut Report) -> Result<T, E>,
+    ) -> Option<T> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(self))) {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                self.fail(name, e);
+                None
+            }
+            Err(payload) => {
+                self.fail(
+                    name,
+                    format!("panicked: {}", panic_message(payload.as_ref())),
+                );
+                None
+            }
+        }
+    }
 }
 
-/// max|a - b| / max|b|.
+/// The text a panic was raised with (`panic!("...")` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
+/// The largest `|v|`, or NaN when any `v` is not finite. `f64::max` skips NaN (`0.max(NaN)`
+/// is 0), so a plain fold would report an all-NaN GPU result as a difference of 0: an "ok".
+fn max_abs(values: impl IntoIterator<Item = f64>) -> f64 {
+    values.into_iter().fold(0f64, |m, v| {
+        if m.is_finite() && v.is_finite() {
+            m.max(v.abs())
+        } else {
+            f64::NAN
+        }
+    })
+}
+
+/// max|a - b| / max|b|; NaN when any value of either is not finite, which breaks every bound.
 pub fn relative(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "compared lengths");
-    let scale = b
-        .iter()
-        .fold(0f64, |m, v| m.max(v.abs()))
-        .max(f64::MIN_POSITIVE);
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0f64, |m, (x, y)| m.max((*x as f64 - y).abs()));
-    diff / scale
+    let scale = max_abs(b.iter().copied());
+    if !scale.is_finite() {
+        return f64::NAN;
+    }
+    let diff = max_abs(a.iter().zip(b).map(|(x, y)| *x as f64 - y));
+    diff / scale.max(f64::MIN_POSITIVE)
+}
+
+/// max|a - b|; NaN when any value of either is not finite.
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "compared lengths");
+    max_abs(a.iter().zip(b).map(|(x, y)| x - y))
 }
 
 fn widen(v: &[f32]) -> Vec<f64> {
@@ -364,10 +419,7 @@ pub fn features(backend: &CudaBackend, size: u32, report: &mut Report) -> Result
         .into_iter()
         .map(sigmoid)
         .collect();
-    let dp = p_cpu
-        .iter()
-        .zip(&p_gpu)
-        .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    let dp = max_abs_diff(&p_gpu, &p_cpu);
     report.bound(
         &format!("probabilities at {size} vs CPU (absolute)"),
         dp,
@@ -470,8 +522,16 @@ pub fn fine_tuning_step(
     Ok(())
 }
 
-/// Features per second at `size` for each batch size, and the time of one training step.
-pub fn throughput(backend: &CudaBackend, size: u32, report: &mut Report) -> Result<(), ModelError> {
+/// The batch sizes [`throughput`] measures features per second at.
+pub const THROUGHPUT_BATCHES: [usize; 4] = [8, 16, 32, 64];
+
+/// Features per second at `size` for each of [`THROUGHPUT_BATCHES`] (returned, in that
+/// order), and the time of one training step.
+pub fn throughput(
+    backend: &CudaBackend,
+    size: u32,
+    report: &mut Report,
+) -> Result<Vec<f64>, ModelError> {
     let spec = NetworkSpec::new(
         ImageSize::from_pixels(size)?,
         Pooling::Avg4,
@@ -479,7 +539,8 @@ pub fn throughput(backend: &CudaBackend, size: u32, report: &mut Report) -> Resu
     )?;
     let base = BaseWeights::he(31);
     let fx = backend.feature_extractor(spec, &base)?;
-    for batch in [8, 16, 32, 64] {
+    let mut rates = Vec::with_capacity(THROUGHPUT_BATCHES.len());
+    for batch in THROUGHPUT_BATCHES {
         let imgs = images(batch, size as usize, 32);
         fx.pooled_features(&imgs, batch)?; // warm-up: workspaces, memory check
         let rounds = (512 / batch).max(2);
@@ -495,6 +556,7 @@ pub fn throughput(backend: &CudaBackend, size: u32, report: &mut Report) -> Resu
             ),
             format!("{per_s:.0}"),
         );
+        rates.push(per_s);
     }
     for batch in [8, 32] {
         let ms = step_ms(backend, size, batch)?;
@@ -506,7 +568,26 @@ pub fn throughput(backend: &CudaBackend, size: u32, report: &mut Report) -> Resu
             format!("{ms:.1}"),
         );
     }
-    Ok(())
+    Ok(rates)
+}
+
+/// Whether TF32 engaged the tensor cores, judged from the features per second of the same
+/// batch in TF32 and in fp32. On an A100 or H100 the tensor cores give several times the
+/// fp32 FMA throughput, so a TF32 pass no faster than fp32 means cuDNN ran its FMA kernels
+/// (a math type that does not allow TF32, or `NVIDIA_TF32_OVERRIDE=0`). A guess in between
+/// is said to be one.
+pub fn tensor_core_verdict(fp32_per_s: f64, tf32_per_s: f64) -> String {
+    let ratio = tf32_per_s / fp32_per_s;
+    let verdict = if !ratio.is_finite() {
+        "unknown"
+    } else if ratio >= 1.3 {
+        "yes"
+    } else if ratio < 1.1 {
+        "no"
+    } else {
+        "unclear"
+    };
+    format!("{verdict} (throughput tf32/fp32 = {ratio:.2}x)")
 }
 
 /// Milliseconds per whole-network training step at `size` and `batch` (after a warm-up).
@@ -578,6 +659,80 @@ mod tests {
         // Each weight tap sees the in-bounds part of the image: 4 at corners, 6 edges, 9 centre.
         assert_eq!(dw, [4.0, 6.0, 4.0, 6.0, 9.0, 6.0, 4.0, 6.0, 4.0]);
         assert_eq!(dx, [4.0, 6.0, 4.0, 6.0, 9.0, 6.0, 4.0, 6.0, 4.0]);
+        assert_eq!(relative(&[1.0, 2.0], &[1.0, 2.5]), 0.2);
+    }
+
+    /// A check that panics is reported as that check's failure, with the panic's message, and
+    /// the checks after it still run; an error is reported the same way.
+    #[test]
+    fn a_panicking_check_fails_alone_and_the_next_checks_run() {
+        let mut report = Report::default();
+        let grads: std::collections::HashMap<&str, f32> = [("head", 0.5)].into();
+        let first: Option<f32> = report.run("first", |_| -> Result<f32, String> {
+            Ok(*grads
+                .get("features")
+                .expect("a gradient that backward() dropped"))
+        });
+        assert_eq!(first, None);
+        let second = report.run("second", |r| -> Result<u32, String> {
+            r.bound("a figure", 1e-6, 1e-4);
+            Ok(7)
+        });
+        assert_eq!(second, Some(7), "the check after a panic ran");
+        let third: Option<()> = report.run("third", |_| Err(format!("cuDNN {}", "failed")));
+        assert_eq!(third, None);
+        let fourth: Option<()> = report.run("fourth", |_| -> Result<(), String> {
+            panic!("at batch {}", 8)
+        });
+        assert_eq!(fourth, None);
+        assert_eq!(report.failed(), ["first", "third", "fourth"]);
+        let payload = std::panic::catch_unwind(|| panic!("at batch {}", 8)).unwrap_err();
+        assert_eq!(panic_message(payload.as_ref()), "at batch 8");
+        let payload = std::panic::catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(panic_message(payload.as_ref()), "plain");
+    }
+
+    #[test]
+    fn tensor_cores_are_judged_from_the_tf32_speed_up() {
+        assert_eq!(
+            tensor_core_verdict(1000.0, 2500.0),
+            "yes (throughput tf32/fp32 = 2.50x)"
+        );
+        assert_eq!(
+            tensor_core_verdict(1000.0, 1010.0),
+            "no (throughput tf32/fp32 = 1.01x)"
+        );
+        assert_eq!(
+            tensor_core_verdict(1000.0, 1200.0),
+            "unclear (throughput tf32/fp32 = 1.20x)"
+        );
+        assert_eq!(
+            tensor_core_verdict(0.0, 0.0),
+            "unknown (throughput tf32/fp32 = NaNx)"
+        );
+    }
+
+    /// A GPU result of NaNs (or infinities) must break every bound: `f64::max` skips NaN, so a
+    /// fold with it alone would report an all-NaN result as a difference of 0.
+    #[test]
+    fn a_non_finite_result_breaks_the_bound() {
+        let reference = [1.0, -2.0, 0.5];
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let all = [bad; 3];
+            let one = [1.0, bad, 0.5];
+            for gpu in [&all[..], &one[..]] {
+                let d = relative(gpu, &reference);
+                assert!(!d.is_finite(), "{gpu:?} gave the difference {d}");
+                let mut report = Report::default();
+                report.bound("a non-finite result", d, 1e-4);
+                assert_eq!(report.failed(), ["a non-finite result"]);
+            }
+        }
+        // A non-finite reference is no basis for a pass either.
+        assert!(!relative(&[1.0, 2.0], &[1.0, f64::NAN]).is_finite());
+        assert!(!max_abs_diff(&[0.5, f64::NAN], &[0.5, 0.5]).is_finite());
+        assert_eq!(max_abs_diff(&[0.5, 0.25], &[0.5, 0.5]), 0.25);
+        // Finite values still give the plain max|a - b| / max|b|.
         assert_eq!(relative(&[1.0, 2.0], &[1.0, 2.5]), 0.2);
     }
 

@@ -7,14 +7,20 @@ use std::ffi::c_int;
 use cudarc::cudnn::sys;
 use cudarc::driver::CudaStream;
 
-use super::GpuMath;
+use super::{libs, GpuMath};
 use crate::model::ModelError;
 
+/// A cuDNN status as a result. A failure names the libraries that did not load, if any:
+/// cuDNN opens its engine libraries itself, and one that cannot load shows only as a status
+/// (`CUDNN_STATUS_NOT_INITIALIZED`, `..._SUBLIBRARY_LOADING_FAILED`), not as its `dlerror`.
 pub(crate) fn status(what: &str, status: sys::cudnnStatus_t) -> Result<(), ModelError> {
     if status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS {
         Ok(())
     } else {
-        Err(ModelError::Device(format!("cuDNN {what}: {status:?}")))
+        Err(ModelError::Device(format!(
+            "cuDNN {what}: {status:?}{}",
+            libs::failure_note(&libs::load_failures())
+        )))
     }
 }
 
@@ -111,7 +117,7 @@ impl Drop for Filter {
 }
 
 /// A 3x3 cross-correlation, padding 1, stride 1, fp32 accumulation, with the math mode:
-/// `CUDNN_FMA_MATH` (strict fp32) or `CUDNN_TENSOR_OP_MATH` (TF32 allowed).
+/// `CUDNN_FMA_MATH` (strict fp32) or `CUDNN_DEFAULT_MATH` (TF32 allowed).
 pub(crate) struct Conv(pub(crate) sys::cudnnConvolutionDescriptor_t);
 
 impl Conv {
@@ -136,9 +142,21 @@ impl Conv {
                 sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
             )
         })?;
+        // For fp32 data, TF32 is what `CUDNN_DEFAULT_MATH` allows, not `CUDNN_TENSOR_OP_MATH`.
+        // cuDNN's `cudnnMathType_t` reference (cuDNN 8's wording; the enum is the same in the
+        // cuDNN 9 headers cudarc 0.19 binds): on A100 and newer, DEFAULT permits TF32 tensor
+        // cores and FMA forbids them; TENSOR_OP permits tensor cores without converting data
+        // types to reach them, and fp32 -> TF32 is such a conversion. (The legacy-API guide's
+        // "set TENSOR_OP to get tensor cores" is about fp16 data.) PyTorch does the same in
+        // `aten/src/ATen/cudnn/Descriptors.h`: an fp32 convolution gets DEFAULT when
+        // `allow_tf32`, FMA when not. `NVIDIA_TF32_OVERRIDE=0` turns DEFAULT's TF32 off;
+        // `gpu_check` prints it when set. The named algorithms below are among those the legacy
+        // API runs on tensor cores (implicit precomputed gemm; backward data and filter
+        // algorithm 1), and `gpu_check` prints the tf32/fp32 throughput ratio that shows
+        // whether they did.
         let math_type = match math {
             GpuMath::Fp32 => sys::cudnnMathType_t::CUDNN_FMA_MATH,
-            GpuMath::Tf32 => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+            GpuMath::Tf32 => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
         };
         // SAFETY: as above.
         status("math type", unsafe {

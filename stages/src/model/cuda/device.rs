@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cudarc::driver::{result as drv, sys as drv_sys, CudaContext};
 
 use super::kernels::{self, Target};
-use super::libs::{self, CUBLAS, CUDNN, DRIVER, NVRTC};
+use super::libs::{self, DRIVER, IN_ORDER};
 use super::network::features;
 use super::trainer::whole_network_trainer;
 use super::{CudaUnavailable, DeviceFacts, GpuMath};
@@ -38,7 +38,7 @@ fn driver_error(what: &str, e: drv::DriverError) -> CudaUnavailable {
 pub fn probe(report_all: bool) -> Result<DeviceFacts, CudaUnavailable> {
     let mut earlier = Vec::new();
     let specs: &[libs::LibSpec] = if report_all {
-        &[DRIVER, CUDNN, CUBLAS, NVRTC]
+        &IN_ORDER
     } else {
         let driver = libs::load_all(&[DRIVER]);
         if !driver.missing.is_empty() {
@@ -48,7 +48,8 @@ pub fn probe(report_all: bool) -> Result<DeviceFacts, CudaUnavailable> {
             });
         }
         earlier = driver.loaded;
-        &[CUDNN, CUBLAS, NVRTC]
+        // IN_ORDER starts with the driver, loaded above.
+        &IN_ORDER[1..]
     };
     let mut report = libs::load_all(specs);
     if !report.missing.is_empty() {

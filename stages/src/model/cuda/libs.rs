@@ -17,11 +17,18 @@
 //! cuBLAS needs `libcublasLt`, NVRTC its builtins). The dynamic loader then answers cudarc's
 //! later `dlopen("libcudnn.so.9")` with the library already loaded under that soname.
 //!
+//! The libraries are loaded in dependency order ([`IN_ORDER`]: the driver, cuBLAS, NVRTC,
+//! then cuDNN, whose engines open cuBLAS and NVRTC themselves), and every file that exists
+//! but fails to load, the main library or a companion, is kept with the loader's `dlerror`
+//! text: in the [`LoadReport`], and for the whole process in [`load_failures`], which a
+//! failing cuDNN call names ([`failure_note`]) instead of a bare `CUDNN_STATUS_*`.
+//!
 //! Nothing here touches a GPU or cudarc: it runs (and is tested) on any machine.
 
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// One library the backend needs, by the names the dynamic loader knows it under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +75,61 @@ pub const NVRTC: LibSpec = LibSpec {
     in_wheels: true,
 };
 
+/// Every library, in the order they must be loaded: the driver, which all of them need; then
+/// cuBLAS (with cuBLASLt) and NVRTC, which cuDNN 9's engines open at run time (its
+/// precompiled engines call cuBLASLt, its runtime-fused ones NVRTC); cuDNN last, so that a
+/// companion of cuDNN fails only for a reason of its own.
+pub const IN_ORDER: [LibSpec; 4] = [DRIVER, CUBLAS, NVRTC, CUDNN];
+
+/// A file that exists but did not load, with the loader's message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadFailure {
+    pub file: PathBuf,
+    /// The `dlerror` text.
+    pub error: String,
+}
+
+/// `FILE: DLERROR`, or the `dlerror` text alone when it already starts with the file (it
+/// does when the file itself is broken; when a dependency is missing it names that one).
+impl fmt::Display for LoadFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display().to_string();
+        if self.error.starts_with(&file) {
+            write!(f, "{}", self.error)
+        } else {
+            write!(f, "{file}: {}", self.error)
+        }
+    }
+}
+
+/// Every load failure of this process, for the messages of later failures: cuDNN loads its
+/// companions itself when first used, and reports one that did not load only as a status.
+static FAILURES: Mutex<Vec<LoadFailure>> = Mutex::new(Vec::new());
+
+fn remember(failures: &[LoadFailure]) {
+    let mut all = FAILURES.lock().unwrap_or_else(|e| e.into_inner());
+    for f in failures {
+        if !all.contains(f) {
+            all.push(f.clone());
+        }
+    }
+}
+
+/// Every file that failed to load in this process so far, in the order they failed.
+pub fn load_failures() -> Vec<LoadFailure> {
+    FAILURES.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// ` (libraries that did not load: FILE: DLERROR; ...)`, or nothing when all loaded: what a
+/// library call's error appends, since a missing companion shows only as a failed status.
+pub fn failure_note(failures: &[LoadFailure]) -> String {
+    if failures.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
+    format!(" (libraries that did not load: {})", list.join("; "))
+}
+
 /// Where a folder to search came from, for messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -104,20 +166,34 @@ impl fmt::Display for Loaded {
     }
 }
 
+/// A library found and loaded, and the companions of its family that did not load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub from: Loaded,
+    pub companion_failures: Vec<LoadFailure>,
+}
+
 /// A library that could not be found or loaded anywhere.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Missing {
     pub what: &'static str,
     pub sonames: &'static [&'static str],
-    /// A file that exists but failed to load, with the loader's message.
-    pub load_error: Option<String>,
+    /// Each file that exists but failed to load (the library or one of its companions), with
+    /// the loader's message: what the one-line message names.
+    pub load_failures: Vec<LoadFailure>,
+    /// The loader's message for each soname tried by bare name on the system's search path
+    /// (`cannot open shared object file` when it is absent): kept for [`LoadReport::details`],
+    /// left out of the one-line message, which already says where it was looked for.
+    pub system_errors: Vec<LoadFailure>,
 }
 
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.what, self.sonames.join(" or "))?;
-        if let Some(e) = &self.load_error {
-            write!(f, ": {e}")?;
+        let mut sep = ": ";
+        for e in &self.load_failures {
+            write!(f, "{sep}{e}")?;
+            sep = "; ";
         }
         Ok(())
     }
@@ -214,7 +290,7 @@ pub fn python_site_dirs() -> Vec<PathBuf> {
     roots
 }
 
-/// Loads `path` with `RTLD_NOW | RTLD_GLOBAL`; the loader's message on failure. The handle is
+/// Loads `path` with `RTLD_NOW | RTLD_GLOBAL`; the loader's message (`dlerror`) on failure. The handle is
 /// kept open for the life of the process, as the libraries must stay loaded.
 fn dlopen_global(path: &CStr) -> Result<(), String> {
     // SAFETY: `path` is a valid C string; loading a library runs its initialisers, which is
@@ -249,6 +325,18 @@ pub fn is_loaded(soname: &str) -> bool {
     !handle.is_null()
 }
 
+/// Whether a file name is a shared library's: `.so`, or `.so.` and a version
+/// (`libcudnn_ops.so.9`, `libnvrtc-builtins.so.13.0`), not a file beside one (`libx.so.9.c`).
+fn is_shared_object(name: &str) -> bool {
+    name.split_once(".so").is_some_and(|(_, version)| {
+        version.is_empty()
+            || (version.starts_with('.')
+                && version[1..]
+                    .split('.')
+                    .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit())))
+    })
+}
+
 /// The files of `spec`'s family in `dir`, the main sonames first, then the others sorted.
 fn family_files(spec: &LibSpec, dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -259,7 +347,7 @@ fn family_files(spec: &LibSpec, dir: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            name.starts_with(spec.family) && name.contains(".so")
+            name.starts_with(spec.family) && is_shared_object(&name)
         })
         .map(|e| e.path())
         .collect();
@@ -267,29 +355,31 @@ fn family_files(spec: &LibSpec, dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// What loading one folder's family gave: the main library's error, if it did not load, and
+/// each companion that did not.
+struct FamilyLoad {
+    main_error: Option<String>,
+    companion_failures: Vec<LoadFailure>,
+}
+
 /// Loads every library of `spec`'s family in `dir`, retrying those whose dependencies were
 /// not loaded yet until no more can be loaded (cuDNN's pieces depend on one another, and
-/// their folders are rarely on the loader's path). Errors of the main library are returned.
-fn load_family(spec: &LibSpec, dir: &Path, main: &Path) -> Result<(), String> {
+/// their folders are rarely on the loader's path). The errors of the last try are kept.
+fn load_family(spec: &LibSpec, dir: &Path, main: &Path) -> FamilyLoad {
     let mut pending = family_files(spec, dir);
-    let mut main_error = None;
+    let mut failed: Vec<LoadFailure> = Vec::new();
     loop {
         let before = pending.len();
         let mut still = Vec::new();
+        failed.clear();
         for file in pending {
             let Some(c) = c_path(&file) else { continue };
-            match dlopen_global(&c) {
-                Ok(()) => {
-                    if file == main {
-                        main_error = None;
-                    }
-                }
-                Err(e) => {
-                    if file == main {
-                        main_error = Some(e);
-                    }
-                    still.push(file);
-                }
+            if let Err(error) = dlopen_global(&c) {
+                failed.push(LoadFailure {
+                    file: file.clone(),
+                    error,
+                });
+                still.push(file);
             }
         }
         pending = still;
@@ -297,57 +387,85 @@ fn load_family(spec: &LibSpec, dir: &Path, main: &Path) -> Result<(), String> {
             break;
         }
     }
-    match main_error {
-        Some(e) => Err(e),
-        None => Ok(()),
+    let main_error = failed
+        .iter()
+        .position(|f| f.file == main)
+        .map(|at| failed.remove(at).error);
+    FamilyLoad {
+        main_error,
+        companion_failures: failed,
     }
 }
 
 /// Finds and loads `spec`: from the first of `dirs` that holds one of its sonames, else by
 /// bare name from the system's search path, else from the folders `fallback()` returns
-/// (Python environments, looked up only when needed).
+/// (Python environments, looked up only when needed). Every file that failed to load is
+/// kept in the answer and remembered for [`load_failures`].
 pub fn load(
     spec: &LibSpec,
     dirs: &[SearchDir],
     fallback: &mut dyn FnMut() -> Vec<SearchDir>,
-) -> Result<Loaded, Missing> {
-    let mut load_error = None;
-    let try_dirs = |dirs: &[SearchDir], load_error: &mut Option<String>| {
+) -> Result<Found, Missing> {
+    let mut failures = Vec::new();
+    let try_dirs = |dirs: &[SearchDir], failures: &mut Vec<LoadFailure>| {
         for dir in dirs {
             for soname in spec.sonames {
                 let file = dir.path.join(soname);
                 if !file.is_file() {
                     continue;
                 }
-                match load_family(spec, &dir.path, &file) {
-                    Ok(()) => return Some(Loaded::File(file)),
-                    Err(e) => *load_error = Some(format!("{}: {e}", file.display())),
+                let family = load_family(spec, &dir.path, &file);
+                remember(&family.companion_failures);
+                match family.main_error {
+                    None => {
+                        return Some(Found {
+                            from: Loaded::File(file),
+                            companion_failures: family.companion_failures,
+                        })
+                    }
+                    Some(error) => {
+                        let main = LoadFailure { file, error };
+                        remember(std::slice::from_ref(&main));
+                        failures.push(main);
+                        failures.extend(family.companion_failures);
+                    }
                 }
             }
         }
         None
     };
-    if let Some(found) = try_dirs(dirs, &mut load_error) {
+    if let Some(found) = try_dirs(dirs, &mut failures) {
         return Ok(found);
     }
+    let mut system_errors = Vec::new();
     for soname in spec.sonames {
         let Ok(c) = CString::new(*soname) else {
             continue;
         };
-        if dlopen_global(&c).is_ok() {
-            return Ok(Loaded::System(soname));
+        match dlopen_global(&c) {
+            Ok(()) => {
+                return Ok(Found {
+                    from: Loaded::System(soname),
+                    companion_failures: Vec::new(),
+                })
+            }
+            Err(error) => system_errors.push(LoadFailure {
+                file: PathBuf::from(soname),
+                error,
+            }),
         }
     }
     if spec.in_wheels {
         let more = fallback();
-        if let Some(found) = try_dirs(&more, &mut load_error) {
+        if let Some(found) = try_dirs(&more, &mut failures) {
             return Ok(found);
         }
     }
     Err(Missing {
         what: spec.what,
         sonames: spec.sonames,
-        load_error,
+        load_failures: failures,
+        system_errors,
     })
 }
 
@@ -356,6 +474,9 @@ pub fn load(
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {
     pub loaded: Vec<(&'static str, Loaded)>,
+    /// Companions of loaded libraries that did not load (a library can load while a
+    /// companion it opens later, such as one of cuDNN's engines, cannot).
+    pub companion_failures: Vec<LoadFailure>,
     pub missing: Vec<Missing>,
     pub searched: Vec<SearchDir>,
     /// Whether Python environments were looked in (only for libraries not found elsewhere
@@ -364,6 +485,21 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// One line per library that did not load, and per file that failed: what was tried and
+    /// the loader's message for each (`libcudnn.so.9: cannot open shared object file: ...`).
+    pub fn details(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for m in &self.missing {
+            for e in m.load_failures.iter().chain(&m.system_errors) {
+                lines.push(format!("{}: {e}", m.what));
+            }
+        }
+        for e in &self.companion_failures {
+            lines.push(format!("companion library: {e}"));
+        }
+        lines
+    }
+
     /// `PIPELINE_CUDA_LIB_DIRS, LD_LIBRARY_PATH (a, b), the system search path, Python
     /// (c)`: where a missing library was looked for.
     pub fn where_searched(&self) -> String {
@@ -399,8 +535,9 @@ impl LoadReport {
     }
 }
 
-/// Loads every library of `specs`, looking in Python environments only if one is not found
-/// elsewhere (running `python3` costs a few tens of milliseconds).
+/// Loads every library of `specs` in the order given ([`IN_ORDER`] for all of them), looking
+/// in Python environments only if one is not found elsewhere (running `python3` costs a few
+/// tens of milliseconds).
 pub fn load_all(specs: &[LibSpec]) -> LoadReport {
     let dirs = configured_dirs();
     let mut python: Option<Vec<SearchDir>> = None;
@@ -415,7 +552,10 @@ pub fn load_all(specs: &[LibSpec]) -> LoadReport {
                 .clone()
         };
         match load(spec, &dirs, &mut fallback) {
-            Ok(found) => report.loaded.push((spec.what, found)),
+            Ok(found) => {
+                report.loaded.push((spec.what, found.from));
+                report.companion_failures.extend(found.companion_failures);
+            }
             Err(missing) => report.missing.push(missing),
         }
     }
@@ -431,6 +571,25 @@ mod tests {
     use super::*;
     use crate::test_skip::skip;
     use std::process::Command;
+
+    #[test]
+    fn only_shared_libraries_are_loaded_as_companions() {
+        for name in [
+            "libcudnn.so",
+            "libcudnn_ops.so.9",
+            "libnvrtc-builtins.so.13.0",
+        ] {
+            assert!(is_shared_object(name), "{name}");
+        }
+        for name in [
+            "libcudnn.so.9.c",
+            "libcudnn.sox",
+            "libcudnn.so.",
+            "libcudnn.h",
+        ] {
+            assert!(!is_shared_object(name), "{name}");
+        }
+    }
 
     #[test]
     fn nvidia_lib_folders_of_a_python_environment_are_found_in_order() {
@@ -527,7 +686,8 @@ mod tests {
             Vec::new()
         })
         .unwrap();
-        assert_eq!(loaded, Loaded::File(dir.path().join(main)));
+        assert_eq!(loaded.from, Loaded::File(dir.path().join(main)));
+        assert_eq!(loaded.companion_failures, []);
         assert!(!asked_python, "found in the configured folder first");
         assert!(is_loaded(main), "reachable by its soname");
         assert!(is_loaded(companion), "the companion was retried and loaded");
@@ -574,8 +734,21 @@ mod tests {
             missing.to_string(),
             "an absent library (libpipeline-absent.so.1)"
         );
+        // The bare-name try is kept with the loader's own words for it.
+        assert_eq!(missing.system_errors.len(), 1, "{missing:?}");
+        assert_eq!(
+            missing.system_errors[0].file,
+            PathBuf::from("libpipeline-absent.so.1")
+        );
+        assert!(
+            missing.system_errors[0]
+                .error
+                .contains("libpipeline-absent.so.1: cannot open shared object file"),
+            "{missing:?}"
+        );
         let report = LoadReport {
             loaded: Vec::new(),
+            companion_failures: Vec::new(),
             missing: vec![missing],
             searched: vec![
                 dirs[0].clone(),
@@ -586,6 +759,14 @@ mod tests {
             ],
             python_searched: true,
         };
+        let details = report.details();
+        assert_eq!(details.len(), 1, "{details:?}");
+        assert!(
+            details[0].starts_with(
+                "an absent library: libpipeline-absent.so.1: cannot open shared object file"
+            ),
+            "{details:?}"
+        );
         assert_eq!(
             report.where_searched(),
             format!(
@@ -602,5 +783,108 @@ mod tests {
             driver_only.where_searched(),
             "PIPELINE_CUDA_LIB_DIRS (unset), the system search path"
         );
+    }
+
+    /// A file that is there but is no library: the message names the file and the loader's
+    /// reason, not just the library.
+    #[test]
+    fn a_library_file_that_does_not_load_is_named_with_the_loaders_message() {
+        const BROKEN: LibSpec = LibSpec {
+            what: "a broken library",
+            sonames: &["libpipelinebroken.so.9"],
+            family: "libpipelinebroken",
+            in_wheels: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("libpipelinebroken.so.9");
+        std::fs::write(&file, b"not an ELF file").unwrap();
+        let dirs = [SearchDir {
+            path: dir.path().to_path_buf(),
+            origin: Origin::Configured,
+        }];
+        let missing = load(&BROKEN, &dirs, &mut Vec::new).unwrap_err();
+        assert_eq!(missing.load_failures.len(), 1, "{missing:?}");
+        assert_eq!(missing.load_failures[0].file, file);
+        let message = missing.to_string();
+        let expected = format!(
+            "a broken library (libpipelinebroken.so.9): {}: ",
+            file.display()
+        );
+        assert!(message.starts_with(&expected), "{message}");
+        // dlerror's reason follows: glibc says "invalid ELF header" or "file too short".
+        assert!(message.len() > expected.len(), "{message}");
+        assert!(load_failures().contains(&missing.load_failures[0]));
+    }
+
+    /// A companion that cannot load (its own dependency is missing) does not stop the main
+    /// library, but is kept: in the answer, in the process's list, and in the note a failing
+    /// library call appends.
+    #[test]
+    fn a_companion_that_does_not_load_is_kept_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = "libpipelinecomp.so.9";
+        let companion = "libpipelinecomp_engines.so.9";
+        let dep = "libpipelinegone.so.1";
+        let built = build_stub(
+            dir.path(),
+            main,
+            "int pipeline_comp(void) { return 1; }",
+            &[],
+        )
+        .and_then(|()| {
+            build_stub(
+                dir.path(),
+                dep,
+                "int pipeline_gone(void) { return 2; }",
+                &[],
+            )
+        })
+        .and_then(|()| {
+            build_stub(
+                dir.path(),
+                companion,
+                "int pipeline_gone(void);\n\
+                     int pipeline_engines(void) { return pipeline_gone(); }",
+                &[dep],
+            )
+        });
+        if built.is_none() {
+            skip("no C compiler (cc) to build the stub libraries");
+            return;
+        }
+        // The dependency goes away after linking: the companion can no longer load.
+        std::fs::remove_file(dir.path().join(dep)).unwrap();
+        const COMP: LibSpec = LibSpec {
+            what: "the companion stub",
+            sonames: &["libpipelinecomp.so.9"],
+            family: "libpipelinecomp",
+            in_wheels: false,
+        };
+        let dirs = [SearchDir {
+            path: dir.path().to_path_buf(),
+            origin: Origin::Configured,
+        }];
+        let found = load(&COMP, &dirs, &mut Vec::new).unwrap();
+        assert_eq!(found.from, Loaded::File(dir.path().join(main)));
+        assert_eq!(found.companion_failures.len(), 1, "{found:?}");
+        let failure = &found.companion_failures[0];
+        assert_eq!(failure.file, dir.path().join(companion));
+        assert!(
+            failure
+                .error
+                .contains("libpipelinegone.so.1: cannot open shared object file"),
+            "{failure}"
+        );
+        assert!(load_failures().contains(failure));
+        let note = failure_note(std::slice::from_ref(failure));
+        assert_eq!(
+            note,
+            format!(
+                " (libraries that did not load: {}: {})",
+                failure.file.display(),
+                failure.error
+            )
+        );
+        assert_eq!(failure_note(&[]), "");
     }
 }

@@ -1,11 +1,36 @@
 //! Small inline SVG charts for the self-contained pages `sweep.html` and `compare.html`: a
 //! parallel-coordinates plot (a sweep's parameters against its metric) and a line chart
 //! (learning curves, ROC curves of several runs overlaid). No scripts, no network: plain SVG
-//! text, so a page opens anywhere and stays the same bytes for the same data.
+//! text, so a page opens anywhere and stays the same bytes for the same data. The plot bounds
+//! ([`bounds`]) and tick labels ([`number_text`]) are also those of `compare`'s terminal plot.
 
 use std::fmt::Write;
 
-use crate::report::Esc;
+use super::escape::Esc;
+
+/// A plot's x and y ranges: `((x_min, x_max), (y_min, y_max))`.
+pub type Bounds = ((f64, f64), (f64, f64));
+
+/// The ranges spanning `points`, a range of one value widened by 0.5 each way (one epoch, a
+/// flat curve) so that placing a point never divides by zero. NaN coordinates are skipped (as
+/// `f64::min` and `max` skip them); with no points at all the ranges are infinite and empty,
+/// which a caller checks with `x_min.is_finite()`.
+pub fn bounds<'a>(points: impl IntoIterator<Item = &'a (f64, f64)>) -> Bounds {
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for (x, y) in points {
+        x0 = x0.min(*x);
+        x1 = x1.max(*x);
+        y0 = y0.min(*y);
+        y1 = y1.max(*y);
+    }
+    let pad = |a: f64, b: f64| if b > a { (a, b) } else { (a - 0.5, b + 0.5) };
+    (pad(x0, x1), pad(y0, y1))
+}
 
 /// Colours that stay apart for the first runs of a comparison (Okabe-Ito, colour-blind safe).
 pub const PALETTE: [&str; 8] = [
@@ -232,7 +257,7 @@ pub fn line_chart(
     x_label: &str,
     y_label: &str,
     series: &[Series],
-    fixed: Option<((f64, f64), (f64, f64))>,
+    fixed: Option<Bounds>,
 ) -> String {
     let (w, h) = (560.0, 360.0);
     let (top, bottom, left, right) = (34.0, 44.0, 56.0, 16.0);
@@ -241,23 +266,13 @@ pub fn line_chart(
         .flat_map(|s| s.points.iter())
         .filter(|(x, y)| x.is_finite() && y.is_finite());
     let ((x0, x1), (y0, y1)) = fixed.unwrap_or_else(|| {
-        let (mut x0, mut x1, mut y0, mut y1) = (
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-        );
-        for (x, y) in all {
-            x0 = x0.min(*x);
-            x1 = x1.max(*x);
-            y0 = y0.min(*y);
-            y1 = y1.max(*y);
+        let spanned = bounds(all);
+        if spanned.0 .0.is_finite() {
+            spanned
+        } else {
+            // No finite point: an empty unit square rather than a chart of infinities.
+            ((0.0, 1.0), (0.0, 1.0))
         }
-        if !x0.is_finite() {
-            return ((0.0, 1.0), (0.0, 1.0));
-        }
-        let pad = |a: f64, b: f64| if b > a { (a, b) } else { (a - 0.5, b + 0.5) };
-        (pad(x0, x1), pad(y0, y1))
     });
     let px = |x: f64| left + (w - left - right) * (x - x0) / (x1 - x0);
     let py = |y: f64| top + (h - top - bottom) * (1.0 - (y - y0) / (y1 - y0));
@@ -343,6 +358,17 @@ pub fn line_chart(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_span_the_points_and_widen_a_single_value() {
+        assert_eq!(
+            bounds(&[(1.0, 0.5), (3.0, 0.25), (2.0, f64::NAN)]),
+            ((1.0, 3.0), (0.25, 0.5))
+        );
+        assert_eq!(bounds(&[(2.0, 0.75)]), ((1.5, 2.5), (0.25, 1.25)));
+        let ((x0, _), _) = bounds(std::iter::empty());
+        assert!(!x0.is_finite());
+    }
 
     #[test]
     fn numbers_read_as_people_write_them() {

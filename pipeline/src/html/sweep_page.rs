@@ -9,13 +9,15 @@ use pipeline_engine::experiment::sweep_spec::value_text;
 use pipeline_engine::sweep::table::{PointStatus, SweepTable};
 
 use super::charts::{self, AxisValue};
-use crate::report::{Esc, CSS};
+use super::escape::Esc;
+use super::page;
+use super::style::CHART_CSS;
 
-const EXTRA_CSS: &str = r#"
+/// The sortable columns' cursor and arrow, and the best point's row.
+const SWEEP_CSS: &str = r#"
 th.sortable { cursor: pointer; }
 th.sortable::after { content: " \2195"; color: var(--muted); }
 tr.best td { background: color-mix(in srgb, var(--ok) 12%, transparent); }
-svg.chart { max-width: 100%; height: auto; color: var(--fg); }
 "#;
 
 /// Sorts the table by the clicked column: numbers as numbers, the rest as text.
@@ -50,12 +52,10 @@ pub fn render(t: &SweepTable) -> String {
 fn render_into(out: &mut String, t: &SweepTable) -> std::fmt::Result {
     let metrics = t.metric_names();
     let best = t.best();
-    write!(
+    page::open(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>sweep {}</title>\n<style>{CSS}{EXTRA_CSS}</style>\n</head>\n<body>\n<main>\n",
-        Esc(&t.id)
+        &format!("sweep {}", t.id),
+        &format!("{SWEEP_CSS}{CHART_CSS}\n"),
     )?;
     writeln!(out, "<h1>sweep {}</h1>", Esc(&t.id))?;
     let count = |s: PointStatus| t.points.iter().filter(|p| p.status == s).count();
@@ -252,8 +252,5 @@ fn render_into(out: &mut String, t: &SweepTable) -> std::fmt::Result {
         writeln!(out)?;
     }
     writeln!(out, "</tbody></table></div>")?;
-    writeln!(
-        out,
-        "</main>\n<script>{SORT_SCRIPT}</script>\n</body>\n</html>"
-    )
+    page::close(out, Some(SORT_SCRIPT))
 }
