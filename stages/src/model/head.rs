@@ -1,14 +1,18 @@
-//! The classification head as a dfdx module: dense `U` + ReLU, dropout, dense 1, outputting a
-//! logit (the probability is its sigmoid, Keras' `Dense(1, "sigmoid")`).
+//! The classification head, the same for every backend: a dfdx module on the host, dense
+//! `U` + ReLU, dropout, dense 1, outputting a logit (the probability is its sigmoid, Keras'
+//! `Dense(1, "sigmoid")`), and its trainer on feature rows.
 //!
 //! Training uses the logit with `binary_cross_entropy_with_logits_loss`, which equals Keras'
-//! sigmoid + binary cross-entropy but stays finite for confident predictions. The hidden width
-//! is a compile-time constant (dfdx parameter tensors need constant shapes); the backend picks
-//! it with `geometry::with_units!`.
+//! sigmoid + binary cross-entropy but stays finite for confident predictions (the step is
+//! [`super::host_step`]). The hidden width is a compile-time constant (dfdx parameter tensors
+//! need constant shapes), picked with `geometry::with_units!`.
 
-use crate::model::spec::{HeadSpec, HEAD_INPUTS};
-use crate::model::weights::{HeadWeights, ModelWeights};
-use crate::model::ModelError;
+use super::backend::Trainer;
+use super::error::ModelError;
+use super::geometry::with_units;
+use super::host_step::{Export, HostTrainer};
+use super::spec::{AdamSettings, HeadSpec, HEAD_INPUTS};
+use super::weights::{HeadWeights, ModelWeights};
 use dfdx::nn::modules::{Dropout, Linear, ReLU};
 use dfdx::prelude::*;
 
@@ -63,4 +67,39 @@ pub(crate) fn export_head<const U: usize>(
         ],
     )?;
     Ok(())
+}
+
+impl<const U: usize> Export for HeadNet<U> {
+    fn export(&self, weights: &mut ModelWeights) -> Result<(), ModelError> {
+        export_head(self, weights)
+    }
+}
+
+/// A trainer of the head alone on rows of pooled features (`[n, 512]`), for every backend.
+/// `seed` seeds the dropout masks.
+pub(crate) fn head_trainer(
+    head: HeadSpec,
+    weights: &HeadWeights,
+    adam: AdamSettings,
+    seed: u64,
+) -> Result<Box<dyn Trainer>, ModelError> {
+    with_units!(head.units(), trainer_of_width(&head, weights, adam, seed))
+}
+
+fn trainer_of_width<const U: usize>(
+    head: &HeadSpec,
+    weights: &HeadWeights,
+    adam: AdamSettings,
+    seed: u64,
+) -> Result<Box<dyn Trainer>, ModelError> {
+    let net: HeadNet<U> = head_net(&Cpu::default(), head, weights)?;
+    Ok(Box::new(HostTrainer::new(
+        net,
+        adam,
+        seed,
+        |n| (n, Const::<HEAD_INPUTS>),
+        HEAD_INPUTS,
+        // The head is small: the validation rows go through in one pass.
+        usize::MAX,
+    )))
 }
