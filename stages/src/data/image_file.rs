@@ -6,11 +6,11 @@ use std::fs::{File, Metadata};
 use std::io::Read;
 use std::path::Path;
 
-use super::decode::DecodeError;
+use super::image_error::DecodeError;
 use super::memory_budget::Bytes;
 
 /// The largest image file read: 256 MB. The real X-rays are at most a few MB; a PNG of
-/// [`super::decode::MAX_IMAGE_PIXELS`] 8-bit RGB pixels that compressed to more than half its
+/// [`super::image_error::MAX_IMAGE_PIXELS`] 8-bit RGB pixels that compressed to more than half its
 /// raw size would be noise, not a radiograph.
 pub const MAX_FILE_BYTES: u64 = 256 * 1000 * 1000;
 

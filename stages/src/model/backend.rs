@@ -1,7 +1,7 @@
 //! The seam between the model-level code and the devices that compute it.
 //!
-//! Everything above this seam (the Keras `fit` loop in [`crate::fit`], the features, train,
-//! evaluate and predict stages, checkpoints) is written once, on host values: a
+//! Everything above this seam (the Keras `fit` loop, the features, train, evaluate and
+//! predict stages, checkpoints, the head and its training step) is written once, on host values: a
 //! [`NetworkSpec`], a [`HeadSpec`] and torchvision-named weights ([`super::weights`]).
 //! A backend turns those into something that runs on its device:
 //!
@@ -10,7 +10,7 @@
 //!   network on images), logits without dropout, and the weights back on the host.
 //!
 //! Adding a backend means implementing [`Backend`] and these two traits, and nothing else
-//! above them. [`super::cpu::CpuBackend`] is dfdx with the project's own conv and pool
+//! above them. The CPU backend (`model::cpu`) is dfdx with the project's own conv and pool
 //! kernels, every shape checked at compile time; it is also the numerical reference.
 
 use super::error::ModelError;

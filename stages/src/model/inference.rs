@@ -4,7 +4,7 @@
 use super::backend::{Backend, FeatureExtractor};
 use super::checkpoint::Model;
 use super::error::ModelError;
-use super::spec::{AdamSettings, HeadSpec, NetworkSpec, HEAD_INPUTS};
+use super::spec::{check_image_len, AdamSettings, HeadSpec, NetworkSpec, HEAD_INPUTS};
 use super::weights::HeadWeights;
 use crate::progress::Progress;
 
@@ -20,14 +20,7 @@ pub fn pooled_features(
     progress: &dyn Progress,
 ) -> Result<Vec<f32>, ModelError> {
     let len = spec.image_len();
-    if images.len() != n * len {
-        return Err(ModelError::InputLength {
-            what: "images",
-            got: images.len(),
-            expected: n * len,
-            detail: format!("{n} NHWC images of {0}x{0}x3", spec.size().pixels()),
-        });
-    }
+    check_image_len(images.len(), n, spec.size().pixels())?;
     progress.start("VGG16 base features", n as u64);
     let mut out = Vec::with_capacity(n * HEAD_INPUTS);
     for chunk in images.chunks(extractor.batch_size() * len) {

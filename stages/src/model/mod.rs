@@ -10,13 +10,16 @@
 //! # Above the seam (backend-independent, host values)
 //! - [`spec`]: [`NetworkSpec`] (input size, pooling, conv algorithm) and [`HeadSpec`] (width,
 //!   dropout), made only in combinations that fit; [`size`]: supported input sizes (32, 224,
-//!   237) and poolings; [`vgg16`]: the layer table every backend reads.
+//!   237) and poolings; [`vgg16`]: the layer table every backend reads; [`geometry`]: the
+//!   table from runtime sizes to the compile-time shapes every backend instantiates.
 //! - [`weights`]: the parameters in torchvision's names ([`BaseWeights`], [`HeadWeights`]);
 //!   [`init`]: seeded Glorot/He initialisation; [`checkpoint`]: safetensors files of a
 //!   [`Model`] (spec + weights); [`build`]: the build-model stage; [`summary`].
+//! - [`head`]: the dense head and its trainer, and [`host_step`]: the one Adam step (loss,
+//!   finite check, update, logits), both in dfdx on the host for every backend.
 //! - [`inference`]: features in batches with progress, probabilities.
-//! - The Keras `fit` loop is [`crate::fit`]; the stages are [`crate::features`],
-//!   [`crate::train`], [`crate::evaluate`], [`crate::predict`].
+//! - Above the model: the Keras `fit` loop (the crate's `fit` module) and the features,
+//!   train, evaluate and predict stages.
 //!
 //! # The seam
 //! [`Backend`]: build a [`FeatureExtractor`] (pooled base features for a batch) or a
@@ -25,7 +28,7 @@
 //! # Below it
 //! - [`cpu`]: dfdx with the project's own conv and pool kernels and compile-time shapes.
 //! - [`cuda`]: cuDNN, cuBLAS and NVRTC through cudarc on an NVIDIA GPU, the same
-//!   compile-time shape chain; the head stays in dfdx on the CPU.
+//!   compile-time shape chain; the head is the shared one, on the host.
 //!
 //! ```
 //! use stages::model::{inference, Backend, CpuBackend, HeadSpec, Model, NetworkSpec};
@@ -54,6 +57,9 @@ pub mod config;
 pub mod cpu;
 pub mod cuda;
 pub mod error;
+pub mod geometry;
+pub mod head;
+pub mod host_step;
 pub mod inference;
 pub mod init;
 pub mod size;

@@ -1,6 +1,6 @@
-//! The input sizes the model supports and the head's pooling, as runtime values. Each
-//! backend maps them to its own instantiation (the CPU one to compile-time shapes, in
-//! [`super::cpu::geometry`]).
+//! The input sizes the model supports and the head's pooling, as runtime values. The
+//! geometry table (`model::geometry`, above these values) maps them to the compile-time
+//! shapes every backend instantiates.
 
 use super::error::ModelError;
 use serde::Deserialize;

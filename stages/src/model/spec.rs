@@ -82,6 +82,21 @@ impl NetworkSpec {
     }
 }
 
+/// Checks that `got` values are `n` NHWC images of `side x side x 3`: the one check of an
+/// image batch's length, made by every backend before it runs one.
+pub fn check_image_len(got: usize, n: usize, side: usize) -> Result<(), ModelError> {
+    let expected = n * side * side * 3;
+    if got != expected {
+        return Err(ModelError::InputLength {
+            what: "images",
+            got,
+            expected,
+            detail: format!("{n} NHWC images of {side}x{side}x3"),
+        });
+    }
+    Ok(())
+}
+
 /// Hidden widths of the head that every backend provides (the CPU backend compiles one
 /// head per width, since dfdx parameter tensors need constant shapes).
 pub const SUPPORTED_UNITS: [usize; 6] = [16, 32, 64, 128, 256, 512];

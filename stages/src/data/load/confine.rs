@@ -3,7 +3,7 @@
 //! the experiment allows links out of it (`allow_outside_data_root = true`).
 //!
 //! Paths in experiment files and CSVs are already relative and free of `..`
-//! ([`super::sources::relative`]); links are the remaining way out. The check runs before a
+//! (`sources::relative`); links are the remaining way out. The check runs before a
 //! path is opened, so a link to `/etc/passwd` is refused without being read.
 
 use std::path::{Path, PathBuf};

@@ -7,19 +7,19 @@
 //!   (forward + backward); kernels use tiled im2col + `gemm` (or Winograd) on rayon,
 //!   bit-identical whatever the thread count.
 //! - [`layers`]: the same as dfdx `Module`s; [`vgg16`]: the base as dfdx modules
-//!   ([`vgg16::Vgg16Base`] for one input size, named by its pooled sizes); [`head`]: the
-//!   dense head.
-//! - [`geometry`]: the one place that maps a runtime size, pooling and head width to the
-//!   compile-time instantiation.
-//! - [`network`] (pooled features) and [`trainer`] (Adam steps): the [`Backend`] traits.
+//!   ([`vgg16::Vgg16Base`] for one input size, named by its pooled sizes).
+//! - [`network`] (pooled features) and [`trainer`] (the whole network's Adam steps): the
+//!   [`Backend`] traits.
+//!
+//! Shared with every backend, above the seam: the geometry table
+//! (`model::geometry`), the head and its trainer (`model::head`) and the training step
+//! (`model::host_step`).
 //!
 //! Determinism: features, predictions and training are bit-identical run to run and for any
 //! thread count on one machine; the SIMD level (AVX-512 or AVX2, chosen at run time by
 //! `gemm`) and the cache sizes (which set gemm's blocking) may change the last bits between
 //! machines.
 
-pub mod geometry;
-pub mod head;
 pub mod layers;
 pub mod network;
 pub mod ops;
@@ -29,10 +29,11 @@ pub mod vgg16;
 #[cfg(test)]
 mod tests;
 
-use self::geometry::{with_geometry, with_units};
 use self::network::CpuFeatures;
-use self::trainer::{head_trainer, network_trainer};
+use self::trainer::network_trainer;
 use super::backend::{Backend, FeatureExtractor, Trainer};
+use super::geometry::{with_geometry, with_units};
+use super::head::head_trainer;
 use super::spec::{AdamSettings, ConvAlgorithm, HeadSpec, NetworkSpec};
 use super::weights::{BaseWeights, HeadWeights, ModelWeights};
 use super::ModelError;
@@ -40,12 +41,6 @@ use super::ModelError;
 /// The model on the CPU, through dfdx.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
-
-impl From<dfdx::tensor::CpuError> for ModelError {
-    fn from(e: dfdx::tensor::CpuError) -> Self {
-        ModelError::Device(e.to_string())
-    }
-}
 
 fn features<
     const S0: usize,
@@ -107,7 +102,7 @@ impl Backend for CpuBackend {
         adam: AdamSettings,
         seed: u64,
     ) -> Result<Box<dyn Trainer>, ModelError> {
-        with_units!(head.units(), head_trainer(&head, weights, adam, seed))
+        head_trainer(head, weights, adam, seed)
     }
 
     fn network_trainer(

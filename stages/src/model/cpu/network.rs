@@ -1,10 +1,10 @@
 //! The frozen base on the CPU: VGG16, then the head's average pooling and flatten, for one
-//! compile-time instantiation (see [`super::geometry`]).
+//! compile-time instantiation (see `model::geometry`).
 
 use super::layers::{AvgPool, Flatten};
 use super::vgg16::{Vgg16Base, Vgg16Features};
 use crate::model::backend::FeatureExtractor;
-use crate::model::spec::{ConvAlgorithm, HEAD_INPUTS};
+use crate::model::spec::{check_image_len, ConvAlgorithm, HEAD_INPUTS};
 use crate::model::weights::BaseWeights;
 use crate::model::ModelError;
 use dfdx::prelude::*;
@@ -91,15 +91,7 @@ impl<
     }
 
     fn pooled_features(&self, images: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
-        let len = S0 * S0 * 3;
-        if images.len() != n * len {
-            return Err(ModelError::InputLength {
-                what: "images",
-                got: images.len(),
-                expected: n * len,
-                detail: format!("{n} NHWC images of {S0}x{S0}x3"),
-            });
-        }
+        check_image_len(images.len(), n, S0)?;
         let x = self
             .dev
             .try_tensor_from_vec(images.to_vec(), (n, Const::<S0>, Const::<S0>, Const::<3>))?;

@@ -1,33 +1,21 @@
-//! Training on the CPU: dfdx's Adam on the mean binary cross-entropy of the logit, for the
-//! head alone (on features) or the whole network (on images, through the project's conv and
-//! pool backward passes). The Keras `fit` loop above it is [`crate::fit`].
+//! Training the whole network on the CPU: the base (through the project's conv and pool
+//! backward passes), its pooling and the shared head, one dfdx network stepped by the shared
+//! host step ([`crate::model::host_step`]). The head alone trains through
+//! [`crate::model::head`], the same for every backend.
 
-use super::head::{export_head, head_net, HeadNet};
 use super::layers::{AvgPool, Flatten};
 use super::vgg16::{Vgg16Base, Vgg16Features};
-use crate::model::backend::{Step, Trainer};
+use crate::model::backend::Trainer;
+use crate::model::head::{export_head, head_net, HeadNet};
+use crate::model::host_step::{Export, HostTrainer};
 use crate::model::spec::{AdamSettings, ConvAlgorithm, HeadSpec, HEAD_INPUTS};
-use crate::model::weights::{HeadWeights, ModelWeights};
+use crate::model::weights::ModelWeights;
 use crate::model::ModelError;
-use dfdx::optim::{Adam, AdamConfig};
 use dfdx::prelude::*;
 
 /// Validation images per forward pass when the whole network trains: bounds the activations
 /// (about 60 MB per 237 x 237 image); images per gradient step are the caller's batch size.
 const NETWORK_EVAL_BATCH: usize = 8;
-
-type Logits<T = NoneTape> = Tensor<(usize, Const<1>), f32, Cpu, T>;
-
-/// A network that can hand its trained parameters back to the host.
-pub(super) trait Export {
-    fn export(&self, weights: &mut ModelWeights) -> Result<(), ModelError>;
-}
-
-impl<const U: usize> Export for HeadNet<U> {
-    fn export(&self, weights: &mut ModelWeights) -> Result<(), ModelError> {
-        export_head(self, weights)
-    }
-}
 
 /// The whole network: base for side `S0` (pooled sizes `S1..S5`), pooling `K`, head `U`.
 type WholeNet<
@@ -61,135 +49,6 @@ impl<
     }
 }
 
-/// Adam on network `M`, whose input rows form tensors of shape `S`.
-pub(super) struct CpuTrainer<S: Shape, M: TensorCollection<f32, Cpu>> {
-    net: M,
-    opt: Adam<M, f32, Cpu>,
-    /// Gradient buffers, reused from step to step (`None` until the first step).
-    grads: Option<Gradients<f32, Cpu>>,
-    /// Holds the batches; its generator, seeded, draws the dropout masks (dfdx's dropout
-    /// draws from the device of its input), so it is used for nothing else.
-    dev: Cpu,
-    shape: fn(usize) -> S,
-    row_len: usize,
-    eval_batch: usize,
-}
-
-impl<S: Shape, M> CpuTrainer<S, M>
-where
-    M: TensorCollection<f32, Cpu>,
-{
-    fn new(
-        net: M,
-        adam: AdamSettings,
-        seed: u64,
-        shape: fn(usize) -> S,
-        row_len: usize,
-        eval_batch: usize,
-    ) -> Self {
-        let opt = Adam::new(
-            &net,
-            AdamConfig {
-                lr: adam.learning_rate,
-                betas: [adam.beta1, adam.beta2],
-                eps: adam.epsilon,
-                weight_decay: None,
-            },
-        );
-        Self {
-            net,
-            opt,
-            grads: None,
-            dev: Cpu::seed_from_u64(seed),
-            shape,
-            row_len,
-            eval_batch,
-        }
-    }
-}
-
-impl<S: Shape, M> Trainer for CpuTrainer<S, M>
-where
-    M: TensorCollection<f32, Cpu>
-        + Export
-        + ModuleMut<
-            Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>,
-            Output = Logits<OwnedTape<f32, Cpu>>,
-            Error = CpuError,
-        > + Module<Tensor<S, f32, Cpu>, Output = Logits, Error = CpuError>,
-{
-    fn row_len(&self) -> usize {
-        self.row_len
-    }
-
-    fn eval_batch(&self) -> usize {
-        self.eval_batch
-    }
-
-    fn step(&mut self, rows: Vec<f32>, targets: Vec<f32>) -> Result<Step, ModelError> {
-        let n = targets.len();
-        let xs = self.dev.try_tensor_from_vec(rows, (self.shape)(n))?;
-        let ys = self.dev.try_tensor_from_vec(targets, (n, Const::<1>))?;
-        let grads = match self.grads.take() {
-            Some(g) => g,
-            None => self.net.try_alloc_grads()?,
-        };
-        let logits = self.net.try_forward_mut(xs.traced(grads))?;
-        let mut batch_logits = vec![0.0; n];
-        logits.copy_into(&mut batch_logits);
-        let loss = binary_cross_entropy_with_logits_loss(logits, ys);
-        let value = loss.array();
-        if !value.is_finite() {
-            // The caller stops here; the buffers are rebuilt if it goes on.
-            return Ok(Step {
-                loss: value,
-                logits: batch_logits,
-            });
-        }
-        let mut grads = loss.backward();
-        self.opt
-            .update(&mut self.net, &grads)
-            .map_err(|e| ModelError::Device(format!("{e:?}")))?;
-        self.net.try_zero_grads(&mut grads)?;
-        self.grads = Some(grads);
-        Ok(Step {
-            loss: value,
-            logits: batch_logits,
-        })
-    }
-
-    fn logits(&self, rows: Vec<f32>, n: usize) -> Result<Vec<f32>, ModelError> {
-        let xs = self.dev.try_tensor_from_vec(rows, (self.shape)(n))?;
-        let out = self.net.try_forward(xs)?;
-        let mut logits = vec![0.0; n];
-        out.copy_into(&mut logits);
-        Ok(logits)
-    }
-
-    fn export(&self, weights: &mut ModelWeights) -> Result<(), ModelError> {
-        self.net.export(weights)
-    }
-}
-
-/// A trainer of the head of width `U` on feature rows.
-pub(super) fn head_trainer<const U: usize>(
-    head: &HeadSpec,
-    weights: &HeadWeights,
-    adam: AdamSettings,
-    seed: u64,
-) -> Result<Box<dyn Trainer>, ModelError> {
-    let net: HeadNet<U> = head_net(&Cpu::default(), head, weights)?;
-    Ok(Box::new(CpuTrainer::new(
-        net,
-        adam,
-        seed,
-        |n| (n, Const::<HEAD_INPUTS>),
-        HEAD_INPUTS,
-        // The head is small: the validation rows go through in one pass.
-        usize::MAX,
-    )))
-}
-
 /// A trainer of the whole network for side `S0` (pooled sizes `S1..S5`), pooling `K` and
 /// head width `U`, on NHWC image rows.
 #[allow(clippy::too_many_arguments)]
@@ -219,7 +78,7 @@ pub(super) fn network_trainer<
         Flatten::<HEAD_INPUTS>,
         head_net(&dev, head, &weights.head)?,
     );
-    Ok(Box::new(CpuTrainer::new(
+    Ok(Box::new(HostTrainer::new(
         net,
         adam,
         seed,

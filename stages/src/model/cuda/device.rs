@@ -9,16 +9,18 @@ use cudarc::driver::{result as drv, sys as drv_sys, CudaContext};
 use super::kernels::{self, Target};
 use super::libs::{self, DRIVER, IN_ORDER};
 use super::network::features;
+use super::ops::Gpu;
 use super::trainer::whole_network_trainer;
 use super::{CudaUnavailable, DeviceFacts, GpuMath};
 use crate::model::backend::{Backend, DeviceClass, FeatureExtractor, Trainer};
-use crate::model::cpu::geometry::with_geometry;
+use crate::model::geometry::with_geometry;
+use crate::model::head::head_trainer;
 use crate::model::spec::{AdamSettings, HeadSpec, NetworkSpec};
 use crate::model::weights::{BaseWeights, HeadWeights, ModelWeights};
-use crate::model::{CpuBackend, ModelError};
+use crate::model::ModelError;
 
 /// The model on an NVIDIA GPU (device 0): the base through cuDNN and the NVRTC kernels; the
-/// small head in dfdx on the CPU, as [`CpuBackend`] runs it.
+/// small head is the shared one, in dfdx on the host, as every backend runs it.
 pub struct CudaBackend {
     pub(super) ctx: Arc<CudaContext>,
     /// The kernels, compiled for this GPU.
@@ -167,7 +169,12 @@ impl CudaBackend {
     pub fn memory(&self) -> Result<(usize, usize), ModelError> {
         self.ctx
             .mem_get_info()
-            .map_err(|e| ModelError::Device(format!("cuMemGetInfo: {e:?}")))
+            .map_err(|e| ModelError::device_call("cuMemGetInfo", e))
+    }
+
+    /// A new user's view of the device: a stream, a cuDNN handle, the kernels, a workspace.
+    fn gpu(&self) -> Result<Gpu, ModelError> {
+        Gpu::new(&self.ctx, &self.image, self.math)
     }
 }
 
@@ -188,7 +195,7 @@ impl Backend for CudaBackend {
         spec: NetworkSpec,
         weights: &BaseWeights,
     ) -> Result<Box<dyn FeatureExtractor>, ModelError> {
-        with_geometry!(spec, features(self, spec, weights))
+        with_geometry!(spec, features(self.gpu()?, spec, weights))
     }
 
     fn head_trainer(
@@ -198,9 +205,9 @@ impl Backend for CudaBackend {
         adam: AdamSettings,
         seed: u64,
     ) -> Result<Box<dyn Trainer>, ModelError> {
-        // The head on features is a few thousand multiply-adds per row: it stays in dfdx on
-        // the CPU, bit for bit as the CPU backend trains it.
-        CpuBackend.head_trainer(head, weights, adam, seed)
+        // The head on features is a few thousand multiply-adds per row: the shared head, in
+        // dfdx on the host, bit for bit as the CPU backend trains it.
+        head_trainer(head, weights, adam, seed)
     }
 
     fn network_trainer(
@@ -213,7 +220,7 @@ impl Backend for CudaBackend {
     ) -> Result<Box<dyn Trainer>, ModelError> {
         with_geometry!(
             spec,
-            whole_network_trainer(self, spec, &head, weights, adam, seed)
+            whole_network_trainer(self.gpu()?, spec, &head, weights, adam, seed)
         )
     }
 }

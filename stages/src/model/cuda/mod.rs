@@ -12,9 +12,9 @@
 //!   the head's average pool, Adam), compiled at start-up for the GPU at hand.
 //! - With the `cuda` feature: `device` (probe, context, handles), `cudnn` (raw cuDNN
 //!   descriptors), `tensor` (GPU buffers typed with dfdx's shapes), `ops`, `network`
-//!   ([`FeatureExtractor`](super::FeatureExtractor)) and `trainer` (fine-tuning: base on the
-//!   GPU, the small head in dfdx on the CPU). Without it, [`CudaBackend::new`] says CUDA was
-//!   not compiled in.
+//!   (the layer loops over the plan, and the feature extractor) and `trainer` (fine-tuning:
+//!   base on the GPU, the shared head on the host). Without it, [`CudaBackend::new`] says
+//!   CUDA was not compiled in.
 //!
 //! # Numerics
 //! - `fp32` (the default): cuDNN with `CUDNN_FMA_MATH` (no TF32 tensor cores), kernels

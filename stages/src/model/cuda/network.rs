@@ -1,19 +1,25 @@
 //! The VGG16 base on the GPU for one compile-time instantiation (input side `S0`, pooled
 //! sides `S1..S5`, head pooling `K`; see [`super::shape`]): the frozen-feature pass
-//! ([`FeatureExtractor`]) and, for fine-tuning, a forward pass that keeps every activation
+//! ([`FeatureExtractor`]) and, for fine-tuning, a forward pass that keeps every step's input
 //! and the backward pass through it.
+//!
+//! The layers are not written out here: one loop walks the plan ([`LayerPlan`], read from
+//! the layer table `model::vgg16`) forward, one backward. The instantiation's side lengths
+//! are checked at compile time ([`Chain`]) and compared with the plan's when a network is
+//! built; each activation's sizes are checked when it is made.
+
+use std::cell::Cell;
 
 use cudarc::driver::CudaSlice;
+use dfdx::shapes::Const;
 
-use super::device::CudaBackend;
 use super::layout::{nhwc_to_nchw, ParamArena};
 use super::ops::Gpu;
-use super::plan::{memory_need, LayerPlan};
+use super::plan::{memory_need, LayerPlan, Step};
 use super::shape::Chain;
-use super::tensor::{Map, Rows};
+use super::tensor::{Activation, GpuTensor, Map, Rows};
 use crate::model::backend::FeatureExtractor;
-use crate::model::spec::{NetworkSpec, HEAD_INPUTS};
-use crate::model::vgg16::VGG16_BASE_PARAMS;
+use crate::model::spec::{check_image_len, NetworkSpec, HEAD_INPUTS};
 use crate::model::weights::BaseWeights;
 use crate::model::ModelError;
 
@@ -21,26 +27,103 @@ use crate::model::ModelError;
 /// activations each at 237); small inputs get more, as on the CPU.
 pub const GPU_FEATURE_BATCH: usize = 32;
 
-/// Fails with a clear message when `batch` images would not fit the device's free memory.
-pub(crate) fn check_memory(
-    gpu_free: usize,
-    gpu_total: usize,
+/// The plan of `spec`, checked against the instantiation's compile-time chain.
+pub(crate) fn checked_plan<
+    const S0: usize,
+    const S1: usize,
+    const S2: usize,
+    const S3: usize,
+    const S4: usize,
+    const S5: usize,
+    const K: usize,
+>(
     spec: &NetworkSpec,
-    batch: usize,
-    training: bool,
-) -> Result<(), ModelError> {
-    let need = memory_need(&LayerPlan::new(spec), VGG16_BASE_PARAMS, batch, training);
-    if need.total() > gpu_free as u64 {
-        return Err(ModelError::DeviceMemory {
-            batch,
-            side: spec.size().pixels(),
-            training,
-            need: need.total(),
-            free: gpu_free as u64,
-            total: gpu_total as u64,
-        });
+) -> Result<LayerPlan, ModelError> {
+    Chain::<S0, S1, S2, S3, S4, S5, K>::check();
+    let plan = LayerPlan::new(spec);
+    let window = match plan.steps.last() {
+        Some(Step::AvgPool { window, .. }) => *window,
+        _ => 0,
+    };
+    if plan.sides() != Chain::<S0, S1, S2, S3, S4, S5, K>::SIDES || window != K {
+        return Err(ModelError::Device(format!(
+            "the layer plan for {spec:?} does not match the instantiation {:?} / {K}",
+            Chain::<S0, S1, S2, S3, S4, S5, K>::SIDES
+        )));
     }
-    Ok(())
+    Ok(plan)
+}
+
+/// The memory and workspace checks of one network on one device, each batch size checked
+/// once: before a batch runs, its estimated need ([`memory_need`]) against the device's free
+/// memory, and cuDNN's workspace need for every convolution against what was reserved.
+pub(crate) struct BatchCheck {
+    plan: LayerPlan,
+    side: usize,
+    /// Largest batch already checked, for training and for inference.
+    checked: Cell<(usize, usize)>,
+}
+
+impl BatchCheck {
+    pub(crate) fn new(plan: LayerPlan, spec: &NetworkSpec) -> Self {
+        Self {
+            plan,
+            side: spec.size().pixels(),
+            checked: Cell::new((0, 0)),
+        }
+    }
+
+    /// Fails with a clear message when `batch` images would not fit.
+    pub(crate) fn ensure(&self, gpu: &Gpu, batch: usize, training: bool) -> Result<(), ModelError> {
+        let (train, infer) = self.checked.get();
+        if batch <= if training { train } else { infer } {
+            return Ok(());
+        }
+        let (free, total) = gpu.memory()?;
+        let need = memory_need(&self.plan, ParamArena::vgg16().len, batch, training);
+        if need.total() > free as u64 {
+            return Err(ModelError::DeviceMemory {
+                batch,
+                side: self.side,
+                training,
+                need: need.total(),
+                free: free as u64,
+                total: total as u64,
+            });
+        }
+        for step in &self.plan.steps {
+            if let Step::Conv {
+                c_in, c_out, side, ..
+            } = *step
+            {
+                gpu.check_workspace(batch, c_in, c_out, side, training)?;
+            }
+        }
+        self.checked.set(if training {
+            (batch, infer)
+        } else {
+            (train, batch)
+        });
+        Ok(())
+    }
+
+    pub(crate) fn plan(&self) -> &LayerPlan {
+        &self.plan
+    }
+}
+
+/// The checks before a batch of `n` NHWC images of side `S0` runs (their length, then the
+/// device's memory), and the images on the device, NCHW.
+pub(crate) fn checked_images<const S0: usize>(
+    gpu: &Gpu,
+    check: &BatchCheck,
+    images: &[f32],
+    n: usize,
+    training: bool,
+) -> Result<Map<3, S0>, ModelError> {
+    check_image_len(images.len(), n, S0)?;
+    check.ensure(gpu, n, training)?;
+    gpu.images::<S0>(&nhwc_to_nchw(images, n, S0, S0, 3), n)
 }
 
 /// The base's parameters on the device, packed.
@@ -61,241 +144,148 @@ impl DeviceParams {
     }
 }
 
-/// Every activation of one forward pass, typed, kept for the backward pass.
-pub(crate) struct Activations<
-    const S0: usize,
-    const S1: usize,
-    const S2: usize,
-    const S3: usize,
-    const S4: usize,
-    const S5: usize,
-> {
-    pub x: Map<3, S0>,
-    pub c11: Map<64, S0>,
-    pub c12: Map<64, S0>,
-    pub p1: Map<64, S1>,
-    pub c21: Map<128, S1>,
-    pub c22: Map<128, S1>,
-    pub p2: Map<128, S2>,
-    pub c31: Map<256, S2>,
-    pub c32: Map<256, S2>,
-    pub c33: Map<256, S2>,
-    pub p3: Map<256, S3>,
-    pub c41: Map<512, S3>,
-    pub c42: Map<512, S3>,
-    pub c43: Map<512, S3>,
-    pub p4: Map<512, S4>,
-    pub c51: Map<512, S4>,
-    pub c52: Map<512, S4>,
-    pub c53: Map<512, S4>,
-    pub p5: Map<512, S5>,
-}
+/// Every step's input of one forward pass, in plan order, kept for the backward pass.
+pub(crate) struct Activations(Vec<Activation>);
 
-/// The base's forward pass, dropping each activation once the next is computed.
-#[allow(clippy::let_unit_value)]
-pub(crate) fn forward<
-    const S0: usize,
-    const S1: usize,
-    const S2: usize,
-    const S3: usize,
-    const S4: usize,
-    const S5: usize,
-    const K: usize,
->(
+/// The forward pass of the plan from `x`. With `keep`, every step's input is kept and
+/// returned; without, each activation is freed as soon as the next exists, so that at most
+/// one step's input and output are alive at once.
+fn run_forward(
     gpu: &Gpu,
     p: &DeviceParams,
-    x: Map<3, S0>,
-) -> Result<Rows<HEAD_INPUTS>, ModelError> {
-    Chain::<S0, S1, S2, S3, S4, S5, K>::check();
+    plan: &LayerPlan,
+    mut x: Activation,
+    keep: bool,
+) -> Result<(Vec<Activation>, Rows<HEAD_INPUTS>), ModelError> {
     let (w, a) = (&p.values, &p.arena);
-    let x = gpu.conv_relu::<3, 64, S0>(&x, w, a, 0)?;
-    let x = gpu.conv_relu::<64, 64, S0>(&x, w, a, 1)?;
-    let x = gpu.max_pool::<64, S0, S1>(&x)?;
-    let x = gpu.conv_relu::<64, 128, S1>(&x, w, a, 2)?;
-    let x = gpu.conv_relu::<128, 128, S1>(&x, w, a, 3)?;
-    let x = gpu.max_pool::<128, S1, S2>(&x)?;
-    let x = gpu.conv_relu::<128, 256, S2>(&x, w, a, 4)?;
-    let x = gpu.conv_relu::<256, 256, S2>(&x, w, a, 5)?;
-    let x = gpu.conv_relu::<256, 256, S2>(&x, w, a, 6)?;
-    let x = gpu.max_pool::<256, S2, S3>(&x)?;
-    let x = gpu.conv_relu::<256, 512, S3>(&x, w, a, 7)?;
-    let x = gpu.conv_relu::<512, 512, S3>(&x, w, a, 8)?;
-    let x = gpu.conv_relu::<512, 512, S3>(&x, w, a, 9)?;
-    let x = gpu.max_pool::<512, S3, S4>(&x)?;
-    let x = gpu.conv_relu::<512, 512, S4>(&x, w, a, 10)?;
-    let x = gpu.conv_relu::<512, 512, S4>(&x, w, a, 11)?;
-    let x = gpu.conv_relu::<512, 512, S4>(&x, w, a, 12)?;
-    let x = gpu.max_pool::<512, S4, S5>(&x)?;
-    gpu.avg_pool::<HEAD_INPUTS, S5, K>(&x)
-}
-
-/// The forward pass keeping every activation, and the pooled features.
-#[allow(clippy::type_complexity)]
-pub(crate) fn forward_keep<
-    const S0: usize,
-    const S1: usize,
-    const S2: usize,
-    const S3: usize,
-    const S4: usize,
-    const S5: usize,
-    const K: usize,
->(
-    gpu: &Gpu,
-    p: &DeviceParams,
-    x: Map<3, S0>,
-) -> Result<(Activations<S0, S1, S2, S3, S4, S5>, Rows<HEAD_INPUTS>), ModelError> {
-    Chain::<S0, S1, S2, S3, S4, S5, K>::check();
-    let (w, a) = (&p.values, &p.arena);
-    let c11 = gpu.conv_relu::<3, 64, S0>(&x, w, a, 0)?;
-    let c12 = gpu.conv_relu::<64, 64, S0>(&c11, w, a, 1)?;
-    let p1 = gpu.max_pool::<64, S0, S1>(&c12)?;
-    let c21 = gpu.conv_relu::<64, 128, S1>(&p1, w, a, 2)?;
-    let c22 = gpu.conv_relu::<128, 128, S1>(&c21, w, a, 3)?;
-    let p2 = gpu.max_pool::<128, S1, S2>(&c22)?;
-    let c31 = gpu.conv_relu::<128, 256, S2>(&p2, w, a, 4)?;
-    let c32 = gpu.conv_relu::<256, 256, S2>(&c31, w, a, 5)?;
-    let c33 = gpu.conv_relu::<256, 256, S2>(&c32, w, a, 6)?;
-    let p3 = gpu.max_pool::<256, S2, S3>(&c33)?;
-    let c41 = gpu.conv_relu::<256, 512, S3>(&p3, w, a, 7)?;
-    let c42 = gpu.conv_relu::<512, 512, S3>(&c41, w, a, 8)?;
-    let c43 = gpu.conv_relu::<512, 512, S3>(&c42, w, a, 9)?;
-    let p4 = gpu.max_pool::<512, S3, S4>(&c43)?;
-    let c51 = gpu.conv_relu::<512, 512, S4>(&p4, w, a, 10)?;
-    let c52 = gpu.conv_relu::<512, 512, S4>(&c51, w, a, 11)?;
-    let c53 = gpu.conv_relu::<512, 512, S4>(&c52, w, a, 12)?;
-    let p5 = gpu.max_pool::<512, S4, S5>(&c53)?;
-    let pooled = gpu.avg_pool::<HEAD_INPUTS, S5, K>(&p5)?;
+    let mut kept = Vec::with_capacity(if keep { plan.steps.len() } else { 0 });
+    let mut conv = 0;
+    for step in &plan.steps {
+        let y = match *step {
+            Step::Conv { c_out, .. } => {
+                conv += 1;
+                gpu.conv_relu_dyn(&x, c_out, w, a, conv - 1)?
+            }
+            Step::MaxPool { .. } => gpu.max_pool_dyn(&x)?,
+            Step::AvgPool { window, .. } => gpu.avg_pool_dyn(&x, window)?,
+        };
+        let input = std::mem::replace(&mut x, y);
+        if keep {
+            kept.push(input);
+        }
+    }
+    let n = x.batch();
+    if x.channels() != HEAD_INPUTS || x.side() != 1 {
+        return Err(ModelError::Device(format!(
+            "the base ends with {} x {} x {} maps, not {HEAD_INPUTS} pooled values",
+            x.channels(),
+            x.side(),
+            x.side()
+        )));
+    }
     Ok((
-        Activations {
-            x,
-            c11,
-            c12,
-            p1,
-            c21,
-            c22,
-            p2,
-            c31,
-            c32,
-            c33,
-            p3,
-            c41,
-            c42,
-            c43,
-            p4,
-            c51,
-            c52,
-            c53,
-            p5,
+        kept,
+        GpuTensor {
+            data: x.data,
+            shape: (n, Const),
         },
-        pooled,
     ))
 }
 
-/// The backward pass from the gradient at the pooled features: writes every parameter's
-/// gradient into `grads` (the arena's layout).
-pub(crate) fn backward<
-    const S0: usize,
-    const S1: usize,
-    const S2: usize,
-    const S3: usize,
-    const S4: usize,
-    const S5: usize,
-    const K: usize,
->(
-    gpu: &Gpu,
-    p: &DeviceParams,
-    acts: &Activations<S0, S1, S2, S3, S4, S5>,
-    d_pooled: &Rows<HEAD_INPUTS>,
-    grads: &mut CudaSlice<f32>,
-) -> Result<(), ModelError> {
-    Chain::<S0, S1, S2, S3, S4, S5, K>::check();
-    let (w, ar) = (&p.values, &p.arena);
-    let a = acts;
-    let missing = || ModelError::Device("an input gradient was not computed".into());
-    let g = gpu.avg_pool_backward::<HEAD_INPUTS, S5, K>(d_pooled)?;
-    let g = gpu.max_pool_backward::<512, S4, S5>(&a.c53, &a.p5, &g)?;
-    let g = gpu
-        .conv_relu_backward::<512, 512, S4>(&a.c52, &a.c53, g, w, grads, ar, 12, true)?
-        .ok_or_else(missing)?;
-    let g = gpu
-        .conv_relu_backward::<512, 512, S4>(&a.c51, &a.c52, g, w, grads, ar, 11, true)?
-        .ok_or_else(missing)?;
-    let g = gpu
-        .conv_relu_backward::<512, 512, S4>(&a.p4, &a.c51, g, w, grads, ar, 10, true)?
-        .ok_or_else(missing)?;
-    let g = gpu.max_pool_backward::<512, S3, S4>(&a.c43, &a.p4, &g)?;
-    let g = gpu
-        .conv_relu_backward::<512, 512, S3>(&a.c42, &a.c43, g, w, grads, ar, 9, true)?
-        .ok_or_else(missing)?;
-    let g = gpu
-        .conv_relu_backward::<512, 512, S3>(&a.c41, &a.c42, g, w, grads, ar, 8, true)?
-        .ok_or_else(missing)?;
-    let g = gpu
-        .conv_relu_backward::<256, 512, S3>(&a.p3, &a.c41, g, w, grads, ar, 7, true)?
-        .ok_or_else(missing)?;
-    let g = gpu.max_pool_backward::<256, S2, S3>(&a.c33, &a.p3, &g)?;
-    let g = gpu
-        .conv_relu_backward::<256, 256, S2>(&a.c32, &a.c33, g, w, grads, ar, 6, true)?
-        .ok_or_else(missing)?;
-    let g = gpu
-        .conv_relu_backward::<256, 256, S2>(&a.c31, &a.c32, g, w, grads, ar, 5, true)?
-        .ok_or_else(missing)?;
-    let g = gpu
-        .conv_relu_backward::<128, 256, S2>(&a.p2, &a.c31, g, w, grads, ar, 4, true)?
-        .ok_or_else(missing)?;
-    let g = gpu.max_pool_backward::<128, S1, S2>(&a.c22, &a.p2, &g)?;
-    let g = gpu
-        .conv_relu_backward::<128, 128, S1>(&a.c21, &a.c22, g, w, grads, ar, 3, true)?
-        .ok_or_else(missing)?;
-    let g = gpu
-        .conv_relu_backward::<64, 128, S1>(&a.p1, &a.c21, g, w, grads, ar, 2, true)?
-        .ok_or_else(missing)?;
-    let g = gpu.max_pool_backward::<64, S0, S1>(&a.c12, &a.p1, &g)?;
-    let g = gpu
-        .conv_relu_backward::<64, 64, S0>(&a.c11, &a.c12, g, w, grads, ar, 1, true)?
-        .ok_or_else(missing)?;
-    // The images need no gradient.
-    gpu.conv_relu_backward::<3, 64, S0>(&a.x, &a.c11, g, w, grads, ar, 0, false)?;
-    Ok(())
+fn activation<const C: usize, const H: usize>(x: Map<C, H>) -> Activation {
+    let n = x.batch();
+    GpuTensor {
+        data: x.data,
+        shape: (n, C, H, H),
+    }
 }
 
-/// Checks cuDNN's workspace need for every convolution of the plan at batch `n`.
-pub(crate) fn check_workspaces(
+/// The base's forward pass, freeing each activation once the next is computed.
+pub(crate) fn forward<const S0: usize>(
     gpu: &Gpu,
-    spec: &NetworkSpec,
-    n: usize,
-    training: bool,
+    p: &DeviceParams,
+    plan: &LayerPlan,
+    x: Map<3, S0>,
+) -> Result<Rows<HEAD_INPUTS>, ModelError> {
+    Ok(run_forward(gpu, p, plan, activation(x), false)?.1)
+}
+
+/// The forward pass keeping every step's input, and the pooled features.
+pub(crate) fn forward_keep<const S0: usize>(
+    gpu: &Gpu,
+    p: &DeviceParams,
+    plan: &LayerPlan,
+    x: Map<3, S0>,
+) -> Result<(Activations, Rows<HEAD_INPUTS>), ModelError> {
+    let (kept, pooled) = run_forward(gpu, p, plan, activation(x), true)?;
+    Ok((Activations(kept), pooled))
+}
+
+/// The backward pass of the plan from the gradient at the pooled features: writes every
+/// parameter's gradient into `grads` (the arena's layout). Each gradient is freed once the
+/// one below it exists.
+pub(crate) fn backward(
+    gpu: &Gpu,
+    p: &DeviceParams,
+    plan: &LayerPlan,
+    acts: &Activations,
+    d_pooled: Rows<HEAD_INPUTS>,
+    grads: &mut CudaSlice<f32>,
 ) -> Result<(), ModelError> {
-    for step in LayerPlan::new(spec).steps {
-        if let super::plan::Step::Conv {
-            c_in, c_out, side, ..
-        } = step
-        {
-            gpu.check_workspace(n, c_in, c_out, side, training)?;
-        }
+    let (w, ar) = (&p.values, &p.arena);
+    let acts = &acts.0;
+    let missing = || ModelError::Device("an input gradient was not computed".into());
+    if acts.len() != plan.steps.len() {
+        return Err(missing());
+    }
+    let n = d_pooled.batch();
+    let mut g = Activation::new(d_pooled.data, n, HEAD_INPUTS, 1)?;
+    let mut conv = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Conv { .. }))
+        .count();
+    for (i, step) in plan.steps.iter().enumerate().rev() {
+        let input = &acts[i];
+        g = match *step {
+            Step::AvgPool { side, window, .. } => gpu.avg_pool_backward_dyn(&g, side, window)?,
+            Step::MaxPool { .. } => {
+                let output = acts.get(i + 1).ok_or_else(missing)?;
+                gpu.max_pool_backward_dyn(input, output, &g)?
+            }
+            Step::Conv { .. } => {
+                let output = acts.get(i + 1).ok_or_else(missing)?;
+                conv -= 1;
+                // The images need no gradient.
+                let need_input_grad = i > 0;
+                match gpu.conv_relu_backward_dyn(
+                    input,
+                    output,
+                    g,
+                    w,
+                    grads,
+                    ar,
+                    conv,
+                    need_input_grad,
+                )? {
+                    Some(dx) => dx,
+                    None if !need_input_grad => return Ok(()),
+                    None => return Err(missing()),
+                }
+            }
+        };
     }
     Ok(())
 }
 
 /// The frozen base on the GPU for one instantiation.
-pub(crate) struct GpuFeatures<
-    const S0: usize,
-    const S1: usize,
-    const S2: usize,
-    const S3: usize,
-    const S4: usize,
-    const S5: usize,
-    const K: usize,
-> {
+pub(crate) struct GpuFeatures<const S0: usize> {
     gpu: Gpu,
     params: DeviceParams,
-    spec: NetworkSpec,
-    ctx: std::sync::Arc<cudarc::driver::CudaContext>,
-    /// Batches already checked for memory and workspace.
-    checked: std::cell::Cell<usize>,
+    check: BatchCheck,
 }
 
-/// Builds the feature extractor of `weights` for this instantiation.
+/// Builds the feature extractor of `weights` for this instantiation on `gpu`.
 pub(crate) fn features<
     const S0: usize,
     const S1: usize,
@@ -305,59 +295,27 @@ pub(crate) fn features<
     const S5: usize,
     const K: usize,
 >(
-    backend: &CudaBackend,
+    gpu: Gpu,
     spec: NetworkSpec,
     weights: &BaseWeights,
 ) -> Result<Box<dyn FeatureExtractor>, ModelError> {
-    Chain::<S0, S1, S2, S3, S4, S5, K>::check();
-    let gpu = Gpu::new(&backend.ctx, &backend.image, backend.math)?;
+    let plan = checked_plan::<S0, S1, S2, S3, S4, S5, K>(&spec)?;
     let params = DeviceParams::upload(&gpu, weights)?;
-    Ok(Box::new(GpuFeatures::<S0, S1, S2, S3, S4, S5, K> {
+    Ok(Box::new(GpuFeatures::<S0> {
         gpu,
         params,
-        spec,
-        ctx: backend.ctx.clone(),
-        checked: std::cell::Cell::new(0),
+        check: BatchCheck::new(plan, &spec),
     }))
 }
 
-impl<
-        const S0: usize,
-        const S1: usize,
-        const S2: usize,
-        const S3: usize,
-        const S4: usize,
-        const S5: usize,
-        const K: usize,
-    > FeatureExtractor for GpuFeatures<S0, S1, S2, S3, S4, S5, K>
-{
+impl<const S0: usize> FeatureExtractor for GpuFeatures<S0> {
     fn batch_size(&self) -> usize {
         (GPU_FEATURE_BATCH * 224 * 224 / (S0 * S0)).clamp(GPU_FEATURE_BATCH, 512)
     }
 
     fn pooled_features(&self, images: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
-        let len = S0 * S0 * 3;
-        if images.len() != n * len {
-            return Err(ModelError::InputLength {
-                what: "images",
-                got: images.len(),
-                expected: n * len,
-                detail: format!("{n} NHWC images of {S0}x{S0}x3"),
-            });
-        }
-        if n > self.checked.get() {
-            let (free, total) = self
-                .ctx
-                .mem_get_info()
-                .map_err(|e| ModelError::Device(format!("cuMemGetInfo: {e:?}")))?;
-            check_memory(free, total, &self.spec, n, false)?;
-            check_workspaces(&self.gpu, &self.spec, n, false)?;
-            self.checked.set(n);
-        }
-        let x = self
-            .gpu
-            .images::<S0>(&nhwc_to_nchw(images, n, S0, S0, 3), n)?;
-        let pooled = forward::<S0, S1, S2, S3, S4, S5, K>(&self.gpu, &self.params, x)?;
+        let x = checked_images::<S0>(&self.gpu, &self.check, images, n, false)?;
+        let pooled = forward(&self.gpu, &self.params, self.check.plan(), x)?;
         // [n, 512] rows: the same layout as the CPU's flattened 1 x 1 maps.
         self.gpu.download(&pooled.data)
     }

@@ -20,12 +20,12 @@ use super::cudnn::{self, Conv, Filter, Handle, Pool, Tensor4d};
 use super::layout::ParamArena;
 use super::plan::WORKSPACE_BYTES;
 use super::shape::{AvgPoolToOne, MaxPool2x2};
-use super::tensor::{GpuTensor, Map, Rows};
+use super::tensor::{Activation, GpuTensor, Map, Rows};
 use super::GpuMath;
 use crate::model::ModelError;
 
-fn dev_err(what: &str, e: impl std::fmt::Debug) -> ModelError {
-    ModelError::Device(format!("{what}: {e:?}"))
+fn dev_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> ModelError {
+    ModelError::device_call(what, e)
 }
 
 /// The NVRTC kernels, loaded.
@@ -173,16 +173,49 @@ impl Gpu {
         layer: usize,
     ) -> Result<Map<CO, H>, ModelError> {
         let n = x.batch();
+        Gpu::map(
+            self.conv_relu_sized(&x.data, n, CI, CO, H, params, arena, layer)?,
+            n,
+        )
+    }
+
+    /// [`Gpu::conv_relu`] on a map whose sizes are known at run time (from the layer table).
+    pub fn conv_relu_dyn(
+        &self,
+        x: &Activation,
+        c_out: usize,
+        params: &CudaSlice<f32>,
+        arena: &ParamArena,
+        layer: usize,
+    ) -> Result<Activation, ModelError> {
+        let (n, c_in, side) = (x.batch(), x.channels(), x.side());
+        let y = self.conv_relu_sized(&x.data, n, c_in, c_out, side, params, arena, layer)?;
+        Activation::new(y, n, c_out, side)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv_relu_sized(
+        &self,
+        x: &CudaSlice<f32>,
+        n: usize,
+        ci: usize,
+        co: usize,
+        h: usize,
+        params: &CudaSlice<f32>,
+        arena: &ParamArena,
+        layer: usize,
+    ) -> Result<CudaSlice<f32>, ModelError> {
         let (w_at, w_len, b_at, b_len) = arena.convs[layer];
-        assert_eq!((w_len, b_len), (CO * CI * 9, CO), "layer {layer} shapes");
-        let xd = Tensor4d::nchw(n, CI, H, H)?;
-        let yd = Tensor4d::nchw(n, CO, H, H)?;
-        let wd = Filter::kcrs3x3(CO, CI)?;
+        assert_eq!((w_len, b_len), (co * ci * 9, co), "layer {layer} shapes");
+        assert_eq!(x.len(), n * ci * h * h, "layer {layer} input length");
+        let xd = Tensor4d::nchw(n, ci, h, h)?;
+        let yd = Tensor4d::nchw(n, co, h, h)?;
+        let wd = Filter::kcrs3x3(co, ci)?;
         let cd = Conv::same3x3(self.math)?;
-        let mut y = self.alloc(n * CO * H * H)?;
+        let mut y = self.alloc(n * co * h * h)?;
         {
             let w = params.slice(w_at..w_at + w_len);
-            let (xp, _rx) = x.data.device_ptr(&self.stream);
+            let (xp, _rx) = x.device_ptr(&self.stream);
             let (wp, _rw) = w.device_ptr(&self.stream);
             let (yp, _ry) = y.device_ptr_mut(&self.stream);
             let (ws, _rws) = self.workspace_ptr();
@@ -208,18 +241,18 @@ impl Gpu {
             })?;
         }
         let bias = params.slice(b_at..b_at + b_len);
-        let (n_i, c_i, hw) = (n as i32, CO as i32, (H * H) as i32);
+        let (n_i, c_i, hw) = (n as i32, co as i32, (h * h) as i32);
         launch!(
             self,
             &self.kernels.bias_relu,
-            grid_for(n * CO * H * H),
+            grid_for(n * co * h * h),
             &mut y,
             &bias,
             &n_i,
             &c_i,
             &hw
         )?;
-        Gpu::map(y, n)
+        Ok(y)
     }
 
     fn workspace_ptr(&self) -> (u64, cudarc::driver::SyncOnDrop<'_>) {
@@ -308,22 +341,85 @@ impl Gpu {
         need_input_grad: bool,
     ) -> Result<Option<Map<CI, H>>, ModelError> {
         let n = x.batch();
+        let sizes = (n, CI, CO, H);
+        let dx = self.conv_relu_backward_sized(
+            &x.data,
+            &y.data,
+            &mut dy.data,
+            sizes,
+            params,
+            grads,
+            arena,
+            layer,
+            need_input_grad,
+        )?;
+        dx.map(|dx| Gpu::map(dx, n)).transpose()
+    }
+
+    /// [`Gpu::conv_relu_backward`] on maps whose sizes are known at run time.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_relu_backward_dyn(
+        &self,
+        x: &Activation,
+        y: &Activation,
+        mut dy: Activation,
+        params: &CudaSlice<f32>,
+        grads: &mut CudaSlice<f32>,
+        arena: &ParamArena,
+        layer: usize,
+        need_input_grad: bool,
+    ) -> Result<Option<Activation>, ModelError> {
+        let (n, c_in, side) = (x.batch(), x.channels(), x.side());
+        let sizes = (n, c_in, y.channels(), side);
+        let dx = self.conv_relu_backward_sized(
+            &x.data,
+            &y.data,
+            &mut dy.data,
+            sizes,
+            params,
+            grads,
+            arena,
+            layer,
+            need_input_grad,
+        )?;
+        dx.map(|dx| Activation::new(dx, n, c_in, side)).transpose()
+    }
+
+    /// The body of both: `sizes` is `(batch, channels in, channels out, side)`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_relu_backward_sized(
+        &self,
+        x: &CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        dy: &mut CudaSlice<f32>,
+        (n, ci, co, h): (usize, usize, usize, usize),
+        params: &CudaSlice<f32>,
+        grads: &mut CudaSlice<f32>,
+        arena: &ParamArena,
+        layer: usize,
+        need_input_grad: bool,
+    ) -> Result<Option<CudaSlice<f32>>, ModelError> {
         let (w_at, w_len, b_at, b_len) = arena.convs[layer];
-        assert_eq!((w_len, b_len), (CO * CI * 9, CO), "layer {layer} shapes");
-        let len = (n * CO * H * H) as i64;
+        assert_eq!((w_len, b_len), (co * ci * 9, co), "layer {layer} shapes");
+        let len = (n * co * h * h) as i64;
+        assert_eq!(
+            (x.len(), y.len(), dy.len()),
+            (n * ci * h * h, len as usize, len as usize),
+            "layer {layer} lengths"
+        );
         launch!(
             self,
             &self.kernels.relu_backward,
             grid_for(len as usize),
-            &mut dy.data,
-            &y.data,
+            &mut *dy,
+            y,
             &len
         )?;
-        let (n_i, c_i, hw) = (n as i32, CO as i32, (H * H) as i32);
+        let (n_i, c_i, hw) = (n as i32, co as i32, (h * h) as i32);
         {
             let mut db = grads.slice_mut(b_at..b_at + b_len);
             let cfg = LaunchConfig {
-                grid_dim: (CO as u32, 1, 1),
+                grid_dim: (co as u32, 1, 1),
                 block_dim: (super::kernels::REDUCE_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
@@ -331,22 +427,22 @@ impl Gpu {
                 self,
                 &self.kernels.bias_grad,
                 cfg,
-                &dy.data,
+                &*dy,
                 &mut db,
                 &n_i,
                 &c_i,
                 &hw
             )?;
         }
-        let xd = Tensor4d::nchw(n, CI, H, H)?;
-        let yd = Tensor4d::nchw(n, CO, H, H)?;
-        let wd = Filter::kcrs3x3(CO, CI)?;
+        let xd = Tensor4d::nchw(n, ci, h, h)?;
+        let yd = Tensor4d::nchw(n, co, h, h)?;
+        let wd = Filter::kcrs3x3(co, ci)?;
         let cd = Conv::same3x3(self.math)?;
         let (alpha, beta) = (1.0f32, 0.0f32);
         {
             let mut dw = grads.slice_mut(w_at..w_at + w_len);
-            let (xp, _rx) = x.data.device_ptr(&self.stream);
-            let (dyp, _rdy) = dy.data.device_ptr(&self.stream);
+            let (xp, _rx) = x.device_ptr(&self.stream);
+            let (dyp, _rdy) = dy.device_ptr(&self.stream);
             let (dwp, _rdw) = dw.device_ptr_mut(&self.stream);
             let (ws, _rws) = self.workspace_ptr();
             // SAFETY: descriptors match the buffers; workspace checked by `check_workspace`.
@@ -371,11 +467,11 @@ impl Gpu {
         if !need_input_grad {
             return Ok(None);
         }
-        let mut dx = self.alloc(n * CI * H * H)?;
+        let mut dx = self.alloc(n * ci * h * h)?;
         {
             let w = params.slice(w_at..w_at + w_len);
             let (wp, _rw) = w.device_ptr(&self.stream);
-            let (dyp, _rdy) = dy.data.device_ptr(&self.stream);
+            let (dyp, _rdy) = dy.device_ptr(&self.stream);
             let (dxp, _rdx) = dx.device_ptr_mut(&self.stream);
             let (ws, _rws) = self.workspace_ptr();
             // SAFETY: as above.
@@ -397,7 +493,7 @@ impl Gpu {
                 )
             })?;
         }
-        Ok(Some(Gpu::map(dx, n)?))
+        Ok(Some(dx))
     }
 
     /// Max-pool 2x2, stride 2, floor: `[n, C, H, H] -> [n, C, OH, OH]`, `OH = H / 2` checked
@@ -409,12 +505,30 @@ impl Gpu {
     ) -> Result<Map<C, OH>, ModelError> {
         let () = MaxPool2x2::<H, OH>::CHECK;
         let n = x.batch();
-        let xd = Tensor4d::nchw(n, C, H, H)?;
-        let yd = Tensor4d::nchw(n, C, OH, OH)?;
+        Gpu::map(self.max_pool_sized(&x.data, n, C, H)?, n)
+    }
+
+    /// [`Gpu::max_pool`] on a map whose sizes are known at run time.
+    pub fn max_pool_dyn(&self, x: &Activation) -> Result<Activation, ModelError> {
+        let (n, c, side) = (x.batch(), x.channels(), x.side());
+        Activation::new(self.max_pool_sized(&x.data, n, c, side)?, n, c, side / 2)
+    }
+
+    fn max_pool_sized(
+        &self,
+        x: &CudaSlice<f32>,
+        n: usize,
+        c: usize,
+        h: usize,
+    ) -> Result<CudaSlice<f32>, ModelError> {
+        let oh = h / 2;
+        assert_eq!(x.len(), n * c * h * h, "max-pool input length");
+        let xd = Tensor4d::nchw(n, c, h, h)?;
+        let yd = Tensor4d::nchw(n, c, oh, oh)?;
         let pd = Pool::max2x2()?;
-        let mut y = self.alloc(n * C * OH * OH)?;
+        let mut y = self.alloc(n * c * oh * oh)?;
         {
-            let (xp, _rx) = x.data.device_ptr(&self.stream);
+            let (xp, _rx) = x.device_ptr(&self.stream);
             let (yp, _ry) = y.device_ptr_mut(&self.stream);
             let (alpha, beta) = (1.0f32, 0.0f32);
             // SAFETY: descriptors match the buffers.
@@ -431,7 +545,7 @@ impl Gpu {
                 )
             })?;
         }
-        Gpu::map(y, n)
+        Ok(y)
     }
 
     /// The gradient at a max-pool's input from the one at its output (`x` its input, `y`
@@ -445,15 +559,48 @@ impl Gpu {
     ) -> Result<Map<C, H>, ModelError> {
         let () = MaxPool2x2::<H, OH>::CHECK;
         let n = x.batch();
-        let xd = Tensor4d::nchw(n, C, H, H)?;
-        let yd = Tensor4d::nchw(n, C, OH, OH)?;
+        Gpu::map(
+            self.max_pool_backward_sized(&x.data, &y.data, &dy.data, n, C, H)?,
+            n,
+        )
+    }
+
+    /// [`Gpu::max_pool_backward`] on maps whose sizes are known at run time.
+    pub fn max_pool_backward_dyn(
+        &self,
+        x: &Activation,
+        y: &Activation,
+        dy: &Activation,
+    ) -> Result<Activation, ModelError> {
+        let (n, c, side) = (x.batch(), x.channels(), x.side());
+        let dx = self.max_pool_backward_sized(&x.data, &y.data, &dy.data, n, c, side)?;
+        Activation::new(dx, n, c, side)
+    }
+
+    fn max_pool_backward_sized(
+        &self,
+        x: &CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        n: usize,
+        c: usize,
+        h: usize,
+    ) -> Result<CudaSlice<f32>, ModelError> {
+        let oh = h / 2;
+        assert_eq!(
+            (x.len(), y.len(), dy.len()),
+            (n * c * h * h, n * c * oh * oh, n * c * oh * oh),
+            "max-pool backward lengths"
+        );
+        let xd = Tensor4d::nchw(n, c, h, h)?;
+        let yd = Tensor4d::nchw(n, c, oh, oh)?;
         let pd = Pool::max2x2()?;
         // Zeros: with an odd side the last row and column get no gradient.
-        let mut dx = self.zeros(n * C * H * H)?;
+        let mut dx = self.zeros(n * c * h * h)?;
         {
-            let (xp, _rx) = x.data.device_ptr(&self.stream);
-            let (yp, _ry) = y.data.device_ptr(&self.stream);
-            let (dyp, _rdy) = dy.data.device_ptr(&self.stream);
+            let (xp, _rx) = x.device_ptr(&self.stream);
+            let (yp, _ry) = y.device_ptr(&self.stream);
+            let (dyp, _rdy) = dy.device_ptr(&self.stream);
             let (dxp, _rdx) = dx.device_ptr_mut(&self.stream);
             let (alpha, beta) = (1.0f32, 0.0f32);
             // SAFETY: descriptors match the buffers.
@@ -474,7 +621,7 @@ impl Gpu {
                 )
             })?;
         }
-        Gpu::map(dx, n)
+        Ok(dx)
     }
 
     /// The head's average pool `K x K` (top-left window, floor) to one value per channel:
@@ -486,10 +633,37 @@ impl Gpu {
     ) -> Result<Rows<C>, ModelError> {
         let () = AvgPoolToOne::<H, K>::CHECK;
         let n = x.batch();
-        let mut y = self.alloc(n * C)?;
-        let (nc, side, k) = ((n * C) as i32, H as i32, K as i32);
+        Ok(GpuTensor {
+            data: self.avg_pool_sized(&x.data, n, C, H, K)?,
+            shape: (n, Const),
+        })
+    }
+
+    /// [`Gpu::avg_pool`] on a map whose sizes are known at run time (`window` from the
+    /// plan): the pooled rows `[n, channels]`.
+    pub fn avg_pool_dyn(&self, x: &Activation, window: usize) -> Result<Activation, ModelError> {
+        let (n, c) = (x.batch(), x.channels());
+        let y = self.avg_pool_sized(&x.data, n, c, x.side(), window)?;
+        Activation::new(y, n, c, 1)
+    }
+
+    fn avg_pool_sized(
+        &self,
+        x: &CudaSlice<f32>,
+        n: usize,
+        c: usize,
+        h: usize,
+        window: usize,
+    ) -> Result<CudaSlice<f32>, ModelError> {
+        assert!(
+            window >= 1 && h / window == 1,
+            "the head's pooling leaves 1 x 1"
+        );
+        assert_eq!(x.len(), n * c * h * h, "average-pool input length");
+        let mut y = self.alloc(n * c)?;
+        let (nc, side, k) = ((n * c) as i32, h as i32, window as i32);
         let cfg = LaunchConfig {
-            grid_dim: ((n * C).div_ceil(THREADS as usize) as u32, 1, 1),
+            grid_dim: ((n * c).div_ceil(THREADS as usize) as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -497,16 +671,13 @@ impl Gpu {
             self,
             &self.kernels.avg_pool_forward,
             cfg,
-            &x.data,
+            x,
             &mut y,
             &nc,
             &side,
             &k
         )?;
-        Ok(GpuTensor {
-            data: y,
-            shape: (n, Const),
-        })
+        Ok(y)
     }
 
     /// The gradient at the average pool's input from the one at its output.
@@ -517,19 +688,48 @@ impl Gpu {
     ) -> Result<Map<C, H>, ModelError> {
         let () = AvgPoolToOne::<H, K>::CHECK;
         let n = dy.batch();
-        let mut dx = self.alloc(n * C * H * H)?;
-        let (nc, side, k) = ((n * C) as i32, H as i32, K as i32);
+        Gpu::map(self.avg_pool_backward_sized(&dy.data, n, C, H, K)?, n)
+    }
+
+    /// [`Gpu::avg_pool_backward`] from pooled rows `dy` (`[n, channels]`) to a map of side
+    /// `side`, sizes known at run time.
+    pub fn avg_pool_backward_dyn(
+        &self,
+        dy: &Activation,
+        side: usize,
+        window: usize,
+    ) -> Result<Activation, ModelError> {
+        let (n, c) = (dy.batch(), dy.channels());
+        let dx = self.avg_pool_backward_sized(&dy.data, n, c, side, window)?;
+        Activation::new(dx, n, c, side)
+    }
+
+    fn avg_pool_backward_sized(
+        &self,
+        dy: &CudaSlice<f32>,
+        n: usize,
+        c: usize,
+        h: usize,
+        window: usize,
+    ) -> Result<CudaSlice<f32>, ModelError> {
+        assert!(
+            window >= 1 && h / window == 1,
+            "the head's pooling leaves 1 x 1"
+        );
+        assert_eq!(dy.len(), n * c, "average-pool gradient length");
+        let mut dx = self.alloc(n * c * h * h)?;
+        let (nc, side, k) = ((n * c) as i32, h as i32, window as i32);
         launch!(
             self,
             &self.kernels.avg_pool_backward,
-            grid_for(n * C * H * H),
-            &dy.data,
+            grid_for(n * c * h * h),
+            dy,
             &mut dx,
             &nc,
             &side,
             &k
         )?;
-        Gpu::map(dx, n)
+        Ok(dx)
     }
 
     /// One Adam step (dfdx's formula, step number `t` from 1) over the whole arena.
@@ -569,6 +769,14 @@ impl Gpu {
             &c1,
             &c2
         )
+    }
+
+    /// Free and total memory of the device, in bytes.
+    pub fn memory(&self) -> Result<(usize, usize), ModelError> {
+        self.stream
+            .context()
+            .mem_get_info()
+            .map_err(|e| dev_err("cuMemGetInfo", e))
     }
 
     /// Waits for everything queued on the stream.

@@ -1,7 +1,8 @@
 //! The GPU layer plan: what the base computes for one input size, layer by layer, in the
 //! GPU's layout (NCHW activations, KCRS filters = torchvision's OIHW), and how much device
 //! memory a batch needs. Plain arithmetic on the layer table ([`VGG16_FEATURES`]), so it is
-//! checked on any machine; the GPU code allocates exactly what it says.
+//! checked on any machine; the GPU network walks these steps, and [`memory_need`] follows
+//! what its loops hold alive at their peak.
 //!
 //! The same side lengths are what [`super::shape`] checks at compile time.
 
@@ -131,10 +132,36 @@ impl LayerPlan {
             .unwrap_or(0)
     }
 
+    /// Values per image alive at the peak of the forward pass that frees each activation
+    /// once the next exists: the largest step's input and output together.
+    pub fn inference_activations(&self) -> usize {
+        self.steps
+            .iter()
+            .map(|s| s.in_len() + s.out_len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Values per image kept for the backward pass: every step's input (the convolutions'
     /// inputs and post-ReLU outputs, the pools' inputs and outputs).
     pub fn training_activations(&self) -> usize {
-        self.steps.iter().map(|s| s.in_len()).sum::<usize>() + HEAD_INPUTS
+        self.steps.iter().map(|s| s.in_len()).sum()
+    }
+
+    /// Values per image alive at the peak of a training step: everything kept for the
+    /// backward pass, plus the gradients at the output and input of the backward step that
+    /// holds the most (the first step makes no input gradient: the images need none). At
+    /// the end of the forward pass only the pooled features are alive besides the kept
+    /// inputs, fewer than any backward step holds.
+    pub fn training_peak(&self) -> usize {
+        let gradients = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.out_len() + if i > 0 { s.in_len() } else { 0 })
+            .max()
+            .unwrap_or(0);
+        self.training_activations() + gradients.max(HEAD_INPUTS)
     }
 }
 
@@ -143,7 +170,7 @@ impl LayerPlan {
 pub struct MemoryNeed {
     /// Parameters, and for training their gradients and Adam's two moments.
     pub parameters: u64,
-    /// Activations (and their gradients when training).
+    /// Activations (and their gradients when training), at their peak.
     pub activations: u64,
     /// cuDNN's workspace, as the plan reserves it.
     pub workspace: u64,
@@ -159,34 +186,26 @@ impl MemoryNeed {
 /// forward, algorithm 1 backward) need at most a few MiB for these shapes; the rest is slack.
 pub const WORKSPACE_BYTES: u64 = 256 << 20;
 
-/// What `batch` images need: inference keeps two activation buffers of the largest size
-/// (ping-pong); training keeps every step's input plus two gradient buffers of the largest.
+/// What `batch` images need with `params` parameter values on the device (the packed
+/// arena's length, padding included): inference holds one step's input and output at a time
+/// ([`LayerPlan::inference_activations`]); training keeps every step's input and, during the
+/// backward pass, one step's two gradients ([`LayerPlan::training_peak`]), and holds the
+/// parameters' gradients and Adam's two moments beside the parameters.
 pub fn memory_need(plan: &LayerPlan, params: usize, batch: usize, training: bool) -> MemoryNeed {
     let f = 4u64;
     let b = batch as u64;
-    let largest = plan.largest_activation() as u64;
     if training {
         MemoryNeed {
             parameters: 4 * params as u64 * f,
-            activations: b * f * (plan.training_activations() as u64 + 2 * largest),
+            activations: b * f * plan.training_peak() as u64,
             workspace: WORKSPACE_BYTES,
         }
     } else {
         MemoryNeed {
             parameters: params as u64 * f,
-            activations: b * f * 2 * largest + b * f * HEAD_INPUTS as u64,
+            activations: b * f * plan.inference_activations() as u64,
             workspace: WORKSPACE_BYTES,
         }
-    }
-}
-
-/// Bytes as `1.2 GiB` / `340 MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    let mib = bytes as f64 / (1u64 << 20) as f64;
-    if mib >= 1024.0 {
-        format!("{:.1} GiB", mib / 1024.0)
-    } else {
-        format!("{mib:.0} MiB")
     }
 }
 
@@ -255,14 +274,60 @@ mod tests {
         assert_eq!(train8.parameters, 16 * 14_714_688);
         assert_eq!(
             infer64.activations - infer8.activations,
-            56 * 4 * (2 * 64 * 237 * 237 + 512) as u64
+            56 * 4 * (2 * 64 * 237 * 237) as u64
         );
         assert!(train8.total() > infer8.total());
-        // About 60 MB of activations per training image at 237 (as on the CPU) plus two
-        // gradient buffers of the largest map.
-        let per_image = train8.activations / 8;
-        assert!((80 << 20..120 << 20).contains(&per_image), "{per_image}");
-        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
-        assert_eq!(human_bytes(340 << 20), "340 MiB");
+        assert_eq!(infer8.workspace, WORKSPACE_BYTES);
+    }
+
+    /// The estimate against the layer table worked by hand at 237 (sides 237 -> 118 -> 59
+    /// -> 29 -> 14 -> 7, head pooling 4), in values per image: what the forward loop holds
+    /// at once and what a training step keeps.
+    #[test]
+    fn the_memory_estimate_is_the_layer_tables_arithmetic() {
+        let p = plan(ImageSize::S237, Pooling::Avg4);
+        let (s0, s1, s2, s3, s4, s5) = (237 * 237, 118 * 118, 59 * 59, 29 * 29, 14 * 14, 7 * 7);
+        // Each step's input, in table order: conv1_1 (the image), conv1_2, pool1, conv2_1,
+        // conv2_2, pool2, conv3_1..3, pool3, conv4_1..3, pool4, conv5_1..3, pool5, and the
+        // head's average pool.
+        let inputs = [
+            3 * s0,
+            64 * s0,
+            64 * s0,
+            64 * s1,
+            128 * s1,
+            128 * s1,
+            128 * s2,
+            256 * s2,
+            256 * s2,
+            256 * s2,
+            256 * s3,
+            512 * s3,
+            512 * s3,
+            512 * s3,
+            512 * s4,
+            512 * s4,
+            512 * s4,
+            512 * s4,
+            512 * s5,
+        ];
+        let in_lens: Vec<usize> = p.steps.iter().map(Step::in_len).collect();
+        assert_eq!(in_lens, inputs);
+        let kept: usize = inputs.iter().sum();
+        assert_eq!(kept, 16_866_363, "about 67 MB per image kept for backward");
+        assert_eq!(p.training_activations(), kept);
+        // The forward pass at its peak holds conv1_2's input and output, 64 maps each
+        // (about 29 MB per image): not every activation, as it did before each was freed.
+        assert_eq!(p.inference_activations(), 2 * 64 * s0);
+        // Training: everything kept, plus conv1_2's gradients at its output and input.
+        assert_eq!(p.training_peak(), kept + 2 * 64 * s0);
+        let arena = crate::model::cuda::layout::ParamArena::vgg16().len;
+        let need = memory_need(&p, arena, 3, true);
+        assert_eq!(need.activations, 3 * 4 * (kept + 2 * 64 * s0) as u64);
+        assert_eq!(need.parameters, 4 * 4 * arena as u64);
+        let need = memory_need(&p, arena, 5, false);
+        assert_eq!(need.activations, 5 * 4 * (2 * 64 * s0) as u64);
+        assert_eq!(need.parameters, 4 * arena as u64);
+        assert!(arena >= VGG16_BASE_PARAMS, "the arena pads, never drops");
     }
 }

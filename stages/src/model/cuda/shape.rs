@@ -3,8 +3,8 @@
 //! five max-pools, and the head's pooling window `K`), and each step asserts its own sizes
 //! in an inline `const` block, evaluated when the instantiation is built. The GPU buffers
 //! carry these sizes in their types (`Nchw<C, H, W>`, see `cuda::tensor`), and the one place
-//! that maps a runtime size and pooling to them is `cpu::geometry::with_geometry!`, shared by
-//! both backends.
+//! that maps a runtime size and pooling to them is `model::geometry::with_geometry!`, shared
+//! by both backends.
 //!
 //! A chain that is right builds:
 //!
@@ -111,7 +111,7 @@ mod tests {
                 let Ok(spec) = NetworkSpec::new(size, pooling, ConvAlgorithm::Direct) else {
                     continue;
                 };
-                let (chain, k) = crate::model::cpu::geometry::with_geometry!(spec, sides())
+                let (chain, k) = crate::model::geometry::with_geometry!(spec, sides())
                     .expect("a supported network");
                 assert_eq!(chain.to_vec(), LayerPlan::new(&spec).sides(), "{spec:?}");
                 assert_eq!(k, pooling.window(size.base_out()));

@@ -1,24 +1,21 @@
 //! Fine-tuning on the GPU: the base's forward and backward passes and its Adam steps run on
-//! the device; the small head (512 -> units -> 1, with dropout) stays in dfdx on the CPU,
-//! seeded as the CPU trainer seeds it, so that both draw the same dropout masks. Each step
-//! moves only the pooled features down (`n x 512`) and their gradient up.
-
-use std::cell::Cell;
+//! the device; the small head (512 -> units -> 1, with dropout) is the shared one
+//! (`model::head`), stepped on the host by the shared step (`model::host_step`) seeded as
+//! every backend seeds it, so that all draw the same dropout masks. Each step moves only the
+//! pooled features down (`n x 512`) and their gradient up.
 
 use cudarc::driver::CudaSlice;
-use dfdx::optim::{Adam, AdamConfig};
 use dfdx::prelude::*;
 
-use super::device::CudaBackend;
-use super::layout::nhwc_to_nchw;
 use super::network::{
-    backward, check_memory, check_workspaces, forward, forward_keep, DeviceParams,
+    backward, checked_images, checked_plan, forward, forward_keep, BatchCheck, DeviceParams,
 };
 use super::ops::Gpu;
 use super::tensor::GpuTensor;
 use crate::model::backend::{Step, Trainer};
-use crate::model::cpu::geometry::with_units;
-use crate::model::cpu::head::{export_head, head_net, HeadNet};
+use crate::model::geometry::with_units;
+use crate::model::head::{export_head, head_net, HeadNet};
+use crate::model::host_step::{AdamStep, InputGradient};
 use crate::model::spec::{AdamSettings, HeadSpec, NetworkSpec, HEAD_INPUTS};
 use crate::model::weights::ModelWeights;
 use crate::model::ModelError;
@@ -27,16 +24,7 @@ use crate::model::ModelError;
 /// experiment's batch size).
 const GPU_EVAL_BATCH: usize = 32;
 
-pub(super) struct GpuTrainer<
-    const S0: usize,
-    const S1: usize,
-    const S2: usize,
-    const S3: usize,
-    const S4: usize,
-    const S5: usize,
-    const K: usize,
-    const U: usize,
-> {
+pub(super) struct GpuTrainer<const S0: usize, const U: usize> {
     gpu: Gpu,
     params: DeviceParams,
     grads: CudaSlice<f32>,
@@ -45,21 +33,12 @@ pub(super) struct GpuTrainer<
     /// Adam's step number on the device (dfdx counts the head's).
     t: i32,
     adam: AdamSettings,
-    head: HeadNet<U>,
-    head_opt: Adam<HeadNet<U>, f32, Cpu>,
-    /// Seeded: draws the head's dropout masks, as the CPU trainer's device does.
-    dev: Cpu,
-    spec: NetworkSpec,
-    ctx: std::sync::Arc<cudarc::driver::CudaContext>,
-    /// Largest batch already checked for memory, for training and for predicting.
-    checked: Cell<(usize, usize)>,
+    head: AdamStep<HeadNet<U>>,
+    check: BatchCheck,
 }
 
-fn dev_err(what: &str, e: impl std::fmt::Debug) -> ModelError {
-    ModelError::Device(format!("{what}: {e:?}"))
-}
-
-/// A GPU trainer of the whole network for this instantiation (head width from `head`).
+/// A GPU trainer of the whole network for this instantiation (head width from `head`), on
+/// `gpu`.
 pub(super) fn whole_network_trainer<
     const S0: usize,
     const S1: usize,
@@ -69,51 +48,33 @@ pub(super) fn whole_network_trainer<
     const S5: usize,
     const K: usize,
 >(
-    backend: &CudaBackend,
+    gpu: Gpu,
     spec: NetworkSpec,
     head: &HeadSpec,
     weights: &ModelWeights,
     adam: AdamSettings,
     seed: u64,
 ) -> Result<Box<dyn Trainer>, ModelError> {
+    let plan = checked_plan::<S0, S1, S2, S3, S4, S5, K>(&spec)?;
+    let check = BatchCheck::new(plan, &spec);
     with_units!(
         head.units(),
-        trainer::<S0, S1, S2, S3, S4, S5, K>(backend, spec, head, weights, adam, seed)
+        trainer::<S0>(gpu, check, head, weights, adam, seed)
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn trainer<
-    const S0: usize,
-    const S1: usize,
-    const S2: usize,
-    const S3: usize,
-    const S4: usize,
-    const S5: usize,
-    const K: usize,
-    const U: usize,
->(
-    backend: &CudaBackend,
-    spec: NetworkSpec,
+fn trainer<const S0: usize, const U: usize>(
+    gpu: Gpu,
+    check: BatchCheck,
     head: &HeadSpec,
     weights: &ModelWeights,
     adam: AdamSettings,
     seed: u64,
 ) -> Result<Box<dyn Trainer>, ModelError> {
-    let gpu = Gpu::new(&backend.ctx, &backend.image, backend.math)?;
     let params = DeviceParams::upload(&gpu, &weights.base)?;
     let len = params.arena.len;
     let net: HeadNet<U> = head_net(&Cpu::default(), head, &weights.head)?;
-    let head_opt = Adam::new(
-        &net,
-        AdamConfig {
-            lr: adam.learning_rate,
-            betas: [adam.beta1, adam.beta2],
-            eps: adam.epsilon,
-            weight_decay: None,
-        },
-    );
-    Ok(Box::new(GpuTrainer::<S0, S1, S2, S3, S4, S5, K, U> {
+    Ok(Box::new(GpuTrainer::<S0, U> {
         grads: gpu.zeros(len)?,
         moment1: gpu.zeros(len)?,
         moment2: gpu.zeros(len)?,
@@ -121,68 +82,12 @@ fn trainer<
         params,
         t: 0,
         adam,
-        head: net,
-        head_opt,
-        dev: Cpu::seed_from_u64(seed),
-        spec,
-        ctx: backend.ctx.clone(),
-        checked: Cell::new((0, 0)),
+        head: AdamStep::new(net, adam, seed),
+        check,
     }))
 }
 
-impl<
-        const S0: usize,
-        const S1: usize,
-        const S2: usize,
-        const S3: usize,
-        const S4: usize,
-        const S5: usize,
-        const K: usize,
-        const U: usize,
-    > GpuTrainer<S0, S1, S2, S3, S4, S5, K, U>
-{
-    fn check(&self, n: usize, training: bool) -> Result<(), ModelError> {
-        let (train, eval) = self.checked.get();
-        let done = if training { train } else { eval };
-        if n <= done {
-            return Ok(());
-        }
-        let (free, total) = self
-            .ctx
-            .mem_get_info()
-            .map_err(|e| dev_err("cuMemGetInfo", e))?;
-        check_memory(free, total, &self.spec, n, training)?;
-        check_workspaces(&self.gpu, &self.spec, n, training)?;
-        self.checked
-            .set(if training { (n, eval) } else { (train, n) });
-        Ok(())
-    }
-
-    fn images(&self, rows: &[f32], n: usize) -> Result<super::tensor::Map<3, S0>, ModelError> {
-        let len = S0 * S0 * 3;
-        if rows.len() != n * len {
-            return Err(ModelError::InputLength {
-                what: "images",
-                got: rows.len(),
-                expected: n * len,
-                detail: format!("{n} NHWC images of {S0}x{S0}x3"),
-            });
-        }
-        self.gpu.images::<S0>(&nhwc_to_nchw(rows, n, S0, S0, 3), n)
-    }
-}
-
-impl<
-        const S0: usize,
-        const S1: usize,
-        const S2: usize,
-        const S3: usize,
-        const S4: usize,
-        const S5: usize,
-        const K: usize,
-        const U: usize,
-    > Trainer for GpuTrainer<S0, S1, S2, S3, S4, S5, K, U>
-{
+impl<const S0: usize, const U: usize> Trainer for GpuTrainer<S0, U> {
     fn row_len(&self) -> usize {
         S0 * S0 * 3
     }
@@ -193,46 +98,36 @@ impl<
 
     fn step(&mut self, rows: Vec<f32>, targets: Vec<f32>) -> Result<Step, ModelError> {
         let n = targets.len();
-        self.check(n, true)?;
-        let x = self.images(&rows, n)?;
+        let x = checked_images::<S0>(&self.gpu, &self.check, &rows, n, true)?;
         drop(rows);
-        let (acts, pooled) = forward_keep::<S0, S1, S2, S3, S4, S5, K>(&self.gpu, &self.params, x)?;
+        let plan = self.check.plan();
+        let (acts, pooled) = forward_keep(&self.gpu, &self.params, plan, x)?;
         let features = self.gpu.download(&pooled.data)?;
+        drop(pooled);
 
-        // The head on the CPU, with the gradient at its input.
-        let feats = self
-            .dev
-            .try_tensor_from_vec(features, (n, Const::<HEAD_INPUTS>))?;
-        let ys = self.dev.try_tensor_from_vec(targets, (n, Const::<1>))?;
-        let grads = self.head.try_alloc_grads()?;
-        let logits = self.head.try_forward_mut(feats.trace(grads))?;
-        let mut batch_logits = vec![0.0; n];
-        logits.copy_into(&mut batch_logits);
-        let loss = binary_cross_entropy_with_logits_loss(logits, ys);
-        let value = loss.array();
-        if !value.is_finite() {
-            return Ok(Step {
-                loss: value,
-                logits: batch_logits,
-            });
-        }
-        let grads = loss.backward();
-        let mut d_features = vec![0.0; n * HEAD_INPUTS];
-        grads.get(&feats).copy_into(&mut d_features);
-        self.head_opt
-            .update(&mut self.head, &grads)
-            .map_err(|e| ModelError::Device(format!("{e:?}")))?;
+        // The head on the host, with the gradient at its input.
+        let (step, d_features) = self.head.step(
+            features,
+            (n, Const::<HEAD_INPUTS>),
+            targets,
+            InputGradient::Keep,
+        )?;
+        let Some(d_features) = d_features else {
+            // The loss was not finite: no update was made.
+            return Ok(step);
+        };
 
         // The base on the GPU.
         let d_pooled = GpuTensor {
             data: self.gpu.upload(&d_features)?,
             shape: (n, Const::<HEAD_INPUTS>),
         };
-        backward::<S0, S1, S2, S3, S4, S5, K>(
+        backward(
             &self.gpu,
             &self.params,
+            plan,
             &acts,
-            &d_pooled,
+            d_pooled,
             &mut self.grads,
         )?;
         drop(acts);
@@ -246,28 +141,19 @@ impl<
             &self.adam,
         )?;
         self.gpu.synchronize()?;
-        Ok(Step {
-            loss: value,
-            logits: batch_logits,
-        })
+        Ok(step)
     }
 
     fn logits(&self, rows: Vec<f32>, n: usize) -> Result<Vec<f32>, ModelError> {
-        self.check(n, false)?;
-        let x = self.images(&rows, n)?;
-        let pooled = forward::<S0, S1, S2, S3, S4, S5, K>(&self.gpu, &self.params, x)?;
+        let x = checked_images::<S0>(&self.gpu, &self.check, &rows, n, false)?;
+        let pooled = forward(&self.gpu, &self.params, self.check.plan(), x)?;
         let features = self.gpu.download(&pooled.data)?;
-        let feats = self
-            .dev
-            .try_tensor_from_vec(features, (n, Const::<HEAD_INPUTS>))?;
-        let out = self.head.try_forward(feats)?;
-        let mut logits = vec![0.0; n];
-        out.copy_into(&mut logits);
-        Ok(logits)
+        drop(pooled);
+        self.head.logits(features, (n, Const::<HEAD_INPUTS>))
     }
 
     fn export(&self, weights: &mut ModelWeights) -> Result<(), ModelError> {
         weights.base = self.params.download(&self.gpu)?;
-        export_head(&self.head, weights)
+        export_head(self.head.net(), weights)
     }
 }

@@ -1,6 +1,7 @@
-//! The one place that maps a runtime network and head to the CPU backend's compile-time
-//! instantiations: input size and pooling to the side lengths `S0 -> S1 -> .. -> S5` and
-//! the pooling window `K`, and the head's width to `U`.
+//! The geometry table: the one place that maps a runtime network and head to the
+//! compile-time instantiations every backend builds (the CPU's dfdx modules, the GPU's typed
+//! buffers): input size and pooling to the side lengths `S0 -> S1 -> .. -> S5` and the
+//! pooling window `K`, and the head's width to `U`.
 //!
 //! Every shape along the chain is checked when these instantiations are built (each max-pool
 //! asserts `S(i+1) = S(i) / 2`, the average pool `S5 / K = 1`), so a wrong row here does not
