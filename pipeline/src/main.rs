@@ -7,6 +7,7 @@
 
 mod cli;
 mod config;
+mod desktop;
 mod device;
 mod executor;
 mod exit;
