@@ -6,6 +6,7 @@
 //! maps the outcome to a documented exit code ([`exit`]).
 
 mod cli;
+mod comparison;
 mod config;
 mod desktop;
 mod device;
