@@ -145,6 +145,7 @@ pub fn sweep(args: &SweepArgs, session: &Session) -> anyhow::Result<ExitCode> {
             throttle: args.jobs,
             id: &sweep.id,
             project: &session.project,
+            settings: &session.settings,
             store,
             data_root: &ws.data_root.value,
             dir: &dir,
