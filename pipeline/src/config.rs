@@ -55,6 +55,10 @@ pub struct Settings {
     pub device: Option<String>,
     /// The remote cache's URL, as written (checked when it is opened).
     pub remote: Option<String>,
+    /// The `[slurm]` table, as written: job resources for `--executor slurm`, checked where
+    /// they are used (`slurm::ExecutorArgs::resources`), so that a command that submits
+    /// nothing is not refused for them.
+    pub slurm: Option<toml::Table>,
 }
 
 /// A bad `pipeline.toml`: a usage error (exit 2), naming the file and key.
@@ -94,9 +98,10 @@ impl Settings {
             ..Settings::default()
         };
         for (key, value) in &table {
-            if key == "slurm" && value.is_table() {
+            if let ("slurm", toml::Value::Table(slurm)) = (key.as_str(), value) {
                 // Job resources for `--executor slurm`, checked where they are used
                 // (`slurm::resources`), with the file and key named.
+                settings.slurm = Some(slurm.clone());
                 continue;
             }
             let text = value.as_str().ok_or_else(|| {
@@ -338,6 +343,19 @@ pub fn set(project: &Path, key: &str, value: Option<&str>) -> anyhow::Result<Pat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeps_the_slurm_table_unchecked_for_the_executor_to_read() {
+        let project = Path::new("/p");
+        let file = project.join(FILE);
+        let s = Settings::parse(project, &file, "[slurm]\npartition = \"gpu\"\ncpus = 0\n")
+            .expect("a bad resource is not the settings' to refuse");
+        let slurm = s.slurm.expect("the table");
+        assert_eq!(slurm.get("partition").and_then(|v| v.as_str()), Some("gpu"));
+        assert_eq!(slurm.get("cpus").and_then(|v| v.as_integer()), Some(0));
+        let none = Settings::parse(project, &file, "device = \"cpu\"\n").expect("parses");
+        assert_eq!(none.slurm, None);
+    }
 
     #[test]
     fn reads_paths_relative_to_the_project_and_refuses_unknown_keys() {

@@ -6,7 +6,9 @@
 //! maps the outcome to a documented exit code ([`exit`]).
 
 mod cli;
+mod comparison;
 mod config;
+mod desktop;
 mod device;
 mod executor;
 mod exit;

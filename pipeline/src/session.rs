@@ -97,11 +97,7 @@ impl Session {
 
     /// The experiment file with `--set` overrides applied, checked against the registry.
     pub fn load_experiment(&self, file: &Path, set: &[String]) -> anyhow::Result<Experiment> {
-        let overrides = set
-            .iter()
-            .map(|s| Override::parse(s))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(UsageError)?;
+        let overrides = parse_overrides(set)?;
         Ok(experiment::load(file, &overrides, &self.registry)?)
     }
 
@@ -139,6 +135,14 @@ impl Workspace {
     pub fn hint(&self, error: impl Into<anyhow::Error>) -> anyhow::Error {
         config::with_data_root_hint(error.into(), &self.data_root)
     }
+}
+
+/// `--set STAGE.PARAM=VALUE` flags, parsed; a malformed one is a usage error.
+pub fn parse_overrides(set: &[String]) -> Result<Vec<Override>, UsageError> {
+    set.iter()
+        .map(|s| Override::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError)
 }
 
 /// The nearest folder holding the current directory that has a `pipeline.toml` or is a git

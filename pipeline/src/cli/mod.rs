@@ -3,10 +3,13 @@
 mod compare;
 mod config;
 mod diff;
+mod gc;
+mod kinds;
 mod predict;
 mod remote;
 mod run;
 mod runs;
+mod show;
 mod status;
 mod sweep;
 mod verify;
@@ -196,7 +199,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&args, &session),
         Command::Status(args) => status::status(&args, &session),
         Command::Runs(args) => runs::list(&session.open_store()?, &args),
-        Command::Show { run, open } => runs::show(&session.open_store()?, &run, open),
+        Command::Show { run, open } => show::show(&session.open_store()?, &run, open),
         Command::Compare(args) => compare::compare(&session.open_store()?, &args),
         Command::Diff(args) => diff::diff(&session.open_store()?, &args),
         Command::Verify { args, .. } => verify::verify(&args, &session),
@@ -221,12 +224,12 @@ pub fn main() -> anyhow::Result<ExitCode> {
                 prune_runs,
                 dry_run,
             };
-            runs::gc(&session.open_store()?, &opts, no_wait)
+            gc::gc(&session.open_store()?, &opts, no_wait)
         }
         Command::Push(args) => remote::push(&session, &args),
         Command::Pull(args) => remote::pull(&session, &args),
         Command::Kinds => {
-            runs::kinds(&session.registry);
+            kinds::kinds(&session.registry);
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(args) => config::show_or_set(&args, &session),

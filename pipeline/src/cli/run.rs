@@ -91,7 +91,7 @@ fn run_on_slurm(args: &RunArgs, exp: &Experiment, session: &Session) -> anyhow::
     let artifacts = &session.artifacts.value;
     let resources = args
         .executor
-        .resources(&args.experiment.experiment, project)?;
+        .resources(&args.experiment.experiment, &session.settings)?;
     let scheduler = Scheduler::find()?;
     // Created here, before any node writes to it.
     let store = session.open_store()?;

@@ -145,6 +145,7 @@ pub fn sweep(args: &SweepArgs, session: &Session) -> anyhow::Result<ExitCode> {
             throttle: args.jobs,
             id: &sweep.id,
             project: &session.project,
+            settings: &session.settings,
             store,
             data_root: &ws.data_root.value,
             dir: &dir,
@@ -235,13 +236,7 @@ fn finish(
 /// a value that does not fit its parameter is refused before anything runs.
 fn resolve(args: &SweepArgs, session: &Session) -> anyhow::Result<Sweep> {
     let registry = &session.registry;
-    let base: Vec<Override> = args
-        .experiment
-        .set
-        .iter()
-        .map(|s| Override::parse(s))
-        .collect::<Result<_, _>>()
-        .map_err(UsageError)?;
+    let base: Vec<Override> = crate::session::parse_overrides(&args.experiment.set)?;
     let exp = experiment::load(&args.experiment.experiment, &base, registry)?;
     let table = exp.sweep.clone().unwrap_or_default();
     let mut spec = if args.grid.is_empty() && args.range.is_empty() {

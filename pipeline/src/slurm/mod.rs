@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
+use crate::config::Settings;
 use crate::usage::UsageError;
 use job::{JobDir, JobSpec, PointSpec, Submitted, FORMAT};
 use resources::{Cpus, Gres, Memory, Partition, Resources, Retries, TimeLimit};
@@ -99,11 +100,21 @@ impl ExecutorArgs {
         }
     }
 
-    /// The resources: flags, then the experiment's `[slurm]` table, then `pipeline.toml`'s.
-    pub fn resources(&self, experiment: &Path, project: &Path) -> Result<Resources, UsageError> {
+    /// The resources: flags, then the experiment's `[slurm]` table, then `pipeline.toml`'s
+    /// (from the session's `settings`, which read the file once).
+    pub fn resources(
+        &self,
+        experiment: &Path,
+        settings: &Settings,
+    ) -> Result<Resources, UsageError> {
         let from_exp = Resources::from_file(experiment).map_err(UsageError)?;
-        let from_project =
-            Resources::from_file(&project.join(crate::config::FILE)).map_err(UsageError)?;
+        let from_project = match (&settings.slurm, &settings.file) {
+            (Some(table), Some(file)) => {
+                Resources::from_table(table, &format!("{}: [slurm]", file.display()))
+                    .map_err(UsageError)?
+            }
+            _ => Resources::default(),
+        };
         Ok(self.flags().over(from_exp).over(from_project))
     }
 }
@@ -194,4 +205,43 @@ pub fn run_dir_for(artifacts: &Path) -> PathBuf {
 pub fn new_submission_in(parent: &Path) -> PathBuf {
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
     parent.join(format!("{stamp}-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(slurm: &str) -> Settings {
+        Settings {
+            file: Some(PathBuf::from("/p/pipeline.toml")),
+            slurm: Some(toml::from_str(slurm).expect("toml")),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn resources_come_from_the_flags_then_the_settings_slurm_table_named_in_errors() {
+        let no_experiment = Path::new("/nonexistent/experiment.toml");
+        let args = ExecutorArgs {
+            executor: Executor::Slurm,
+            slurm_cpus: Some("2".parse().expect("cpus")),
+            ..ExecutorArgs::default()
+        };
+        let r = args
+            .resources(no_experiment, &settings("partition = \"gpu\"\ncpus = 8\n"))
+            .expect("resources");
+        assert_eq!(r.to_string(), "--partition=gpu --cpus-per-task=2");
+        let e = args
+            .resources(no_experiment, &settings("mem = \"lots\"\n"))
+            .unwrap_err();
+        assert!(
+            e.0.starts_with("/p/pipeline.toml: [slurm] `mem`"),
+            "{}",
+            e.0
+        );
+        let none = ExecutorArgs::default()
+            .resources(no_experiment, &Settings::default())
+            .expect("resources");
+        assert_eq!(none.to_string(), "the cluster's defaults");
+    }
 }

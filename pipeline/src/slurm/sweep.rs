@@ -11,6 +11,7 @@ use pipeline_engine::sweep::table::{PointStatus, SweepTable};
 use super::scheduler::Scheduler;
 use super::watch::{watch, Progress, Stop};
 use super::{ExecutorArgs, Request};
+use crate::config::Settings;
 use crate::executor::{Ended, PointExecutor};
 
 /// A resolved sweep, to run on Slurm.
@@ -28,6 +29,8 @@ pub struct SweepOnSlurm<'a> {
     pub throttle: Option<usize>,
     pub id: &'a str,
     pub project: &'a Path,
+    /// The project's settings, with `pipeline.toml`'s `[slurm]` table.
+    pub settings: &'a Settings,
     pub store: &'a Store,
     pub data_root: &'a Path,
     /// The sweep's directory.
@@ -51,7 +54,7 @@ impl PointExecutor for SweepOnSlurm<'_> {
 
 impl SweepOnSlurm<'_> {
     fn submit_and_follow(&self, table: &mut SweepTable, todo: &[usize]) -> anyhow::Result<()> {
-        let resources = self.executor.resources(self.experiment, self.project)?;
+        let resources = self.executor.resources(self.experiment, self.settings)?;
         let scheduler = Scheduler::find()?;
         let points = todo
             .iter()
