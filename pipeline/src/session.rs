@@ -14,13 +14,14 @@ use pipeline_engine::run::execute::RunOptions;
 use pipeline_engine::run::store::Store;
 use pipeline_engine::store::remote::Remote;
 
-use crate::config::{self, Resolved, Settings};
+use crate::config::{self, Resolved, Settings, Source};
 use crate::device::{self, Device, DeviceChoice, MathChoice, Need};
 use crate::usage::{UnusableRemote, UsageError};
 
 /// The global flags, as given (clap has folded in the variables it reads itself).
 pub struct Flags {
     pub artifacts: Option<PathBuf>,
+    pub data_root: Option<PathBuf>,
     pub device: Option<DeviceChoice>,
     pub gpu_math: Option<MathChoice>,
     pub remote: Option<String>,
@@ -33,6 +34,8 @@ pub struct Session {
     pub settings: Settings,
     /// The store: cache, runs and sweeps.
     pub artifacts: Resolved<PathBuf>,
+    /// Where experiment data paths are resolved.
+    pub data_root: Resolved<PathBuf>,
     /// The remote cache's URL, where one is configured.
     pub remote: Resolved<Option<String>>,
     /// The device, opened as far as the command needs it.
@@ -48,6 +51,7 @@ impl Session {
         let project = project_root()?;
         let settings = Settings::load(&project)?;
         let artifacts = config::artifacts(flags.artifacts.as_deref(), &project, &settings);
+        let data_root = config::data_root(flags.data_root.as_deref(), &project, &settings);
         let request = device::resolve(
             flags.device,
             std::env::var(device::DEVICE_ENV).ok().as_deref(),
@@ -64,6 +68,7 @@ impl Session {
             project,
             settings,
             artifacts,
+            data_root,
             remote,
             device,
             registry,
@@ -88,11 +93,13 @@ impl Session {
         }
     }
 
-    /// The data root: `given` (`--data-root`, or `PIPELINE_DATA_ROOT` through clap), else
-    /// `data_root` in pipeline.toml, else data/ at the project root; and where it came from,
-    /// for messages saying how to set it.
-    pub fn data_root(&self, given: Option<&Path>) -> Resolved<PathBuf> {
-        config::data_root(given, &self.project, &self.settings)
+    /// The data root given on the command line or in `PIPELINE_DATA_ROOT`, if it was: what
+    /// overrides a recorded run's own (`verify RUN`).
+    pub fn given_data_root(&self) -> Option<&Path> {
+        match self.data_root.source {
+            Source::Flag | Source::Environment(_) => Some(&self.data_root.value),
+            Source::File | Source::Default => None,
+        }
     }
 
     /// The experiment file with `--set` overrides applied, checked against the registry.
@@ -103,10 +110,10 @@ impl Session {
 
     /// The store opened and the data root resolved: what a command that plans or runs an
     /// experiment works in.
-    pub fn workspace(&self, data_root: Option<&Path>) -> anyhow::Result<Workspace> {
+    pub fn workspace(&self) -> anyhow::Result<Workspace> {
         Ok(Workspace {
             store: self.open_store()?,
-            data_root: self.data_root(data_root),
+            data_root: self.data_root.clone(),
             project: self.project.clone(),
         })
     }
