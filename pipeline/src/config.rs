@@ -225,19 +225,26 @@ pub fn artifacts(given: Option<&Path>, project: &Path, settings: &Settings) -> R
     )
 }
 
+/// The variable naming the remote cache.
+pub const REMOTE_ENV: &str = "PIPELINE_REMOTE";
+
 /// The remote cache's URL: `--remote` or `PIPELINE_REMOTE` (clap merges the two), else
-/// `remote` in `pipeline.toml`, else none. An empty value is no remote.
+/// `remote` in `pipeline.toml`, else none. An empty flag or variable is no remote, whatever
+/// the file says: it is how to run without the project's remote.
 pub fn remote(given: Option<&str>, settings: &Settings) -> Resolved<Option<String>> {
-    const ENV: &str = "PIPELINE_REMOTE";
-    if let Some(url) = given.filter(|url| !url.is_empty()) {
-        let from_env = std::env::var(ENV).is_ok_and(|v| v == url);
+    let env = std::env::var(REMOTE_ENV).ok();
+    // clap leaves out a variable set to the empty string; it still says "no remote".
+    let given = match given {
+        Some(url) if env.as_deref() == Some(url) => Some((url, Source::Environment(REMOTE_ENV))),
+        Some(url) => Some((url, Source::Flag)),
+        None => env
+            .as_deref()
+            .map(|url| (url, Source::Environment(REMOTE_ENV))),
+    };
+    if let Some((url, source)) = given {
         return Resolved {
-            value: Some(url.to_string()),
-            source: if from_env {
-                Source::Environment(ENV)
-            } else {
-                Source::Flag
-            },
+            value: Some(url.to_string()).filter(|url| !url.is_empty()),
+            source,
         };
     }
     match settings.remote.as_deref().filter(|url| !url.is_empty()) {
@@ -249,6 +256,18 @@ pub fn remote(given: Option<&str>, settings: &Settings) -> Resolved<Option<Strin
             value: None,
             source: Source::Default,
         },
+    }
+}
+
+/// Why `url` cannot be a remote this binary opens, where that is known before opening it:
+/// a `file://` URL must name an absolute path (`file:///path`); `file://relative/path` would
+/// otherwise create `relative/path` under whatever the current directory is.
+pub fn check_remote(url: &str) -> Result<(), String> {
+    match url.strip_prefix("file://") {
+        Some(path) if !Path::new(path).is_absolute() => Err(format!(
+            "remote {url:?}: a file URL must name an absolute path, as file:///path"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -429,8 +448,20 @@ mod tests {
             (flag.value.as_deref(), flag.source),
             (Some("file:///flag-only-remote"), Source::Flag)
         );
-        let empty = remote(Some(""), &Settings::default());
-        assert_eq!((empty.value, empty.source), (None, Source::Default));
+        // An empty flag is no remote, even with one in the file.
+        let empty = remote(Some(""), &settings);
+        assert_eq!((empty.value, empty.source), (None, Source::Flag));
+    }
+
+    #[test]
+    fn a_file_remote_must_be_absolute() {
+        assert_eq!(check_remote("file:///srv/cache"), Ok(()));
+        assert_eq!(check_remote("s3://b/p"), Ok(()));
+        let e = check_remote("file://relative/path").unwrap_err();
+        assert!(
+            e.contains("\"file://relative/path\"") && e.contains("absolute"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -61,6 +61,11 @@ impl Session {
         )?;
         request.export_to_children();
         let remote = config::remote(flags.remote.as_deref(), &settings);
+        if remote.source == Source::Flag {
+            // The points of a sweep and the nodes of a Slurm job are `pipeline` processes
+            // too: the flag wins over pipeline.toml there as well.
+            std::env::set_var(config::REMOTE_ENV, remote.value.as_deref().unwrap_or(""));
+        }
         let device = Device::new(request, need)?;
         let mut registry = crate::registry::on_device(&device);
         registry.allow_commands(allow_commands);
@@ -83,14 +88,24 @@ impl Session {
         Ok(store.with_remote(self.open_remote()?))
     }
 
-    /// The remote cache, opened; `None` where none is configured.
+    /// The remote cache, opened; `None` where none is configured. An unusable one is a usage
+    /// error naming where it was set (pipeline.toml and its key, or the flag or variable).
     pub fn open_remote(&self) -> anyhow::Result<Option<Remote>> {
-        match &self.remote.value {
-            None => Ok(None),
-            Some(url) => Remote::open(url)
-                .map(Some)
-                .map_err(|source| UnusableRemote { source }.into()),
-        }
+        let Some(url) = &self.remote.value else {
+            return Ok(None);
+        };
+        let opened = config::check_remote(url)
+            .map_err(|message| anyhow::Error::new(UsageError(message)))
+            .and_then(|()| Remote::open(url).map_err(|source| UnusableRemote { source }.into()));
+        let opened = match (self.remote.source, &self.settings.file) {
+            (Source::File, Some(file)) => {
+                opened.with_context(|| format!("{}: `remote`", file.display()))
+            }
+            (Source::Flag, _) => opened.context("--remote"),
+            (Source::Environment(var), _) => opened.context(var),
+            _ => opened,
+        };
+        opened.map(Some)
     }
 
     /// The data root given on the command line or in `PIPELINE_DATA_ROOT`, if it was: what
