@@ -326,30 +326,10 @@ pub fn set(project: &Path, key: &str, value: Option<&str>) -> anyhow::Result<Pat
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
     };
-    let assignment = value.map(|v| format!("{key} = {}", toml::Value::String(v.to_string())));
-    let mut lines: Vec<String> = Vec::new();
-    let mut replaced = false;
-    for line in old.lines() {
-        let is_key = line
-            .trim_start()
-            .strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='));
-        if is_key {
-            if let (Some(a), false) = (&assignment, replaced) {
-                lines.push(a.clone());
-            }
-            replaced = true;
-        } else {
-            lines.push(line.to_string());
-        }
-    }
-    if let (Some(a), false) = (&assignment, replaced) {
-        lines.push(a.clone());
-    }
-    let mut text = lines.join("\n");
-    if !text.is_empty() {
-        text.push('\n');
-    }
+    let text = edited(&old, key, value).map_err(|message| ConfigError {
+        file: file.clone(),
+        message,
+    })?;
     // The edit must leave a file that reads back; if it would not (the file was already
     // broken), nothing is written.
     Settings::parse(project, &file, &text)?;
@@ -357,6 +337,64 @@ pub fn set(project: &Path, key: &str, value: Option<&str>) -> anyhow::Result<Pat
     fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
     Ok(file)
+}
+
+/// `text` with the top-level `key` set to `value` (or removed), edited as TOML rather than as
+/// lines: a key appended after a `[slurm]` table would belong to that table and do nothing.
+/// A replaced value keeps its place and its comments, a new key goes with the other
+/// top-level keys, above the first table.
+fn edited(text: &str, key: &str, value: Option<&str>) -> Result<String, String> {
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| format!("invalid TOML: {}", e.message().trim()))?;
+    match value {
+        None => {
+            // A comment above the removed key stays in the file, above what followed it.
+            let names: Vec<String> = doc.iter().map(|(name, _)| name.to_string()).collect();
+            let comments = doc
+                .as_table_mut()
+                .remove_entry(key)
+                .and_then(|(removed, _)| removed.leaf_decor().prefix()?.as_str().map(String::from))
+                .filter(|text| !text.trim().is_empty());
+            if let Some(comments) = comments {
+                let next = names.iter().skip_while(|name| *name != key).nth(1);
+                keep_comments(&mut doc, next.map(String::as_str), &comments);
+            }
+        }
+        Some(v) => match doc.get_mut(key).and_then(|item| item.as_value_mut()) {
+            Some(old) => {
+                let decor = old.decor().clone();
+                *old = toml_edit::Value::from(v);
+                *old.decor_mut() = decor;
+            }
+            None => {
+                doc.insert(key, toml_edit::value(v));
+            }
+        },
+    }
+    Ok(doc.to_string())
+}
+
+/// Puts `comments` above the item `next` (a key or a table), or at the end of the file.
+fn keep_comments(doc: &mut toml_edit::DocumentMut, next: Option<&str>, comments: &str) {
+    fn prepend(decor: &mut toml_edit::Decor, text: &str) {
+        let old = decor.prefix().and_then(|p| p.as_str()).unwrap_or("");
+        decor.set_prefix(format!("{text}{old}"));
+    }
+    match next {
+        Some(name) => match doc.get_mut(name) {
+            Some(toml_edit::Item::Table(table)) => prepend(table.decor_mut(), comments),
+            _ => {
+                if let Some(mut key) = doc.as_table_mut().key_mut(name) {
+                    prepend(key.leaf_decor_mut(), comments);
+                }
+            }
+        },
+        None => {
+            let trailing = doc.trailing().as_str().unwrap_or("").to_string();
+            doc.set_trailing(format!("{trailing}{comments}"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -462,6 +500,30 @@ mod tests {
             e.contains("\"file://relative/path\"") && e.contains("absolute"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn set_writes_a_top_level_key_above_a_table_and_keeps_comments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before =
+            "# the cluster\ndevice = \"cpu\"\n\n[slurm]\n# the GPU nodes\npartition = \"gpu\"\n";
+        fs::write(dir.path().join(FILE), before).expect("write");
+        set(dir.path(), "data_root", Some("d")).expect("set");
+        let text = fs::read_to_string(dir.path().join(FILE)).expect("read");
+        let s = Settings::parse(dir.path(), &dir.path().join(FILE), &text).expect("parses");
+        assert_eq!(s.data_root, Some(dir.path().join("d")), "{text}");
+        let slurm = s.slurm.expect("the table");
+        assert_eq!(slurm.len(), 1, "{text}");
+        assert!(
+            text.contains("# the cluster") && text.contains("# the GPU nodes"),
+            "{text}"
+        );
+        // Removing a top-level key leaves the table as it is.
+        set(dir.path(), "device", None).expect("unset");
+        let text = fs::read_to_string(dir.path().join(FILE)).expect("read");
+        assert!(!text.contains("device"), "{text}");
+        assert!(text.contains("partition = \"gpu\""), "{text}");
+        assert!(text.starts_with("# the cluster\n"), "{text}");
     }
 
     #[test]
