@@ -410,3 +410,40 @@ fn real_xrays_get_the_evaluate_stages_probabilities() {
     }
     assert_eq!(csv_column(&csv, "label"), want_label);
 }
+
+#[test]
+fn latest_after_a_failed_run_says_which_run_it_used_and_where_the_failed_one_is() {
+    let p = Project::trusting_shell();
+    p.write(
+        "shell.toml",
+        "name = \"shell\"\nseed = 1\n[stages.a]\nkind = \"shell\"\ncommand = \"echo hi > out.txt\"\noutputs = [\"out.txt\"]\n",
+    );
+    p.ok(&["run", "shell.toml", "--name", "good"]);
+    let good = p.latest()["id"].as_str().expect("id").to_string();
+    p.fails(&[
+        "run",
+        "shell.toml",
+        "--set",
+        "a.command=exit 3",
+        "--name",
+        "bad",
+    ]);
+    let bad = p.latest()["id"].as_str().expect("id").to_string();
+    assert_ne!(good, bad);
+    let image = p.path().join("x.png");
+    image::RgbImage::new(8, 8).save(&image).expect("png");
+    // The good run has no model, so predict fails after it has said which run it took.
+    let err = p.fails(&["predict", "latest", image.to_str().expect("utf-8 path")]);
+    let record = p.runs_dir().join(&bad).join("run.toml");
+    let note = err.lines().next().expect("a line");
+    assert!(
+        note.contains(&good)
+            && note.contains(&bad)
+            && note.contains("failed")
+            && note.contains(&record.display().to_string()),
+        "{err}"
+    );
+    // A run named by id says nothing more.
+    let err = p.fails(&["predict", &good, image.to_str().expect("utf-8 path")]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -578,3 +578,45 @@ outputs = ["size.txt"]
     assert_eq!(b.uses(), strings(&["big=remote", "after=remote"]));
     assert_eq!(b.file("size.txt").trim(), "40000000");
 }
+
+#[test]
+fn the_remote_flag_wins_over_pipeline_toml_and_a_bad_remote_is_named() {
+    let p = Project::trusting_shell();
+    let shared = tempfile::tempdir().expect("tempdir");
+    let remote_dir = shared.path().join("r");
+    let url = format!("file://{}", remote_dir.display());
+    p.write("pipeline.toml", &format!("remote = {:?}\n", url));
+    p.write("exp.toml", EXP);
+    assert_eq!(p.ok(&["config", "remote"]).trim(), url);
+    // An empty flag or variable is "no remote", even with one in pipeline.toml.
+    assert_eq!(p.ok(&["--remote", "", "config", "remote"]).trim(), "none");
+    let out = p
+        .command(&["config", "remote"])
+        .env("PIPELINE_REMOTE", "")
+        .output()
+        .expect("pipeline runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "none");
+    p.ok(&["--remote", "", "run", "exp.toml"]);
+    assert!(!remote_dir.exists(), "no remote was used");
+
+    // A file URL must be absolute: nothing created, one line naming the value.
+    let err = p.rejects(&["--remote", "file://relative/path", "push"]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("file://relative/path"), "{err}");
+    assert!(!p.path().join("relative").exists(), "{err}");
+
+    // A bad remote in pipeline.toml names the file and the key.
+    p.write("pipeline.toml", "remote = \"ftp://nowhere\"\n");
+    let err = p.rejects(&["push"]);
+    assert!(
+        err.contains("pipeline.toml") && err.contains("`remote`") && err.contains("ftp://nowhere"),
+        "{err}"
+    );
+    p.write("pipeline.toml", "remote = \"file://rel\"\n");
+    let err = p.rejects(&["run", "exp.toml"]);
+    assert!(
+        err.contains("pipeline.toml") && err.contains("`remote`"),
+        "{err}"
+    );
+    assert!(!p.path().join("rel").exists(), "{err}");
+}

@@ -286,3 +286,45 @@ fn diff_names_the_data_files_that_changed() {
         "{diff}"
     );
 }
+
+#[test]
+fn data_root_is_accepted_before_the_command_as_artifacts_is() {
+    let p = Project::trusting_shell();
+    fs::create_dir(p.path().join("mydata")).expect("mkdir");
+    p.write("mydata/x.txt", "one\n");
+    p.write(
+        "d.toml",
+        "name = \"d\"\n[stages.a]\nkind = \"shell\"\ncommand = \"cat $PIPELINE_DATA_ROOT/x.txt > out.txt\"\noutputs = [\"out.txt\"]\ndata = [\"x.txt\"]\n",
+    );
+    p.ok(&[
+        "--artifacts",
+        "store",
+        "--data-root",
+        "mydata",
+        "run",
+        "d.toml",
+    ]);
+    assert!(p.path().join("store/runs").is_dir());
+    let status = p.ok(&[
+        "--artifacts",
+        "store",
+        "--data-root",
+        "mydata",
+        "status",
+        "d.toml",
+    ]);
+    assert!(status.contains("everything is cached"), "{status}");
+    // After the command, as before.
+    p.ok(&[
+        "run",
+        "d.toml",
+        "--artifacts",
+        "store",
+        "--data-root",
+        "mydata",
+    ]);
+    let shown = p.ok(&["--data-root", "mydata", "config", "data_root"]);
+    assert_eq!(shown.trim(), "mydata", "{shown}");
+    let help = p.ok(&["--help"]);
+    assert!(help.contains("--data-root <DIR>"), "{help}");
+}

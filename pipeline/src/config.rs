@@ -225,19 +225,26 @@ pub fn artifacts(given: Option<&Path>, project: &Path, settings: &Settings) -> R
     )
 }
 
+/// The variable naming the remote cache.
+pub const REMOTE_ENV: &str = "PIPELINE_REMOTE";
+
 /// The remote cache's URL: `--remote` or `PIPELINE_REMOTE` (clap merges the two), else
-/// `remote` in `pipeline.toml`, else none. An empty value is no remote.
+/// `remote` in `pipeline.toml`, else none. An empty flag or variable is no remote, whatever
+/// the file says: it is how to run without the project's remote.
 pub fn remote(given: Option<&str>, settings: &Settings) -> Resolved<Option<String>> {
-    const ENV: &str = "PIPELINE_REMOTE";
-    if let Some(url) = given.filter(|url| !url.is_empty()) {
-        let from_env = std::env::var(ENV).is_ok_and(|v| v == url);
+    let env = std::env::var(REMOTE_ENV).ok();
+    // clap leaves out a variable set to the empty string; it still says "no remote".
+    let given = match given {
+        Some(url) if env.as_deref() == Some(url) => Some((url, Source::Environment(REMOTE_ENV))),
+        Some(url) => Some((url, Source::Flag)),
+        None => env
+            .as_deref()
+            .map(|url| (url, Source::Environment(REMOTE_ENV))),
+    };
+    if let Some((url, source)) = given {
         return Resolved {
-            value: Some(url.to_string()),
-            source: if from_env {
-                Source::Environment(ENV)
-            } else {
-                Source::Flag
-            },
+            value: Some(url.to_string()).filter(|url| !url.is_empty()),
+            source,
         };
     }
     match settings.remote.as_deref().filter(|url| !url.is_empty()) {
@@ -249,6 +256,18 @@ pub fn remote(given: Option<&str>, settings: &Settings) -> Resolved<Option<Strin
             value: None,
             source: Source::Default,
         },
+    }
+}
+
+/// Why `url` cannot be a remote this binary opens, where that is known before opening it:
+/// a `file://` URL must name an absolute path (`file:///path`); `file://relative/path` would
+/// otherwise create `relative/path` under whatever the current directory is.
+pub fn check_remote(url: &str) -> Result<(), String> {
+    match url.strip_prefix("file://") {
+        Some(path) if !Path::new(path).is_absolute() => Err(format!(
+            "remote {url:?}: a file URL must name an absolute path, as file:///path"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -307,30 +326,10 @@ pub fn set(project: &Path, key: &str, value: Option<&str>) -> anyhow::Result<Pat
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
     };
-    let assignment = value.map(|v| format!("{key} = {}", toml::Value::String(v.to_string())));
-    let mut lines: Vec<String> = Vec::new();
-    let mut replaced = false;
-    for line in old.lines() {
-        let is_key = line
-            .trim_start()
-            .strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='));
-        if is_key {
-            if let (Some(a), false) = (&assignment, replaced) {
-                lines.push(a.clone());
-            }
-            replaced = true;
-        } else {
-            lines.push(line.to_string());
-        }
-    }
-    if let (Some(a), false) = (&assignment, replaced) {
-        lines.push(a.clone());
-    }
-    let mut text = lines.join("\n");
-    if !text.is_empty() {
-        text.push('\n');
-    }
+    let text = edited(&old, key, value).map_err(|message| ConfigError {
+        file: file.clone(),
+        message,
+    })?;
     // The edit must leave a file that reads back; if it would not (the file was already
     // broken), nothing is written.
     Settings::parse(project, &file, &text)?;
@@ -338,6 +337,64 @@ pub fn set(project: &Path, key: &str, value: Option<&str>) -> anyhow::Result<Pat
     fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
     Ok(file)
+}
+
+/// `text` with the top-level `key` set to `value` (or removed), edited as TOML rather than as
+/// lines: a key appended after a `[slurm]` table would belong to that table and do nothing.
+/// A replaced value keeps its place and its comments, a new key goes with the other
+/// top-level keys, above the first table.
+fn edited(text: &str, key: &str, value: Option<&str>) -> Result<String, String> {
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| format!("invalid TOML: {}", e.message().trim()))?;
+    match value {
+        None => {
+            // A comment above the removed key stays in the file, above what followed it.
+            let names: Vec<String> = doc.iter().map(|(name, _)| name.to_string()).collect();
+            let comments = doc
+                .as_table_mut()
+                .remove_entry(key)
+                .and_then(|(removed, _)| removed.leaf_decor().prefix()?.as_str().map(String::from))
+                .filter(|text| !text.trim().is_empty());
+            if let Some(comments) = comments {
+                let next = names.iter().skip_while(|name| *name != key).nth(1);
+                keep_comments(&mut doc, next.map(String::as_str), &comments);
+            }
+        }
+        Some(v) => match doc.get_mut(key).and_then(|item| item.as_value_mut()) {
+            Some(old) => {
+                let decor = old.decor().clone();
+                *old = toml_edit::Value::from(v);
+                *old.decor_mut() = decor;
+            }
+            None => {
+                doc.insert(key, toml_edit::value(v));
+            }
+        },
+    }
+    Ok(doc.to_string())
+}
+
+/// Puts `comments` above the item `next` (a key or a table), or at the end of the file.
+fn keep_comments(doc: &mut toml_edit::DocumentMut, next: Option<&str>, comments: &str) {
+    fn prepend(decor: &mut toml_edit::Decor, text: &str) {
+        let old = decor.prefix().and_then(|p| p.as_str()).unwrap_or("");
+        decor.set_prefix(format!("{text}{old}"));
+    }
+    match next {
+        Some(name) => match doc.get_mut(name) {
+            Some(toml_edit::Item::Table(table)) => prepend(table.decor_mut(), comments),
+            _ => {
+                if let Some(mut key) = doc.as_table_mut().key_mut(name) {
+                    prepend(key.leaf_decor_mut(), comments);
+                }
+            }
+        },
+        None => {
+            let trailing = doc.trailing().as_str().unwrap_or("").to_string();
+            doc.set_trailing(format!("{trailing}{comments}"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -429,8 +486,44 @@ mod tests {
             (flag.value.as_deref(), flag.source),
             (Some("file:///flag-only-remote"), Source::Flag)
         );
-        let empty = remote(Some(""), &Settings::default());
-        assert_eq!((empty.value, empty.source), (None, Source::Default));
+        // An empty flag is no remote, even with one in the file.
+        let empty = remote(Some(""), &settings);
+        assert_eq!((empty.value, empty.source), (None, Source::Flag));
+    }
+
+    #[test]
+    fn a_file_remote_must_be_absolute() {
+        assert_eq!(check_remote("file:///srv/cache"), Ok(()));
+        assert_eq!(check_remote("s3://b/p"), Ok(()));
+        let e = check_remote("file://relative/path").unwrap_err();
+        assert!(
+            e.contains("\"file://relative/path\"") && e.contains("absolute"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn set_writes_a_top_level_key_above_a_table_and_keeps_comments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before =
+            "# the cluster\ndevice = \"cpu\"\n\n[slurm]\n# the GPU nodes\npartition = \"gpu\"\n";
+        fs::write(dir.path().join(FILE), before).expect("write");
+        set(dir.path(), "data_root", Some("d")).expect("set");
+        let text = fs::read_to_string(dir.path().join(FILE)).expect("read");
+        let s = Settings::parse(dir.path(), &dir.path().join(FILE), &text).expect("parses");
+        assert_eq!(s.data_root, Some(dir.path().join("d")), "{text}");
+        let slurm = s.slurm.expect("the table");
+        assert_eq!(slurm.len(), 1, "{text}");
+        assert!(
+            text.contains("# the cluster") && text.contains("# the GPU nodes"),
+            "{text}"
+        );
+        // Removing a top-level key leaves the table as it is.
+        set(dir.path(), "device", None).expect("unset");
+        let text = fs::read_to_string(dir.path().join(FILE)).expect("read");
+        assert!(!text.contains("device"), "{text}");
+        assert!(text.contains("partition = \"gpu\""), "{text}");
+        assert!(text.starts_with("# the cluster\n"), "{text}");
     }
 
     #[test]

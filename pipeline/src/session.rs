@@ -14,13 +14,14 @@ use pipeline_engine::run::execute::RunOptions;
 use pipeline_engine::run::store::Store;
 use pipeline_engine::store::remote::Remote;
 
-use crate::config::{self, Resolved, Settings};
+use crate::config::{self, Resolved, Settings, Source};
 use crate::device::{self, Device, DeviceChoice, MathChoice, Need};
 use crate::usage::{UnusableRemote, UsageError};
 
 /// The global flags, as given (clap has folded in the variables it reads itself).
 pub struct Flags {
     pub artifacts: Option<PathBuf>,
+    pub data_root: Option<PathBuf>,
     pub device: Option<DeviceChoice>,
     pub gpu_math: Option<MathChoice>,
     pub remote: Option<String>,
@@ -33,6 +34,8 @@ pub struct Session {
     pub settings: Settings,
     /// The store: cache, runs and sweeps.
     pub artifacts: Resolved<PathBuf>,
+    /// Where experiment data paths are resolved.
+    pub data_root: Resolved<PathBuf>,
     /// The remote cache's URL, where one is configured.
     pub remote: Resolved<Option<String>>,
     /// The device, opened as far as the command needs it.
@@ -48,6 +51,7 @@ impl Session {
         let project = project_root()?;
         let settings = Settings::load(&project)?;
         let artifacts = config::artifacts(flags.artifacts.as_deref(), &project, &settings);
+        let data_root = config::data_root(flags.data_root.as_deref(), &project, &settings);
         let request = device::resolve(
             flags.device,
             std::env::var(device::DEVICE_ENV).ok().as_deref(),
@@ -57,6 +61,11 @@ impl Session {
         )?;
         request.export_to_children();
         let remote = config::remote(flags.remote.as_deref(), &settings);
+        if remote.source == Source::Flag {
+            // The points of a sweep and the nodes of a Slurm job are `pipeline` processes
+            // too: the flag wins over pipeline.toml there as well.
+            std::env::set_var(config::REMOTE_ENV, remote.value.as_deref().unwrap_or(""));
+        }
         let device = Device::new(request, need)?;
         let mut registry = crate::registry::on_device(&device);
         registry.allow_commands(allow_commands);
@@ -64,6 +73,7 @@ impl Session {
             project,
             settings,
             artifacts,
+            data_root,
             remote,
             device,
             registry,
@@ -78,21 +88,33 @@ impl Session {
         Ok(store.with_remote(self.open_remote()?))
     }
 
-    /// The remote cache, opened; `None` where none is configured.
+    /// The remote cache, opened; `None` where none is configured. An unusable one is a usage
+    /// error naming where it was set (pipeline.toml and its key, or the flag or variable).
     pub fn open_remote(&self) -> anyhow::Result<Option<Remote>> {
-        match &self.remote.value {
-            None => Ok(None),
-            Some(url) => Remote::open(url)
-                .map(Some)
-                .map_err(|source| UnusableRemote { source }.into()),
-        }
+        let Some(url) = &self.remote.value else {
+            return Ok(None);
+        };
+        let opened = config::check_remote(url)
+            .map_err(|message| anyhow::Error::new(UsageError(message)))
+            .and_then(|()| Remote::open(url).map_err(|source| UnusableRemote { source }.into()));
+        let opened = match (self.remote.source, &self.settings.file) {
+            (Source::File, Some(file)) => {
+                opened.with_context(|| format!("{}: `remote`", file.display()))
+            }
+            (Source::Flag, _) => opened.context("--remote"),
+            (Source::Environment(var), _) => opened.context(var),
+            _ => opened,
+        };
+        opened.map(Some)
     }
 
-    /// The data root: `given` (`--data-root`, or `PIPELINE_DATA_ROOT` through clap), else
-    /// `data_root` in pipeline.toml, else data/ at the project root; and where it came from,
-    /// for messages saying how to set it.
-    pub fn data_root(&self, given: Option<&Path>) -> Resolved<PathBuf> {
-        config::data_root(given, &self.project, &self.settings)
+    /// The data root given on the command line or in `PIPELINE_DATA_ROOT`, if it was: what
+    /// overrides a recorded run's own (`verify RUN`).
+    pub fn given_data_root(&self) -> Option<&Path> {
+        match self.data_root.source {
+            Source::Flag | Source::Environment(_) => Some(&self.data_root.value),
+            Source::File | Source::Default => None,
+        }
     }
 
     /// The experiment file with `--set` overrides applied, checked against the registry.
@@ -103,10 +125,10 @@ impl Session {
 
     /// The store opened and the data root resolved: what a command that plans or runs an
     /// experiment works in.
-    pub fn workspace(&self, data_root: Option<&Path>) -> anyhow::Result<Workspace> {
+    pub fn workspace(&self) -> anyhow::Result<Workspace> {
         Ok(Workspace {
             store: self.open_store()?,
-            data_root: self.data_root(data_root),
+            data_root: self.data_root.clone(),
             project: self.project.clone(),
         })
     }

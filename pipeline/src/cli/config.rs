@@ -1,7 +1,6 @@
 //! `pipeline config`: the project's settings and where each comes from, or one set or
 //! removed in pipeline.toml.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -47,12 +46,8 @@ pub fn show_or_set(args: &ConfigArgs, session: &Session) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     // Each setting as every command decides it (the session's), not a second reading of the
-    // same flag, variable and file. `config` has no --data-root: only the variable applies.
-    let data_root = session.data_root(
-        std::env::var_os("PIPELINE_DATA_ROOT")
-            .map(PathBuf::from)
-            .as_deref(),
-    );
+    // same flag, variable and file.
+    let data_root = &session.data_root;
     let artifacts = &session.artifacts;
     let request = &session.device.request;
     let remote = &session.remote;

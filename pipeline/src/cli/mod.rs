@@ -34,6 +34,11 @@ struct Cli {
     /// The artifacts store: cache and runs [default: artifacts/ at the project root]
     #[arg(long, global = true, value_name = "DIR", env = "PIPELINE_ARTIFACTS")]
     artifacts: Option<PathBuf>,
+    /// Where experiment data paths are resolved, for the commands that read data (run, status,
+    /// lock, sweep, verify, pull) [default: `data_root` in pipeline.toml, else data/ at the
+    /// project root; for `verify RUN`, the run's own data root]
+    #[arg(long, global = true, value_name = "DIR", env = "PIPELINE_DATA_ROOT")]
+    data_root: Option<PathBuf>,
     /// Where the model computes: cpu, cuda (an NVIDIA GPU), or auto (the GPU when usable)
     /// [env: PIPELINE_DEVICE; default: cpu]
     #[arg(long, global = true, value_name = "DEVICE")]
@@ -140,10 +145,6 @@ pub struct ExperimentArgs {
     /// Override a parameter: `--set train.epochs=20` (repeatable; `--set seed=7` for the seed)
     #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
     pub set: Vec<String>,
-    /// Where data paths are resolved [default: `data_root` in pipeline.toml, else data/ at
-    /// the project root]
-    #[arg(long, value_name = "DIR", env = "PIPELINE_DATA_ROOT")]
-    pub data_root: Option<PathBuf>,
 }
 
 /// Permission to run the commands an experiment file writes (its `shell` stages).
@@ -190,6 +191,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
     };
     let flags = Flags {
         artifacts: cli.artifacts,
+        data_root: cli.data_root,
         device: cli.device,
         gpu_math: cli.gpu_math,
         remote: cli.remote,

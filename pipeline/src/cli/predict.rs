@@ -15,7 +15,7 @@ use clap::Args;
 
 use pipeline_engine::repro::verify::check_recorded;
 use pipeline_engine::run::store::Store;
-use pipeline_engine::runs::record::{RunRecord, StageRecord};
+use pipeline_engine::runs::record::{RunRecord, RunStatus, StageRecord};
 use stages::data::normalize::NormalizeConfig;
 use stages::metrics::{predicted_label, CLASS_NAMES, DEFAULT_THRESHOLD};
 
@@ -46,6 +46,37 @@ pub enum OnBadImage {
     Skip,
 }
 
+/// Where `latest` (or `latest~N`) passed over a newer run that did not succeed, a note naming
+/// the run used and the newest one, with where its record is: predicting with an older model
+/// than the user just trained must not go unsaid.
+fn skipped_newer_runs(
+    store: &Store,
+    spec: &str,
+    used: &RunRecord,
+) -> anyhow::Result<Option<String>> {
+    if !spec.starts_with("latest") {
+        return Ok(None);
+    }
+    let runs = store.runs.summaries()?;
+    let Some(newest) = runs.first() else {
+        return Ok(None);
+    };
+    if newest.id == used.id || newest.status == RunStatus::Succeeded {
+        return Ok(None);
+    }
+    let how = match &newest.failed_stage {
+        Some(stage) => format!("{} at stage `{stage}`", newest.status_label()),
+        None => newest.status_label().to_string(),
+    };
+    Ok(Some(format!(
+        "note: using run {} ({spec}, the newest run that succeeded); the newest run, {}, {how}: \
+         its record is {}",
+        used.id,
+        newest.id,
+        store.runs.dir_of(&newest.id).join("run.toml").display()
+    )))
+}
+
 /// The label written for an image that could not be read under `--on-bad-image skip`.
 const SKIPPED: &str = "skipped";
 
@@ -55,6 +86,9 @@ pub fn predict(
     backend: &dyn stages::model::Backend,
 ) -> anyhow::Result<ExitCode> {
     let run = store.runs.resolve(&args.run)?;
+    if let Some(note) = skipped_newer_runs(store, &args.run, &run)? {
+        eprintln!("{note}");
+    }
     let checkpoint = checkpoint(store, &run)?;
     let image_size = image_size(&run)?;
     let mode = normalize_config(&run)?.mode;

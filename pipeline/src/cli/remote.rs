@@ -107,9 +107,6 @@ pub struct PullExperimentArgs {
     /// With an experiment file: override a parameter, as for `pipeline run`
     #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
     pub set: Vec<String>,
-    /// With an experiment file: where data paths are resolved
-    #[arg(long, value_name = "DIR", env = "PIPELINE_DATA_ROOT")]
-    pub data_root: Option<std::path::PathBuf>,
 }
 
 /// `pipeline pull RUN|EXP`: downloads, checks and publishes locally what the remote holds.
@@ -118,7 +115,7 @@ pub fn pull(session: &Session, args: &PullArgs) -> anyhow::Result<ExitCode> {
     let remote = required(session)?;
     let keys: Vec<String> = if Path::new(&args.target).is_file() {
         let exp = session.load_experiment(Path::new(&args.target), &args.experiment.set)?;
-        let data_root = session.data_root(args.experiment.data_root.as_deref());
+        let data_root = &session.data_root;
         let states =
             pipeline_engine::run::status::status(&exp, &session.registry, store, &data_root.value)?;
         let mut keys = Vec::new();

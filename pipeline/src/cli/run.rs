@@ -48,7 +48,7 @@ pub fn run(args: &RunArgs, session: &Session) -> anyhow::Result<ExitCode> {
     if args.executor.executor == Executor::Slurm {
         return run_on_slurm(args, &exp, session);
     }
-    let ws = session.workspace(args.experiment.data_root.as_deref())?;
+    let ws = session.workspace()?;
     let opts = ws.run_options(args.name.clone(), args.no_cache);
     eprintln!("running {} ({} stages)", exp.name, exp.stages.len());
     let terminal = Terminal::new();
@@ -95,7 +95,7 @@ fn run_on_slurm(args: &RunArgs, exp: &Experiment, session: &Session) -> anyhow::
     let scheduler = Scheduler::find()?;
     // Created here, before any node writes to it.
     let store = session.open_store()?;
-    let root = session.data_root(args.experiment.data_root.as_deref());
+    let root = &session.data_root;
     eprintln!(
         "submitting {} ({} stages) to Slurm, asking for {resources}",
         exp.name,

@@ -11,7 +11,7 @@ use crate::session::Session;
 
 pub fn status(args: &ExperimentArgs, session: &Session) -> anyhow::Result<ExitCode> {
     let exp = args.load(session)?;
-    let ws = session.workspace(args.data_root.as_deref())?;
+    let ws = session.workspace()?;
     let plans = status::status(&exp, &session.registry, &ws.store, &ws.data_root.value)
         .map_err(|e| ws.hint(e))?;
     let width = plans.iter().map(|s| s.name.len()).max().unwrap_or(5);

@@ -92,7 +92,7 @@ struct Sweep {
 pub fn sweep(args: &SweepArgs, session: &Session) -> anyhow::Result<ExitCode> {
     args.executor.check()?;
     let sweep = resolve(args, session)?;
-    let ws = session.workspace(args.experiment.data_root.as_deref())?;
+    let ws = session.workspace()?;
     let store = &ws.store;
     let dir = sweep_dir(&store.root, &sweep.id);
     let goal_text = sweep

@@ -24,14 +24,11 @@ pub struct VerifyArgs {
     /// Verify an experiment against its lock file instead of a run
     #[arg(long, value_name = "EXP.lock", conflicts_with = "run")]
     pub lock: Option<PathBuf>,
-    /// Where data paths are resolved [default: the run's own data root]
-    #[arg(long, value_name = "DIR", env = "PIPELINE_DATA_ROOT")]
-    pub data_root: Option<PathBuf>,
 }
 
 pub fn verify(args: &VerifyArgs, session: &Session) -> anyhow::Result<ExitCode> {
     if let Some(lock_file) = &args.lock {
-        return verify_lock(lock_file, args, session);
+        return verify_lock(lock_file, session);
     }
     let registry = &session.registry;
     let store = session.open_store()?;
@@ -63,10 +60,9 @@ pub fn verify(args: &VerifyArgs, session: &Session) -> anyhow::Result<ExitCode> 
     }
     let exp = verify::experiment_of(&record, &run_dir, registry)?;
     let opts = RunOptions {
-        data_root: args
-            .data_root
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&record.data_root)),
+        data_root: session
+            .given_data_root()
+            .map_or_else(|| PathBuf::from(&record.data_root), Path::to_path_buf),
         project_root: session.project.clone(),
         name: Some(format!("verify {}", record.id)),
         no_cache: true,
@@ -151,8 +147,8 @@ pub fn verify(args: &VerifyArgs, session: &Session) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify_lock(lock_file: &Path, args: &VerifyArgs, session: &Session) -> anyhow::Result<ExitCode> {
-    let ws = session.workspace(args.data_root.as_deref())?;
+fn verify_lock(lock_file: &Path, session: &Session) -> anyhow::Result<ExitCode> {
+    let ws = session.workspace()?;
     // Held to the end: gc does not clear the scratch store under `artifacts/tmp` meanwhile.
     let _lease = lease(&ws.store)?;
     let locked = lock::read(lock_file)?;
@@ -235,7 +231,7 @@ fn lease(store: &Store) -> anyhow::Result<Lease> {
 
 pub fn lock(args: &ExperimentArgs, session: &Session) -> anyhow::Result<ExitCode> {
     let exp = args.load(session)?;
-    let ws = session.workspace(args.data_root.as_deref())?;
+    let ws = session.workspace()?;
     let opts = ws.run_options(Some("lock".into()), false);
     let record = execute::run(&exp, &session.registry, &ws.store, &opts, &Terminal::new())
         .map_err(|e| ws.hint(e))?;
