@@ -6,7 +6,8 @@
 //! (inode, modification time, size): a record saved since (a running run finishing a stage)
 //! or a run added or removed is noticed by one `stat` per run and summarized again, in
 //! parallel. The index is only ever a cache: deleting it costs one slower listing, and a
-//! damaged one, or one of another format, is ignored and rewritten.
+//! damaged one (it carries its own digest), or one of another format, is ignored and
+//! rewritten from the records.
 //!
 //! Runs repeat the same strings thousands of times (parameter names, stage names and keys,
 //! experiment names): the file keeps each once, and in memory they are shared (`Arc<str>`),

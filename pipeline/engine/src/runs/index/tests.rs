@@ -505,3 +505,30 @@ fn an_oversized_record_is_refused() {
     let err = damage_named(&store, "bbb2");
     assert!(err.contains("larger than"), "{err}");
 }
+
+#[test]
+fn an_index_edited_into_other_valid_json_is_not_believed() {
+    let (_dir, store) = store_with(&[record("r1", "1e-3", 0.75), record("r2", "3e-4", 0.8)]);
+    let expected = store.summaries().expect("lists");
+    assert_eq!(expected[1].metrics["evaluate.roc_auc"], 0.75);
+    let path = index_path(store.root());
+    let text = fs::read_to_string(&path).expect("index");
+    // The metric's bits changed in place: still JSON, still an index, the same stamps.
+    let edited = text.replacen(
+        &0.75f64.to_bits().to_string(),
+        &0.3873f64.to_bits().to_string(),
+        1,
+    );
+    assert_ne!(edited, text);
+    let edited_runs = decode(edited.as_bytes()).map(|runs| runs.len());
+    fs::write(&path, &edited).expect("edit the index");
+    let listed = store.summaries().expect("lists");
+    assert_eq!(listed[1].metrics["evaluate.roc_auc"], 0.75, "from run.toml");
+    assert_eq!(listed, expected);
+    assert_eq!(edited_runs, None, "an edited index does not decode");
+    assert_eq!(
+        fs::read_to_string(&path).expect("index"),
+        text,
+        "rebuilt from the records"
+    );
+}
