@@ -322,6 +322,18 @@ impl SweepSpec {
             if axis.values.is_empty() {
                 return Err(format!("`{}` has no values", axis.key));
             }
+            // Values equal as parsed (`2,2`, or `1e-3,0.001`) would make identical points,
+            // each run and counted as if it were another.
+            let repeated = (1..axis.values.len())
+                .find(|&i| axis.values[..i].contains(&axis.values[i]))
+                .map(|i| &axis.values[i]);
+            if let Some(value) = repeated {
+                return Err(format!(
+                    "`{}` takes the value {} twice (each value makes its own points: give it once)",
+                    axis.key,
+                    value_text(value)
+                ));
+            }
         }
         match self.random {
             None => {
@@ -435,6 +447,32 @@ pub(crate) mod tests {
         );
         assert_eq!(points[5].index, 6);
         assert_eq!(spec.describe(6), "grid, 2 x 3");
+    }
+
+    #[test]
+    fn a_value_listed_twice_on_an_axis_is_refused_naming_both() {
+        for (grid, value) in [
+            ("train.epochs=2,2", "2"),
+            ("train.learning_rate=1e-3,0.001", "0.001"),
+            ("model.conv=direct,winograd,direct", "direct"),
+        ] {
+            let spec = SweepSpec {
+                grid: vec![axis("a.x", &[1, 2]), parse_grid(grid).expect("parses")],
+                ..SweepSpec::default()
+            };
+            let err = spec.points().expect_err("a repeated value");
+            let key = grid.split_once('=').map(|(k, _)| k).unwrap_or_default();
+            assert!(
+                err.contains(&format!("`{key}`")) && err.contains(value) && err.contains("twice"),
+                "{grid}: {err}"
+            );
+        }
+        // Values that differ as parsed are not repeats (an integer and a float, say).
+        let spec = SweepSpec {
+            grid: vec![parse_grid("train.epochs=2,2.0,\"2\"").expect("parses")],
+            ..SweepSpec::default()
+        };
+        assert_eq!(spec.points().map(|p| p.len()), Ok(3));
     }
 
     #[test]

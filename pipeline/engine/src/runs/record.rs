@@ -322,6 +322,86 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// The largest `run.toml` read: a record of hundreds of stages is well under a megabyte, and
+/// a bound keeps a file grown by accident (or a link to a device) from filling memory.
+pub const MAX_RECORD_BYTES: u64 = 16 << 20;
+
+/// The text of a record file, refused unless it is a regular file (not a link, a FIFO or a
+/// device) of at most [`MAX_RECORD_BYTES`]: `pipeline` only ever writes records as regular
+/// files, and reading a FIFO would wait forever. The type is checked before opening, and
+/// again on the open file, which is opened without following links or blocking, so that a
+/// file swapped in between cannot make it hang either.
+fn read_record_text(path: &Path) -> Result<String, RecordError> {
+    let refused = |why: String| RecordError::Parse {
+        path: path.to_path_buf(),
+        message: why,
+    };
+    let check = |meta: &fs::Metadata| -> Result<(), RecordError> {
+        if let Some(kind) = not_a_regular_file(meta.file_type()) {
+            return Err(refused(format!("{kind}, not a regular file")));
+        }
+        if meta.len() > MAX_RECORD_BYTES {
+            return Err(refused(format!(
+                "{} bytes, larger than any run record ({} at most)",
+                meta.len(),
+                MAX_RECORD_BYTES
+            )));
+        }
+        Ok(())
+    };
+    check(&fs::symlink_metadata(path).map_err(io_err(path))?)?;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NOFOLLOW | libc::O_NONBLOCK,
+    );
+    let file = options.open(path).map_err(io_err(path))?;
+    check(&file.metadata().map_err(io_err(path))?)?;
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(file, MAX_RECORD_BYTES + 1), &mut bytes)
+        .map_err(io_err(path))?;
+    if bytes.len() as u64 > MAX_RECORD_BYTES {
+        return Err(refused(format!(
+            "larger than any run record ({MAX_RECORD_BYTES} bytes at most)"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        refused(format!(
+            "not text (invalid UTF-8 at byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// What a file that is not a regular one is, in words; `None` for a regular file.
+fn not_a_regular_file(kind: fs::FileType) -> Option<&'static str> {
+    if kind.is_file() {
+        return None;
+    }
+    if kind.is_symlink() {
+        return Some("a symbolic link");
+    }
+    if kind.is_dir() {
+        return Some("a directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return Some("a FIFO");
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return Some("a device");
+        }
+        if kind.is_socket() {
+            return Some("a socket");
+        }
+    }
+    Some("a special file")
+}
+
 /// The directory of all runs.
 pub struct RunStore {
     root: PathBuf,
@@ -381,7 +461,7 @@ impl RunStore {
 
     pub fn load(&self, id: &str) -> Result<RunRecord, RecordError> {
         let path = self.dir_of(id).join("run.toml");
-        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        let text = read_record_text(&path)?;
         toml::from_str(&text).map_err(|e| RecordError::Parse {
             path,
             message: e.message().to_string(),

@@ -2,7 +2,7 @@
 //! refer to strings by their position in it; numbers stored as the bits of the `f64`.
 //!
 //! ```text
-//! {"format": 2,
+//! {"format": 3, "blake3": "<hex digest of what follows, up to the final brace>",
 //!  "strings": ["model1", "experiments/model1.toml", "train.learning_rate", "0.001", ...],
 //!  "runs": [{"stamp": {..}, "id": "20261125-181502-042-7c1e", ..., "experiment": 0,
 //!            "params": [[2, 3], ...], "metrics": [[7, 4606281698874543309], ...],
@@ -14,6 +14,11 @@
 //! start time, error) stay in the run. Metrics and durations are kept as bits because
 //! serde_json reads decimals to within one unit in the last place, not exactly: a listing
 //! from the index prints the same digits as one from the records.
+//!
+//! The index checks itself, as a cache entry's manifest does: its first field after the
+//! format is the blake3 digest of the bytes after it (from the string table to the last
+//! byte before the closing brace), so an index edited by hand into other valid JSON (a metric
+//! changed, say) is noticed and rebuilt from the records rather than believed.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -25,12 +30,22 @@ use super::{RunSummary, StageBrief, Stamp};
 use crate::runs::record::{CacheUse, RunStatus};
 
 /// Version of the index layout; another version is ignored and rebuilt. 1 held whole
-/// summaries with every string repeated.
-pub(super) const INDEX_FORMAT: u32 = 2;
+/// summaries with every string repeated; 2 was this layout without its own digest.
+pub(super) const INDEX_FORMAT: u32 = 3;
 
+/// How the index file starts: its format, then the digest (64 hex digits) of its content.
+fn head() -> String {
+    format!("{{\"format\":{INDEX_FORMAT},\"blake3\":\"")
+}
+/// What follows the digest: the content it covers starts after this.
+const AFTER_DIGEST: &str = "\",";
+/// The length of a blake3 digest in hex.
+const DIGEST_HEX: usize = 64;
+
+/// The content the digest covers: everything but the format and the digest (which a
+/// reader of the whole file skips as fields it does not know).
 #[derive(Serialize, Deserialize)]
 struct IndexFile<'a> {
-    format: u32,
     /// Every string the runs share, once; runs refer to them by position.
     strings: Vec<Cow<'a, str>>,
     runs: Vec<StoredRun<'a>>,
@@ -122,20 +137,46 @@ pub(super) fn encode(runs: &[(Stamp, RunSummary)]) -> serde_json::Result<Vec<u8>
                 .collect(),
         })
         .collect();
-    serde_json::to_vec(&IndexFile {
-        format: INDEX_FORMAT,
+    let content = serde_json::to_vec(&IndexFile {
         strings: table.strings.into_iter().map(Cow::Borrowed).collect(),
         runs: stored,
-    })
+    })?;
+    // `{"strings":...,"runs":...}` with its braces dropped: the fields the digest covers.
+    let fields = &content[1..content.len() - 1];
+    let digest = blake3::hash(fields).to_hex();
+    let head = head();
+    let mut file = Vec::with_capacity(content.len() + head.len() + DIGEST_HEX + 4);
+    file.extend_from_slice(head.as_bytes());
+    file.extend_from_slice(digest.as_bytes());
+    file.extend_from_slice(AFTER_DIGEST.as_bytes());
+    file.extend_from_slice(fields);
+    file.push(b'}');
+    Ok(file)
+}
+
+/// Whether an index file is of this format and matches its digest (`false` for one changed
+/// since it was written).
+fn checks_itself(bytes: &[u8]) -> bool {
+    let Some(rest) = bytes.strip_prefix(head().as_bytes()) else {
+        return false;
+    };
+    let (Some(digest), Some(after)) = (rest.get(..DIGEST_HEX), rest.get(DIGEST_HEX..)) else {
+        return false;
+    };
+    after
+        .strip_prefix(AFTER_DIGEST.as_bytes())
+        .and_then(|fields| fields.strip_suffix(b"}"))
+        .is_some_and(|fields| blake3::hash(fields).to_hex().as_bytes() == digest)
 }
 
 /// The runs in an index file, sharing one `Arc<str>` per distinct string; `None` when the
-/// file is not an index of this format or refers to strings it does not have.
+/// file is not an index of this format, does not match its digest, or refers to strings it
+/// does not have.
 pub(super) fn decode(bytes: &[u8]) -> Option<Vec<(Stamp, RunSummary)>> {
-    let file: IndexFile = serde_json::from_slice(bytes).ok()?;
-    if file.format != INDEX_FORMAT {
+    if !checks_itself(bytes) {
         return None;
     }
+    let file: IndexFile = serde_json::from_slice(bytes).ok()?;
     let strings: Vec<Arc<str>> = file.strings.iter().map(|s| Arc::from(&**s)).collect();
     let text = |position: u32| strings.get(position as usize).cloned();
     file.runs

@@ -6,7 +6,8 @@
 //! (inode, modification time, size): a record saved since (a running run finishing a stage)
 //! or a run added or removed is noticed by one `stat` per run and summarized again, in
 //! parallel. The index is only ever a cache: deleting it costs one slower listing, and a
-//! damaged one, or one of another format, is ignored and rewritten.
+//! damaged one (it carries its own digest), or one of another format, is ignored and
+//! rewritten from the records.
 //!
 //! Runs repeat the same strings thousands of times (parameter names, stage names and keys,
 //! experiment names): the file keeps each once, and in memory they are shared (`Arc<str>`),
@@ -20,7 +21,9 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::record::{CacheUse, RecordError, RunRecord, RunStatus, RunStore};
+pub use damage::DamagedRecord;
 
+mod damage;
 mod index_file;
 #[cfg(test)]
 mod tests;
@@ -142,7 +145,8 @@ struct Stamp {
 
 impl Stamp {
     fn of(path: &Path) -> Option<Stamp> {
-        let meta = fs::metadata(path).ok()?;
+        // The entry itself, not what a link points to: a link is refused when read.
+        let meta = fs::symlink_metadata(path).ok()?;
         #[cfg(unix)]
         let inode = std::os::unix::fs::MetadataExt::ino(&meta);
         #[cfg(not(unix))]
@@ -198,15 +202,22 @@ fn write_index(path: &Path, runs: &[(Stamp, RunSummary)]) {
 impl RunStore {
     /// Every readable run's summary, newest first: what listing and references need, kept in
     /// an index so that thousands of runs list quickly (this module).
+    /// Records that cannot be read are left out, with one warning each on stderr.
     pub fn summaries(&self) -> Result<Vec<RunSummary>, RecordError> {
-        summaries(self)
+        let listing = survey(self)?;
+        damage::warn_once(&listing.damaged);
+        Ok(listing.runs)
     }
 
-    /// Finds a run by a reference ([`resolve_in`]) and reads its whole record.
+    /// Finds a run by a reference ([`resolve_in`]) and reads its whole record. A reference
+    /// to a run whose record cannot be read says so, naming the file.
     pub fn resolve(&self, spec: &str) -> Result<RunRecord, RecordError> {
-        let summaries = self.summaries()?;
-        let id = resolve_in(&summaries, spec)?;
-        self.load(&id)
+        let listing = survey(self)?;
+        let found = resolve_in(&listing.runs, spec);
+        if let Some(damaged) = damage::refers_to_damaged(&listing.damaged, spec, &found) {
+            return Err(damaged);
+        }
+        self.load(&found?)
     }
 }
 
@@ -275,8 +286,17 @@ pub fn resolve_in(runs: &[RunSummary], spec: &str) -> Result<String, RecordError
     }
 }
 
-/// Every readable run's summary, newest first, from the index where it is current.
-pub(crate) fn summaries(store: &RunStore) -> Result<Vec<RunSummary>, RecordError> {
+/// What is under `runs/`: the readable runs and the records that cannot be read.
+pub struct Listing {
+    /// Every readable run's summary, newest first.
+    pub runs: Vec<RunSummary>,
+    /// Run directories whose `run.toml` cannot be read, in id order.
+    pub damaged: Vec<DamagedRecord>,
+}
+
+/// Every readable run's summary, newest first, from the index where it is current, and the
+/// records that could not be read.
+pub(crate) fn survey(store: &RunStore) -> Result<Listing, RecordError> {
     let root = store.root();
     let path = index_path(root);
     let dirs: Vec<String> = fs::read_dir(root)
@@ -311,13 +331,26 @@ pub(crate) fn summaries(store: &RunStore) -> Result<Vec<RunSummary>, RecordError
     // Only the runs whose record changed are read and parsed, in parallel. Records whose id
     // is not their directory's name (a run directory copied by hand) are skipped, as
     // `RunStore::list` skips them.
-    let fresh: Vec<(Stamp, RunSummary)> = stale
+    let read: Vec<Result<(Stamp, RunSummary), DamagedRecord>> = stale
         .into_par_iter()
-        .filter_map(|(dir, stamp)| {
-            let record = store.load(&dir).ok().filter(|r| r.id == dir)?;
-            Some((stamp, RunSummary::of(&record)))
+        .filter_map(|(dir, stamp)| match store.load(&dir) {
+            Ok(record) if record.id == dir => Some(Ok((stamp, RunSummary::of(&record)))),
+            Ok(_) => None,
+            Err(e) => {
+                let path = store.dir_of(&dir).join("run.toml");
+                Some(Err(DamagedRecord::of(dir, path, &e)))
+            }
         })
         .collect();
+    let mut fresh: Vec<(Stamp, RunSummary)> = Vec::new();
+    let mut damaged: Vec<DamagedRecord> = Vec::new();
+    for outcome in read {
+        match outcome {
+            Ok(run) => fresh.push(run),
+            Err(record) => damaged.push(record),
+        }
+    }
+    damaged.sort_by(|a, b| a.id.cmp(&b.id));
     // Every entry kept from the index is unchanged, so the index is stale exactly when runs
     // were summarized again or entries were dropped (runs removed, or no longer readable).
     let changed = !fresh.is_empty() || current.len() != indexed;
@@ -326,5 +359,8 @@ pub(crate) fn summaries(store: &RunStore) -> Result<Vec<RunSummary>, RecordError
     if changed {
         write_index(&path, &current);
     }
-    Ok(current.into_iter().map(|(_, summary)| summary).collect())
+    Ok(Listing {
+        runs: current.into_iter().map(|(_, summary)| summary).collect(),
+        damaged,
+    })
 }

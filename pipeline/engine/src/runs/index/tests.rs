@@ -191,11 +191,11 @@ fn each_shared_string_is_stored_once_and_shared_in_memory() {
 #[test]
 fn listing_builds_the_index_then_reads_it() {
     let (_dir, store) = store_with(&[record("r1", "1e-3", 0.9), record("r2", "3e-4", 0.8)]);
-    let first = summaries(&store).expect("lists");
+    let first = store.summaries().expect("lists");
     assert_eq!(ids(&first), ["r2", "r1"], "newest first");
     assert_eq!(first[1], RunSummary::of(&record("r1", "1e-3", 0.9)));
     assert_eq!(index_json(&store)["runs"].as_array().map(Vec::len), Some(2));
-    let again = summaries(&store).expect("lists");
+    let again = store.summaries().expect("lists");
     assert_eq!(
         again, first,
         "the index gives the same summaries as the records"
@@ -227,7 +227,7 @@ fn an_index_of_another_format_is_ignored_and_rebuilt() {
     .to_string();
     for old in [older, format_1] {
         fs::write(&path, &old).expect("write the old index");
-        let runs = summaries(&store).expect("lists");
+        let runs = store.summaries().expect("lists");
         assert_eq!(&*runs[0].experiment, "exp", "read from run.toml, not {old}");
         assert_eq!(index_json(&store)["format"], INDEX_FORMAT, "rewritten");
     }
@@ -236,7 +236,7 @@ fn an_index_of_another_format_is_ignored_and_rebuilt() {
 #[test]
 fn a_damaged_index_is_ignored_and_rewritten() {
     let (_dir, store) = store_with(&[record("r1", "1e-3", 0.9), record("r2", "3e-4", 0.8)]);
-    let expected = summaries(&store).expect("lists");
+    let expected = store.summaries().expect("lists");
     let path = index_path(store.root());
     let good = fs::read(&path).expect("index");
     let text = String::from_utf8(good.clone()).expect("UTF-8");
@@ -253,7 +253,7 @@ fn a_damaged_index_is_ignored_and_rewritten() {
     for bytes in damaged {
         assert!(decode(&bytes).is_none());
         fs::write(&path, &bytes).expect("damage the index");
-        assert_eq!(summaries(&store).expect("lists"), expected);
+        assert_eq!(store.summaries().expect("lists"), expected);
         assert_eq!(
             decode(&fs::read(&path).expect("index")).map(|r| r.len()),
             Some(2),
@@ -269,7 +269,7 @@ fn changed_added_and_removed_records_are_noticed_and_the_rest_come_from_the_inde
         record("r2", "3e-4", 0.8),
         record("r3", "1e-4", 0.7),
     ]);
-    summaries(&store).expect("lists");
+    store.summaries().expect("lists");
     // Mark r1 in the index: while its record is unchanged, the mark must show.
     let path = index_path(store.root());
     let mut indexed = decode(&fs::read(&path).expect("index")).expect("decodes");
@@ -288,7 +288,7 @@ fn changed_added_and_removed_records_are_noticed_and_the_rest_come_from_the_inde
     store.save(&record("r4", "1e-2", 0.6)).expect("r4 added");
     fs::create_dir_all(store.dir_of("not-a-run")).expect("a directory without a record");
 
-    let runs = summaries(&store).expect("lists");
+    let runs = store.summaries().expect("lists");
     assert_eq!(ids(&runs), ["r4", "r2", "r1"]);
     let metric = |i: usize, name: &str| runs[i].metrics.get(name).copied();
     assert_eq!(
@@ -397,4 +397,138 @@ fn ids_names_prefixes_and_suffixes() {
         resolve_in(&runs, ""),
         Err(RecordError::NotFound(_))
     ));
+}
+
+/// A store with runs `aaa1` and `bbb2` whose `bbb2/run.toml` is then replaced by `damage`.
+fn store_with_damaged(damage: impl FnOnce(&Path)) -> (tempfile::TempDir, RunStore) {
+    let (dir, store) = store_with(&[
+        record("20261125-100000-000-aaa1", "0.001", 0.75),
+        record("20261125-110000-000-bbb2", "0.01", 0.8),
+    ]);
+    let path = store.dir_of("20261125-110000-000-bbb2").join("run.toml");
+    fs::remove_file(&path).expect("remove the record");
+    damage(&path);
+    (dir, store)
+}
+
+/// What referring to the damaged run says: it must name its file and call it damaged.
+fn damage_named(store: &RunStore, spec: &str) -> String {
+    let err = store
+        .resolve(spec)
+        .expect_err("a damaged record")
+        .to_string();
+    assert!(
+        err.contains("20261125-110000-000-bbb2/run.toml") && err.contains("damaged"),
+        "{spec}: {err}"
+    );
+    err
+}
+
+#[test]
+fn a_truncated_record_is_left_out_and_named_when_referred_to() {
+    let (_dir, store) = store_with_damaged(|path| {
+        fs::write(
+            path,
+            "format = 1\nid = \"20261125-110000-000-bbb2\"\nstatus = \"succ",
+        )
+        .expect("write")
+    });
+    assert_eq!(
+        ids(&store.summaries().expect("summaries")),
+        ["20261125-100000-000-aaa1"]
+    );
+    for spec in ["20261125-110000-000-bbb2", "bbb2", "20261125-11"] {
+        damage_named(&store, spec);
+    }
+    // The readable run is still found.
+    let found = store.resolve("aaa1").expect("found");
+    assert_eq!(found.id, "20261125-100000-000-aaa1");
+}
+
+#[test]
+fn a_garbled_record_is_named_when_referred_to() {
+    let (_dir, store) =
+        store_with_damaged(|path| fs::write(path, [0xff, 0xfe, 0x00, 0x41]).expect("write"));
+    assert_eq!(store.summaries().expect("summaries").len(), 1);
+    damage_named(&store, "bbb2");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_record_linked_to_dev_zero_is_refused_without_reading_it() {
+    let (_dir, store) =
+        store_with_damaged(|path| std::os::unix::fs::symlink("/dev/zero", path).expect("symlink"));
+    let started = std::time::Instant::now();
+    assert_eq!(store.summaries().expect("summaries").len(), 1);
+    let err = damage_named(&store, "bbb2");
+    assert!(err.contains("link"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_record_that_is_a_fifo_does_not_hang_the_listing() {
+    let (_dir, store) = store_with_damaged(|path| {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+    });
+    // The listing runs on another thread, so that a hang fails the test instead.
+    let (done, finished) = std::sync::mpsc::channel();
+    let root = store.root().to_path_buf();
+    std::thread::spawn(move || {
+        let store = RunStore::open(&root).expect("store");
+        let listed = store.summaries().map(|s| s.len()).ok();
+        let referred = store.resolve("bbb2").err().map(|e| e.to_string());
+        let _ = done.send((listed, referred));
+    });
+    let (listed, referred) = finished
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the listing finished");
+    assert_eq!(listed, Some(1));
+    let err = referred.expect("an error");
+    assert!(
+        err.contains("bbb2/run.toml") && err.contains("FIFO"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_oversized_record_is_refused() {
+    let (_dir, store) = store_with_damaged(|path| {
+        let file = fs::File::create(path).expect("create");
+        file.set_len(64 << 20).expect("set_len");
+    });
+    assert_eq!(store.summaries().expect("summaries").len(), 1);
+    let err = damage_named(&store, "bbb2");
+    assert!(err.contains("larger than"), "{err}");
+}
+
+#[test]
+fn an_index_edited_into_other_valid_json_is_not_believed() {
+    let (_dir, store) = store_with(&[record("r1", "1e-3", 0.75), record("r2", "3e-4", 0.8)]);
+    let expected = store.summaries().expect("lists");
+    assert_eq!(expected[1].metrics["evaluate.roc_auc"], 0.75);
+    let path = index_path(store.root());
+    let text = fs::read_to_string(&path).expect("index");
+    // The metric's bits changed in place: still JSON, still an index, the same stamps.
+    let edited = text.replacen(
+        &0.75f64.to_bits().to_string(),
+        &0.3873f64.to_bits().to_string(),
+        1,
+    );
+    assert_ne!(edited, text);
+    let edited_runs = decode(edited.as_bytes()).map(|runs| runs.len());
+    fs::write(&path, &edited).expect("edit the index");
+    let listed = store.summaries().expect("lists");
+    assert_eq!(listed[1].metrics["evaluate.roc_auc"], 0.75, "from run.toml");
+    assert_eq!(listed, expected);
+    assert_eq!(edited_runs, None, "an edited index does not decode");
+    assert_eq!(
+        fs::read_to_string(&path).expect("index"),
+        text,
+        "rebuilt from the records"
+    );
 }

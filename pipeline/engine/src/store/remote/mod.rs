@@ -12,8 +12,9 @@
 //! a reproducibility finding naming both platforms, never an overwrite.
 //!
 //! A fetch checks the manifest's own digest and every blob against its name before anything
-//! is published locally; a damaged remote blob is reported, removed from the remote (it can
-//! never be right under its name) and the stage is recomputed and pushed again.
+//! is published locally; a damaged remote blob or manifest is reported, removed from the
+//! remote (it can never be right under its name) and the stage is recomputed and pushed
+//! again, which replaces it.
 
 pub mod backend;
 
@@ -150,6 +151,10 @@ impl Remote {
     }
 
     /// The remote's manifest of `key`, checked; `None` when it has none of this store format.
+    /// A damaged one (cut short, garbled, not matching its own digest or its key) is removed
+    /// from the remote and reported, as a damaged blob is: it can never become right, and
+    /// left there it would refuse every later push of the key, so the stage would be
+    /// recomputed on every run of every machine.
     pub fn manifest(&self, key: &str) -> Result<Option<(String, Manifest)>, RemoteError> {
         let Some(bytes) = self
             .backend
@@ -164,10 +169,13 @@ impl Remote {
                 Ok(Some((text, manifest)))
             }
             Ok(None) => Ok(None),
-            Err(problem) => Err(self.damaged(format!(
-                "the manifest of {} is damaged ({problem})",
-                cas::short(key)
-            ))),
+            Err(problem) => {
+                let _ = self.backend.delete(&manifest_name(key));
+                Err(self.damaged(format!(
+                    "the manifest of {} is damaged ({problem}); removed from the remote",
+                    cas::short(key)
+                )))
+            }
         }
     }
 
@@ -289,16 +297,29 @@ impl Remote {
                 .put(&blob_name(&digest), local)
                 .map_err(self.backend_err())?;
         }
+        let name = manifest_name(&entry.manifest.key);
         match self
             .backend
-            .create(&manifest_name(&entry.manifest.key), text)
+            .create(&name, text.clone())
             .map_err(self.backend_err())?
         {
             Created::Yes => Ok(Pushed::Committed { blobs, bytes }),
             Created::AlreadyExists => {
-                let theirs = match self.manifest(&entry.manifest.key)? {
-                    Some((_, m)) => m,
-                    None => return Ok(Pushed::Present { blobs, bytes }),
+                let theirs = match self.manifest(&entry.manifest.key) {
+                    Ok(Some((_, m))) => m,
+                    Ok(None) => return Ok(Pushed::Present { blobs, bytes }),
+                    // The damaged manifest was removed: this push replaces it.
+                    Err(RemoteError::Damaged { .. }) => {
+                        return match self
+                            .backend
+                            .create(&name, text)
+                            .map_err(self.backend_err())?
+                        {
+                            Created::Yes => Ok(Pushed::Committed { blobs, bytes }),
+                            Created::AlreadyExists => Ok(Pushed::Present { blobs, bytes }),
+                        };
+                    }
+                    Err(other) => return Err(other),
                 };
                 let files = differing(&entry.manifest, &theirs);
                 if files.is_empty() {

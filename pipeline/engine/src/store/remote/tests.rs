@@ -379,3 +379,41 @@ fn an_output_sharing_most_bytes_with_its_input_is_stored_as_parts_and_travels_wh
         .expect("assemble");
     assert_eq!(fs::read(&copy).expect("read"), trained);
 }
+
+#[test]
+fn a_remote_manifest_cut_in_half_is_removed_and_the_next_push_replaces_it() {
+    let store = memory();
+    let remote = remote_on(&store);
+    let backend = ObjectBackend::new(store.clone(), "team/cache");
+    let (_a, _b, ca, cb) = two_stores();
+    let entry = publish(&ca, b"the features", "x86_64 AVX2");
+    remote.push(&entry).expect("push");
+    let name = format!("ac/{KEY}");
+    let whole = backend.get(&name).expect("get").expect("pushed");
+    let cut = whole[..whole.len() / 2].to_vec();
+
+    // Found damaged by a fetch: reported and removed, so the recomputation's push commits.
+    backend.put(&name, cut.clone()).expect("cut");
+    let lock = cb.lock(KEY).expect("lock");
+    let err = remote
+        .fetch(&cb, KEY, &lock)
+        .expect_err("damaged")
+        .to_string();
+    assert!(err.contains("damaged") && err.contains("removed"), "{err}");
+    drop(lock);
+    assert!(backend.get(&name).expect("get").is_none());
+    let recomputed = publish(&cb, b"the features", "x86_64 AVX2");
+    assert_eq!(
+        remote.push(&recomputed).expect("push"),
+        Pushed::Committed { blobs: 0, bytes: 0 }
+    );
+    assert_eq!(backend.get(&name).expect("get"), Some(whole.clone()));
+
+    // Found damaged by a push (no fetch before it): the push replaces it.
+    backend.put(&name, cut).expect("cut");
+    assert_eq!(
+        remote.push(&entry).expect("push"),
+        Pushed::Committed { blobs: 0, bytes: 0 }
+    );
+    assert_eq!(backend.get(&name).expect("get"), Some(whole));
+}
