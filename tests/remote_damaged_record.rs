@@ -49,7 +49,9 @@ fn a_truncated_remote_manifest_is_replaced_by_the_recomputation() {
     let url = format!("file://{}", shared.path().display());
     let (a, _) = run_on(&url);
     assert_eq!(cache_uses(&a.latest()), ["gen=miss"]);
-    let [manifest] = manifests(shared.path()).try_into().expect("one pushed manifest");
+    let [manifest] = manifests(shared.path())
+        .try_into()
+        .expect("one pushed manifest");
     let whole = fs::read(&manifest).expect("manifest");
     fs::write(&manifest, &whole[..whole.len() / 2]).expect("cut the manifest in half");
 
@@ -59,7 +61,11 @@ fn a_truncated_remote_manifest_is_replaced_by_the_recomputation() {
         text.contains("warning: remote") && text.contains("damaged"),
         "the damage is reported:\n{text}"
     );
-    assert_eq!(cache_uses(&b.latest()), ["gen=miss"], "recomputed, not fetched");
+    assert_eq!(
+        cache_uses(&b.latest()),
+        ["gen=miss"],
+        "recomputed, not fetched"
+    );
     // ...and its push replaced the damaged manifest: the one after fetches it, with no warning.
     // (The new manifest names machine b's run, so it is not a's byte for byte.)
     let now = fs::read_to_string(&manifest).expect("manifest");

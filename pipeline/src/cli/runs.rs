@@ -86,7 +86,15 @@ pub struct RunsArgs {
 
 /// The runs the arguments select, in the order asked for.
 fn select(store: &Store, args: &RunsArgs) -> anyhow::Result<Vec<RunSummary>> {
-    let all = store.runs.summaries()?;
+    let listing = store.runs.listing()?;
+    for damaged in &listing.damaged {
+        eprintln!(
+            "warning: {}: damaged run record, left out: {}",
+            damaged.path.display(),
+            damaged.why
+        );
+    }
+    let all = listing.runs;
     let filters = args
         .filters
         .iter()

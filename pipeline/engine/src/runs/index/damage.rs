@@ -1,9 +1,7 @@
-//! Run records that cannot be read: the warning a listing gives for each, and what a
-//! reference that would match one says instead of "no run matches".
+//! Run records that cannot be read: what a listing reports of each, and what a reference
+//! that would match one says instead of "no run matches".
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use crate::runs::record::RecordError;
 
@@ -79,24 +77,5 @@ pub(super) fn refers_to_damaged(
             spec: spec.to_string(),
             candidates: many.iter().map(|d| d.id.clone()).collect(),
         }),
-    }
-}
-
-/// Warns on stderr about each damaged record, once per process however often the runs are
-/// listed (a command that lists them twice warns once). The listing is the engine's, and
-/// every command that lists runs (`runs`, sweeps, Slurm) should say which are left out.
-pub(super) fn warn_once(damaged: &[DamagedRecord]) {
-    static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
-    let Ok(mut warned) = WARNED.lock() else {
-        return;
-    };
-    for record in damaged {
-        if warned.insert(record.path.clone()) {
-            eprintln!(
-                "warning: {}: damaged run record, left out: {}",
-                record.path.display(),
-                record.why
-            );
-        }
     }
 }

@@ -202,11 +202,15 @@ fn write_index(path: &Path, runs: &[(Stamp, RunSummary)]) {
 impl RunStore {
     /// Every readable run's summary, newest first: what listing and references need, kept in
     /// an index so that thousands of runs list quickly (this module).
-    /// Records that cannot be read are left out, with one warning each on stderr.
+    /// Records that cannot be read are left out: [`RunStore::listing`] names them.
     pub fn summaries(&self) -> Result<Vec<RunSummary>, RecordError> {
-        let listing = survey(self)?;
-        damage::warn_once(&listing.damaged);
-        Ok(listing.runs)
+        Ok(survey(self)?.runs)
+    }
+
+    /// The readable runs' summaries and the records that cannot be read, for a listing that
+    /// says which runs it leaves out (the engine prints nothing: the binary does).
+    pub fn listing(&self) -> Result<Listing, RecordError> {
+        survey(self)
     }
 
     /// Finds a run by a reference ([`resolve_in`]) and reads its whole record. A reference
