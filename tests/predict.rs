@@ -447,3 +447,64 @@ fn latest_after_a_failed_run_says_which_run_it_used_and_where_the_failed_one_is(
     let err = p.fails(&["predict", &good, image.to_str().expect("utf-8 path")]);
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+#[cfg(unix)]
+fn skip_lists_a_folders_fifo_device_link_and_dangling_link_with_their_reasons() {
+    let (_, pixels) = stages::arrays::read_u8(&cached_output("load", "images")).expect("images");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("xrays");
+    fs::create_dir(&folder).expect("folder");
+    write_png(&pixels, 0, &folder.join("a.png"));
+    let fifo = folder.join("fifo.png");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo failed");
+    let zero = folder.join("zero.png");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("link to /dev/zero");
+    let dangling = folder.join("dangling.png");
+    std::os::unix::fs::symlink(dir.path().join("gone.png"), &dangling).expect("dangling link");
+
+    let csv = dir.path().join("predictions.csv");
+    let (stdout, stderr, code) = predict(&[
+        "latest",
+        folder.to_str().expect("utf-8 path"),
+        "--on-bad-image",
+        "skip",
+        "--csv",
+        csv.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines = parse_lines(&stdout);
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0].0, folder.join("a.png").display().to_string());
+    let listed: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("skipped "))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "skipped 3 of 4 images that could not be read:".to_string(),
+            format!(
+                "  cannot read image file {}: No such file or directory (os error 2)",
+                dangling.display()
+            ),
+            format!(
+                "  cannot read image {}: it is a FIFO, not a regular file",
+                fifo.display()
+            ),
+            format!(
+                "  cannot read image {}: it is a character device, not a regular file",
+                zero.display()
+            ),
+        ],
+        "{stderr}"
+    );
+    assert_eq!(
+        csv_column(&csv, "label"),
+        [lines[0].2.as_str(), "skipped", "skipped", "skipped"]
+    );
+}

@@ -326,7 +326,11 @@ fn expand(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("cannot read the folder {}", arg.display()))?
             .into_iter()
-            .filter(|p| p.is_file() && is_image_name(p))
+            // By name only, not by type: a FIFO, a device or a dangling link named like an
+            // image goes to the decoder, which refuses it without reading and names why, so
+            // `--on-bad-image skip` lists it like any other bad image. Only subfolders are
+            // left out: the folder is not searched recursively.
+            .filter(|p| !p.is_dir() && is_image_name(p))
             .collect();
         if found.is_empty() {
             return Err(crate::usage::UsageError(format!(
