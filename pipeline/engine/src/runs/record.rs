@@ -337,7 +337,8 @@ fn read_record_text(path: &Path) -> Result<String, RecordError> {
         message: why,
     };
     let check = |meta: &fs::Metadata| -> Result<(), RecordError> {
-        if let Some(kind) = not_a_regular_file(meta.file_type()) {
+        if !meta.file_type().is_file() {
+            let kind = crate::hash::describe_type(&meta.file_type());
             return Err(refused(format!("{kind}, not a regular file")));
         }
         if meta.len() > MAX_RECORD_BYTES {
@@ -373,33 +374,6 @@ fn read_record_text(path: &Path) -> Result<String, RecordError> {
             e.utf8_error().valid_up_to()
         ))
     })
-}
-
-/// What a file that is not a regular one is, in words; `None` for a regular file.
-fn not_a_regular_file(kind: fs::FileType) -> Option<&'static str> {
-    if kind.is_file() {
-        return None;
-    }
-    if kind.is_symlink() {
-        return Some("a symbolic link");
-    }
-    if kind.is_dir() {
-        return Some("a directory");
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            return Some("a FIFO");
-        }
-        if kind.is_char_device() || kind.is_block_device() {
-            return Some("a device");
-        }
-        if kind.is_socket() {
-            return Some("a socket");
-        }
-    }
-    Some("a special file")
 }
 
 /// The directory of all runs.
