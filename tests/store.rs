@@ -234,3 +234,37 @@ fn an_edit_in_place_is_caught_after_hits_stopped_reading_the_file() {
     assert_eq!(cache_uses(&p.latest())[0], "gen=damaged");
     assert_eq!(fs::read(&file).expect("read"), b"1\n2\n3\n4\n5\n");
 }
+
+#[test]
+fn an_edit_in_place_of_a_run_directory_file_is_caught_and_recomputed() {
+    let p = Project::new();
+    p.write("exp.toml", EXP);
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
+    let record = p.latest();
+    let published = p
+        .runs_dir()
+        .join(record["id"].as_str().expect("id"))
+        .join("numbers.txt");
+    // The run directory's file is the cache's own, linked (stored once, however small).
+    assert!(
+        std::os::unix::fs::MetadataExt::nlink(&fs::metadata(&published).expect("published")) >= 2
+    );
+    // Let a hit remember the blob's identity, so only the identity can catch the edit.
+    std::thread::sleep(
+        pipeline_engine::store::checked::SETTLED + std::time::Duration::from_millis(300),
+    );
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
+    assert_eq!(cache_uses(&p.latest()), ["gen=hit", "sum=hit"]);
+
+    // A careless edit in place, same length, of the run directory's file: it reaches the
+    // cache's blob through the link, and is caught there rather than trusted.
+    fs::set_permissions(&published, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::write(&published, b"1\n2\n3\n4\n6\n").expect("edit in place");
+    p.ok(&["run", "--allow-shell", "exp.toml"]);
+    assert_eq!(cache_uses(&p.latest()), ["gen=damaged", "sum=hit"]);
+    let fresh = p
+        .runs_dir()
+        .join(p.latest()["id"].as_str().expect("id"))
+        .join("numbers.txt");
+    assert_eq!(fs::read(&fresh).expect("read"), b"1\n2\n3\n4\n5\n");
+}

@@ -1,10 +1,13 @@
-//! How much the store grows with training variants: model1 on the real images, then ten
-//! `train.epochs` variants, with the store's size (each file counted once however many hard
-//! links it has) after each step. Target (issue 17): the store after model1 plus ten variants
-//! is at most 1.2x its size after model1 alone.
+//! How much the artifacts folder (cache and run directories, each file counted once however
+//! many hard links it has) grows, against issue 26's targets, each printed beside its
+//! measured figure:
+//! - the quickstart, then one more `train.epochs` variant: the variant adds at most 3 MB;
+//! - the quickstart again, unchanged and fully cached: the rerun adds under 1 MB;
+//! - model1 on the real images, then ten `train.epochs` variants: at most 1.2x model1 alone
+//!   (issue 17; skipped when `../shared/data` is absent).
 //!
 //! Run with `cargo bench -p pipeline --bench store_size` (or `--profile dev` to reuse the
-//! test build: the domain is optimised there too); skips when `../shared/data` is absent.
+//! test build: the domain is optimised there too).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -13,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET_RATIO: f64 = 1.2;
+/// Growth of the whole artifacts folder for one more quickstart epoch variant.
+const TARGET_VARIANT_BYTES: u64 = 3_000_000;
+/// Growth of the whole artifacts folder for a fully cached rerun.
+const TARGET_RERUN_BYTES: u64 = 1_000_000;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -43,25 +50,33 @@ fn disk_bytes(dir: &Path, seen: &mut BTreeSet<(u64, u64)>) -> u64 {
 fn sizes(artifacts: &Path) -> (u64, u64) {
     let mut seen = BTreeSet::new();
     let store = disk_bytes(&artifacts.join("cache"), &mut seen);
-    // Run directories: what their files add beyond the store's (large ones are links).
+    // Run directories: what their files add beyond the store's (they are links to it).
     let runs = disk_bytes(&artifacts.join("runs"), &mut seen);
     (store, runs)
 }
 
-fn run(artifacts: &Path, data: &Path, extra: &[&str]) {
+/// The whole artifacts folder, each inode once.
+fn total(artifacts: &Path) -> u64 {
+    let (store, runs) = sizes(artifacts);
+    store + runs
+}
+
+fn run(artifacts: &Path, experiment: &str, data: Option<&Path>, extra: &[&str]) {
     let mut args = vec![
         "--artifacts".to_string(),
         artifacts.display().to_string(),
         "run".into(),
-        "experiments/model1.toml".into(),
-        "--data-root".into(),
-        data.display().to_string(),
+        experiment.into(),
     ];
+    if let Some(data) = data {
+        args.extend(["--data-root".to_string(), data.display().to_string()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .current_dir(repo())
         .args(&args)
         .env_remove("PIPELINE_REMOTE")
+        .env_remove("PIPELINE_DATA_ROOT")
         .output();
     match out {
         Ok(o) if o.status.success() => {}
@@ -79,24 +94,66 @@ fn run(artifacts: &Path, data: &Path, extra: &[&str]) {
     }
 }
 
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "OVER TARGET"
+    }
+}
+
+/// The quickstart's two growth targets: one more epoch variant, and a fully cached rerun.
+fn quickstart_targets() {
+    let scratch = tempfile::tempdir().expect("scratch store");
+    let artifacts = scratch.path().join("artifacts");
+    let quickstart = "experiments/quickstart.toml";
+    run(&artifacts, quickstart, None, &[]);
+    let first = total(&artifacts);
+    println!("{:<28} artifacts {:>8.1} MB", "quickstart", mb(first));
+    run(&artifacts, quickstart, None, &["--set", "train.epochs=31"]);
+    let variant = total(&artifacts);
+    let grew = variant.saturating_sub(first);
+    println!(
+        "{:<28} artifacts {:>8.1} MB   one more epoch variant adds {:.2} MB (target <= {:.0} MB: {})",
+        "+ train.epochs=31",
+        mb(variant),
+        mb(grew),
+        mb(TARGET_VARIANT_BYTES),
+        verdict(grew <= TARGET_VARIANT_BYTES)
+    );
+    run(&artifacts, quickstart, None, &[]);
+    let rerun = total(&artifacts);
+    let grew = rerun.saturating_sub(variant);
+    println!(
+        "{:<28} artifacts {:>8.1} MB   a fully cached rerun adds {:.2} MB (target < {:.0} MB: {})",
+        "quickstart again (cached)",
+        mb(rerun),
+        mb(grew),
+        mb(TARGET_RERUN_BYTES),
+        verdict(grew < TARGET_RERUN_BYTES)
+    );
+}
+
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
 fn main() {
+    quickstart_targets();
     let data = std::env::var_os("PIPELINE_TEST_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("../shared/data"));
     if !data.join("covid-chestxray-dataset/metadata.csv").is_file() {
         println!(
-            "store_size: SKIPPED, no real chest X-ray data at {}",
+            "store_size: model1 SKIPPED, no real chest X-ray data at {}",
             data.display()
         );
         return;
     }
     let scratch = tempfile::tempdir().expect("scratch store");
     let artifacts = scratch.path().join("artifacts");
-    run(&artifacts, &data, &[]);
+    let model1 = "experiments/model1.toml";
+    run(&artifacts, model1, Some(&data), &[]);
     let (base_store, base_runs) = sizes(&artifacts);
     println!(
         "{:<28} store {:>8.1} MB   run directories add {:>8.1} MB",
@@ -106,7 +163,7 @@ fn main() {
     );
     for epochs in 1..=10 {
         let set = format!("train.epochs={epochs}");
-        run(&artifacts, &data, &["--set", &set]);
+        run(&artifacts, model1, Some(&data), &["--set", &set]);
         let (store, runs) = sizes(&artifacts);
         println!(
             "{:<28} store {:>8.1} MB   run directories add {:>8.1} MB",
@@ -115,14 +172,9 @@ fn main() {
             mb(runs)
         );
     }
-    let (store, _) = sizes(&artifacts);
-    let ratio = store as f64 / base_store as f64;
-    let verdict = if ratio <= TARGET_RATIO {
-        "ok"
-    } else {
-        "OVER TARGET"
-    };
+    let ratio = total(&artifacts) as f64 / (base_store + base_runs) as f64;
     println!(
-        "store after model1 + 10 variants / after model1 alone: {ratio:.3} (target <= {TARGET_RATIO}: {verdict})"
+        "artifacts after model1 + 10 variants / after model1 alone: {ratio:.3} (target <= {TARGET_RATIO}: {})",
+        verdict(ratio <= TARGET_RATIO)
     );
 }

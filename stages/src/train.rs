@@ -114,10 +114,17 @@ pub struct TrainReport {
 
 /// The features of every row as the trained model sees them, written beside the checkpoint.
 pub const FEATURES_FILE: &str = "features.npy";
+/// The whole trained model: the same file name as the model stage's initial checkpoint.
+pub use crate::model::build::CHECKPOINT_FILE;
+/// The trained head alone, written beside the whole model when the base was frozen: with the
+/// initial checkpoint it was trained from, it gives the whole model back
+/// ([`checkpoint::with_head`]).
+pub const HEAD_FILE: &str = "head.safetensors";
 
 /// Runs the train stage on `backend`: trains the head (or, with `freeze_base = false`, the
 /// whole network) and writes `model.safetensors` (the whole trained model), `history.csv` and
-/// `features.npy` (every row's features under the trained base) into `out_dir`.
+/// `features.npy` (every row's features under the trained base) into `out_dir`; with a frozen
+/// base also `head.safetensors`, the trained head alone.
 pub fn run(
     backend: &dyn Backend,
     inputs: &TrainInputs,
@@ -219,7 +226,10 @@ pub fn run(
         )?;
         history
     };
-    checkpoint::save(&model, &out_dir.join("model.safetensors"))?;
+    checkpoint::save(&model, &out_dir.join(CHECKPOINT_FILE))?;
+    if cfg.freeze_base {
+        checkpoint::save_head(&model, &out_dir.join(HEAD_FILE))?;
+    }
     let history_path = out_dir.join("history.csv");
     history
         .write_csv(&history_path)

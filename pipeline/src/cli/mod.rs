@@ -3,6 +3,7 @@
 mod compare;
 mod config;
 mod diff;
+mod export;
 mod gc;
 mod kinds;
 mod predict;
@@ -94,6 +95,8 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Predict images with a run's trained model, preprocessed as in that run
     Predict(predict::PredictArgs),
+    /// Write a run's whole trained checkpoint (PyTorch-loadable), from its head and base
+    Export(export::ExportArgs),
     /// Remove cache entries that no kept run refers to, and leftovers of killed work
     Gc {
         /// Keep only what the newest N runs refer to
@@ -166,6 +169,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             | Command::Compare(_)
             | Command::Kinds
             | Command::Config(_)
+            | Command::Export(_)
     ) {
         // Still one thread here, as the signal disposition needs.
         crate::restore_sigpipe();
@@ -189,6 +193,12 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Pull(_) => true,
         _ => false,
     };
+    if let Command::Config(config::ConfigArgs {
+        trust: Some(dir), ..
+    }) = &cli.command
+    {
+        return config::trust(dir);
+    }
     let flags = Flags {
         artifacts: cli.artifacts,
         data_root: cli.data_root,
@@ -228,6 +238,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             };
             gc::gc(&session.open_store()?, &opts, no_wait)
         }
+        Command::Export(args) => export::export(&session.open_store()?, &args),
         Command::Push(args) => remote::push(&session, &args),
         Command::Pull(args) => remote::pull(&session, &args),
         Command::Kinds => {

@@ -13,14 +13,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use pipeline_engine::repro::verify::check_recorded;
 use pipeline_engine::run::store::Store;
 use pipeline_engine::runs::record::{RunRecord, RunStatus, StageRecord};
 use stages::data::normalize::NormalizeConfig;
 use stages::metrics::{predicted_label, CLASS_NAMES, DEFAULT_THRESHOLD};
 
-/// The file the `train` stage writes its trained model to.
-const CHECKPOINT_FILE: &str = "model.safetensors";
+use super::export::TrainedCheckpoint;
+
 /// What a folder argument contributes, compared without case.
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
@@ -98,7 +97,7 @@ pub fn predict(
     let progress = Bar::new();
     let result = stages::predict::predict_each(
         backend,
-        &checkpoint,
+        checkpoint.path(),
         image_size,
         mode,
         options,
@@ -218,7 +217,7 @@ fn preprocessing<'a>(run: &'a RunRecord, kind: &str) -> anyhow::Result<&'a Stage
 }
 
 /// The one stage of `kind`: preprocessing is found by what stages do, not what they are called.
-fn stage_of_kind<'a>(run: &'a RunRecord, kind: &str) -> anyhow::Result<&'a StageRecord> {
+pub(super) fn stage_of_kind<'a>(run: &'a RunRecord, kind: &str) -> anyhow::Result<&'a StageRecord> {
     let found: Vec<&StageRecord> = run.stages.iter().filter(|s| s.kind == kind).collect();
     match found.as_slice() {
         [stage] => Ok(stage),
@@ -235,41 +234,38 @@ fn stage_of_kind<'a>(run: &'a RunRecord, kind: &str) -> anyhow::Result<&'a Stage
     }
 }
 
-/// The trained model the run directory holds.
-fn checkpoint(store: &Store, run: &RunRecord) -> anyhow::Result<PathBuf> {
-    let missing = || {
-        anyhow::anyhow!(
-            "run {} has no trained checkpoint (no `train` stage published {CHECKPOINT_FILE})",
-            run.id
-        )
-    };
-    // A run that failed or was interrupted before training has no `train` stage recorded.
-    if !run.stages.iter().any(|s| s.kind == "train") {
-        return Err(missing());
+/// The trained model as one file: the run directory's whole checkpoint, or its head put back
+/// on its base from the store, written whole under the cache's `tmp/` (removed when
+/// dropped); each checked against its recorded digest.
+enum Checkpoint {
+    Published(PathBuf),
+    Assembled(tempfile::TempPath),
+}
+
+impl Checkpoint {
+    fn path(&self) -> &Path {
+        match self {
+            Checkpoint::Published(path) => path,
+            Checkpoint::Assembled(path) => path,
+        }
     }
-    let output = stage_of_kind(run, "train")?
-        .outputs
-        .values()
-        .find(|o| o.file == CHECKPOINT_FILE && o.published.is_some())
-        .ok_or_else(missing)?;
-    let name = output.published.as_ref().ok_or_else(missing)?;
-    let path = store.runs.dir_of(&run.id).join(name);
-    if !path.is_file() {
-        bail!(
-            "run {}: the trained checkpoint {} is missing",
-            run.id,
-            path.display()
-        );
+}
+
+fn checkpoint(store: &Store, run: &RunRecord) -> anyhow::Result<Checkpoint> {
+    let trained = TrainedCheckpoint::of(store, run)?;
+    if let Some(path) = trained.published() {
+        return Ok(Checkpoint::Published(path.to_path_buf()));
     }
-    // The model that predicts must be the one the run trained and evaluated.
-    if let Err(how) = check_recorded(&path, Some(output.size), &output.blake3) {
-        bail!(
-            "run {}: {} does not match the digest recorded in run.toml (altered or damaged since the run){how}",
-            run.id,
-            path.display()
-        );
-    }
-    Ok(path)
+    let tmp = store.cache.root().join("tmp");
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let path = tempfile::Builder::new()
+        .prefix("predict.")
+        .suffix(".safetensors")
+        .tempfile_in(&tmp)
+        .with_context(|| format!("cannot create a file in {}", tmp.display()))?
+        .into_temp_path();
+    trained.write_to(&path)?;
+    Ok(Checkpoint::Assembled(path))
 }
 
 fn image_size(run: &RunRecord) -> anyhow::Result<u32> {

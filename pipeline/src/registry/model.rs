@@ -122,7 +122,7 @@ impl StageKind for Model {
     }
     fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
         vec![
-            OutputSpec::new("model", "model.safetensors", false).floats(),
+            OutputSpec::new("model", train::CHECKPOINT_FILE, false).floats(),
             OutputSpec::new("base", "base.safetensors", false).floats(),
             OutputSpec::new("summary", "summary.txt", true),
         ]
@@ -302,7 +302,10 @@ impl StageKind for Train {
     fn version(&self) -> u32 {
         // 2: checkpoint metadata in one key, byte-stable. 3: the images input and the
         // features output (fine-tuning). 4: history.csv records the validation split's size.
-        4
+        // 5: a frozen-base train publishes its head and a record of the base
+        // (`head.safetensors`, `base.toml`) instead of the whole model, which stays in the
+        // cache unpublished, byte-identical (`pipeline export` writes it).
+        5
     }
     fn summary(&self) -> &'static str {
         "trains the head with Adam and binary cross-entropy, Keras' fit semantics"
@@ -313,12 +316,21 @@ impl StageKind for Train {
     fn inputs(&self) -> InputSlots {
         InputSlots::Fixed(&["model", "features", "labels", "train", "images"])
     }
-    fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
-        vec![
-            OutputSpec::new("model", "model.safetensors", true).floats(),
+    /// A frozen base publishes only what training changed, as PEFT's adapters do: the head
+    /// and a record of the base it goes on. The whole model is still an output, read by the
+    /// stages after this one; a fine-tuned one, all new, is published whole.
+    fn outputs(&self, params: &Params) -> Vec<OutputSpec> {
+        let frozen = params.bool("freeze_base").unwrap_or(true);
+        let mut outputs = vec![OutputSpec::new("model", train::CHECKPOINT_FILE, !frozen).floats()];
+        if frozen {
+            outputs.push(OutputSpec::new("head", train::HEAD_FILE, true).floats());
+            outputs.push(OutputSpec::new("base_record", BASE_RECORD_FILE, true));
+        }
+        outputs.extend([
             OutputSpec::new("history", "history.csv", true).volatile(),
             OutputSpec::new("features", "features.npy", false).floats(),
-        ]
+        ]);
+        outputs
     }
     fn check(&self, params: &Params) -> Result<(), ParamProblem> {
         train_config(params).map(|_| ()).map_err(problem)
@@ -345,6 +357,9 @@ impl StageKind for Train {
             &Progress(ctx.progress),
         )
         .map_err(StageError::domain)?;
+        if cfg.freeze_base {
+            write_base_record(inputs.model, ctx.out_dir)?;
+        }
         let mut out = StageReport {
             notes: notes_of(&report),
             ..StageReport::default()
@@ -360,4 +375,43 @@ impl StageKind for Train {
         }
         Ok(out)
     }
+}
+
+/// What a frozen-base run directory holds instead of the whole model, beside the head.
+pub const BASE_RECORD_FILE: &str = "base.toml";
+
+/// A file's size and blake3 digest, or the stage error naming it.
+fn size_and_digest(path: &Path) -> Result<(u64, String), StageError> {
+    let digest = pipeline_engine::hash::hash_regular_file(path, None)
+        .map_err(|e| StageError::msg(format!("cannot read {}: {e}", path.display())))?;
+    let size = std::fs::metadata(path)
+        .map_err(|e| StageError::msg(format!("cannot read {}: {e}", path.display())))?
+        .len();
+    Ok((size, digest.to_hex().to_string()))
+}
+
+/// Writes `base.toml`: which checkpoint the head in `head.safetensors` goes on (the train
+/// stage's `model` input, the initial checkpoint: the base as the model stage built it, with
+/// the initial head), and the digest of the whole trained model the two give back. Only
+/// digests and sizes, so that the bytes depend on nothing but the files.
+fn write_base_record(base: &Path, out_dir: &Path) -> Result<(), StageError> {
+    let (base_size, base_digest) = size_and_digest(base)?;
+    let (model_size, model_digest) = size_and_digest(&out_dir.join(train::CHECKPOINT_FILE))?;
+    let text = format!(
+        "# The trained model is the base below with head.safetensors in place of its head:\n\
+         # `pipeline export RUN -o model.safetensors` writes it whole, checked against [model].\n\
+         [base]\n\
+         source = \"the train stage's `model` input: the model stage's initial checkpoint (its weights, see `pipeline show RUN`)\"\n\
+         blake3 = \"{base_digest}\"\n\
+         size = {base_size}\n\
+         \n\
+         [model]\n\
+         file = \"{}\"\n\
+         blake3 = \"{model_digest}\"\n\
+         size = {model_size}\n",
+        train::CHECKPOINT_FILE
+    );
+    let path = out_dir.join(BASE_RECORD_FILE);
+    std::fs::write(&path, text)
+        .map_err(|e| StageError::msg(format!("cannot write {}: {e}", path.display())))
 }

@@ -227,6 +227,11 @@ fn network_metadata(spec: &NetworkSpec) -> Vec<(&'static str, String)> {
 pub fn save(model: &Model, path: &Path) -> Result<(), ModelError> {
     let mut tensors = model.weights.base.tensors();
     tensors.extend(model.weights.head.tensors());
+    write(&tensors, model_metadata(model), path)
+}
+
+/// The metadata of a whole checkpoint: the network's, the head's, and the input layout.
+fn model_metadata(model: &Model) -> Vec<(&'static str, String)> {
     let mut metadata = network_metadata(&model.spec);
     metadata.extend([
         ("units", model.head.units().to_string()),
@@ -236,7 +241,34 @@ pub fn save(model: &Model, path: &Path) -> Result<(), ModelError> {
             "NHWC f32; conv weights OIHW (torchvision)".to_string(),
         ),
     ]);
-    write(&tensors, metadata, path)
+    metadata
+}
+
+/// Writes the head alone (`head.*` tensors) with the whole checkpoint's metadata, so that
+/// [`load_head`] reads it as it reads a whole checkpoint, and [`with_head`] puts it back on
+/// its base: what a run directory holds of a head trained on a frozen base.
+pub fn save_head(model: &Model, path: &Path) -> Result<(), ModelError> {
+    write(&model.weights.head.tensors(), model_metadata(model), path)
+}
+
+/// The whole model: the checkpoint `base` (the one the head was trained from) with its head
+/// replaced by the one in `head` (written by [`save_head`]). Both must describe the same
+/// network and head shape; [`save`] of the result gives back the trained checkpoint's bytes.
+pub fn with_head(base: &Path, head: &Path) -> Result<Model, ModelError> {
+    let mut model = load(base)?;
+    let trained = load_head(head)?;
+    if trained.spec != model.spec || trained.head != model.head {
+        return Err(ModelError::Metadata {
+            path: head.to_path_buf(),
+            key: "format".to_string(),
+            detail: format!(
+                "describes another network than its base {} (image size, pooling, conv, units or dropout differ)",
+                base.display()
+            ),
+        });
+    }
+    model.weights.head = trained.weights;
+    Ok(model)
 }
 
 /// Writes only what the frozen-feature pass depends on: the base in torchvision naming, with
@@ -438,4 +470,56 @@ fn specs_of(file: &TensorFile) -> Result<(NetworkSpec, HeadSpec), ModelError> {
     let spec = NetworkSpec::new(size, pooling, conv)?;
     let head = HeadSpec::new(units, dropout)?;
     Ok((spec, head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::build::build_model;
+    use crate::model::config::ModelConfig;
+
+    fn built(dir: &Path, units: usize) -> PathBuf {
+        let cfg: ModelConfig = toml::from_str(&format!(
+            "image_size = 32\nweights = \"random\"\nseed = 42\n[head]\nunits = {units}\ndropout = 0.2\npooling = \"global\"\n"
+        ))
+        .unwrap();
+        build_model(&cfg, dir).unwrap().checkpoint
+    }
+
+    #[test]
+    fn the_head_put_back_on_its_base_gives_the_trained_checkpoints_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let initial = built(dir.path(), 64);
+        let mut trained = load(&initial).unwrap();
+        let moved: [Vec<f32>; 4] = trained
+            .weights
+            .head
+            .values()
+            .clone()
+            .map(|v| v.iter().map(|x| x + 0.5).collect());
+        trained.weights.head = HeadWeights::new(64, moved).unwrap();
+        let (whole, head, again) = (
+            dir.path().join("trained.safetensors"),
+            dir.path().join("head.safetensors"),
+            dir.path().join("again.safetensors"),
+        );
+        save(&trained, &whole).unwrap();
+        save_head(&trained, &head).unwrap();
+        assert!(std::fs::metadata(&head).unwrap().len() < 200_000);
+        save(&with_head(&initial, &head).unwrap(), &again).unwrap();
+        assert!(std::fs::read(&again).unwrap() == std::fs::read(&whole).unwrap());
+        assert_ne!(
+            std::fs::read(&initial).unwrap(),
+            std::fs::read(&whole).unwrap()
+        );
+
+        // A head of another shape is refused, naming the head file.
+        let other = tempfile::tempdir().unwrap();
+        let wide = load(&built(other.path(), 128)).unwrap();
+        let wide_head = other.path().join("head.safetensors");
+        save_head(&wide, &wide_head).unwrap();
+        let err = with_head(&initial, &wide_head).unwrap_err().to_string();
+        assert!(err.contains("head.safetensors"), "{err}");
+        assert!(err.contains("another network"), "{err}");
+    }
 }

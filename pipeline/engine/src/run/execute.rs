@@ -25,9 +25,6 @@ use crate::store::files::nanos;
 use crate::store::manifest::{FileRecord, Manifest, STORE_FORMAT};
 use crate::store::remote::Fetched;
 
-/// Published files below this size are copied into the run directory, larger ones linked.
-const COPY_BELOW: u64 = 4 * 1024 * 1024;
-
 pub struct RunOptions {
     pub data_root: PathBuf,
     pub project_root: PathBuf,
@@ -538,11 +535,13 @@ impl Runner<'_> {
         Ok(cache.publish_sharing(staging, manifest, lock, &bases, Some(&keep))?)
     }
 
-    /// Places a result file in the run directory, read-only. Small files (metrics, tables,
-    /// figures: what people open in editors and spreadsheets) are copies, so that an edit in
-    /// place cannot reach the cache; large ones (checkpoints) are hard links where the file
-    /// system allows, so that a run does not double the store. Either way `run.toml` records
-    /// the digest, which `pipeline verify` and `predict` check before using a file.
+    /// Places a result file in the run directory, read-only: a hard link to the cache's
+    /// stored file, so that each distinct file is stored once however many runs publish it,
+    /// or a checked copy where linking fails (another file system). An edit in place through
+    /// the link does reach the cache's blob, and is caught there: the blob's identity record
+    /// (`store::checked`) no longer matches (its ctime moved), so the next lookup reads it
+    /// again, finds it damaged and recomputes the stage. Either way `run.toml` records the
+    /// digest, which `pipeline verify` and `predict` check before using a file.
     fn publish(
         &mut self,
         stage: &Stage,
@@ -564,7 +563,7 @@ impl Runner<'_> {
         // under a name the record could list.
         let partial = self.run_dir.join(format!(".{name}.partial"));
         let _ = fs::remove_file(&partial);
-        let linked = record.size >= COPY_BELOW && fs::hard_link(path, &partial).is_ok();
+        let linked = fs::hard_link(path, &partial).is_ok();
         if !linked {
             fs::copy(path, &partial).map_err(publish_err)?;
             let mut perms = fs::metadata(&partial).map_err(publish_err)?.permissions();

@@ -117,7 +117,14 @@ pub fn collect(
         }
     }
 
-    let space = space(&doomed, &entry_paths);
+    // A removed entry's file that is a link to a blob a kept entry uses is not "held from
+    // elsewhere": the store needs it. Only links outside the store are worth a word.
+    let kept_inodes: BTreeSet<Inode> = live_blobs
+        .iter()
+        .filter_map(|digest| fs::symlink_metadata(blobs.path(digest)).ok())
+        .map(|meta| (meta.dev(), meta.ino()))
+        .collect();
+    let space = space(&doomed, &entry_paths, &kept_inodes);
     out.freed = space.freed;
     out.still_linked = space.still_linked.values().sum();
     if !space.still_linked.is_empty() {
@@ -207,8 +214,9 @@ struct Space {
 }
 
 /// What removing every path in `doomed` frees: a file counts once all its links are among
-/// them. `entries` (a subset) are the cache entries, whose surviving links are reported.
-fn space(doomed: &[PathBuf], entries: &[PathBuf]) -> Space {
+/// them. `entries` (a subset) are the cache entries, whose surviving links are reported,
+/// except those to `kept` files (the blobs of kept entries, which the store still needs).
+fn space(doomed: &[PathBuf], entries: &[PathBuf], kept: &BTreeSet<Inode>) -> Space {
     struct Seen {
         links: u64,
         size: u64,
@@ -235,7 +243,7 @@ fn space(doomed: &[PathBuf], entries: &[PathBuf]) -> Space {
     for (inode, seen) in files {
         if seen.removed >= seen.links {
             freed += seen.size;
-        } else if seen.in_entry {
+        } else if seen.in_entry && !kept.contains(&inode) {
             still_linked.insert(inode, seen.size);
         }
     }
@@ -286,7 +294,12 @@ mod tests {
         fs::hard_link(entry.join("big.bin"), run.join("big.bin")).expect("link");
         fs::write(run.join("run.toml"), vec![b'x'; 40]).expect("write");
 
-        let only_entry = space(std::slice::from_ref(&entry), std::slice::from_ref(&entry));
+        let none = BTreeSet::new();
+        let only_entry = space(
+            std::slice::from_ref(&entry),
+            std::slice::from_ref(&entry),
+            &none,
+        );
         assert_eq!(only_entry.freed, 300, "the linked file stays");
         assert_eq!(
             only_entry
@@ -300,8 +313,26 @@ mod tests {
         assert!(links_any(&run, &only_entry.still_linked));
         assert_eq!(meta.nlink(), 2);
 
-        let both = space(&[entry.clone(), run.clone()], &[entry]);
+        let both = space(
+            &[entry.clone(), run.clone()],
+            std::slice::from_ref(&entry),
+            &none,
+        );
         assert_eq!(both.freed, 5000 + 300 + 40);
         assert!(both.still_linked.is_empty());
+
+        // The same file also the blob of a kept entry: not freed, and not reported as held
+        // from outside the store either (every run-directory file is such a link now).
+        let blob = dir.path().join("blob");
+        fs::hard_link(entry.join("big.bin"), &blob).expect("link");
+        let meta = fs::metadata(&blob).expect("meta");
+        let kept = BTreeSet::from([(meta.dev(), meta.ino())]);
+        let shared = space(
+            std::slice::from_ref(&entry),
+            std::slice::from_ref(&entry),
+            &kept,
+        );
+        assert_eq!(shared.freed, 300);
+        assert!(shared.still_linked.is_empty(), "{:?}", shared.still_linked);
     }
 }

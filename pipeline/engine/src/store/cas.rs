@@ -82,6 +82,21 @@ impl Blobs {
         }
     }
 
+    /// The stored file whose bytes hash to `digest`, `size` bytes long, checked before it is
+    /// handed out (read again only if it may have changed since last found intact): for a
+    /// caller that recorded a digest and wants those bytes back. `Err` says why not, as a
+    /// phrase ("is not in the store", "has 3 bytes, not 5", ...).
+    pub fn stored(&self, digest: &str, size: u64) -> Result<PathBuf, String> {
+        if !is_digest(digest) {
+            return Err(format!("`{digest}` is not a blake3 digest"));
+        }
+        match self.checked.check(&self.path(digest), Some(size), digest) {
+            Ok(_) => Ok(self.path(digest)),
+            Err(CheckFailure::Problem(FileProblem::Missing)) => Err("is not in the store".into()),
+            Err(failure) => Err(failure.to_string()),
+        }
+    }
+
     /// What is known about files already read: also used for data files outside the store.
     pub fn checked(&self) -> &CheckedFiles {
         &self.checked
@@ -406,6 +421,32 @@ pub fn shared_ends(a: &Path, b: &Path) -> io::Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_file_is_found_by_its_digest_only_while_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(&dir.path().join("cas"), dir.path()).unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"hello").unwrap();
+        let digest = blake3::hash(b"hello").to_hex().to_string();
+        assert_eq!(
+            blobs.stored(&digest, 5),
+            Err("is not in the store".to_string())
+        );
+        blobs.adopt(&file, &digest).unwrap();
+        let found = blobs.stored(&digest, 5).unwrap();
+        assert_eq!(fs::read(&found).unwrap(), b"hello");
+        assert!(blobs.stored(&digest, 4).is_err(), "another size");
+        assert!(blobs.stored("../../etc/passwd", 5).is_err(), "not a digest");
+        // Changed in place (same length): refused, not handed out.
+        fs::remove_file(&file).unwrap();
+        let mut perms = fs::metadata(&found).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        fs::set_permissions(&found, perms).unwrap();
+        fs::write(&found, b"jello").unwrap();
+        assert!(blobs.stored(&digest, 5).is_err());
+    }
 
     #[test]
     fn slices_cover_exactly_the_range_across_parts() {
