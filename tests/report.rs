@@ -379,3 +379,92 @@ fn a_browser_renders_the_report() {
     let height = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
     assert_eq!((width, height), (1000, 1400));
 }
+
+/// Stages added to the quickstart: an external set (synthetic, another seed, 7 NORMAL and 6
+/// COVID images) evaluated by the trained model, as model1.toml does with real X-rays.
+const EXTERNAL_SET: &str = r#"
+[stages.external_load]
+kind = "load"
+image_size = 32
+
+[[stages.external_load.sources]]
+type = "synthetic"
+count = 13
+seed = 8
+
+[stages.external_normalize]
+kind = "normalize"
+inputs = { images = "external_load.images" }
+mode = "scale"
+
+[stages.external_features]
+kind = "features"
+inputs = { base = "model.base", images = "external_normalize.images" }
+
+[stages.external]
+kind = "evaluate"
+inputs = { model = "train.model", features = "external_features.features", labels = "external_load.labels", index = "external_load.index" }
+"#;
+
+#[test]
+fn an_external_set_s_confusion_matrix_and_roc_curve_sit_beside_the_test_split_s() {
+    let quickstart =
+        fs::read_to_string(common::repo().join("experiments/quickstart.toml")).expect("quickstart");
+    // Smaller and shorter than the quickstart: the figures are the point here.
+    let small = quickstart
+        .replace("count_per_class = 120", "count_per_class = 30")
+        .replace("epochs = 30", "epochs = 3");
+    assert_ne!(
+        small, quickstart,
+        "the quickstart's sizes moved: update this test"
+    );
+    let p = Project::new();
+    p.write("exp.toml", &format!("{small}{EXTERNAL_SET}"));
+    p.ok(&["run", "exp.toml"]);
+    let dir = latest_dir(&p);
+
+    // Each evaluation's figures, PNG and SVG, in the run directory; the titles name the set.
+    let titles = [
+        ("confusion", "Confusion matrix: "),
+        (
+            "external-confusion",
+            "Confusion matrix, external set: 6 COVID, 7 NORMAL",
+        ),
+        ("roc", "ROC curve on the test set"),
+        ("external-roc", "ROC curve, external set: 6 COVID, 7 NORMAL"),
+    ];
+    for (stem, title) in titles {
+        assert!(dir.join(format!("{stem}.png")).is_file(), "no {stem}.png");
+        let svg = fs::read_to_string(dir.join(format!("{stem}.svg"))).expect("svg");
+        assert!(svg.contains(title), "{stem}.svg has no title {title:?}");
+    }
+    let test_svg = fs::read_to_string(dir.join("confusion.svg")).expect("svg");
+    assert!(test_svg.contains("test images correct"), "{test_svg}");
+
+    // The report embeds every PNG byte for byte, each external figure beside its test-split
+    // twin, then the plot stage's figures.
+    let html = report_of(&p);
+    let order = [
+        "confusion",
+        "external-confusion",
+        "roc",
+        "external-roc",
+        "accuracy",
+        "loss",
+        "predictions",
+    ];
+    let expected: Vec<Vec<u8>> = order
+        .iter()
+        .map(|stem| fs::read(dir.join(format!("{stem}.png"))).expect("png"))
+        .collect();
+    assert!(
+        data_uris(&html, "image/png") == expected,
+        "report.html does not embed the figures in the order {order:?}"
+    );
+    for stem in order {
+        assert!(
+            html.contains(&format!("<figcaption>{stem}</figcaption>")),
+            "no caption {stem}"
+        );
+    }
+}

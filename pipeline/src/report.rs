@@ -330,9 +330,33 @@ fn figure_files<'a>(files: &'a [Published<'a>]) -> Vec<(&'a Published<'a>, &'sta
         .collect()
 }
 
+/// `figures` reordered so that figures of one name from different stages sit side by side, in
+/// the order the first of each name came: each evaluation draws a `confusion.png`, published
+/// as `confusion.png` and `external-confusion.png`, and the external set's belongs beside the
+/// test split's.
+fn side_by_side<'a>(
+    mut figures: Vec<(&'a Published<'a>, &'static str)>,
+) -> Vec<(&'a Published<'a>, &'static str)> {
+    // The engine publishes a name already taken as `<stage>-<name>`.
+    let base = |f: &Published<'a>| -> &'a str {
+        f.name
+            .strip_prefix(f.stage)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .unwrap_or(f.name)
+    };
+    let mut order: Vec<&str> = Vec::new();
+    for (f, _) in &figures {
+        if !order.contains(&base(f)) {
+            order.push(base(f));
+        }
+    }
+    figures.sort_by_key(|(f, _)| order.iter().position(|b| *b == base(f)));
+    figures
+}
+
 fn figures(out: &mut String, r: &RunRecord, run_dir: &Path) -> fmt::Result {
     let files = published(r);
-    let figures = figure_files(&files);
+    let figures = side_by_side(figure_files(&files));
     if figures.is_empty() {
         return Ok(());
     }
@@ -754,6 +778,46 @@ mod tests {
         let html = render(&r, dir.path());
         assert_eq!(html.matches("<figure class=\"wide\">").count(), 1, "{html}");
         assert!(html.contains("<figure class=\"wide\">\n<a href=\"./predictions.png\">"));
+    }
+
+    #[test]
+    fn each_evaluation_s_figures_sit_beside_the_test_split_s() {
+        let r = record(vec![
+            stage(
+                "evaluate",
+                &[("confusion.png", true), ("roc.png", true)],
+                &[],
+            ),
+            stage(
+                "plot",
+                &[("accuracy.png", true), ("predictions.png", true)],
+                &[],
+            ),
+            stage(
+                "external",
+                &[("external-confusion.png", true), ("external-roc.png", true)],
+                &[],
+            ),
+            // Named like its stage but not published under a taken name: left where it is.
+            stage("external-extra", &[("external-extra.png", true)], &[]),
+        ]);
+        let files = published(&r);
+        let names: Vec<&str> = side_by_side(figure_files(&files))
+            .iter()
+            .map(|(f, _)| f.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "confusion.png",
+                "external-confusion.png",
+                "roc.png",
+                "external-roc.png",
+                "accuracy.png",
+                "predictions.png",
+                "external-extra.png",
+            ]
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The evaluate stage: the trained model's predictions on the test rows (or, for an external
-//! evaluation set, on every row), and every metric of [`crate::metrics`] written as CSV.
+//! evaluation set, on every row), every metric of [`crate::metrics`] written as CSV, and the
+//! set's confusion matrix and ROC curve drawn, titled with the set they show.
 
 use std::path::Path;
 
 use crate::arrays::{self, ArrayError};
+use crate::figures::{plot_confusion_of, plot_roc_of, EvaluatedSet, FigureError};
 use crate::metrics::io::{write_all, write_predictions_csv, PREDICTIONS_CSV};
 use crate::metrics::{Evaluation, MetricsError};
 use crate::model::inference::{head_logits, sigmoid};
@@ -37,6 +39,8 @@ pub enum EvaluateError {
     Index { path: String, message: String },
     #[error(transparent)]
     Invalid(#[from] ConfigError),
+    #[error(transparent)]
+    Figure(#[from] FigureError),
 }
 
 pub struct EvaluateInputs<'a> {
@@ -51,8 +55,9 @@ pub struct EvaluateInputs<'a> {
     pub index: &'a Path,
 }
 
-/// Writes `metrics.csv`, `confusion.csv`, `classification_report.csv`, `roc.csv` and
-/// `predictions.csv` into `out_dir`, and returns the evaluation.
+/// Writes `metrics.csv`, `confusion.csv`, `classification_report.csv`, `roc.csv`,
+/// `predictions.csv` and the figures [`FIGURES`] (PNG and SVG) into `out_dir`, and returns
+/// the evaluation.
 pub fn run(
     backend: &dyn Backend,
     inputs: &EvaluateInputs,
@@ -111,8 +116,19 @@ pub fn run(
         threshold,
         &out_dir.join(PREDICTIONS_CSV),
     )?;
+    // Drawn here rather than by the plot stage, so that every evaluation, however many
+    // external sets an experiment has, gets its own figures from the numbers it computed.
+    let set = match inputs.test_index {
+        Some(_) => EvaluatedSet::TestSplit,
+        None => EvaluatedSet::external(&evaluation.confusion),
+    };
+    plot_confusion_of(&evaluation.confusion, set, out_dir)?;
+    plot_roc_of(&evaluation.roc, set, out_dir)?;
     Ok(evaluation)
 }
+
+/// The figures the stage draws, by file stem (each as PNG and SVG).
+pub const FIGURES: [&str; 2] = ["confusion", "roc"];
 
 /// The `path` column of the load stage's `index.csv`, by row.
 fn image_names(index: &Path) -> Result<Vec<String>, EvaluateError> {

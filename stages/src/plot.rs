@@ -1,13 +1,13 @@
-//! The plot stage: every figure of a run from the files the train and evaluate stages wrote.
+//! The plot stage: the training curves and the test split's prediction grid, from the files
+//! the train and evaluate stages wrote. (Each evaluation's confusion matrix and ROC curve are
+//! drawn by the evaluate stage itself, see [`crate::evaluate`].)
 
 use std::path::{Path, PathBuf};
 
 use crate::arrays::{self, ArrayError};
-use crate::figures::{
-    plot_confusion, plot_history, plot_predictions, plot_roc, FigureError, PredictionSample,
-};
-use crate::metrics::io::{read_predictions_csv, read_roc_csv};
-use crate::metrics::{ConfusionMatrix, History, MetricsError};
+use crate::figures::{plot_history, plot_predictions, FigureError, PredictionSample};
+use crate::metrics::io::read_predictions_csv;
+use crate::metrics::{History, MetricsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
@@ -24,25 +24,17 @@ pub enum PlotError {
 pub struct PlotInputs<'a> {
     pub history: &'a Path,
     pub predictions: &'a Path,
-    pub roc: &'a Path,
     /// The load stage's uint8 images, for the prediction grid.
     pub images: &'a Path,
     pub test_index: &'a Path,
 }
 
 /// The file names the stage writes (each figure as PNG and SVG).
-pub const FIGURES: [&str; 5] = ["accuracy", "loss", "confusion", "roc", "predictions"];
+pub const FIGURES: [&str; 3] = ["accuracy", "loss", "predictions"];
 
 pub fn run(inputs: &PlotInputs, threshold: f32, out_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     let mut written = plot_history(&History::read_csv(inputs.history)?, out_dir)?;
     let predictions = read_predictions_csv(inputs.predictions)?;
-    let confusion = ConfusionMatrix::from_probabilities(
-        &predictions.labels,
-        &predictions.probabilities,
-        threshold,
-    )?;
-    written.extend(plot_confusion(&confusion, out_dir)?);
-    written.extend(plot_roc(&read_roc_csv(inputs.roc)?, out_dir)?);
 
     let (shape, pixels) = arrays::read_u8(inputs.images)?;
     let rows = arrays::read_index(inputs.test_index)?;

@@ -1,8 +1,8 @@
 //! Adapters for the result stages: `evaluate` (metrics) and `plot` (figures).
 
-use stages::evaluate::{self, EvaluateInputs, ThresholdConfig};
+use stages::evaluate::{self, EvaluateInputs, ThresholdConfig, FIGURES as EVALUATION_FIGURES};
 use stages::model::CpuBackend;
-use stages::plot::{self, PlotInputs, FIGURES};
+use stages::plot::{self, PlotInputs, FIGURES as PLOT_FIGURES};
 use stages::validate::ConfigError;
 
 use super::{float, problem};
@@ -17,6 +17,14 @@ const THRESHOLD: ParamSpec = ParamSpec {
     default: ParamDefault::Float(0.5),
     help: "probability above which an image is called COVID",
 };
+
+/// Each figure `stem` as two outputs, `stem_png` and `stem_svg`, both published.
+fn figure_outputs(stems: &'static [&'static str]) -> impl Iterator<Item = OutputSpec> {
+    stems.iter().flat_map(|stem| {
+        ["png", "svg"]
+            .map(|ext| OutputSpec::new(&format!("{stem}_{ext}"), &format!("{stem}.{ext}"), true))
+    })
+}
 
 /// Both stages' `threshold`, validated by the domain's own rule.
 fn threshold(params: &Params) -> Result<f32, ConfigError> {
@@ -34,11 +42,15 @@ impl StageKind for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: draws its set's confusion matrix and ROC curve (the plot stage drew the test
+        // split's only), so that every external set's figures reach report.html.
+        // 3: PNGs encoded with the best compression and adaptive filters (same pixels).
+        3
     }
     fn summary(&self) -> &'static str {
-        "test loss, accuracy, confusion matrix, classification report, ROC AUC, Wilson intervals \
-         (on the `test` rows, or every row when `test` is left out: an external set)"
+        "test loss, accuracy, confusion matrix, classification report, ROC AUC, Wilson intervals, \
+         confusion and ROC figures (on the `test` rows, or every row when `test` is left out: \
+         an external set)"
     }
     fn params(&self) -> &'static [ParamSpec] {
         &[THRESHOLD]
@@ -63,6 +75,7 @@ impl StageKind for Evaluate {
         ]
         .iter()
         .map(|(name, file)| OutputSpec::new(name, file, true).floats())
+        .chain(figure_outputs(&EVALUATION_FIGURES))
         .collect()
     }
     fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
@@ -94,10 +107,13 @@ impl StageKind for Plot {
         "plot"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: no longer draws the confusion matrix and ROC curve; the evaluate stage does.
+        // 3: PNGs encoded with the best compression and adaptive filters (same pixels, about
+        // half the bytes).
+        3
     }
     fn summary(&self) -> &'static str {
-        "accuracy, loss, confusion, ROC and prediction-grid figures (PNG and SVG)"
+        "accuracy, loss and prediction-grid figures (PNG and SVG)"
     }
     fn params(&self) -> &'static [ParamSpec] {
         &[THRESHOLD]
@@ -105,24 +121,21 @@ impl StageKind for Plot {
     fn inputs(&self) -> InputSlots {
         InputSlots::Fixed(&["history", "predictions", "roc", "images", "test"])
     }
+    /// `roc` is no longer read (the evaluate stage draws the ROC curve now); it stays
+    /// accepted so that experiments written before, which connect it, still run.
+    fn optional_inputs(&self) -> &'static [&'static str] {
+        &["roc"]
+    }
     fn check(&self, params: &Params) -> Result<(), ParamProblem> {
         threshold(params).map(|_| ()).map_err(problem)
     }
     fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
-        FIGURES
-            .iter()
-            .flat_map(|stem| {
-                ["png", "svg"].map(|ext| {
-                    OutputSpec::new(&format!("{stem}_{ext}"), &format!("{stem}.{ext}"), true)
-                })
-            })
-            .collect()
+        figure_outputs(&PLOT_FIGURES).collect()
     }
     fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
         let inputs = PlotInputs {
             history: ctx.input("history")?,
             predictions: ctx.input("predictions")?,
-            roc: ctx.input("roc")?,
             images: ctx.input("images")?,
             test_index: ctx.input("test")?,
         };

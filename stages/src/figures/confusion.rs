@@ -6,7 +6,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{bold, colors, percent, render, text, DrawResult, Figure, FigureError};
+use super::{bold, colors, percent, render, text, DrawResult, EvaluatedSet, Figure, FigureError};
 use crate::metrics::{ConfusionMatrix, CLASS_NAMES};
 
 /// Pixel size of `confusion.png`.
@@ -19,16 +19,25 @@ pub fn plot_confusion(
     matrix: &ConfusionMatrix,
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>, FigureError> {
+    plot_confusion_of(matrix, EvaluatedSet::TestSplit, out_dir)
+}
+
+/// [`plot_confusion`] for the images of `set`, named in the titles.
+pub fn plot_confusion_of(
+    matrix: &ConfusionMatrix,
+    set: EvaluatedSet,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, FigureError> {
     if matrix.total() == 0 {
         return Err(FigureError::Input {
             path: out_dir.join("confusion.png"),
             reason: "the confusion matrix is empty".to_owned(),
         });
     }
-    render(&Heatmap(*matrix), out_dir, "confusion")
+    render(&Heatmap(*matrix, set), out_dir, "confusion")
 }
 
-struct Heatmap(ConfusionMatrix);
+struct Heatmap(ConfusionMatrix, EvaluatedSet);
 
 // Layout in pixels: the 2 x 2 grid, then the colour bar to its right.
 const GRID_LEFT: i32 = 190;
@@ -74,12 +83,12 @@ impl Figure for Heatmap {
         let mid_x = (width / 2) as i32;
         root.fill(&WHITE)?;
         root.draw(&Text::new(
-            format!("Confusion matrix: {correct} of {total} test images correct"),
+            self.1.confusion_title(correct, total),
             (mid_x, 32),
             centred(bold(24.0)),
         ))?;
         root.draw(&Text::new(
-            format!("each cell: count and share of all {total} test images"),
+            self.1.confusion_subtitle(correct, total),
             (mid_x, 64),
             centred(text(16.0)),
         ))?;
@@ -180,7 +189,7 @@ impl Figure for Heatmap {
             ))?;
         }
         root.draw(&Text::new(
-            "share of test images",
+            self.1.share_label(),
             (BAR_LEFT + BAR_WIDTH + 75, GRID_TOP + CELL),
             centred(text(16.0).transform(FontTransform::Rotate90)),
         ))?;
@@ -216,7 +225,7 @@ mod tests {
         for count in ["22", "0", "1", "32"] {
             assert!(cells.iter().any(|t| t == count), "no cell says {count}");
         }
-        assert_eq!(Heatmap(m).scale_max(), 0.6);
+        assert_eq!(Heatmap(m, EvaluatedSet::TestSplit).scale_max(), 0.6);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{bold, colors, render, text, DrawResult, Figure, FigureError};
+use super::{bold, colors, render, text, DrawResult, EvaluatedSet, Figure, FigureError};
 use crate::metrics::RocCurve;
 
 /// Pixel size of `roc.png` (square, so the diagonal is at 45 degrees).
@@ -15,10 +15,19 @@ pub const ROC_SIZE: (u32, u32) = (700, 700);
 /// Draws `roc.png/.svg` into `out_dir`. An empty curve (a test set with one class, where the
 /// ROC is undefined) still gives a figure: the diagonal and a note saying why.
 pub fn plot_roc(curve: &RocCurve, out_dir: &Path) -> Result<Vec<PathBuf>, FigureError> {
-    render(&Roc(curve), out_dir, "roc")
+    plot_roc_of(curve, EvaluatedSet::TestSplit, out_dir)
 }
 
-struct Roc<'a>(&'a RocCurve);
+/// [`plot_roc`] for the images of `set`, named in the title.
+pub fn plot_roc_of(
+    curve: &RocCurve,
+    set: EvaluatedSet,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, FigureError> {
+    render(&Roc(curve, set), out_dir, "roc")
+}
+
+struct Roc<'a>(&'a RocCurve, EvaluatedSet);
 
 impl Figure for Roc<'_> {
     fn size(&self) -> (u32, u32) {
@@ -31,7 +40,7 @@ impl Figure for Roc<'_> {
         // A hair of room past 0 and 1 so curves along the edges are not hidden by the axes.
         let range = -0.01..1.01;
         let mut chart = ChartBuilder::on(&root)
-            .caption("ROC curve on the test set", bold(24.0))
+            .caption(self.1.roc_title(), bold(24.0))
             .x_label_area_size(55)
             .y_label_area_size(70)
             .build_cartesian_2d(range.clone(), range)?;
@@ -69,7 +78,7 @@ impl Figure for Roc<'_> {
             }
             None => {
                 chart.plotting_area().draw(&Text::new(
-                    "ROC undefined: the test set has only one class",
+                    self.1.one_class_note(),
                     // Top left, clear of the diagonal.
                     (0.04, 0.9),
                     text(18.0).pos(Pos::new(HPos::Left, VPos::Center)),
