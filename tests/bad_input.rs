@@ -276,11 +276,23 @@ fn a_stray_quote_in_metadata_csv_is_an_error_naming_file_and_line() {
         "{line}"
     );
 
-    // A note legitimately quoted over two lines is not an error, and loses no row.
+    // A note quoted over two lines is refused too: a row of metadata.csv is one line.
     let multiline = format!(
         "{header}1,COVID-19,a.png,\"two\nlines, with a comma\"\n2,COVID-19,b.png,x\n3,COVID-19,c.png,\n4,COVID-19,d.png,\"\"\n"
     );
     let p = cohen_project(&multiline, &files);
+    let (code, stderr) = run(&p, &[]);
+    assert_eq!(code, Some(FAILURE), "{stderr}");
+    assert!(
+        error_line(&stderr).contains("line 2: a quoted field opened here closes only on line 3"),
+        "{stderr}"
+    );
+
+    // Quoted notes with a comma and an empty quoted note are not errors, and lose no row.
+    let quoted = format!(
+        "{header}1,COVID-19,a.png,\"one line, with a comma\"\n2,COVID-19,b.png,x\n3,COVID-19,c.png,\n4,COVID-19,d.png,\"\"\n"
+    );
+    let p = cohen_project(&quoted, &files);
     p.ok(&["run", "exp.toml"]);
     assert_eq!(load_notes(&p)["images"].as_integer(), Some(4));
 }

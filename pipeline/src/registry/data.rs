@@ -66,7 +66,10 @@ impl StageKind for Load {
         // 2: truncated JPEGs, decompression bombs, stray CSV quotes and links out of the data
         // root became errors; a result cached from such input must not be reused.
         // 3: the synthetic source draws other images (a learnable task, see synthetic.rs).
-        3
+        // 4: quotes checked on the raw bytes (an unclosed quote on the last row, text after a
+        // closing quote, a field over two lines): a result cached from such a file must not
+        // be served again without the error.
+        4
     }
     fn summary(&self) -> &'static str {
         "decodes and resizes chest X-rays into images.npy + labels.npy"

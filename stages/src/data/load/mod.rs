@@ -84,11 +84,10 @@ pub enum LoadError {
     },
     #[error("cannot read CSV {path}: {source}")]
     Csv { path: PathBuf, source: csv::Error },
-    #[error("{path} line {line}: a quoted field runs from this line to line {last_line}, and the record {why}: a stray or missing double quote? (no row is loaded from a file read this way)")]
+    #[error("{path} line {line}: {why}")]
     StrayQuote {
         path: PathBuf,
         line: u64,
-        last_line: u64,
         why: String,
     },
     #[error("CSV {path} has no column {column:?}")]

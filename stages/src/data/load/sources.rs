@@ -4,7 +4,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::config::{CohenSource, FolderSource};
 use super::confine::Confinement;
-use super::stray_quote::check_record;
+use super::stray_quote::check_quotes;
 use super::LoadError;
 
 /// A file selected by a source: its path on disk and as written in `index.csv`.
@@ -74,10 +74,16 @@ pub(super) fn select_cohen(
         path: metadata.clone(),
         source,
     };
+    // Read whole, so that its quotes are checked on the raw bytes before any row is parsed.
+    let bytes = std::fs::read(&metadata).map_err(|e| csv_err(e.into()))?;
+    check_quotes(&bytes).map_err(|stray| LoadError::StrayQuote {
+        path: metadata.clone(),
+        line: stray.line,
+        why: stray.why,
+    })?;
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
-        .from_path(&metadata)
-        .map_err(csv_err)?;
+        .from_reader(bytes.as_slice());
     let headers = reader.headers().map_err(csv_err)?.clone();
     let column = |name: &str| {
         headers
@@ -100,12 +106,6 @@ pub(super) fn select_cohen(
     for record in reader.records() {
         let record = record.map_err(csv_err)?;
         let line = record.position().map_or(0, |p| p.line());
-        check_record(&record, line, headers.len()).map_err(|stray| LoadError::StrayQuote {
-            path: metadata.clone(),
-            line: stray.line,
-            last_line: stray.last_line,
-            why: stray.why,
-        })?;
         let cell = |i: usize| record.get(i).unwrap_or("");
         if !filters.iter().all(|(i, v)| v.accepts(cell(*i))) {
             continue;
