@@ -13,6 +13,12 @@
 //! [`remote`]; `device::resolve` for the device), used by every command and by
 //! `pipeline config`, which shows the settings and where each comes from;
 //! `pipeline config KEY VALUE` writes one.
+//!
+//! A `pipeline.toml` that is not yours (someone else's in a shared folder above the project,
+//! say) may not set where results go or what runs: [`trust`] says when a file is yours and
+//! how to trust another's (`pipeline config --trust DIR`).
+
+pub mod trust;
 
 use std::fmt;
 use std::fs;
@@ -70,20 +76,60 @@ pub struct ConfigError {
 }
 
 impl Settings {
-    /// Reads `pipeline.toml` at `project`; no file means no settings.
+    /// Reads `pipeline.toml` at `project`; no file means no settings. A file that is not
+    /// yours ([`trust::not_yours`]) in a folder that is not trusted is refused when it sets
+    /// any of [`trust::RISKY_KEYS`], naming them and how to trust the folder.
     pub fn load(project: &Path) -> Result<Settings, ConfigError> {
         let file = project.join(FILE);
-        let text = match fs::read_to_string(&file) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
-            Err(e) => {
-                return Err(ConfigError {
-                    file,
-                    message: format!("cannot read it: {e}"),
-                })
-            }
+        let fail = |message: String| ConfigError {
+            file: file.clone(),
+            message,
         };
-        Settings::parse(project, &file, &text)
+        // The owner and mode are those of the file read: the open file's.
+        let opened = fs::File::open(&file).and_then(|mut f| {
+            let meta = f.metadata()?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut f, &mut text)?;
+            Ok((text, meta))
+        });
+        let (text, meta) = match opened {
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(e) => return Err(fail(format!("cannot read it: {e}"))),
+        };
+        let settings = Settings::parse(project, &file, &text)?;
+        let Some(why) = trust::not_yours(&meta) else {
+            return Ok(settings);
+        };
+        let risky: Vec<String> = trust::RISKY_KEYS
+            .iter()
+            .filter(|key| settings.sets(key))
+            .map(|&key| match key {
+                "slurm" => "`[slurm]`".to_string(),
+                _ => format!("`{key}`"),
+            })
+            .collect();
+        if risky.is_empty() || trust::is_trusted(project).map_err(&fail)? {
+            return Ok(settings);
+        }
+        Err(fail(format!(
+            "{} refused: {why}, and it could send your results elsewhere or run commands; if \
+             you trust it, run `pipeline config --trust {}`",
+            risky.join(", "),
+            trust::shell_word(project)
+        )))
+    }
+
+    /// Whether the file sets `key` (a key of [`KEYS`] or `slurm`).
+    fn sets(&self, key: &str) -> bool {
+        match key {
+            "data_root" => self.data_root.is_some(),
+            "artifacts" => self.artifacts.is_some(),
+            "device" => self.device.is_some(),
+            "remote" => self.remote.is_some(),
+            "slurm" => self.slurm.is_some(),
+            _ => false,
+        }
     }
 
     fn parse(project: &Path, file: &Path, text: &str) -> Result<Settings, ConfigError> {

@@ -1,6 +1,7 @@
 //! `pipeline config`: the project's settings and where each comes from, or one set or
-//! removed in pipeline.toml.
+//! removed in pipeline.toml, or a folder whose pipeline.toml is someone else's trusted.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -14,7 +15,9 @@ use crate::session::Session;
     after_help = "Settings: data_root (where data paths are resolved), artifacts (the \
 store), device (cpu, cuda or auto), remote (a remote cache's URL). Relative paths are relative to the project root. A flag or \
 environment variable (--data-root, PIPELINE_DATA_ROOT, --artifacts, PIPELINE_ARTIFACTS, \
-PIPELINE_DEVICE, --remote, PIPELINE_REMOTE) wins over the file."
+PIPELINE_DEVICE, --remote, PIPELINE_REMOTE) wins over the file. A pipeline.toml that is not \
+yours (owned by another user, or writable by anyone) may not set remote, data_root, \
+artifacts or [slurm] until its folder is trusted with --trust DIR."
 )]
 pub struct ConfigArgs {
     /// The setting to show or set
@@ -24,6 +27,23 @@ pub struct ConfigArgs {
     /// Remove the setting from pipeline.toml
     #[arg(long, conflicts_with_all = ["key", "value"], value_name = "KEY")]
     pub unset: Option<String>,
+    /// Obey the pipeline.toml in DIR although it is not yours (listed in your own
+    /// ~/.config/pipeline/trusted.toml, as git's safe.directory)
+    #[arg(long, conflicts_with_all = ["key", "value", "unset"], value_name = "DIR")]
+    pub trust: Option<PathBuf>,
+}
+
+/// `pipeline config --trust DIR`: run before the session is made, since the session refuses
+/// the very file this trusts.
+pub fn trust(dir: &Path) -> anyhow::Result<ExitCode> {
+    let (dir, list) = config::trust::add(dir)?;
+    println!(
+        "trusted {}: its {} is obeyed although it is not yours (listed in {})",
+        dir.display(),
+        config::FILE,
+        list.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn show_or_set(args: &ConfigArgs, session: &Session) -> anyhow::Result<ExitCode> {
