@@ -397,3 +397,95 @@ outputs = ["metrics.toml"]
         assert!(line.contains("score.score = "), "{line}");
     }
 }
+
+/// The rows of a sweep's `table.json`, as JSON, and the file itself.
+fn table_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(dir.join("table.json")).expect("table.json")).expect("json")
+}
+
+#[test]
+fn a_resumed_sweep_takes_done_points_metrics_from_their_run_records_not_the_table() {
+    let p = Project::new();
+    p.write(
+        "exp.toml",
+        r#"
+name = "resume"
+[stages.score]
+kind = "shell"
+command = "echo 'score = 0' > metrics.toml"
+outputs = ["metrics.toml"]
+"#,
+    );
+    let sweep = [
+        "sweep",
+        "--allow-shell",
+        "exp.toml",
+        "--grid",
+        "score.command=echo 'score = 1' > metrics.toml,echo 'score = 3' > metrics.toml",
+        "--metric",
+        "score.score:max",
+    ];
+    let first = p.ok(&sweep);
+    assert!(
+        first.contains("best (score.score:max): point 02 score.score = 3.0000"),
+        "{first}"
+    );
+    let dir = sweep_dirs(&p).pop().expect("the sweep's directory");
+
+    // Point 01's metric edited in the table so that it would be the best point.
+    let mut table = table_json(&dir);
+    table["points"][0]["metrics"]["score.score"] = serde_json::json!(99.0);
+    fs::write(dir.join("table.json"), table.to_string()).expect("edit table.json");
+    let again = p.ok(&sweep);
+    assert!(
+        again.contains("resuming: 2 point(s) already succeeded"),
+        "{again}"
+    );
+    assert!(
+        again.contains("best (score.score:max): point 02 score.score = 3.0000"),
+        "the best point is the records' best: {again}"
+    );
+    assert_eq!(run_count(&p), 2, "nothing ran again");
+    let table = table_json(&dir);
+    assert_eq!(table["points"][0]["metrics"]["score.score"], 1.0);
+    assert_eq!(table["points"][1]["metrics"]["score.score"], 3.0);
+    let csv = fs::read_to_string(dir.join("table.csv")).expect("table.csv");
+    assert!(!csv.contains(",99,"), "{csv}");
+
+    // A table whose first point names the second point's run: not that point's run, so the
+    // point runs again rather than taking the other point's metrics.
+    let mut table = table_json(&dir);
+    let second_run = table["points"][1]["run"].clone();
+    table["points"][0]["run"] = second_run.clone();
+    fs::write(dir.join("table.json"), table.to_string()).expect("edit table.json");
+    let again = p.ok(&sweep);
+    let second = second_run.as_str().expect("a run id");
+    assert!(
+        again.contains(&format!(
+            "warning: point 01 succeeded in an earlier run of this sweep but runs again: the \
+             run {second} the earlier table names is not this point's run"
+        )),
+        "{again}"
+    );
+    assert_eq!(run_count(&p), 3, "point 01 ran again");
+    assert_eq!(table_json(&dir)["points"][0]["metrics"]["score.score"], 1.0);
+
+    // A damaged record: named, and its point runs again.
+    let record = p.runs_dir().join(second).join("run.toml");
+    let text = fs::read_to_string(&record).expect("record");
+    fs::write(&record, &text[..text.len() / 2]).expect("truncate the record");
+    let again = p.ok(&sweep);
+    assert!(
+        again.contains(&format!(
+            "warning: point 02 succeeded in an earlier run of this sweep but runs again: its \
+             run record is damaged: {}",
+            record.display()
+        )),
+        "{again}"
+    );
+    assert_eq!(run_count(&p), 4, "point 02 ran again");
+    assert!(
+        again.contains("best (score.score:max): point 02 score.score = 3.0000"),
+        "{again}"
+    );
+}

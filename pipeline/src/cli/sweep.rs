@@ -23,9 +23,10 @@ use pipeline_engine::experiment::sweep_spec::{
 use pipeline_engine::experiment::{self, Experiment, Override};
 use pipeline_engine::human::format_seconds;
 use pipeline_engine::run::plan::Planner;
-use pipeline_engine::runs::record::RunStatus;
+use pipeline_engine::run::store::Store;
 use pipeline_engine::sweep;
 use pipeline_engine::sweep::plan::across_points;
+use pipeline_engine::sweep::resume;
 use pipeline_engine::sweep::table::{sweep_dir, PointStatus, SweepTable};
 
 use super::{ExperimentArgs, ShellArgs};
@@ -120,7 +121,7 @@ pub fn sweep(args: &SweepArgs, session: &Session) -> anyhow::Result<ExitCode> {
         &sweep.points,
         sweep.goal.clone(),
     );
-    let done = resume(&mut table, &SweepTable::read(&dir), store);
+    let done = resume_earlier(&mut table, &dir, store);
     let todo: Vec<usize> = (0..table.points.len())
         .filter(|&i| table.points[i].status != PointStatus::Succeeded)
         .collect();
@@ -312,38 +313,17 @@ fn resolve(args: &SweepArgs, session: &Session) -> anyhow::Result<Sweep> {
     })
 }
 
-/// Takes over the rows of an earlier run of the same sweep whose runs still exist and
-/// succeeded; returns how many.
-fn resume(
-    table: &mut SweepTable,
-    earlier: &Option<SweepTable>,
-    store: &pipeline_engine::run::store::Store,
-) -> usize {
-    let Some(earlier) = earlier else {
-        return 0;
-    };
-    let mut done = 0;
-    for row in &mut table.points {
-        let Some(old) = earlier.points.iter().find(|o| o.point == row.point) else {
-            continue;
-        };
-        let still_there = old
-            .run
-            .as_ref()
-            .and_then(|id| store.runs.load(id).ok())
-            .is_some_and(|r| r.status == RunStatus::Succeeded);
-        if old.status == PointStatus::Succeeded && still_there {
-            *row = old.clone();
-            done += 1;
-        } else if old.status == PointStatus::Failed {
-            // Kept until the point is run again, so that an interrupted retry still shows why
-            // it failed before.
-            row.error = old.error.clone();
-            row.run = old.run.clone();
-            row.status = PointStatus::Failed;
-        }
+/// Takes over the points that succeeded in an earlier run of this sweep (with their run
+/// records' metrics: [`resume::resume`]) and warns about each one that runs again, and why.
+fn resume_earlier(table: &mut SweepTable, dir: &Path, store: &Store) -> usize {
+    let resumed = resume::resume(table, SweepTable::read(dir).as_ref(), &store.runs);
+    for rerun in &resumed.rerun {
+        eprintln!(
+            "warning: point {:02} succeeded in an earlier run of this sweep but runs again: {}",
+            rerun.index, rerun.why
+        );
     }
-    done
+    resumed.done
 }
 
 /// `--dry-run`: the points, and for each stage across them whether it is shared by all, new
@@ -351,21 +331,26 @@ fn resume(
 fn dry_run(
     sweep: &Sweep,
     registry: &Registry,
-    store: &pipeline_engine::run::store::Store,
+    store: &Store,
     data_root: &Path,
     dir: &Path,
 ) -> anyhow::Result<ExitCode> {
-    let earlier = SweepTable::read(dir);
-    let done: Vec<&Point> = earlier
-        .as_ref()
-        .map(|t| {
-            t.points
-                .iter()
-                .filter(|p| p.status == PointStatus::Succeeded)
-                .map(|p| &p.point)
-                .collect()
-        })
-        .unwrap_or_default();
+    // Done as a run of the sweep would take it over: by the points' run records.
+    let mut table = SweepTable::new(
+        &sweep.id,
+        &sweep.exp,
+        &sweep.exp.overrides,
+        &sweep.spec,
+        &sweep.points,
+        sweep.goal.clone(),
+    );
+    resume_earlier(&mut table, dir, store);
+    let done: Vec<&Point> = table
+        .points
+        .iter()
+        .filter(|p| p.status == PointStatus::Succeeded)
+        .map(|p| &p.point)
+        .collect();
     println!("points:");
     for p in &sweep.points {
         let mark = if done.contains(&p) {

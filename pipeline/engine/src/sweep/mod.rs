@@ -7,10 +7,12 @@
 //! ([`crate::experiment::sweep_spec`]). This layer holds a sweep's id, the queue that runs
 //! its points and the atomic writes of its files (here), how its points are planned together
 //! ([`plan`]: which stages all points share, which are new, what is cached) and its table
-//! ([`table`]: `artifacts/sweeps/ID/table.json` and `table.csv`), which also lets a rerun
-//! resume. The binary runs the points and draws the table.
+//! ([`table`]: `artifacts/sweeps/ID/table.json` and `table.csv`) and what a rerun takes over
+//! from the earlier run ([`resume`]: the done points, with their run records' metrics). The
+//! binary runs the points and draws the table.
 
 pub mod plan;
+pub mod resume;
 pub mod table;
 
 use std::fs;
@@ -51,6 +53,12 @@ pub fn sweep_id(exp: &Experiment, base_overrides: &[String], points: &[Point]) -
         .take(40)
         .collect();
     format!("{name}-{}", &h.finish().to_hex()[..8])
+}
+
+/// The name of point `index`'s run in sweep `sweep_id` (`ID.NN`): how `pipeline runs`,
+/// `show` and a resumed sweep find a point's run.
+pub fn point_run_name(sweep_id: &str, index: usize) -> String {
+    format!("{sweep_id}.{index:02}")
 }
 
 /// Calls `work` on every item on `jobs` threads, each taking the next item when it is free,
