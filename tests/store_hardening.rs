@@ -645,7 +645,7 @@ fn verify_names_an_altered_published_file_and_fails_before_recomputing() {
 }
 
 #[test]
-fn published_small_files_are_copies_so_editing_one_leaves_the_cache_intact() {
+fn published_small_files_are_links_so_editing_one_is_caught_and_recomputed() {
     let p = Project::trusting_shell();
     let counter = p.path().join("counter");
     p.write("exp.toml", &counted(&counter));
@@ -658,17 +658,17 @@ fn published_small_files_are_copies_so_editing_one_leaves_the_cache_intact() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o222, 0, "published files are read-only");
-    assert_ne!(
+    assert_eq!(
         fs::metadata(&published).expect("published").ino(),
         fs::metadata(&cached).expect("cached").ino(),
-        "a small published file is its own copy, not a link into the cache"
+        "a published file is the cache's own, linked: each distinct file stored once"
     );
-    // A careless edit in place, as an editor or spreadsheet would make it.
+    // A careless edit in place, as an editor or spreadsheet would make it: it reaches the
+    // cache through the link, and the next run finds it damaged and recomputes.
     make_writable(&published);
     fs::write(&published, "999\n").expect("edit");
-    assert_eq!(fs::read_to_string(&cached).expect("cached"), "15\n");
     p.ok(&["run", "exp.toml"]);
-    assert_eq!(cache_uses(&p.latest()), ["gen=hit", "sum=hit"]);
+    assert_eq!(cache_uses(&p.latest()), ["gen=hit", "sum=damaged"]);
     assert_eq!(
         fs::read_to_string(run_dir(&p, &p.latest()).join("total.txt")).expect("total"),
         "15\n"
@@ -688,7 +688,8 @@ fn predict_refuses_a_checkpoint_with_a_flipped_byte() {
     let image = image.to_str().expect("utf-8 path");
     p.ok(&["predict", "mini", image]);
 
-    let checkpoint = run_dir(&p, &record).join("model.safetensors");
+    // A frozen-base run publishes its head: what predict reads of the run directory.
+    let checkpoint = run_dir(&p, &record).join("head.safetensors");
     make_writable(&checkpoint);
     let mut bytes = fs::read(&checkpoint).expect("checkpoint");
     let last = bytes.len() - 1;
@@ -768,6 +769,10 @@ fn gc_reports_the_bytes_it_really_frees_and_prunes_old_run_directories() {
 
     let pruned = p.ok(&["gc", "--keep-last", "1", "--prune-runs"]);
     assert!(pruned.contains("5.0 MB freed"), "{pruned}");
+    assert!(
+        !pruned.contains("stays on disk"),
+        "nothing is held from outside the store once the old run is pruned:\n{pruned}"
+    );
     assert!(!p.runs_dir().join(old_id).exists());
     assert!(
         run_dir(&p, &new).join("big.bin").is_file(),

@@ -65,7 +65,8 @@ impl<'a> Expected<'a> {
             Expected::Record(e) => match e {
                 RecordError::NotFound(_)
                 | RecordError::Ambiguous { .. }
-                | RecordError::NoMatch { .. } => USAGE,
+                | RecordError::NoMatch { .. }
+                | RecordError::NotAnId(_) => USAGE,
                 RecordError::Io { .. } | RecordError::Parse { .. } => FAILURE,
             },
         }

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,9 @@ pub enum RecordError {
     /// A reference that cannot match, with why (`latest` before any run succeeded, say).
     #[error("no run matches `{spec}`: {why}")]
     NoMatch { spec: String, why: String },
+    /// An id that is not one plain name (`../x`, `a/b`): it would lead outside `runs/`.
+    #[error("`{0}` is not a run id")]
+    NotAnId(String),
 }
 
 /// The first few of many run ids, and how many more there are.
@@ -434,6 +437,15 @@ impl RunStore {
     }
 
     pub fn load(&self, id: &str) -> Result<RunRecord, RecordError> {
+        // Ids come from files a user can edit (a sweep's table): one plain name, never a
+        // path that leads elsewhere.
+        let plain = matches!(
+            Path::new(id).components().collect::<Vec<_>>()[..],
+            [Component::Normal(_)]
+        );
+        if !plain {
+            return Err(RecordError::NotAnId(id.to_string()));
+        }
         let path = self.dir_of(id).join("run.toml");
         let text = read_record_text(&path)?;
         toml::from_str(&text).map_err(|e| RecordError::Parse {
