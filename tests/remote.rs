@@ -90,6 +90,14 @@ impl Machine {
         text
     }
 
+    /// A machine on `remote` that has run `exp` (as exp.toml); with that run's output.
+    fn ran(remote: &str, exp: &str) -> (Machine, String) {
+        let m = Machine::new(remote, &[]);
+        m.project.write("exp.toml", exp);
+        let text = m.ok(&["run", "exp.toml"]);
+        (m, text)
+    }
+
     fn uses(&self) -> Vec<String> {
         cache_uses(&self.project.latest())
     }
@@ -111,8 +119,17 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 /// Every blob under a folder remote.
 fn blobs(remote_dir: &Path) -> Vec<PathBuf> {
-    fs::read_dir(remote_dir.join("cas"))
-        .map(|d| d.map(|e| e.expect("blob").path()).collect())
+    files_in(&remote_dir.join("cas"))
+}
+
+/// Every record (`ac/<key>`, a stage's manifest) under a folder remote.
+fn manifests(remote_dir: &Path) -> Vec<PathBuf> {
+    files_in(&remote_dir.join("ac"))
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|d| d.map(|e| e.expect("entry").path()).collect())
         .unwrap_or_default()
 }
 
@@ -178,6 +195,37 @@ fn a_flipped_byte_in_a_remote_blob_is_reported_never_published_and_recomputed() 
     c.ok(&["run", "exp.toml"]);
     assert_eq!(c.uses(), strings(&["gen=remote"]));
     assert_eq!(c.file("numbers.txt").lines().count(), 500);
+}
+
+#[test]
+fn a_truncated_remote_manifest_is_replaced_by_the_recomputation() {
+    let shared = tempfile::tempdir().expect("remote");
+    let url = format!("file://{}", shared.path().display());
+    let (a, _) = Machine::ran(&url, FIRST_HALF);
+    assert_eq!(a.uses(), strings(&["gen=miss"]));
+    let [manifest] = manifests(shared.path())
+        .try_into()
+        .expect("one pushed manifest");
+    let whole = fs::read(&manifest).expect("manifest");
+    fs::write(&manifest, &whole[..whole.len() / 2]).expect("cut the manifest in half");
+
+    // The next machine reports the damage and recomputes...
+    let (b, text) = Machine::ran(&url, FIRST_HALF);
+    assert!(
+        text.contains("warning: remote") && text.contains("damaged"),
+        "the damage is reported:\n{text}"
+    );
+    assert_eq!(b.uses(), strings(&["gen=miss"]), "recomputed, not fetched");
+    // ...and its push replaced the damaged manifest: the one after fetches it, with no warning.
+    // (The new manifest names machine b's run, so it is not a's byte for byte.)
+    let now = fs::read_to_string(&manifest).expect("manifest");
+    assert!(
+        now.len() > whole.len() / 2 && now.contains("[[files]]"),
+        "the half manifest is still there:\n{now}"
+    );
+    let (c, text) = Machine::ran(&url, FIRST_HALF);
+    assert!(!text.contains("damaged"), "{text}");
+    assert_eq!(c.uses(), strings(&["gen=remote"]));
 }
 
 #[test]
@@ -288,17 +336,52 @@ fn weed_binary() -> Result<PathBuf, String> {
     Ok(weed)
 }
 
-/// A SeaweedFS server (master, volume, filer, S3) on free-looking ports of 127.0.0.1, with
-/// one bucket; killed when dropped.
+/// A SeaweedFS server (master, volume, filer, S3) on free ports of 127.0.0.1, with one
+/// bucket; killed when dropped.
 struct Seaweed {
     child: Option<Child>,
     weed: PathBuf,
     dir: tempfile::TempDir,
-    base: u16,
+    ports: WeedPorts,
     bucket: String,
 }
 
+/// Every port a `weed server` listens on, each one the kernel gave us free a moment before:
+/// the HTTP and gRPC ports of master, volume, filer and S3. (Left to itself, weed takes
+/// HTTP + 10000 for gRPC, and fixed ports for its Iceberg and Lance servers, which two
+/// servers of concurrent tests would both want; those two are switched off.)
+#[derive(Clone, Copy)]
+struct WeedPorts {
+    http: [u16; 4],
+    grpc: [u16; 4],
+}
+
+impl WeedPorts {
+    fn free() -> Result<WeedPorts, String> {
+        // All held at once, so that the eight are distinct.
+        let listeners = (0..8)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+        let mut ports = [0u16; 8];
+        for (port, listener) in ports.iter_mut().zip(&listeners) {
+            *port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        }
+        Ok(WeedPorts {
+            http: [ports[0], ports[1], ports[2], ports[3]],
+            grpc: [ports[4], ports[5], ports[6], ports[7]],
+        })
+    }
+}
+
+/// How long a server may take to answer S3 requests: generous, for a 2-core machine that
+/// is also compiling and running other tests (a quiet machine needs a few seconds).
+const WEED_START_TIMEOUT: Duration = Duration::from_secs(180);
+
 impl Seaweed {
+    /// A running server; `None` (the test skipped, with the reason) only where no `weed`
+    /// can be had. A server that does not come up is retried once on fresh ports and a
+    /// fresh folder, then fails the test, naming both attempts' reasons.
     fn start() -> Option<Seaweed> {
         let weed = match weed_binary() {
             Ok(weed) => weed,
@@ -307,27 +390,35 @@ impl Seaweed {
                 return None;
             }
         };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        // grpc ports are these plus 10000: keep all below 65536.
-        let base = 20000 + ((std::process::id() * 7 + nanos / 1000) % 2000) as u16 * 4;
+        let mut reasons = Vec::new();
+        for attempt in 1..=2 {
+            match Seaweed::launch_fresh(&weed) {
+                Ok(server) => return Some(server),
+                Err(why) => reasons.push(format!("attempt {attempt}: {why}")),
+            }
+        }
+        panic!(
+            "the SeaweedFS server ({}) did not start: {}",
+            weed.display(),
+            reasons.join("; ")
+        );
+    }
+
+    fn launch_fresh(weed: &Path) -> Result<Seaweed, String> {
         let mut server = Seaweed {
             child: None,
-            weed,
-            dir: tempfile::tempdir().expect("server dir"),
-            base,
+            weed: weed.to_path_buf(),
+            dir: tempfile::tempdir().map_err(|e| format!("server dir: {e}"))?,
+            ports: WeedPorts::free()?,
             bucket: "pipeline-cache".into(),
         };
-        if let Err(why) = server.launch() {
-            skip(&format!("the SeaweedFS server did not start: {why}"));
-            return None;
-        }
-        Some(server)
+        // On failure the server is dropped, which kills whatever it started.
+        server.launch()?;
+        Ok(server)
     }
 
     fn s3_port(&self) -> u16 {
-        self.base + 3
+        self.ports.http[3]
     }
 
     fn endpoint(&self) -> String {
@@ -338,32 +429,80 @@ impl Seaweed {
         format!("s3://{}/team", self.bucket)
     }
 
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("weed.log")
+    }
+
+    /// Starts `weed server` on this server's ports and folder (again, after [`Self::kill`])
+    /// and waits until it is ready.
     fn launch(&mut self) -> Result<(), String> {
-        let b = self.base;
-        let log = fs::File::create(self.dir.path().join("weed.log")).map_err(|e| e.to_string())?;
+        let WeedPorts { http, grpc } = self.ports;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| e.to_string())?;
         let data = self.dir.path().join("data");
         fs::create_dir_all(&data).map_err(|e| e.to_string())?;
-        let child = Command::new(&self.weed)
+        let mut command = Command::new(&self.weed);
+        // weed's S3 makes an admin identity of any AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+        // it inherits (as .ci/run sets), and then refuses the anonymous requests below: this
+        // server has no identities, the tests' clients bring their own keys.
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            command.env_remove(var);
+        }
+        // SAFETY: prctl is async-signal-safe; it has the kernel kill the server when the
+        // thread that started it ends, so no server outlives a crashed or killed test.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
             .arg("server")
             .arg("-ip=127.0.0.1")
             .arg("-ip.bind=127.0.0.1")
             .arg(format!("-dir={}", data.display()))
-            .arg(format!("-master.port={b}"))
-            .arg(format!("-volume.port={}", b + 1))
-            .arg(format!("-filer.port={}", b + 2))
+            .arg(format!("-master.port={}", http[0]))
+            .arg(format!("-master.port.grpc={}", grpc[0]))
+            .arg(format!("-volume.port={}", http[1]))
+            .arg(format!("-volume.port.grpc={}", grpc[1]))
+            .arg(format!("-filer.port={}", http[2]))
+            .arg(format!("-filer.port.grpc={}", grpc[2]))
             .arg("-s3")
-            .arg(format!("-s3.port={}", b + 3))
+            .arg(format!("-s3.port={}", http[3]))
+            .arg(format!("-s3.port.grpc={}", grpc[3]))
+            .arg("-s3.port.iceberg=0")
+            .arg("-s3.port.lance=0")
+            // Tests talk only to 127.0.0.1: no usage report to SeaweedFS's server.
+            .arg("-master.telemetry=false")
             .arg("-volume.max=8")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .map_err(|e| format!("{}: {e}", self.weed.display()))?;
         self.child = Some(child);
-        // Up once it creates (or already has) the bucket, anonymous S3 with no identities,
-        // and stores an object: a fresh server allocates its volumes on the first writes.
-        let deadline = Instant::now() + Duration::from_secs(90);
+        self.wait_ready()
+    }
+
+    /// Ready once S3 creates (or already has) the bucket, anonymous S3 with no identities,
+    /// and stores an object: a fresh server allocates its volumes on the first writes. A
+    /// server that exits meanwhile is reported at once, with its log's last lines.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let started = Instant::now();
         let mut bucket = false;
-        while Instant::now() < deadline {
+        while started.elapsed() < WEED_START_TIMEOUT {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!("weed exited ({status}): {}", self.log_tail()));
+                }
+            }
             if !bucket {
                 bucket = http(self.s3_port(), "PUT", &format!("/{}", self.bucket), "")
                     .is_some_and(|code| code == 200 || code == 409);
@@ -378,7 +517,26 @@ impl Seaweed {
             }
             std::thread::sleep(Duration::from_millis(300));
         }
-        Err("no S3 answer within 90 s".into())
+        let why = format!(
+            "no S3 answer on port {} within {} s ({}): {}",
+            self.s3_port(),
+            WEED_START_TIMEOUT.as_secs(),
+            if bucket {
+                "the bucket was made, no object stored"
+            } else {
+                "no bucket made"
+            },
+            self.log_tail()
+        );
+        self.kill();
+        Err(why)
+    }
+
+    /// The log's last lines, for a failure that says why.
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
     }
 
     fn kill(&mut self) {

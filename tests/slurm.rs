@@ -111,6 +111,21 @@ fn published(run_dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// A child's output, line by line as it comes, read on a thread of its own (so that the
+/// test can wait for a line while the child runs); the channel closes when the child does.
+fn lines_of(output: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(output)) {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receive
+}
+
 /// The one submission directory of a store (`artifacts/slurm/*`).
 fn submission(p: &Project) -> PathBuf {
     let dirs: Vec<PathBuf> = fs::read_dir(p.path().join("artifacts/slurm"))
@@ -163,7 +178,7 @@ fn a_quickstart_run_through_slurm_equals_the_local_run_bit_for_bit() {
     assert_eq!(computed(&local_rec), computed(&remote_rec));
     let (local_files, remote_files) = (published(&local_dir), published(&remote_dir));
     for expected in [
-        "model.safetensors",
+        "head.safetensors",
         "metrics.csv",
         "predictions.csv",
         "roc.png",
@@ -649,16 +664,27 @@ fn a_preempted_point_is_requeued_and_goes_on_counting_its_attempts() {
             )
         ),
     );
-    let child = on(&cluster, &p, &["run", "exp.toml", "--executor", "slurm"])
+    let mut child = on(&cluster, &p, &["run", "exp.toml", "--executor", "slurm"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("pipeline starts");
+    // Requeue only once the watcher has reported the first attempt running: it looks every
+    // second, and a requeue sooner than that (the marker appears at once) would leave it
+    // nothing running to see, the second attempt being over in a moment.
+    let stderr_lines = lines_of(child.stderr.take().expect("stderr piped"));
+    let mut stderr = String::new();
     let start = Instant::now();
-    while !marker.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "never started");
-        std::thread::sleep(Duration::from_millis(200));
+    while !(marker.exists() && stderr.contains("the run: running on")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never seen running: {stderr}"
+        );
+        if let Ok(line) = stderr_lines.recv_timeout(Duration::from_millis(200)) {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
     }
     let job = status_of(&submission(&p), 0)["slurm_job"]
         .as_str()
@@ -687,9 +713,9 @@ fn a_preempted_point_is_requeued_and_goes_on_counting_its_attempts() {
         .expect("scontrol");
     assert!(update.success());
     let out = child.wait_with_output().expect("pipeline ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr.extend(stderr_lines.iter().map(|line| line + "\n"));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("the run: running on"), "{stderr}");
+    assert!(stderr.contains("(attempt 1 of 2)"), "{stderr}");
     let status = status_of(&submission(&p), 0);
     assert_eq!(status["state"], "succeeded");
     assert_eq!(status["attempt"], 2, "{status}");

@@ -1,6 +1,8 @@
-//! Checkpoints load in PyTorch: runs the quickstart, then `tools/torch_crosscheck.py`, which
-//! loads the base and the trained checkpoint into torchvision's VGG16 `features` by name
-//! (strict) and compares PyTorch's outputs with the run's features and probabilities.
+//! Checkpoints load in PyTorch: runs the quickstart, writes its trained checkpoint with
+//! `pipeline export` (a frozen-base run directory holds the head alone), then
+//! `tools/torch_crosscheck.py`, which loads the base and the trained checkpoint into
+//! torchvision's VGG16 `features` by name (strict) and compares PyTorch's outputs with the
+//! run's features and probabilities.
 //!
 //! Needs a Python with torch, torchvision, safetensors and numpy: `PIPELINE_TORCH_PYTHON`,
 //! else `python3`. Without one the test says so and skips.
@@ -87,9 +89,29 @@ fn relative_error(report: &str, what: &str) -> f64 {
         .unwrap_or_else(|| panic!("no rel= in `{line}`"))
 }
 
-/// Runs the script on `run` and insists that PyTorch agrees within the tolerance.
-fn assert_torch_agrees(python: &str, run: &Path) -> String {
-    let (out, report) = crosscheck(python, &[run.to_str().expect("utf-8 path")]);
+/// The run's whole trained checkpoint, written by `pipeline export` beside the store.
+fn exported(store: &Path, run: &Path) -> PathBuf {
+    let file = store.with_file_name("exported.safetensors");
+    let id = run.file_name().expect("run id").to_str().expect("utf-8 id");
+    pipeline(
+        store,
+        &["export", id, "--force", "-o", file.to_str().expect("utf-8")],
+    );
+    file
+}
+
+/// Runs the script on `run` (with its exported checkpoint) and insists that PyTorch agrees
+/// within the tolerance.
+fn assert_torch_agrees(python: &str, store: &Path, run: &Path) -> String {
+    let model = exported(store, run);
+    let (out, report) = crosscheck(
+        python,
+        &[
+            run.to_str().expect("utf-8 path"),
+            "--model",
+            model.to_str().expect("utf-8 path"),
+        ],
+    );
     eprintln!("{report}");
     assert!(out.status.success(), "cross-check failed:\n{report}");
     assert!(report.contains("torch-crosscheck: ok"), "{report}");
@@ -110,16 +132,18 @@ fn quickstart_checkpoints_give_the_same_outputs_in_torchvision() {
     let store = tmp.path().join("store");
     pipeline(&store, &["run", "experiments/quickstart.toml"]);
     let run = only_run(&store);
-    let report = assert_torch_agrees(&python, &run);
+    let report = assert_torch_agrees(&python, &store, &run);
     assert!(report.contains("pooling=global image_size=32"), "{report}");
 
     // Strict by name: the whole checkpoint's head tensors are extra for the base alone.
-    let model = run.join("model.safetensors");
+    let model = exported(&store, &run);
     let (out, text) = crosscheck(
         &python,
         &[
             run.to_str().expect("utf-8"),
             "--base",
+            model.to_str().expect("utf-8"),
+            "--model",
             model.to_str().expect("utf-8"),
         ],
     );
@@ -181,12 +205,12 @@ fn torchvision_weights_load_as_the_base_unchanged() {
     let out = Command::new(&python)
         .args(["-c", same])
         .arg(&weights)
-        .arg(run.join("model.safetensors"))
+        .arg(exported(&store, &run))
         .output()
         .expect("python runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.trim(), "26 tensors identical", "{out:?}");
-    assert_torch_agrees(&python, &run);
+    assert_torch_agrees(&python, &store, &run);
 }
 
 /// The real images at 32 px with global pooling: cheap. The seed's `avg4` pooling (the
@@ -202,5 +226,5 @@ fn model1_on_the_real_images_gives_the_same_outputs_in_torchvision() {
     let mut args = vec!["run", "experiments/model1.toml", "--data-root", &data_root];
     args.extend(common::MODEL1_AT_32);
     pipeline(&store, &args);
-    assert_torch_agrees(&python, &only_run(&store));
+    assert_torch_agrees(&python, &store, &only_run(&store));
 }

@@ -11,7 +11,8 @@ What it proves, for one run of a VGG16 experiment:
    top-left 4x4 of a 7x7 map; `global`: the whole map; then flattened in (h, w, c) order),
    give the features stage's `features.npy` (N x 512) to within TOLERANCE relative to the
    features' scale (max |value|).
-3. The train stage's whole checkpoint (`model.safetensors`) loads with strict=True into
+3. The train stage's whole checkpoint (`model.safetensors`, as `pipeline export` writes it
+   from a frozen-base run's head and base) loads with strict=True into
    torchvision's `features` plus a head of PyTorch `Linear` layers named `head.dense1`,
    `head.dense2`, and that model, run end to end on the test images, gives the evaluate
    stage's probabilities (`predictions.csv`) to within TOLERANCE (absolute; they are in [0, 1]).
@@ -27,7 +28,9 @@ Usage:
     python tools/torch_crosscheck.py [RUN_DIR] [--artifacts DIR]
 RUN_DIR is a run's directory (`artifacts/runs/<id>`); without it, the newest run under
 `--artifacts` (default `$PIPELINE_ARTIFACTS` or `artifacts`). Outputs that a run does not
-publish are read from the store's cache by the stage keys in its `run.toml`. Any input can
+publish are read from the store's cache by the stage keys in its `run.toml`; the trained
+checkpoint of a frozen-base run is stored as parts, so pass it as `--model` after
+`pipeline export RUN -o FILE` (the script says so when it is needed). Any input can
 be given explicitly instead (`--base`, `--images`, `--features`, `--model`, `--test-index`,
 `--predictions`; with all six, no run is needed). Exits 0 when everything is within tolerance, 1 when not, 2 on a usage or
 loading error (a missing, extra or misshaped tensor fails loudly there).
@@ -156,21 +159,40 @@ def paths_from_run(run_dir):
         s = stages[stage]
         return cache / s["key"][:2] / s["key"] / s["outputs"][name]["file"]
 
-    def by_kind(kind):
-        found = [s for s in record["stages"] if s["kind"] == kind]
+    def by_kind(kind, keep=lambda s: True):
+        found = [s for s in record["stages"] if s["kind"] == kind and keep(s)]
         if len(found) != 1:
             die(f"{run_dir}: expected one `{kind}` stage, found {len(found)}")
         return found[0]
 
-    features, evaluate = by_kind("features"), by_kind("evaluate")
+    # The model trained on one features stage and was scored on the test split; an external
+    # set's features and evaluate stages (model1) are not the ones to compare.
+    train = by_kind("train")
+    features = stages[train["inputs"]["features"]["from"].split(".", 1)[0]]
+    evaluate = by_kind("evaluate", lambda s: "test" in s["inputs"])
+    model = output(evaluate["inputs"]["model"]["from"])
+    if not model.is_file():
+        # Stored as parts sharing the frozen base, not a file of the cache entry: published
+        # whole (a fine-tuned run), or to be given as --model (main says how).
+        model = run_dir / "model.safetensors"
+        if not model.is_file():
+            model = MissingModel(
+                f"{run_dir}: the trained checkpoint is not one file in the store; write it "
+                f"with `pipeline export {record['id']} -o model.safetensors` and pass "
+                f"--model model.safetensors"
+            )
     return {
         "base": output(features["inputs"]["base"]["from"]),
         "images": output(features["inputs"]["images"]["from"]),
         "features": output(f"{features['name']}.features"),
-        "model": output(evaluate["inputs"]["model"]["from"]),
+        "model": model,
         "test_index": output(evaluate["inputs"]["test"]["from"]),
         "predictions": output(f"{evaluate['name']}.predictions"),
     }
+
+
+class MissingModel(str):
+    """A run's trained checkpoint that is not one file: why, and how to get it."""
 
 
 def newest_run(artifacts):
@@ -195,6 +217,8 @@ def main():
         run = Path(args.run) if args.run else newest_run(args.artifacts)
         paths = paths_from_run(run) | explicit
         print(f"run: {run}")
+    if isinstance(paths["model"], MissingModel):
+        die(paths["model"])
     for key, path in paths.items():
         print(f"  {key}: {path}")
 

@@ -34,27 +34,39 @@ for key, values in out.items():
     print(key + "=" + ",".join(repr(float(v)) for v in values))
 "#;
 
-fn python() -> String {
+/// The interpreter: `$SKLEARN_PYTHON`, or `python3`.
+pub(super) fn python() -> String {
     std::env::var("SKLEARN_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
-fn sklearn_available() -> bool {
+/// Whether [`python`] can `import modules` (e.g. `"sklearn, scipy"`).
+pub(super) fn python_imports(modules: &str) -> bool {
     Command::new(python())
-        .args(["-c", "import sklearn"])
+        .args(["-c", &format!("import {modules}")])
         .output()
         .is_ok_and(|o| o.status.success())
 }
 
 /// Runs [`SCRIPT`] and returns its `key -> values` lines.
 fn sklearn(labels: &[u8], probabilities: &[f32]) -> Vec<(String, Vec<f64>)> {
-    let join = |v: Vec<String>| v.join(",");
+    run_script(SCRIPT, &[comma_joined(labels), comma_joined(probabilities)])
+}
+
+/// `values` as one comma-separated argument (Rust's `Display` of a float round-trips).
+pub(super) fn comma_joined<T: ToString>(values: &[T]) -> String {
+    values
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs a Python `script` with `args` and parses the `key=v1,v2,...` lines it prints.
+pub(super) fn run_script(script: &str, args: &[String]) -> Vec<(String, Vec<f64>)> {
     let output = Command::new(python())
-        .args([
-            "-c",
-            SCRIPT,
-            &join(labels.iter().map(u8::to_string).collect()),
-            &join(probabilities.iter().map(f32::to_string).collect()),
-        ])
+        .arg("-c")
+        .arg(script)
+        .args(args)
         .output()
         .expect("python ran a moment ago");
     assert!(
@@ -109,7 +121,7 @@ fn cases() -> Vec<(Vec<u8>, Vec<f32>)> {
 
 #[test]
 fn matches_scikit_learn() {
-    if !sklearn_available() {
+    if !python_imports("sklearn") {
         crate::test_skip::skip(&format!(
             "`{} -c 'import sklearn'` failed; set SKLEARN_PYTHON to a Python with \
              scikit-learn to cross-check the metrics",
