@@ -6,21 +6,25 @@
 //!
 //! - [`binary_cross_entropy`]: Keras' `binary_crossentropy` (probabilities clamped to
 //!   `[1e-7, 1 - 1e-7]`), averaged over the samples.
+//! - [`categorical`]: the C-class softmax losses (Keras' `sparse_categorical_crossentropy`).
 //! - [`ConfusionMatrix`]: sklearn's `confusion_matrix` (rows = true, columns = predicted).
 //! - [`ClassificationReport`]: sklearn's `classification_report(labels=[0, 1])`.
 //! - [`roc_curve`] / [`RocCurve::auc`]: sklearn's `roc_curve(drop_intermediate=False)` and
 //!   `roc_auc_score`.
 //! - [`Proportion::wilson`]: the Wilson score interval for sensitivity and specificity.
+//! - [`multiclass`]: the C-class metrics (one-vs-rest per class, macro F1 and AUC, pairwise AUC).
 //!
 //! [`Evaluation`] bundles all of them; [`io`] writes and reads the stage's CSV files
 //! (`metrics.csv`, `confusion.csv`, `classification_report.csv`, `roc.csv`,
 //! `predictions.csv`); [`History`] owns the trainer's `history.csv`.
 
+pub mod categorical;
 mod confusion;
 mod evaluation;
 mod history;
 pub mod io;
 mod loss;
+pub mod multiclass;
 mod proportion;
 mod report;
 mod roc;
@@ -80,6 +84,9 @@ pub enum MetricsError {
     /// A CSV file parsed but its content makes no sense.
     #[error("{path}: {message}")]
     Content { path: PathBuf, message: String },
+    /// Bad input to a C-class loss.
+    #[error(transparent)]
+    Categorical(#[from] categorical::CategoricalError),
 }
 
 /// The class predicted for a probability of COVID.
