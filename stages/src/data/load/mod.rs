@@ -43,7 +43,7 @@ use super::resize::resize_u8;
 use crate::progress::Progress;
 pub use config::{
     CohenSource, FilterValue, FolderSource, LoadConfig, NpySource, OnBadImage, Source,
-    SyntheticSource,
+    SyntheticCounts, SyntheticSource, INDEX_COLUMNS, MAX_SYNTHETIC_CLASSES,
 };
 use confine::Confinement;
 use sources::SelectedFile;
@@ -57,10 +57,6 @@ pub enum LoadError {
     Invalid(#[from] crate::validate::ConfigError),
     #[error("label {label:?} is not one of the classes {classes:?}")]
     UnknownLabel { label: String, classes: Vec<String> },
-    #[error("synthetic source (seed {seed}): give exactly one of `count` and `count_per_class`")]
-    SyntheticCount { seed: u64 },
-    #[error("synthetic source needs two classes for its negative and positive images, classes are {classes:?}")]
-    SyntheticClasses { classes: Vec<String> },
     #[error("path {path:?} must be relative to the data root and must not contain `..`")]
     BadPath { path: String },
     #[error("folder {path} does not exist")]
@@ -92,6 +88,12 @@ pub enum LoadError {
     },
     #[error("CSV {path} has no column {column:?}")]
     MissingColumn { path: PathBuf, column: String },
+    #[error("{file}: the file name does not match group_pattern {pattern:?} of the folder source {folder:?}, so it has no group; change the pattern or move the file out")]
+    GroupPattern {
+        file: String,
+        pattern: String,
+        folder: String,
+    },
     #[error("{csv} line {line} selects {path}, which does not exist")]
     MissingImage {
         csv: PathBuf,
@@ -174,6 +176,10 @@ pub struct LoadReport {
     pub reoriented: usize,
     /// Bytes of image files read.
     pub bytes_read: u64,
+    /// Distinct groups, when a source declares `group_by` (a row with an empty group counts
+    /// as one of its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<usize>,
 }
 
 /// Rows of one class.
@@ -203,13 +209,16 @@ enum Item {
     Synthetic {
         seed: u64,
         index: u64,
-        positive: bool,
+        /// The class's place among the source's drawn classes: which visual cue it gets.
+        cue: usize,
     },
 }
 
 struct Planned {
     item: Item,
     label: u8,
+    /// The row's group, when its source declares `group_by`.
+    group: Option<String>,
 }
 
 /// The outcome of listing every source: rows to produce, files read, rows already lost.
@@ -229,6 +238,7 @@ struct Row {
     reoriented: bool,
     bytes: u64,
     from_file: bool,
+    group: Option<String>,
 }
 
 fn label_of(cfg: &LoadConfig, label: &str) -> Result<u8, LoadError> {
@@ -282,6 +292,7 @@ fn plan(cfg: &LoadConfig, data_root: &Path, read_arrays: bool) -> Result<Plan, L
                 for file in sel.files {
                     plan.inputs.push(file.abs.clone());
                     plan.rows.push(Planned {
+                        group: file.group.clone(),
                         item: Item::File(file),
                         label,
                     });
@@ -298,6 +309,7 @@ fn plan(cfg: &LoadConfig, data_root: &Path, read_arrays: bool) -> Result<Plan, L
                 for file in files {
                     plan.inputs.push(file.abs.clone());
                     plan.rows.push(Planned {
+                        group: file.group.clone(),
                         item: Item::File(file),
                         label,
                     });
@@ -321,43 +333,54 @@ fn plan(cfg: &LoadConfig, data_root: &Path, read_arrays: bool) -> Result<Plan, L
                         .extend(npy::rows(cfg, &images, &images_rel, &labels)?);
                 }
             }
-            Source::Synthetic(src) => {
-                let (neg, pos) = match (&src.labels, cfg.classes.as_slice()) {
-                    (Some([n, p]), _) => (label_of(cfg, n)?, label_of(cfg, p)?),
-                    (None, [_, _, ..]) => (0, 1),
-                    (None, _) => {
-                        return Err(LoadError::SyntheticClasses {
-                            classes: cfg.classes.clone(),
-                        })
-                    }
-                };
-                let (n_neg, n_pos) = match (src.count_per_class, src.count) {
-                    (Some(k), None) => (k, k),
-                    (None, Some(n)) => (n - n / 2, n / 2),
-                    _ => return Err(LoadError::SyntheticCount { seed: src.seed }),
-                };
-                if n_neg + n_pos == 0 {
-                    return Err(LoadError::EmptySource {
-                        source_desc: format!("synthetic seed {}", src.seed),
-                    });
-                }
-                for index in 0..(n_neg + n_pos) as u64 {
-                    let positive = index >= n_neg as u64;
-                    plan.rows.push(Planned {
-                        item: Item::Synthetic {
-                            seed: src.seed,
-                            index,
-                            positive,
-                        },
-                        label: if positive { pos } else { neg },
-                    });
-                }
-            }
+            Source::Synthetic(src) => plan.rows.extend(synthetic_rows(cfg, src)?),
         }
     }
     plan.inputs.sort();
     plan.inputs.dedup();
     Ok(plan)
+}
+
+/// The rows of a synthetic source: each drawn class's images in turn, the i-th drawn class
+/// with cue i, indices running on across classes; with `group_by`, `group_size` consecutive
+/// images of a class to a group.
+fn synthetic_rows(cfg: &LoadConfig, src: &SyntheticSource) -> Result<Vec<Planned>, LoadError> {
+    let labels: Vec<u8> = match &src.labels {
+        Some(names) => names
+            .iter()
+            .map(|n| label_of(cfg, n))
+            .collect::<Result<_, _>>()?,
+        // validate() bounds the classes drawn to MAX_SYNTHETIC_CLASSES.
+        None => (0..cfg.classes.len()).map(|i| i as u8).collect(),
+    };
+    let counts = src.counts(&cfg.classes);
+    if counts.iter().sum::<usize>() == 0 {
+        return Err(LoadError::EmptySource {
+            source_desc: format!("synthetic seed {}", src.seed),
+        });
+    }
+    let group_size = src.group_size.unwrap_or(1);
+    let mut rows = Vec::new();
+    let mut index = 0u64;
+    for (cue, (&label, &count)) in labels.iter().zip(&counts).enumerate() {
+        for i in 0..count {
+            let group = src
+                .group_by
+                .as_ref()
+                .map(|_| format!("synthetic-{}-{}-{}", src.seed, cue, i / group_size));
+            rows.push(Planned {
+                item: Item::Synthetic {
+                    seed: src.seed,
+                    index,
+                    cue,
+                },
+                label,
+                group,
+            });
+            index += 1;
+        }
+    }
+    Ok(rows)
 }
 
 /// Every file [`load`] will read with this config, sorted and deduplicated, without decoding
@@ -463,19 +486,38 @@ pub fn load(
         duplicates,
         reoriented: rows.iter().filter(|r| r.reoriented).count(),
         bytes_read: rows.iter().map(|r| r.bytes).sum(),
+        groups: cfg.group_column().map(|_| count_groups(&rows)),
         skipped,
     };
     let labels: Vec<u8> = rows.iter().map(|r| r.label).collect();
     output::write_all(
         out_dir,
-        &cfg.classes,
+        &output::Tables {
+            classes: &cfg.classes,
+            group_column: cfg.group_column(),
+            rows: &rows,
+            skipped: &report.skipped,
+        },
         size,
-        &rows,
         labels,
         pixels,
-        &report.skipped,
     )?;
     Ok(report)
+}
+
+/// Distinct non-empty groups, plus one for each row without a group.
+fn count_groups(rows: &[Row]) -> usize {
+    let mut named = std::collections::BTreeSet::new();
+    let mut own = 0;
+    for row in rows {
+        match row.group.as_deref() {
+            Some(g) if !g.is_empty() => {
+                named.insert(g);
+            }
+            _ => own += 1,
+        }
+    }
+    named.len() + own
 }
 
 /// Bytes of one `size x size x 3` row.
@@ -516,6 +558,7 @@ fn produce(
     slot: &mut [u8],
 ) -> Result<Row, DecodeError> {
     let label = planned.label;
+    let group = planned.group;
     let s = size as usize;
     match planned.item {
         Item::File(file) => {
@@ -532,6 +575,7 @@ fn produce(
                 reoriented: decoded.reoriented,
                 bytes: bytes.len() as u64,
                 from_file: true,
+                group,
             })
         }
         Item::Npy { rel, images, row } => {
@@ -555,14 +599,11 @@ fn produce(
                 reoriented: false,
                 bytes: 0,
                 from_file: false,
+                group,
             })
         }
-        Item::Synthetic {
-            seed,
-            index,
-            positive,
-        } => {
-            let pixels = synthetic::generate(seed, index, positive, size);
+        Item::Synthetic { seed, index, cue } => {
+            let pixels = synthetic::generate(seed, index, cue, size);
             slot.copy_from_slice(&pixels);
             Ok(Row {
                 path: format!("synthetic:seed={seed}#{index}"),
@@ -573,6 +614,7 @@ fn produce(
                 reoriented: false,
                 bytes: 0,
                 from_file: false,
+                group,
             })
         }
     }

@@ -70,6 +70,7 @@ pub(super) fn rows(
                     row,
                 },
                 label: value as u8,
+                group: None,
             })
         })
         .collect()

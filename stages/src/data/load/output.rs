@@ -6,23 +6,32 @@ use ndarray::{Array2, Array4};
 
 use super::{LoadError, Row, Skipped};
 
+/// What the CSV files are written from.
+pub(super) struct Tables<'a> {
+    /// Class names, indexed by label.
+    pub classes: &'a [String],
+    /// The groups' column of `index.csv`, when a source declares `group_by`.
+    pub group_column: Option<&'a str>,
+    pub rows: &'a [Row],
+    pub skipped: &'a [Skipped],
+}
+
 /// Writes `images.npy` (from `pixels`, the rows' images one after another), `labels.npy`,
 /// `index.csv` and `skipped.csv` into `out_dir`.
 pub(super) fn write_all(
     out_dir: &Path,
-    classes: &[String],
+    tables: &Tables,
     size: u32,
-    rows: &[Row],
     labels: Vec<u8>,
     pixels: Vec<u8>,
-    skipped: &[Skipped],
 ) -> Result<(), LoadError> {
     std::fs::create_dir_all(out_dir).map_err(|source| LoadError::OutDir {
         path: out_dir.to_path_buf(),
         source,
     })?;
-    write_index(&out_dir.join("index.csv"), classes, rows)?;
-    write_skipped(&out_dir.join("skipped.csv"), skipped)?;
+    write_index(&out_dir.join("index.csv"), tables)?;
+    write_skipped(&out_dir.join("skipped.csv"), tables.skipped)?;
+    let rows = tables.rows;
 
     let n = rows.len();
     let s = size as usize;
@@ -46,26 +55,37 @@ fn write_npy<A: ndarray_npy::WritableElement, D: ndarray::Dimension>(
     })
 }
 
-fn write_index(path: &Path, classes: &[String], rows: &[Row]) -> Result<(), LoadError> {
+/// `index.csv`: the fixed columns, then the groups' column when there is one (empty for a
+/// row whose source declares no group: a group of its own).
+fn write_index(path: &Path, tables: &Tables) -> Result<(), LoadError> {
     let err = |source| LoadError::WriteCsv {
         path: path.to_path_buf(),
         source,
     };
     let mut w = csv::Writer::from_path(path).map_err(err)?;
-    w.write_record(["row", "path", "label", "class", "blake3", "width", "height"])
-        .map_err(err)?;
-    for (i, r) in rows.iter().enumerate() {
-        let class = classes.get(usize::from(r.label)).map_or("", String::as_str);
-        w.write_record([
-            &i.to_string(),
+    let mut header = super::INDEX_COLUMNS.to_vec();
+    header.extend(tables.group_column);
+    w.write_record(&header).map_err(err)?;
+    for (i, r) in tables.rows.iter().enumerate() {
+        let class = tables
+            .classes
+            .get(usize::from(r.label))
+            .map_or("", String::as_str);
+        let (row, label, digest) = (i.to_string(), r.label.to_string(), r.digest.to_hex());
+        let (width, height) = (r.width.to_string(), r.height.to_string());
+        let mut record = vec![
+            row.as_str(),
             &r.path,
-            &r.label.to_string(),
+            &label,
             class,
-            r.digest.to_hex().as_str(),
-            &r.width.to_string(),
-            &r.height.to_string(),
-        ])
-        .map_err(err)?;
+            digest.as_str(),
+            &width,
+            &height,
+        ];
+        if tables.group_column.is_some() {
+            record.push(r.group.as_deref().unwrap_or(""));
+        }
+        w.write_record(&record).map_err(err)?;
     }
     w.flush().map_err(|e| err(e.into()))
 }

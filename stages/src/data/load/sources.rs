@@ -14,6 +14,9 @@ pub struct SelectedFile {
     pub abs: PathBuf,
     /// Relative to the data root, `/`-separated.
     pub rel: String,
+    /// The file's group, when its source declares `group_by` (may be empty: a group of its
+    /// own).
+    pub group: Option<String>,
 }
 
 /// Joins `/`-separated relative parts, refusing absolute paths and `..` so that a value in a
@@ -95,6 +98,7 @@ pub(super) fn select_cohen(
             })
     };
     let file_col = column(&src.filename_column)?;
+    let group_col = src.group_by.as_deref().map(column).transpose()?;
     let filters = src
         .filters
         .iter()
@@ -118,6 +122,7 @@ pub(super) fn select_cohen(
         let file = SelectedFile {
             abs: data_root.join(&rel),
             rel,
+            group: group_col.map(|i| cell(i).trim().to_owned()),
         };
         confine.check(&file.abs)?;
         if file.abs.is_file() {
@@ -135,12 +140,13 @@ pub(super) fn select_cohen(
 
 /// The images of a class folder in sorted file-name order, cut to `limit`. The folder and
 /// every selected file must pass `confine` (a file left out by `limit` is never opened, so
-/// it is not checked either).
+/// it is not checked either). With `group_pattern`, every selected file's name must match it.
 pub(super) fn select_folder(
     src: &FolderSource,
     data_root: &Path,
     confine: &Confinement,
 ) -> Result<Vec<SelectedFile>, LoadError> {
+    let pattern = src.pattern()?;
     let dir_rel = relative(&[&src.path])?;
     let dir = data_root.join(&dir_rel);
     confine.check(&dir)?;
@@ -175,7 +181,20 @@ pub(super) fn select_folder(
             let rel = relative(&[&dir_rel, &name])?;
             let abs = data_root.join(&rel);
             confine.check(&abs)?;
-            Ok(SelectedFile { abs, rel })
+            let group = match &pattern {
+                None => None,
+                Some(re) => match re.captures(&name).and_then(|c| c.get(1)) {
+                    Some(m) => Some(m.as_str().to_owned()),
+                    None => {
+                        return Err(LoadError::GroupPattern {
+                            file: rel,
+                            pattern: re.as_str().to_owned(),
+                            folder: dir_rel.clone(),
+                        })
+                    }
+                },
+            };
+            Ok(SelectedFile { abs, rel, group })
         })
         .collect()
 }

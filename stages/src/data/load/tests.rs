@@ -323,7 +323,7 @@ fn synthetic_total_count_and_config_errors() {
     assert_eq!((r.class_counts[0].count, r.class_counts[1].count), (3, 2));
     let mut both = cfg.clone();
     if let Source::Synthetic(s) = &mut both.sources[0] {
-        s.count_per_class = Some(2);
+        s.count_per_class = Some(SyntheticCounts::Each(2));
     }
     let err = load(&both, dir.path(), dir.path(), &NoProgress).unwrap_err();
     match err {
@@ -725,3 +725,4 @@ fn exif_orientation_is_applied() {
 }
 
 mod bad_input;
+mod groups;

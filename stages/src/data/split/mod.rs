@@ -6,6 +6,10 @@
 //! bounded sampling, so it depends only on the seed and `n`: not on threads, platforms, or a
 //! crate's shuffle internals. (It is not numpy's permutation: the indices differ from the seed
 //! notebook's, the proportions do not.)
+//!
+//! With `group_by`, rows that share a group (a patient) stay on one side ([`grouped`]), each
+//! class's test share kept near `test_fraction`; the groups come from a column of the load
+//! stage's `index.csv` ([`index`]), and [`shares`] says how near each class came.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,12 +19,21 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+mod grouped;
+pub mod index;
+pub mod shares;
+
+pub use grouped::{split_grouped, GroupCounts};
+pub use index::{read_index, IndexColumns};
+pub use shares::{class_shares, ClassShare, SHARE_TOLERANCE};
+
 /// Parameters of the split stage.
 ///
 /// ```toml
 /// test_fraction = 0.2   # default 0.2
 /// seed = 40             # default 40
 /// stratify = false      # default false
+/// group_by = "patientid" # optional: a column of load's index.csv (connect `index`)
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +45,10 @@ pub struct SplitConfig {
     /// Keep each class's proportion on both sides.
     #[serde(default)]
     pub stratify: bool,
+    /// Keep the rows that share this `index.csv` column's value on one side, each class's
+    /// test share near `test_fraction` ([`split_grouped`]); `stratify` is then implied.
+    #[serde(default)]
+    pub group_by: Option<String>,
 }
 
 fn default_test_fraction() -> f64 {
@@ -47,6 +64,7 @@ impl Default for SplitConfig {
             test_fraction: default_test_fraction(),
             seed: default_seed(),
             stratify: false,
+            group_by: None,
         }
     }
 }
@@ -79,6 +97,18 @@ pub enum SplitError {
     WriteCsv { path: PathBuf, source: csv::Error },
     #[error("split refers to row {row} but only {labels} labels were given")]
     Mismatch { row: usize, labels: usize },
+    #[error("{groups} groups given for {labels} labels")]
+    GroupCount { groups: usize, labels: usize },
+    #[error("the split grouped by {group_by} leaves class {class:?} with no {side} image: its {rows} images have {groups} {group_by} value(s) and a group is never divided; give the class more groups or change test_fraction")]
+    EmptySide {
+        class: String,
+        side: &'static str,
+        rows: u64,
+        groups: usize,
+        group_by: String,
+    },
+    #[error(transparent)]
+    Index(#[from] index::IndexError),
 }
 
 /// A partition of row indices.
@@ -90,6 +120,9 @@ pub struct Split {
     pub test: Vec<usize>,
     /// Rows per label on each side, for the run record.
     pub counts: SplitCounts,
+    /// Groups on each side, when the split is grouped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<GroupCounts>,
 }
 
 /// Rows per label (`label -> count`) on each side.
@@ -132,11 +165,22 @@ impl SplitConfig {
                 format!("must be strictly between 0 and 1, not {f}"),
             ));
         }
+        if self
+            .group_by
+            .as_deref()
+            .is_some_and(|g| g.trim().is_empty())
+        {
+            return Err(crate::validate::ConfigError::new(
+                "group_by",
+                "must name a column of the load stage's index.csv, not an empty string",
+            ));
+        }
         Ok(())
     }
 }
 
-/// Splits rows `0..labels.len()` into train and test.
+/// Splits rows `0..labels.len()` into train and test, ignoring `group_by` (see
+/// [`split_grouped`]).
 pub fn split(labels: &[u8], cfg: &SplitConfig) -> Result<Split, SplitError> {
     let f = cfg.test_fraction;
     if cfg.validate().is_err() {
@@ -177,6 +221,7 @@ pub fn split(labels: &[u8], cfg: &SplitConfig) -> Result<Split, SplitError> {
         train,
         test,
         counts,
+        groups: None,
     })
 }
 
@@ -227,8 +272,21 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>, SplitError> {
 }
 
 /// Writes `train_index.npy` and `test_index.npy` (u64, 1-D, permutation order) and
-/// `split.csv` (`row,side,label`, one line per row in row order) into `out_dir`.
-pub fn write_split(split: &Split, labels: &[u8], out_dir: &Path) -> Result<(), SplitError> {
+/// `split.csv` (`row,side,label`, one line per row in row order) into `out_dir`. With
+/// `groups` (a grouped split), `split.csv` gains a last column `group`: each row's group, empty
+/// for a row that is a group of its own.
+pub fn write_split(
+    split: &Split,
+    labels: &[u8],
+    groups: Option<&[String]>,
+    out_dir: &Path,
+) -> Result<(), SplitError> {
+    if let Some(groups) = groups.filter(|g| g.len() != labels.len()) {
+        return Err(SplitError::GroupCount {
+            groups: groups.len(),
+            labels: labels.len(),
+        });
+    }
     for (name, rows) in [
         ("train_index.npy", &split.train),
         ("test_index.npy", &split.test),
@@ -253,10 +311,17 @@ pub fn write_split(split: &Split, labels: &[u8], out_dir: &Path) -> Result<(), S
         }
     }
     let mut w = csv::Writer::from_path(&path).map_err(err)?;
-    w.write_record(["row", "side", "label"]).map_err(err)?;
+    let mut header = vec!["row", "side", "label"];
+    if groups.is_some() {
+        header.push("group");
+    }
+    w.write_record(&header).map_err(err)?;
     for (row, (s, l)) in side.iter().zip(labels).enumerate() {
-        w.write_record([row.to_string(), (*s).to_owned(), l.to_string()])
-            .map_err(err)?;
+        let mut record = vec![row.to_string(), (*s).to_owned(), l.to_string()];
+        if let Some(groups) = groups {
+            record.push(groups[row].clone());
+        }
+        w.write_record(&record).map_err(err)?;
     }
     w.flush().map_err(|e| err(e.into()))
 }
@@ -379,7 +444,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = labels(6, 4);
         let s = split(&l, &SplitConfig::default()).unwrap();
-        write_split(&s, &l, dir.path()).unwrap();
+        write_split(&s, &l, None, dir.path()).unwrap();
         let test: Array1<u64> = ndarray_npy::read_npy(dir.path().join("test_index.npy")).unwrap();
         assert_eq!(
             test.to_vec(),
@@ -392,7 +457,7 @@ mod tests {
         let side = if s.test.contains(&0) { "test" } else { "train" };
         assert_eq!(lines[1], format!("0,{side},1"));
         assert_eq!(lines[10].rsplit(',').next(), Some("0"));
-        let err = write_split(&s, &l[..5], dir.path()).unwrap_err();
+        let err = write_split(&s, &l[..5], None, dir.path()).unwrap_err();
         assert!(
             matches!(err, SplitError::Mismatch { labels: 5, .. }),
             "{err}"
