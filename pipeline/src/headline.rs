@@ -9,12 +9,31 @@
 
 use pipeline_engine::human::format_metric;
 use pipeline_engine::runs::record::{RunRecord, StageRecord};
+use stages::metrics::slug;
 
 /// Metrics shown first when the experiment names none (`headline = [...]`).
 pub const DEFAULT_HEADLINE: [&str; 3] = ["sensitivity", "specificity", "roc_auc"];
 
-/// The rates the generalization warning compares against the test split's interval.
+/// The rates the generalization warning compares against the test split's interval (two
+/// classes; with more, each class's own, see [`checked_rates`]).
 const CHECKED_RATES: [&str; 2] = ["sensitivity", "specificity"];
+
+/// How far past an interval's bound a rate may lie and still count as inside: far below any
+/// difference a rate of a few hundred images can show, far above rounding.
+const BOUND_SLACK: f64 = 1e-9;
+
+/// Metrics shown first for three or more classes when the experiment names none.
+pub const DEFAULT_CLASS_HEADLINE: [&str; 3] = ["test_accuracy", "macro_f1", "macro_roc_auc"];
+
+/// The per-class metrics of a C-class evaluation, by the start of their names, with the
+/// words a table row uses for them (see `stages::metrics::ClassResults::scalars`).
+const PER_CLASS: [(&str, &str); 5] = [
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+    ("precision", "precision"),
+    ("f1", "F1"),
+    ("roc_auc", "ROC AUC (one vs rest)"),
+];
 
 /// One evaluation set's results, as recorded by its `evaluate` stage.
 #[derive(Debug, Clone)]
@@ -24,6 +43,8 @@ pub struct EvalSet<'a> {
     /// `true` for the test split of the training data, `false` for an external set.
     pub internal: bool,
     pub metrics: &'a std::collections::BTreeMap<String, f64>,
+    /// The class names the stage noted (any classes but model1's NORMAL and COVID), by label.
+    pub classes: Option<Vec<String>>,
 }
 
 impl EvalSet<'_> {
@@ -40,15 +61,36 @@ impl EvalSet<'_> {
         }
     }
 
-    /// "55 images: 33 COVID, 22 NORMAL".
+    /// "55 images: 33 COVID, 22 NORMAL": two classes positive first, more in label order,
+    /// each named as the experiment names it.
     pub fn make_up(&self) -> String {
         let count = |n: Option<f64>| n.map_or("?".to_string(), |v| format!("{}", v as u64));
-        format!(
-            "{} images: {} COVID, {} NORMAL",
-            count(self.get("n_test")),
-            count(self.get("n_covid")),
-            count(self.get("n_normal"))
-        )
+        let classes = match &self.classes {
+            Some(names) => {
+                let mut parts: Vec<String> = names
+                    .iter()
+                    .map(|name| {
+                        let n = self.get(&format!("n_{}", slug(name)));
+                        format!("{} {name}", count(n))
+                    })
+                    .collect();
+                if parts.len() == 2 {
+                    parts.reverse();
+                }
+                parts.join(", ")
+            }
+            None => format!(
+                "{} COVID, {} NORMAL",
+                count(self.get("n_covid")),
+                count(self.get("n_normal"))
+            ),
+        };
+        format!("{} images: {classes}", count(self.get("n_test")))
+    }
+
+    /// Three or more classes, named.
+    fn many_classes(&self) -> Option<&[String]> {
+        self.classes.as_deref().filter(|c| c.len() > 2)
     }
 
     /// A metric with its 95 % interval when the stage recorded one: `0.974 [0.868, 0.995]`.
@@ -85,6 +127,9 @@ pub struct Headline<'a> {
     pub sets: Vec<EvalSet<'a>>,
     /// One plain sentence per external result outside the test split's 95 % interval.
     pub warnings: Vec<String>,
+    /// With three or more classes, the per-class rows shown below the headline metrics:
+    /// (label, metric name), e.g. ("COVID-19 sensitivity", "sensitivity_covid_19").
+    pub class_rows: Vec<(String, String)>,
 }
 
 impl<'a> Headline<'a> {
@@ -97,15 +142,23 @@ impl<'a> Headline<'a> {
                 stage: &s.name,
                 internal: s.inputs.contains_key("test"),
                 metrics: &s.metrics,
+                classes: class_note(s),
             })
             .collect();
         // Stable: the test split first, the rest in the order they ran.
         sets.sort_by_key(|s| !s.internal);
-        let metrics = if record.experiment.headline.is_empty() {
-            DEFAULT_HEADLINE.iter().map(|m| m.to_string()).collect()
-        } else {
+        let many = sets.iter().find_map(EvalSet::many_classes);
+        let metrics = if !record.experiment.headline.is_empty() {
             record.experiment.headline.clone()
+        } else if many.is_some() {
+            DEFAULT_CLASS_HEADLINE
+                .iter()
+                .map(|m| m.to_string())
+                .collect()
+        } else {
+            DEFAULT_HEADLINE.iter().map(|m| m.to_string()).collect()
         };
+        let class_rows = many.map_or_else(Vec::new, class_rows);
         let warnings = match sets.iter().find(|s| s.internal) {
             Some(internal) => sets
                 .iter()
@@ -124,7 +177,18 @@ impl<'a> Headline<'a> {
             metrics,
             sets,
             warnings,
+            class_rows,
         }
+    }
+
+    /// A metric's row label: [`metric_label`], with a class's slug replaced by its name
+    /// (`sensitivity_covid_19` -> "sensitivity COVID-19").
+    pub fn label(&self, metric: &str) -> String {
+        self.sets
+            .iter()
+            .find_map(|s| s.classes.as_deref())
+            .and_then(|classes| class_metric_label(metric, classes))
+            .unwrap_or_else(|| metric_label(metric))
     }
 
     /// Nothing to say: no banner, no caveat, no evaluation set.
@@ -137,13 +201,13 @@ impl<'a> Headline<'a> {
         let Some((stage, metric)) = qualified.split_once('.') else {
             return false;
         };
+        let shown = |m: &String| {
+            metric == m || metric == format!("{m}_ci_low") || metric == format!("{m}_ci_high")
+        };
         self.sets.iter().any(|s| s.stage == stage)
-            && self.metrics.iter().any(|m| {
-                metric == m
-                    || metric == format!("{m}_ci_low")
-                    || metric == format!("{m}_ci_high")
-                    || ["n_test", "n_covid", "n_normal"].contains(&metric)
-            })
+            && (metric.starts_with("n_")
+                || self.metrics.iter().any(shown)
+                || self.class_rows.iter().any(|(_, m)| shown(m)))
     }
 
     /// Plain-text lines for the terminal: banner, caveats, a table with one column per set,
@@ -167,7 +231,22 @@ impl<'a> Headline<'a> {
             ];
             for m in &self.metrics {
                 rows.push(
-                    std::iter::once(metric_label(m))
+                    std::iter::once(self.label(m))
+                        .chain(self.sets.iter().map(|s| s.value_text(m)))
+                        .collect(),
+                );
+            }
+            if !self.class_rows.is_empty() {
+                rows.push(vec![String::new(); self.sets.len() + 1]);
+                rows.push(
+                    std::iter::once("per class (one vs rest)".to_string())
+                        .chain(self.sets.iter().map(|_| String::new()))
+                        .collect(),
+                );
+            }
+            for (label, m) in &self.class_rows {
+                rows.push(
+                    std::iter::once(label.clone())
                         .chain(self.sets.iter().map(|s| s.value_text(m)))
                         .collect(),
                 );
@@ -196,8 +275,67 @@ impl<'a> Headline<'a> {
 pub fn metric_label(metric: &str) -> String {
     match metric {
         "roc_auc" => "ROC AUC".into(),
+        "macro_roc_auc" => "macro ROC AUC".into(),
         m => m.replace('_', " "),
     }
+}
+
+/// The classes an evaluate stage noted (`classes`), when it did.
+fn class_note(stage: &StageRecord) -> Option<Vec<String>> {
+    let list = stage.notes.get("classes")?.as_array()?;
+    list.iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect::<Option<Vec<_>>>()
+        .filter(|c| c.len() >= 2)
+}
+
+/// The per-class rows of `classes`: each class's five one-vs-rest metrics, then every
+/// pairwise AUC.
+fn class_rows(classes: &[String]) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    for name in classes {
+        for (metric, words) in PER_CLASS {
+            rows.push((
+                format!("{name} {words}"),
+                format!("{metric}_{}", slug(name)),
+            ));
+        }
+    }
+    for (i, a) in classes.iter().enumerate() {
+        for b in &classes[i + 1..] {
+            rows.push((
+                format!("{a} vs {b}: pairwise ROC AUC"),
+                format!("pairwise_roc_auc_{}_vs_{}", slug(a), slug(b)),
+            ));
+        }
+    }
+    rows
+}
+
+/// "COVID-19 sensitivity" for `sensitivity_covid_19` when COVID-19 is among `classes`.
+pub fn class_metric_label(metric: &str, classes: &[String]) -> Option<String> {
+    if let Some((label, _)) = class_rows(classes).into_iter().find(|(_, m)| m == metric) {
+        return Some(label);
+    }
+    classes.iter().find_map(|name| {
+        let count = format!("n_{}", slug(name));
+        (metric == count).then(|| format!("{name} images"))
+    })
+}
+
+/// The rates the warning checks: two classes' `sensitivity` and `specificity`, and each
+/// noted class's own (with its name, for the sentence).
+fn checked_rates(classes: Option<&[String]>) -> Vec<(String, Option<&str>)> {
+    let mut rates: Vec<(String, Option<&str>)> = CHECKED_RATES
+        .iter()
+        .map(|r| (r.to_string(), None))
+        .collect();
+    for name in classes.unwrap_or_default() {
+        for rate in CHECKED_RATES {
+            rates.push((format!("{rate}_{}", slug(name)), Some(name.as_str())));
+        }
+    }
+    rates
 }
 
 /// Counts are integers: image numbers and confusion cells.
@@ -219,18 +357,35 @@ pub fn value_text(metric: &str, value: f64) -> String {
 
 /// The warnings for one external set: each checked rate whose external value falls outside
 /// the test split's 95 % interval, as one plain sentence with both numbers.
+///
+/// With three or more classes each class is checked on its own, and the sentence names it:
+/// "COVID-19's sensitivity on the external set ...". A class absent from either set has no
+/// rate there and so no warning.
 pub fn generalization_warnings(internal: &EvalSet, external: &EvalSet) -> Vec<String> {
-    CHECKED_RATES
-        .iter()
-        .filter_map(|&rate| {
-            let (low, high) = internal.interval(rate)?;
-            let inside = internal.get(rate)?;
-            let outside = external.get(rate)?;
-            if (low..=high).contains(&outside) {
+    let classes = internal.classes.as_deref();
+    checked_rates(classes)
+        .into_iter()
+        .filter_map(|(rate, class)| {
+            let (low, high) = internal.interval(&rate)?;
+            let inside = internal.get(&rate)?;
+            let outside = external.get(&rate)?;
+            // A hair of slack: the Wilson bound of a perfect rate can round to just below 1
+            // (10 of 10 gives 1 - 1e-16), and a perfect external rate is not outside it.
+            if (low - BOUND_SLACK..=high + BOUND_SLACK).contains(&outside) {
                 return None;
             }
+            let what = match class {
+                None => rate.clone(),
+                Some(name) => {
+                    let base = CHECKED_RATES
+                        .iter()
+                        .find(|r| rate.starts_with(*r))
+                        .unwrap_or(&"rate");
+                    format!("{name}'s {base}")
+                }
+            };
             Some(format!(
-                "{rate} on the external set `{}` is {outside:.3}, outside the test split's 95 % \
+                "{what} on the external set `{}` is {outside:.3}, outside the test split's 95 % \
                  interval [{low:.3}, {high:.3}] (test split: {inside:.3}): the test split's \
                  results do not carry over to these images.",
                 external.stage
@@ -304,7 +459,88 @@ mod tests {
             stage,
             internal,
             metrics: m,
+            classes: None,
         }
+    }
+
+    /// A three-class evaluation's metrics: COVID-19 found `covid` of `n_covid` and kept out
+    /// `rest` of `n_rest`; the other classes perfect.
+    fn three(covid: u64, n_covid: u64, rest: u64, n_rest: u64) -> BTreeMap<String, f64> {
+        use stages::metrics::{Proportion, Z_95};
+        let mut m = BTreeMap::new();
+        let mut put = |name: &str, k: u64, n: u64| {
+            let p = Proportion {
+                successes: k,
+                trials: n,
+            };
+            let ci = p.wilson(Z_95).expect("trials");
+            m.insert(name.to_string(), p.value().expect("trials"));
+            m.insert(format!("{name}_ci_low"), ci.low);
+            m.insert(format!("{name}_ci_high"), ci.high);
+        };
+        put("sensitivity_covid_19", covid, n_covid);
+        put("specificity_covid_19", rest, n_rest);
+        put("sensitivity_pneumonia", 10, 10);
+        put("specificity_pneumonia", 30, 30);
+        m.insert("n_test".into(), (n_covid + n_rest) as f64);
+        m.insert("n_covid_19".into(), n_covid as f64);
+        m.insert("n_pneumonia".into(), 10.0);
+        m.insert("n_normal".into(), (n_rest - 10) as f64);
+        m.insert("macro_roc_auc".into(), 0.75);
+        m
+    }
+
+    fn names() -> Option<Vec<String>> {
+        Some(vec!["NORMAL".into(), "PNEUMONIA".into(), "COVID-19".into()])
+    }
+
+    #[test]
+    fn a_class_outside_its_interval_is_named_and_the_others_are_not() {
+        // Test split: COVID-19 19 of 20 found, 20 of 20 others kept out. External: 6 of 20
+        // found (0.3, far below [0.764, 0.991]); specificity 38 of 40 (0.95, inside).
+        let inside = three(19, 20, 20, 20);
+        let outside = three(6, 20, 38, 40);
+        let mut internal = set("evaluate", true, &inside);
+        internal.classes = names();
+        let mut external = set("external", false, &outside);
+        external.classes = names();
+        let w = generalization_warnings(&internal, &external);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "COVID-19's sensitivity on the external set `external` is 0.300, outside the \
+                 test split's 95 % interval [0.764, 0.991] (test split: 0.950)"
+            ),
+            "{w:?}"
+        );
+        assert!(!w.iter().any(|w| w.contains("PNEUMONIA")));
+        assert_eq!(
+            external.make_up(),
+            "60 images: 30 NORMAL, 10 PNEUMONIA, 20 COVID-19"
+        );
+    }
+
+    #[test]
+    fn class_metrics_have_their_class_s_name_in_labels() {
+        let classes = names().expect("names");
+        assert_eq!(
+            class_metric_label("sensitivity_covid_19", &classes).as_deref(),
+            Some("COVID-19 sensitivity")
+        );
+        assert_eq!(
+            class_metric_label("pairwise_roc_auc_pneumonia_vs_covid_19", &classes).as_deref(),
+            Some("PNEUMONIA vs COVID-19: pairwise ROC AUC")
+        );
+        assert_eq!(class_metric_label("macro_f1", &classes), None);
+        assert_eq!(metric_label("macro_roc_auc"), "macro ROC AUC");
+        // A two-class experiment of other classes counts its own.
+        let m: BTreeMap<String, f64> = [("n_test", 51.0), ("n_covid", 35.0), ("n_pneumonia", 16.0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let mut s = set("evaluate", true, &m);
+        s.classes = Some(vec!["PNEUMONIA".into(), "COVID".into()]);
+        assert_eq!(s.make_up(), "51 images: 35 COVID, 16 PNEUMONIA");
     }
 
     #[test]

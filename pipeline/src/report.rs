@@ -17,7 +17,7 @@ use base64::Engine as _;
 use pipeline_engine::human::{format_bytes, format_seconds};
 use pipeline_engine::runs::record::{CacheUse, RunRecord, StageRecord};
 
-use crate::headline::{metric_label, value_text as metric_text, Headline};
+use crate::headline::{value_text as metric_text, Headline};
 use crate::html::escape::{Esc, Href};
 use crate::html::page;
 
@@ -235,19 +235,51 @@ fn summary(out: &mut String, h: &Headline) -> fmt::Result {
         }
         writeln!(out, "</tr></thead><tbody>")?;
         for m in &h.metrics {
-            write!(out, "<tr><th>{}</th>", Esc(&metric_label(m)))?;
+            write!(out, "<tr><th>{}</th>", Esc(&h.label(m)))?;
             for s in &h.sets {
                 write!(out, "<td class=\"num\">{}</td>", Esc(&s.value_text(m)))?;
             }
             writeln!(out, "</tr>")?;
         }
-        writeln!(
-            out,
-            "</tbody></table><p class=\"muted\">Brackets: 95 % intervals (Wilson for \
-             proportions). The remaining metrics are listed below.</p>"
-        )?;
+        if h.class_rows.is_empty() {
+            writeln!(
+                out,
+                "</tbody></table><p class=\"muted\">Brackets: 95 % intervals (Wilson for \
+                 proportions). The remaining metrics are listed below.</p>"
+            )?;
+        } else {
+            writeln!(out, "</tbody></table>")?;
+            class_table(out, h)?;
+            writeln!(
+                out,
+                "<p class=\"muted\">Brackets: 95 % intervals (Wilson for proportions); n/a: \
+                 undefined (a class absent from a set has no sensitivity there). The remaining \
+                 metrics are listed below.</p>"
+            )?;
+        }
     }
     writeln!(out, "</section>")
+}
+
+/// Three or more classes: each class's one-vs-rest metrics and the pairwise AUCs, the
+/// evaluation sets side by side as in the headline table.
+fn class_table(out: &mut String, h: &Headline) -> fmt::Result {
+    writeln!(
+        out,
+        "<h3>Per class (one vs rest)</h3>\n<table class=\"headline per-class\"><thead><tr><th></th>"
+    )?;
+    for s in &h.sets {
+        writeln!(out, "<th>{}</th>", Esc(&s.title()))?;
+    }
+    writeln!(out, "</tr></thead><tbody>")?;
+    for (label, m) in &h.class_rows {
+        write!(out, "<tr><th>{}</th>", Esc(label))?;
+        for s in &h.sets {
+            write!(out, "<td class=\"num\">{}</td>", Esc(&s.value_text(m)))?;
+        }
+        writeln!(out, "</tr>")?;
+    }
+    writeln!(out, "</tbody></table>")
 }
 
 fn metrics(out: &mut String, r: &RunRecord, headline: &Headline) -> fmt::Result {
@@ -763,6 +795,63 @@ mod tests {
         let html = render(&r, dir.path());
         assert!(html.contains("id=\"headline\""));
         assert!(!html.contains("Warning:"));
+    }
+
+    #[test]
+    fn three_classes_get_a_per_class_table_with_named_classes_and_warnings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = |covid_sens: f64, n: f64| {
+            vec![
+                ("n_test", n),
+                ("n_normal", 10.0),
+                ("n_pneumonia", 0.0),
+                ("n_covid_19", n - 10.0),
+                ("test_accuracy", 0.8),
+                ("test_accuracy_ci_low", 0.7),
+                ("test_accuracy_ci_high", 0.9),
+                ("macro_roc_auc", 0.9),
+                ("sensitivity_covid_19", covid_sens),
+                ("sensitivity_covid_19_ci_low", 0.8),
+                ("sensitivity_covid_19_ci_high", 0.99),
+                ("specificity_covid_19", 0.9),
+                ("roc_auc_covid_19", 0.95),
+                ("pairwise_roc_auc_pneumonia_vs_covid_19", 0.52),
+            ]
+        };
+        let classes =
+            toml::Value::Array(vec!["NORMAL".into(), "PNEUMONIA".into(), "COVID-19".into()]);
+        let mut test = evaluation("evaluate", true, &metrics(0.95, 30.0));
+        test.notes.insert("classes".into(), classes.clone());
+        let mut external = evaluation("external", false, &metrics(0.4, 25.0));
+        external.notes.insert("classes".into(), classes);
+        let mut r = record(vec![test, external]);
+        r.experiment.headline = vec![
+            "sensitivity_covid_19".into(),
+            "macro_roc_auc".into(),
+            "pairwise_roc_auc_pneumonia_vs_covid_19".into(),
+        ];
+        let html = render(&r, dir.path());
+        assert!(html.contains(
+            "test split (`evaluate`)<br><span class=\"muted\">30 images: 10 NORMAL, 0 PNEUMONIA, 20 COVID-19"
+        ), "{html}");
+        assert!(html.contains(
+            "<tr><th>COVID-19 sensitivity</th><td class=\"num\">0.950 [0.800, 0.990]</td><td class=\"num\">0.400 [0.800, 0.990]</td></tr>"
+        ), "{html}");
+        assert!(html.contains("<tr><th>macro ROC AUC</th><td class=\"num\">0.900</td>"));
+        assert!(html.contains("<h3>Per class (one vs rest)</h3>"));
+        // PNEUMONIA is absent from both sets: n/a, not 0.
+        assert!(html.contains(
+            "<tr><th>PNEUMONIA sensitivity</th><td class=\"num\">n/a</td><td class=\"num\">n/a</td></tr>"
+        ), "{html}");
+        assert!(html.contains(
+            "<tr><th>PNEUMONIA vs COVID-19: pairwise ROC AUC</th><td class=\"num\">0.520</td>"
+        ));
+        assert!(html.contains(
+            "<strong>Warning:</strong> COVID-19&#39;s sensitivity on the external set `external` is 0.400"
+        ), "{html}");
+        // Per-class metrics shown in the tables are not listed again below.
+        assert!(!html.contains("<code>external.specificity_covid_19</code>"));
+        assert!(!html.contains("<code>evaluate.n_covid_19</code>"));
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! The evaluate stage: the trained model's predictions on the test rows (or, for an external
 //! evaluation set, on every row), every metric of [`crate::metrics`] written as CSV, and the
-//! set's confusion matrix and ROC curve drawn, titled with the set they show.
+//! set's confusion matrix and ROC curve drawn, titled with the set they show. [`run`] gets
+//! the model's probabilities; [`evaluate_probabilities`] does everything after them, for two
+//! classes (the seed's files, byte for byte) or more.
 
 use std::path::Path;
 
 use crate::arrays::{self, ArrayError};
-use crate::figures::{plot_confusion_of, plot_roc_of, EvaluatedSet, FigureError};
+use crate::figures::{
+    plot_class_confusion, plot_class_roc, plot_confusion_of, plot_roc_of, EvaluatedSet, FigureError,
+};
+use crate::metrics::class_io::{write_class_predictions_csv, write_class_results};
 use crate::metrics::io::{write_all, write_predictions_csv, PREDICTIONS_CSV};
-use crate::metrics::{Evaluation, MetricsError};
+use crate::metrics::{ClassNames, ClassResults, Evaluation, MetricsError, CLASS_NAMES};
 use crate::model::inference::{head_logits, sigmoid};
 use crate::model::spec::HEAD_INPUTS;
 use crate::model::{checkpoint, Backend, ModelError};
@@ -41,6 +46,9 @@ pub enum EvaluateError {
     Invalid(#[from] ConfigError),
     #[error(transparent)]
     Figure(#[from] FigureError),
+    /// The probabilities, labels and names given do not fit together.
+    #[error("evaluate: {0}")]
+    Inputs(String),
 }
 
 pub struct EvaluateInputs<'a> {
@@ -63,7 +71,7 @@ pub fn run(
     inputs: &EvaluateInputs,
     threshold: f32,
     out_dir: &Path,
-) -> Result<Evaluation, EvaluateError> {
+) -> Result<Outcome, EvaluateError> {
     ThresholdConfig {
         threshold: threshold.into(),
     }
@@ -76,7 +84,7 @@ pub fn run(
         Some(path) => arrays::read_index(path)?,
         None => (0..labels.len()).collect(),
     };
-    let names = image_names(inputs.index)?;
+    let index = read_index_csv(inputs.index)?;
     if shape.len() != 2 || shape[1] != HEAD_INPUTS || shape[0] != labels.len() {
         return Err(ArrayError::Shape {
             path: inputs.features.to_path_buf(),
@@ -89,7 +97,7 @@ pub fn run(
     let mut y = Vec::with_capacity(rows.len());
     let mut images = Vec::with_capacity(rows.len());
     for &r in &rows {
-        let (Some(&label), Some(name)) = (labels.get(r), names.get(r)) else {
+        let (Some(&label), Some(name)) = (labels.get(r), index.paths.get(r)) else {
             return Err(EvaluateError::Index {
                 path: inputs
                     .test_index
@@ -100,53 +108,216 @@ pub fn run(
             });
         };
         x.extend_from_slice(&features[r * HEAD_INPUTS..(r + 1) * HEAD_INPUTS]);
-        y.push(label);
+        y.push(u32::from(label));
         images.push(name.clone());
     }
+    // The two-class head: one sigmoid probability p per image, as rows [1 - p, p] (p itself
+    // is what every two-class metric reads, so nothing about it changes).
+    // MERGE (issue 27, softmax head): replace these lines by
+    //     let probabilities = class_probabilities(backend, model.head, &model.weights, &x,
+    //         rows.len())?;
+    //     let (n_classes, probabilities) = (probabilities.classes, probabilities.values);
+    // and `index.class_names(n_classes)` below by `model.classes().to_vec()`.
+    let n_classes = 2;
     let probabilities: Vec<f32> = head_logits(backend, model.head, &model.weights, &x, rows.len())?
         .into_iter()
-        .map(sigmoid)
+        .flat_map(|logit| {
+            let p = sigmoid(logit);
+            [1.0 - p, p]
+        })
         .collect();
-    let evaluation = Evaluation::compute(&y, &probabilities, threshold)?;
-    write_all(&evaluation, out_dir)?;
-    write_predictions_csv(
-        &y,
-        &probabilities,
-        &images,
+    let set = match inputs.test_index {
+        Some(_) => SetKind::TestSplit,
+        None => SetKind::External,
+    };
+    evaluate_probabilities(
+        &EvaluatedProbabilities {
+            labels: &y,
+            probabilities: &probabilities,
+            classes: &index.class_names(n_classes),
+            images: &images,
+            set,
+        },
         threshold,
-        &out_dir.join(PREDICTIONS_CSV),
-    )?;
+        out_dir,
+    )
+}
+
+/// Which images an evaluation covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    /// The split's test rows.
+    TestSplit,
+    /// Every row of a separately loaded set.
+    External,
+}
+
+/// What the evaluate stage computes from once it has the model's probabilities.
+#[derive(Debug, Clone, Copy)]
+pub struct EvaluatedProbabilities<'a> {
+    /// True class of each image, in `0..C`.
+    pub labels: &'a [u32],
+    /// N x C, row-major: each image's probability of each class (for two classes the rows
+    /// `[1 - p, p]` of the sigmoid head, p being what the metrics read).
+    pub probabilities: &'a [f32],
+    /// The C class names, by label.
+    pub classes: &'a [String],
+    /// Each image's path under its data root, for `predictions.csv`.
+    pub images: &'a [String],
+    pub set: SetKind,
+}
+
+/// An evaluation of two classes (the seed's metrics and files, byte for byte) or of more.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Binary(Evaluation),
+    Classes(ClassResults),
+}
+
+impl Outcome {
+    /// The named scalars of `metrics.csv`, NaN where undefined.
+    pub fn scalars(&self) -> Vec<(String, f64)> {
+        match self {
+            Outcome::Binary(e) => e.scalars(),
+            Outcome::Classes(r) => r
+                .scalars()
+                .into_iter()
+                .map(|(name, value)| (name, value.unwrap_or(f64::NAN)))
+                .collect(),
+        }
+    }
+
+    /// The classes evaluated, by label.
+    pub fn classes(&self) -> &ClassNames {
+        match self {
+            Outcome::Binary(e) => &e.classes,
+            Outcome::Classes(r) => &r.classes,
+        }
+    }
+}
+
+/// Everything after the model: computes the metrics of `given`, writes the stage's five CSV
+/// files and its figures into `out_dir` (which must exist) and returns the evaluation. Two
+/// classes go through the seed's binary metrics at `threshold` (on column 1); three or more
+/// predict the argmax and ignore `threshold`.
+pub fn evaluate_probabilities(
+    given: &EvaluatedProbabilities,
+    threshold: f32,
+    out_dir: &Path,
+) -> Result<Outcome, EvaluateError> {
+    let classes = ClassNames::new(given.classes.to_vec())?;
+    let c = classes.len();
+    let n = given.labels.len();
+    if given.probabilities.len() != n * c || given.images.len() != n {
+        return Err(EvaluateError::Inputs(format!(
+            "{n} labels and {c} classes need {} probabilities and {n} image names, got {} and {}",
+            n * c,
+            given.probabilities.len(),
+            given.images.len()
+        )));
+    }
+    let counts = |labels: &[u32]| -> Vec<u64> {
+        (0..c)
+            .map(|k| labels.iter().filter(|&&l| l as usize == k).count() as u64)
+            .collect()
+    };
     // Drawn here rather than by the plot stage, so that every evaluation, however many
     // external sets an experiment has, gets its own figures from the numbers it computed.
-    let set = match inputs.test_index {
-        Some(_) => EvaluatedSet::TestSplit,
-        None => EvaluatedSet::external(&evaluation.confusion),
+    let set = match given.set {
+        SetKind::TestSplit => EvaluatedSet::TestSplit,
+        SetKind::External => EvaluatedSet::external(classes.names(), &counts(given.labels)),
     };
-    plot_confusion_of(&evaluation.confusion, set, out_dir)?;
-    plot_roc_of(&evaluation.roc, set, out_dir)?;
-    Ok(evaluation)
+    if c == 2 {
+        let mut labels = Vec::with_capacity(n);
+        for (i, &l) in given.labels.iter().enumerate() {
+            labels.push(u8::try_from(l).ok().filter(|&l| l <= 1).ok_or_else(|| {
+                EvaluateError::Inputs(format!("label {l} of image {i} is neither 0 nor 1"))
+            })?);
+        }
+        let positive: Vec<f32> = given.probabilities.chunks_exact(2).map(|r| r[1]).collect();
+        let evaluation =
+            Evaluation::compute(&labels, &positive, threshold)?.with_classes(classes)?;
+        write_all(&evaluation, out_dir)?;
+        write_predictions_csv(
+            &labels,
+            &positive,
+            given.images,
+            &evaluation.classes,
+            threshold,
+            &out_dir.join(PREDICTIONS_CSV),
+        )?;
+        plot_confusion_of(&evaluation.confusion, &evaluation.classes, &set, out_dir)?;
+        plot_roc_of(&evaluation.roc, &set, out_dir)?;
+        return Ok(Outcome::Binary(evaluation));
+    }
+    let results = ClassResults::compute(given.labels, given.probabilities, classes)?;
+    write_class_results(&results, out_dir)?;
+    write_class_predictions_csv(
+        given.labels,
+        given.probabilities,
+        given.images,
+        &results.classes,
+        &out_dir.join(PREDICTIONS_CSV),
+    )?;
+    plot_class_confusion(&results, &set, out_dir)?;
+    plot_class_roc(&results, &set, out_dir)?;
+    Ok(Outcome::Classes(results))
 }
 
 /// The figures the stage draws, by file stem (each as PNG and SVG).
 pub const FIGURES: [&str; 2] = ["confusion", "roc"];
 
-/// The `path` column of the load stage's `index.csv`, by row.
-fn image_names(index: &Path) -> Result<Vec<String>, EvaluateError> {
+/// What the evaluate stage reads from the load stage's `index.csv`.
+struct IndexCsv {
+    /// The `path` column, by row.
+    paths: Vec<String>,
+    /// The `class` name of each `label` seen (none when the file has no such columns).
+    classes: std::collections::BTreeMap<usize, String>,
+}
+
+impl IndexCsv {
+    /// The names of `n_classes` classes: each label's name in `index.csv`; a label no row
+    /// has is model1's name for a two-class model (a two-class checkpoint's default) and
+    /// `class K` otherwise. (Until the checkpoint records its classes.)
+    fn class_names(&self, n_classes: usize) -> Vec<String> {
+        (0..n_classes)
+            .map(|k| match self.classes.get(&k) {
+                Some(name) => name.clone(),
+                None if n_classes == 2 => CLASS_NAMES[k].to_owned(),
+                None => format!("class {k}"),
+            })
+            .collect()
+    }
+}
+
+/// The `path` column of the load stage's `index.csv`, by row, and its class names.
+fn read_index_csv(index: &Path) -> Result<IndexCsv, EvaluateError> {
     let err = |message: String| EvaluateError::Index {
         path: index.display().to_string(),
         message,
     };
     let mut reader = csv::Reader::from_path(index).map_err(|e| err(e.to_string()))?;
     let headers = reader.headers().map_err(|e| err(e.to_string()))?.clone();
-    let column = headers
-        .iter()
-        .position(|h| h == "path")
-        .ok_or_else(|| err("no `path` column".into()))?;
-    reader
-        .records()
-        .map(|r| {
-            r.map_err(|e| err(e.to_string()))
-                .map(|rec| rec.get(column).unwrap_or_default().to_string())
-        })
-        .collect()
+    let find = |name: &str| headers.iter().position(|h| h == name);
+    let column = find("path").ok_or_else(|| err("no `path` column".into()))?;
+    let (label, class) = (find("label"), find("class"));
+    let mut out = IndexCsv {
+        paths: Vec::new(),
+        classes: Default::default(),
+    };
+    for record in reader.records() {
+        let record = record.map_err(|e| err(e.to_string()))?;
+        out.paths
+            .push(record.get(column).unwrap_or_default().to_string());
+        let named = label
+            .zip(class)
+            .and_then(|(l, c)| Some((record.get(l)?.parse::<usize>().ok()?, record.get(c)?)));
+        if let Some((l, c)) = named.filter(|(_, c)| !c.is_empty()) {
+            out.classes.entry(l).or_insert_with(|| c.to_owned());
+        }
+    }
+    Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

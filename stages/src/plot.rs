@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::arrays::{self, ArrayError};
 use crate::figures::{plot_history, plot_predictions, FigureError, PredictionSample};
-use crate::metrics::io::read_predictions_csv;
+use crate::metrics::io::{read_predictions_csv, Predictions};
 use crate::metrics::{History, MetricsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,13 +49,13 @@ pub fn run(inputs: &PlotInputs, threshold: f32, out_dir: &Path) -> Result<Vec<Pa
             .into())
         }
     };
-    if rows.len() != predictions.labels.len() {
+    if rows.len() != predictions.true_classes.len() {
         return Err(PlotError::Mismatch(format!(
             "{} lists {} test rows but {} has {} predictions",
             inputs.test_index.display(),
             rows.len(),
             inputs.predictions.display(),
-            predictions.labels.len()
+            predictions.true_classes.len()
         )));
     }
     let image_len = h * w * 3;
@@ -68,10 +68,75 @@ pub fn run(inputs: &PlotInputs, threshold: f32, out_dir: &Path) -> Result<Vec<Pa
             image,
             width: w as u32,
             height: h as u32,
-            label: predictions.labels[i],
+            true_class: &predictions.true_classes[i],
+            predicted: &predictions.predicted[i],
             probability: predictions.probabilities[i],
         });
     }
-    written.extend(plot_predictions(&samples, threshold, out_dir)?);
+    let note = probability_note(&predictions, threshold);
+    written.extend(plot_predictions(&samples, &note, out_dir)?);
     Ok(written)
+}
+
+/// What the grid's `p` is: for three or more classes the predicted class's probability; for
+/// two the positive class's, that class named by the predictions (the class predicted above
+/// `threshold`, else a true class never predicted).
+fn probability_note(predictions: &Predictions, threshold: f32) -> String {
+    if predictions.classes.is_some() {
+        return "p = probability of the predicted class".into();
+    }
+    let rows = || predictions.predicted.iter().zip(&predictions.probabilities);
+    let positive = rows()
+        .find(|(_, &p)| p > threshold)
+        .map(|(name, _)| name)
+        .or_else(|| {
+            predictions
+                .true_classes
+                .iter()
+                .find(|t| !predictions.predicted.contains(t))
+        });
+    match positive {
+        Some(name) => format!("p = predicted probability of {name}"),
+        None => "p = predicted probability of the positive class".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn predictions(rows: &[(&str, &str, f32)], classes: Option<Vec<String>>) -> Predictions {
+        Predictions {
+            true_classes: rows.iter().map(|r| r.0.to_string()).collect(),
+            predicted: rows.iter().map(|r| r.1.to_string()).collect(),
+            probabilities: rows.iter().map(|r| r.2).collect(),
+            classes,
+        }
+    }
+
+    #[test]
+    fn the_note_names_the_positive_class_of_the_experiment() {
+        let model1 = predictions(&[("NORMAL", "NORMAL", 0.1), ("COVID", "COVID", 0.9)], None);
+        assert_eq!(
+            probability_note(&model1, 0.5),
+            "p = predicted probability of COVID"
+        );
+        // Everything called PNEUMONIA: COVID-19 is the class never predicted.
+        let all_negative = predictions(
+            &[
+                ("PNEUMONIA", "PNEUMONIA", 0.1),
+                ("COVID-19", "PNEUMONIA", 0.3),
+            ],
+            None,
+        );
+        assert_eq!(
+            probability_note(&all_negative, 0.5),
+            "p = predicted probability of COVID-19"
+        );
+        let three = predictions(&[("A", "B", 0.6)], Some(vec!["A".into(), "B".into()]));
+        assert_eq!(
+            probability_note(&three, 0.5),
+            "p = probability of the predicted class"
+        );
+    }
 }

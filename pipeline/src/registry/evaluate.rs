@@ -15,7 +15,8 @@ const THRESHOLD: ParamSpec = ParamSpec {
     name: "threshold",
     ty: ParamType::Float,
     default: ParamDefault::Float(0.5),
-    help: "probability above which an image is called COVID",
+    help: "two classes: probability of the positive class (the second of `load.classes`) above \
+           which an image is called that class; three or more classes predict the most probable",
 };
 
 /// Each figure `stem` as two outputs, `stem_png` and `stem_svg`, both published.
@@ -89,16 +90,40 @@ impl StageKind for Evaluate {
         let threshold = threshold(ctx.params).map_err(StageError::domain)?;
         let evaluation = evaluate::run(&CpuBackend, &inputs, threshold, ctx.out_dir)
             .map_err(StageError::domain)?;
-        let mut report = StageReport::default();
-        for (name, value) in evaluation.scalars() {
-            // NaN (an undefined AUC, say) stays out of the headline numbers; metrics.csv has it.
-            if value.is_finite() {
-                report.metrics.insert(name.to_string(), value);
-            }
-        }
-        Ok(report)
+        Ok(stage_report(&evaluation))
     }
 }
+
+/// The run record's view of an evaluation: its finite scalars as metrics (NaN, an
+/// undefined AUC say, stays out of the headline numbers; metrics.csv has it) and, unless the
+/// classes are model1's NORMAL and COVID (whose records stay as they were), the class names
+/// in label order as the note `classes`, so that reports and the headline name classes as
+/// the experiment does, not by the slugs of the metric names.
+pub(crate) fn stage_report(evaluation: &evaluate::Outcome) -> StageReport {
+    let mut report = StageReport::default();
+    for (name, value) in evaluation.scalars() {
+        if value.is_finite() {
+            report.metrics.insert(name, value);
+        }
+    }
+    let classes = evaluation.classes();
+    if !classes.is_default_binary() {
+        report.notes.insert(
+            CLASSES_NOTE.into(),
+            toml::Value::Array(
+                classes
+                    .names()
+                    .iter()
+                    .map(|n| toml::Value::String(n.clone()))
+                    .collect(),
+            ),
+        );
+    }
+    report
+}
+
+/// The evaluate stage's note naming its classes (see [`stage_report`]).
+pub const CLASSES_NOTE: &str = "classes";
 
 pub struct Plot;
 
@@ -142,5 +167,56 @@ impl StageKind for Plot {
         let threshold = threshold(ctx.params).map_err(StageError::domain)?;
         plot::run(&inputs, threshold, ctx.out_dir).map_err(StageError::domain)?;
         Ok(StageReport::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(classes: &[&str], labels: &[u32], probabilities: &[f32]) -> evaluate::Outcome {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let images: Vec<String> = (0..labels.len()).map(|i| format!("{i}.png")).collect();
+        let classes: Vec<String> = classes.iter().map(|c| c.to_string()).collect();
+        evaluate::evaluate_probabilities(
+            &evaluate::EvaluatedProbabilities {
+                labels,
+                probabilities,
+                classes: &classes,
+                images: &images,
+                set: evaluate::SetKind::TestSplit,
+            },
+            0.5,
+            dir.path(),
+        )
+        .expect("evaluation")
+    }
+
+    #[test]
+    fn model1_s_record_has_no_class_note_and_three_classes_name_theirs() {
+        let binary = stage_report(&outcome(
+            &["NORMAL", "COVID"],
+            &[0, 1],
+            &[0.8, 0.2, 0.1, 0.9],
+        ));
+        assert!(binary.notes.is_empty());
+        assert_eq!(binary.metrics.get("n_covid"), Some(&1.0));
+        let three = stage_report(&outcome(
+            &["NORMAL", "PNEUMONIA", "COVID-19"],
+            &[0, 2],
+            &[0.8, 0.1, 0.1, 0.1, 0.2, 0.7],
+        ));
+        assert_eq!(
+            three.notes.get("classes"),
+            Some(&toml::Value::Array(vec![
+                "NORMAL".into(),
+                "PNEUMONIA".into(),
+                "COVID-19".into()
+            ]))
+        );
+        assert_eq!(three.metrics.get("sensitivity_covid_19"), Some(&1.0));
+        // PNEUMONIA is absent: no sensitivity recorded at all, rather than a 0 or a NaN.
+        assert!(!three.metrics.contains_key("sensitivity_pneumonia"));
+        assert_eq!(three.metrics.get("n_pneumonia"), Some(&0.0));
     }
 }

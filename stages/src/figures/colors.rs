@@ -15,6 +15,21 @@ pub(crate) const GRAY: RGBColor = RGBColor(130, 130, 130);
 /// Light frames and grid lines.
 pub(crate) const LIGHT_GRAY: RGBColor = RGBColor(215, 215, 215);
 
+/// One colour per class in the one-vs-rest ROC curves (matplotlib's "tab10", in order,
+/// cycled past ten classes).
+pub(crate) const CATEGORIES: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
 /// A sequential white-to-blue scale for `t` in [0, 1] (like matplotlib's "Blues").
 pub(crate) fn blues(t: f64) -> RGBColor {
     // Piecewise-linear through a few stops of "Blues"; enough for a 2 x 2 heatmap.

@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{bold, colors, percent, render, text, DrawResult, EvaluatedSet, Figure, FigureError};
-use crate::metrics::{ConfusionMatrix, CLASS_NAMES};
+use crate::metrics::{ClassNames, ConfusionMatrix};
 
 /// Pixel size of `confusion.png`.
 pub const CONFUSION_SIZE: (u32, u32) = (780, 580);
@@ -19,13 +19,20 @@ pub fn plot_confusion(
     matrix: &ConfusionMatrix,
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>, FigureError> {
-    plot_confusion_of(matrix, EvaluatedSet::TestSplit, out_dir)
+    plot_confusion_of(
+        matrix,
+        &ClassNames::default_binary(),
+        &EvaluatedSet::TestSplit,
+        out_dir,
+    )
 }
 
-/// [`plot_confusion`] for the images of `set`, named in the titles.
+/// [`plot_confusion`] of the two classes `classes` (label 0 first) for the images of `set`,
+/// named in the titles.
 pub fn plot_confusion_of(
     matrix: &ConfusionMatrix,
-    set: EvaluatedSet,
+    classes: &ClassNames,
+    set: &EvaluatedSet,
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>, FigureError> {
     if matrix.total() == 0 {
@@ -34,10 +41,11 @@ pub fn plot_confusion_of(
             reason: "the confusion matrix is empty".to_owned(),
         });
     }
-    render(&Heatmap(*matrix, set), out_dir, "confusion")
+    let names = [classes.name(0).to_owned(), classes.name(1).to_owned()];
+    render(&Heatmap(*matrix, set.clone(), names), out_dir, "confusion")
 }
 
-struct Heatmap(ConfusionMatrix, EvaluatedSet);
+struct Heatmap(ConfusionMatrix, EvaluatedSet, [String; 2]);
 
 // Layout in pixels: the 2 x 2 grid, then the colour bar to its right.
 const GRID_LEFT: i32 = 190;
@@ -133,15 +141,15 @@ impl Figure for Heatmap {
 
         // Class names: true on the rows (left), predicted on the columns (below).
         let grid_bottom = GRID_TOP + 2 * CELL;
-        for (i, name) in CLASS_NAMES.iter().enumerate() {
+        for (i, name) in self.2.iter().enumerate() {
             let along = i as i32 * CELL + CELL / 2;
             root.draw(&Text::new(
-                *name,
+                name.as_str(),
                 (GRID_LEFT - 12, GRID_TOP + along),
                 text(19.0).pos(Pos::new(HPos::Right, VPos::Center)),
             ))?;
             root.draw(&Text::new(
-                *name,
+                name.as_str(),
                 (GRID_LEFT + along, grid_bottom + 22),
                 centred(text(19.0)),
             ))?;
@@ -225,7 +233,8 @@ mod tests {
         for count in ["22", "0", "1", "32"] {
             assert!(cells.iter().any(|t| t == count), "no cell says {count}");
         }
-        assert_eq!(Heatmap(m, EvaluatedSet::TestSplit).scale_max(), 0.6);
+        let names = ["NORMAL".to_string(), "COVID".to_string()];
+        assert_eq!(Heatmap(m, EvaluatedSet::TestSplit, names).scale_max(), 0.6);
     }
 
     #[test]

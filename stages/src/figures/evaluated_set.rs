@@ -7,33 +7,40 @@
 //! cached result serves every stage doing the same work, whatever its name (report.html's
 //! caption under each figure gives the stage).
 
-use crate::metrics::{ConfusionMatrix, CLASS_NAMES};
-
 /// The images an evaluation was computed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EvaluatedSet {
     /// The split's test rows (the titles every run had before external sets existed).
     TestSplit,
-    /// Every row of an external set, with its number of images of each class (indexed by
-    /// label, as [`CLASS_NAMES`]).
-    External { counts: [u64; 2] },
+    /// Every row of an external set, with each class's name and number of images, by label.
+    External { counts: Vec<(String, u64)> },
 }
 
 impl EvaluatedSet {
-    /// An external set holding the images counted by `matrix` (true labels on its rows).
-    pub fn external(matrix: &ConfusionMatrix) -> Self {
-        let [normal, covid] = matrix.rows().map(|row| row.iter().sum());
+    /// An external set of `counts[k]` images of class `classes[k]`.
+    pub fn external(classes: &[String], counts: &[u64]) -> Self {
         EvaluatedSet::External {
-            counts: [normal, covid],
+            counts: classes
+                .iter()
+                .cloned()
+                .zip(counts.iter().copied())
+                .collect(),
         }
     }
 
-    /// "external set: 79 COVID, 105 NORMAL" (positive class first, as the metrics are).
-    fn described(counts: [u64; 2]) -> String {
-        format!(
-            "external set: {} {}, {} {}",
-            counts[1], CLASS_NAMES[1], counts[0], CLASS_NAMES[0]
-        )
+    /// "external set: 79 COVID, 105 NORMAL": two classes positive first, as the metrics
+    /// are; more in label order ("10 NORMAL, 5 PNEUMONIA, 20 COVID-19").
+    fn described(counts: &[(String, u64)]) -> String {
+        let parts: Vec<String> = if counts.len() == 2 {
+            counts
+                .iter()
+                .rev()
+                .map(|(c, n)| format!("{n} {c}"))
+                .collect()
+        } else {
+            counts.iter().map(|(c, n)| format!("{n} {c}")).collect()
+        };
+        format!("external set: {}", parts.join(", "))
     }
 
     /// The confusion matrix's title, given how many of the `total` images were classified
@@ -44,7 +51,7 @@ impl EvaluatedSet {
                 format!("Confusion matrix: {correct} of {total} test images correct")
             }
             EvaluatedSet::External { counts } => {
-                format!("Confusion matrix, {}", Self::described(*counts))
+                format!("Confusion matrix, {}", Self::described(counts))
             }
         }
     }
@@ -57,6 +64,25 @@ impl EvaluatedSet {
             }
             EvaluatedSet::External { .. } => {
                 format!("{correct} of {total} correct; each cell: count and share of all {total}")
+            }
+        }
+    }
+
+    /// The line under a C-class confusion matrix's title (cells coloured by row share).
+    pub(super) fn class_confusion_subtitle(&self, correct: u64, total: u64) -> String {
+        let cells = "each cell: count and share of its row (the true class)";
+        match self {
+            EvaluatedSet::TestSplit => cells.to_string(),
+            EvaluatedSet::External { .. } => format!("{correct} of {total} correct; {cells}"),
+        }
+    }
+
+    /// The title of the one-vs-rest ROC curves.
+    pub(super) fn class_roc_title(&self) -> String {
+        match self {
+            EvaluatedSet::TestSplit => "One-vs-rest ROC curves on the test set".into(),
+            EvaluatedSet::External { counts } => {
+                format!("One-vs-rest ROC curves, {}", Self::described(counts))
             }
         }
     }
@@ -74,7 +100,7 @@ impl EvaluatedSet {
         match self {
             EvaluatedSet::TestSplit => "ROC curve on the test set".into(),
             EvaluatedSet::External { counts } => {
-                format!("ROC curve, {}", Self::described(*counts))
+                format!("ROC curve, {}", Self::described(counts))
             }
         }
     }
@@ -95,9 +121,8 @@ mod tests {
     #[test]
     fn an_external_set_is_described_by_its_class_counts() {
         // 79 COVID (3 missed), 105 NORMAL (102 called COVID).
-        let matrix = ConfusionMatrix::from_rows([[3, 102], [1, 78]]);
-        let set = EvaluatedSet::external(&matrix);
-        assert_eq!(set, EvaluatedSet::External { counts: [105, 79] });
+        let names = ["NORMAL".to_string(), "COVID".to_string()];
+        let set = EvaluatedSet::external(&names, &[105, 79]);
         assert_eq!(
             set.confusion_title(81, 184),
             "Confusion matrix, external set: 79 COVID, 105 NORMAL"
@@ -109,6 +134,16 @@ mod tests {
         assert_eq!(
             set.roc_title(),
             "ROC curve, external set: 79 COVID, 105 NORMAL"
+        );
+    }
+
+    #[test]
+    fn three_classes_are_described_in_label_order() {
+        let names = ["NORMAL", "PNEUMONIA", "COVID-19"].map(String::from);
+        let set = EvaluatedSet::external(&names, &[10, 5, 20]);
+        assert_eq!(
+            set.roc_title(),
+            "ROC curve, external set: 10 NORMAL, 5 PNEUMONIA, 20 COVID-19"
         );
     }
 

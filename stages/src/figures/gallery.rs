@@ -16,6 +16,8 @@ fn gallery() {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/figure-gallery")
         });
+    const NAMES: [&str; 2] = ["NORMAL", "COVID"];
+    const NOTE: &str = "p = predicted probability of COVID";
     // The seed's run: 50 epochs, 55 test images, one COVID image missed.
     plot_history(&plausible_history(50), &dir.join("seed")).unwrap();
     plot_confusion(
@@ -51,11 +53,12 @@ fn gallery() {
             image,
             width: 237,
             height: 237,
-            label,
+            true_class: NAMES[usize::from(label)],
+            predicted: NAMES[usize::from(probability > 0.5)],
             probability,
         })
         .collect();
-    plot_predictions(&samples, 0.5, &dir.join("seed")).unwrap();
+    plot_predictions(&samples, NOTE, &dir.join("seed")).unwrap();
 
     // Edge cases: a short run, a poor classifier, a one-class test set, three images.
     let short = dir.join("edge");
@@ -76,8 +79,9 @@ fn gallery() {
     let portrait = blob_image(150, 260, 2);
     let mut few = samples[..3].to_vec();
     few[1].probability = 1.0 - few[1].probability;
+    few[1].predicted = NAMES[usize::from(few[1].probability > 0.5)];
     (few[0].image, few[0].width, few[0].height) = (&landscape, 300, 180);
     (few[2].image, few[2].width, few[2].height) = (&portrait, 150, 260);
-    plot_predictions(&few, 0.5, &short).unwrap();
+    plot_predictions(&few, NOTE, &short).unwrap();
     eprintln!("figures written to {}", dir.display());
 }

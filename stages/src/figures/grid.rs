@@ -1,4 +1,6 @@
-//! The grid of test images captioned with predicted and true label, errors framed in red.
+//! The grid of test images captioned with predicted and true class and a probability, errors
+//! framed in red. Class names and the decisions come from the evaluate stage's
+//! `predictions.csv`, so the grid shows what the metrics counted, for two classes or more.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +9,6 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{bold, colors, render, text, DrawResult, Figure, FigureError};
-use crate::metrics::{predicted_label, CLASS_NAMES};
 
 /// The most images one grid shows (6 x 6): beyond that the thumbnails get too small to read.
 pub const MAX_GRID_IMAGES: usize = 36;
@@ -24,17 +25,26 @@ const MIN_WIDTH: u32 = 820;
 /// Width of the frame around a misclassified image.
 const ERROR_FRAME: i32 = 5;
 
-/// One test image with its true label and the model's probability of COVID.
+/// One test image with its true and predicted class and the probability its caption shows.
 #[derive(Debug, Clone, Copy)]
 pub struct PredictionSample<'a> {
     /// `height x width x 3` RGB bytes, row-major (the layout of the seed's `X_Train.npy`).
     pub image: &'a [u8],
     pub width: u32,
     pub height: u32,
-    /// 0 = NORMAL, 1 = COVID.
-    pub label: u8,
-    /// Predicted probability of COVID.
+    /// The image's true class, by name.
+    pub true_class: &'a str,
+    /// The class the model predicted, by name.
+    pub predicted: &'a str,
+    /// Two classes: the probability of the positive class; more: of the predicted class (what
+    /// the grid's subtitle says, see [`plot_predictions`]).
     pub probability: f32,
+}
+
+impl PredictionSample<'_> {
+    fn wrong(&self) -> bool {
+        self.true_class != self.predicted
+    }
 }
 
 /// Pixel size of `predictions.png` for a test set of `samples` images.
@@ -51,14 +61,13 @@ pub fn prediction_grid_size(samples: usize) -> (u32, u32) {
 /// Which images the grid shows, in test order: every misclassified image (the first
 /// [`MAX_GRID_IMAGES`] of them), then the first correctly classified ones until the grid is
 /// full. With at most [`MAX_GRID_IMAGES`] images that is all of them.
-pub fn select_for_grid(samples: &[PredictionSample<'_>], threshold: f32) -> Vec<usize> {
-    let wrong = |s: &PredictionSample<'_>| predicted_label(s.probability, threshold) != s.label;
-    let errors = samples.iter().filter(|s| wrong(s)).count();
+pub fn select_for_grid(samples: &[PredictionSample<'_>]) -> Vec<usize> {
+    let errors = samples.iter().filter(|s| s.wrong()).count();
     let room_for_correct = MAX_GRID_IMAGES.saturating_sub(errors);
     let (mut errors_left, mut correct_left) = (MAX_GRID_IMAGES, room_for_correct);
     let mut chosen = Vec::new();
     for (i, s) in samples.iter().enumerate() {
-        let left = if wrong(s) {
+        let left = if s.wrong() {
             &mut errors_left
         } else {
             &mut correct_left
@@ -72,12 +81,13 @@ pub fn select_for_grid(samples: &[PredictionSample<'_>], threshold: f32) -> Vec<
 }
 
 /// Draws `predictions.png/.svg` into `out_dir`: a grid of at most [`MAX_GRID_IMAGES`] test
-/// images chosen by [`select_for_grid`], each captioned with the predicted label and
-/// probability of COVID, the true label and its index in `samples`. Misclassified images
-/// get a red frame and a red caption; the title counts over all samples.
+/// images chosen by [`select_for_grid`], each captioned with the predicted class and its
+/// probability, the true class and its index in `samples`. Misclassified images get a red
+/// frame and a red caption; the title counts over all samples. `probability_note` ends the
+/// subtitle, saying what `p` is ("p = predicted probability of COVID").
 pub fn plot_predictions(
     samples: &[PredictionSample<'_>],
-    threshold: f32,
+    probability_note: &str,
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>, FigureError> {
     let invalid = |reason: String| FigureError::Input {
@@ -99,8 +109,8 @@ pub fn plot_predictions(
                 s.width
             )));
         }
-        if s.label > 1 {
-            return Err(invalid(format!("image {i} has label {}", s.label)));
+        if s.true_class.is_empty() || s.predicted.is_empty() {
+            return Err(invalid(format!("image {i} has an empty class name")));
         }
         if !(0.0..=1.0).contains(&s.probability) {
             return Err(invalid(format!(
@@ -109,17 +119,15 @@ pub fn plot_predictions(
             )));
         }
     }
-    let tiles = select_for_grid(samples, threshold)
+    let tiles = select_for_grid(samples)
         .into_iter()
-        .map(|index| Tile::new(index, &samples[index], threshold))
+        .map(|index| Tile::new(index, &samples[index]))
         .collect();
     let grid = Grid {
         tiles,
         total: samples.len(),
-        correct: samples
-            .iter()
-            .filter(|s| predicted_label(s.probability, threshold) == s.label)
-            .count(),
+        correct: samples.iter().filter(|s| !s.wrong()).count(),
+        probability_note: probability_note.to_owned(),
     };
     render(&grid, out_dir, "predictions")
 }
@@ -129,13 +137,13 @@ struct Tile {
     index: usize,
     thumbnail: Vec<u8>,
     size: (u32, u32),
-    label: u8,
-    predicted: u8,
+    true_class: String,
+    predicted: String,
     probability: f32,
 }
 
 impl Tile {
-    fn new(index: usize, sample: &PredictionSample<'_>, threshold: f32) -> Self {
+    fn new(index: usize, sample: &PredictionSample<'_>) -> Self {
         let scale = f64::from(THUMB) / f64::from(sample.width.max(sample.height));
         let size = (
             ((f64::from(sample.width) * scale).round() as u32).max(1),
@@ -145,8 +153,8 @@ impl Tile {
             index,
             thumbnail: downscale(sample, size),
             size,
-            label: sample.label,
-            predicted: predicted_label(sample.probability, threshold),
+            true_class: sample.true_class.to_owned(),
+            predicted: sample.predicted.to_owned(),
             probability: sample.probability,
         }
     }
@@ -184,6 +192,7 @@ struct Grid {
     tiles: Vec<Tile>,
     total: usize,
     correct: usize,
+    probability_note: String,
 }
 
 impl Figure for Grid {
@@ -215,7 +224,10 @@ impl Figure for Grid {
             String::new()
         };
         root.draw(&Text::new(
-            format!("{shown}red frame = misclassified; p = predicted probability of COVID"),
+            format!(
+                "{shown}red frame = misclassified; {}",
+                self.probability_note
+            ),
             (mid_x, 60),
             text(16.0).pos(centred),
         ))?;
@@ -230,7 +242,7 @@ impl Figure for Grid {
             // Centre the thumbnail in its square so non-square images line up too.
             let x = cx - tile.size.0 as i32 / 2;
             let y = cell_y + 8 + (THUMB - tile.size.1) as i32 / 2;
-            let misclassified = tile.predicted != tile.label;
+            let misclassified = tile.predicted != tile.true_class;
             if misclassified {
                 root.draw(&Rectangle::new(
                     [
@@ -255,20 +267,12 @@ impl Figure for Grid {
                 (text(15.0), colors::INK)
             };
             root.draw(&Text::new(
-                format!(
-                    "pred: {}, p={:.2}",
-                    CLASS_NAMES[usize::from(tile.predicted)],
-                    tile.probability
-                ),
+                format!("pred: {}, p={:.2}", tile.predicted, tile.probability),
                 (cx, caption_y),
                 style.color(&ink).pos(centred),
             ))?;
             root.draw(&Text::new(
-                format!(
-                    "true: {}  (#{})",
-                    CLASS_NAMES[usize::from(tile.label)],
-                    tile.index
-                ),
+                format!("true: {}  (#{})", tile.true_class, tile.index),
                 (cx, caption_y + 20),
                 style.color(&ink).pos(centred),
             ))?;
@@ -283,6 +287,9 @@ mod tests {
     use crate::figures::test_support::{assert_png, assert_svg_contains, blob_image};
 
     /// `n` synthetic X-rays alternating COVID/NORMAL, all right except those in `wrong`.
+    const NAMES: [&str; 2] = ["NORMAL", "COVID"];
+    const NOTE: &str = "p = predicted probability of COVID";
+
     fn images(n: usize) -> Vec<Vec<u8>> {
         (0..n).map(|i| blob_image(48, 40, i as u64)).collect()
     }
@@ -292,18 +299,20 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, image)| {
-                let label = (i % 2) as u8;
+                let label = i % 2;
                 let right = if label == 1 { 0.93 } else { 0.04 };
+                let p = if wrong.contains(&i) {
+                    1.0 - right
+                } else {
+                    right
+                };
                 PredictionSample {
                     image,
                     width: 48,
                     height: 40,
-                    label,
-                    probability: if wrong.contains(&i) {
-                        1.0 - right
-                    } else {
-                        right
-                    },
+                    true_class: NAMES[label],
+                    predicted: NAMES[usize::from(p > 0.5)],
+                    probability: p,
                 }
             })
             .collect()
@@ -312,7 +321,7 @@ mod tests {
     #[test]
     fn selection_keeps_every_error_within_the_cap() {
         let images = images(55);
-        let chosen = select_for_grid(&samples(&images, &[3, 40, 54]), 0.5);
+        let chosen = select_for_grid(&samples(&images, &[3, 40, 54]));
         assert_eq!(chosen.len(), MAX_GRID_IMAGES);
         // Three errors leave room for 33 correct ones: 0..=33 without the error at 3.
         assert!(chosen.contains(&3) && chosen.contains(&40) && chosen.contains(&54));
@@ -321,7 +330,7 @@ mod tests {
         assert!(chosen.windows(2).all(|w| w[0] < w[1]));
         // Small sets are shown whole.
         assert_eq!(
-            select_for_grid(&samples(&images[..5], &[]), 0.5),
+            select_for_grid(&samples(&images[..5], &[])),
             [0, 1, 2, 3, 4]
         );
     }
@@ -341,7 +350,8 @@ mod tests {
             image: &image,
             width: 2,
             height: 2,
-            label: 0,
+            true_class: "NORMAL",
+            predicted: "NORMAL",
             probability: 0.0,
         };
         assert_eq!(downscale(&sample, (1, 1)), [15, 15, 15]);
@@ -352,7 +362,7 @@ mod tests {
     fn writes_the_grid_with_captions() {
         let dir = tempfile::tempdir().unwrap();
         let images = images(8);
-        let paths = plot_predictions(&samples(&images, &[5]), 0.5, dir.path()).unwrap();
+        let paths = plot_predictions(&samples(&images, &[5]), NOTE, dir.path()).unwrap();
         assert_png(&paths[0], prediction_grid_size(8));
         assert_svg_contains(
             &paths[1],
@@ -366,6 +376,50 @@ mod tests {
     }
 
     #[test]
+    fn three_class_captions_name_the_classes_and_frame_errors_in_red() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = blob_image(48, 40, 1);
+        let sample = |true_class, predicted, probability| PredictionSample {
+            image: &image,
+            width: 48,
+            height: 40,
+            true_class,
+            predicted,
+            probability,
+        };
+        let samples = [
+            sample("COVID-19", "COVID-19", 0.81),
+            sample("PNEUMONIA", "COVID-19", 0.64),
+            sample("NORMAL", "NORMAL", 0.97),
+        ];
+        let note = "p = probability of the predicted class";
+        let paths = plot_predictions(&samples, note, dir.path()).unwrap();
+        let size = prediction_grid_size(3);
+        assert_png(&paths[0], size);
+        assert_svg_contains(
+            &paths[1],
+            &[
+                "Test predictions: 2 of 3 correct, 1 misclassified",
+                "red frame = misclassified; p = probability of the predicted class",
+                "pred: COVID-19, p=0.64",
+                "true: PNEUMONIA  (#1)",
+                "pred: NORMAL, p=0.97",
+            ],
+        );
+        // The second tile is framed in red: a pixel of its frame, left of its thumbnail.
+        let png = image::open(&paths[0]).unwrap().to_rgb8();
+        let mid_x = size.0 as i32 / 2;
+        let grid_left = mid_x - 3 * CELL_WIDTH as i32 / 2;
+        let cx = grid_left + CELL_WIDTH as i32 + CELL_WIDTH as i32 / 2;
+        let x = cx - THUMB as i32 / 2 - 2;
+        let y = HEADER as i32 + 8 + THUMB as i32 / 2;
+        assert_eq!(png.get_pixel(x as u32, y as u32).0, [214, 39, 40]);
+        // The first is not.
+        let x0 = x - CELL_WIDTH as i32;
+        assert_ne!(png.get_pixel(x0 as u32, y as u32).0, [214, 39, 40]);
+    }
+
+    #[test]
     fn malformed_images_are_rejected_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let short = [0u8; 10];
@@ -373,14 +427,15 @@ mod tests {
             image: &short,
             width: 2,
             height: 2,
-            label: 1,
+            true_class: "COVID",
+            predicted: "COVID",
             probability: 0.9,
         };
-        let error = plot_predictions(&[sample], 0.5, dir.path())
+        let error = plot_predictions(&[sample], NOTE, dir.path())
             .unwrap_err()
             .to_string();
         assert!(error.contains("predictions.png"), "{error}");
         assert!(error.contains("image 0 has 10 bytes"), "{error}");
-        assert!(plot_predictions(&[], 0.5, dir.path()).is_err());
+        assert!(plot_predictions(&[], NOTE, dir.path()).is_err());
     }
 }

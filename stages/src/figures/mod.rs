@@ -6,6 +6,8 @@
 //! | [`plot_history`] | `accuracy.png/.svg`, `loss.png/.svg` | [`HISTORY_SIZE`] | plot |
 //! | [`plot_confusion_of`] | `confusion.png/.svg` | [`CONFUSION_SIZE`] | evaluate |
 //! | [`plot_roc_of`] | `roc.png/.svg` | [`ROC_SIZE`] | evaluate |
+//! | [`plot_class_confusion`] | `confusion.png/.svg` (3+ classes) | [`CLASS_CONFUSION_SIZE`] | evaluate |
+//! | [`plot_class_roc`] | `roc.png/.svg` (3+ classes) | [`CLASS_ROC_SIZE`] | evaluate |
 //! | [`plot_predictions`] | `predictions.png/.svg` | [`prediction_grid_size`] | plot |
 //!
 //! Text uses a font compiled into the binary (see `font.rs`), so figures look the same on a
@@ -14,6 +16,7 @@
 //! to the viewer. `cargo test -p stages gallery -- --ignored` renders every figure from
 //! realistic synthetic data into `target/figure-gallery` for a person to look at.
 
+mod classes;
 mod colors;
 mod confusion;
 mod curves;
@@ -28,6 +31,7 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+pub use classes::{plot_class_confusion, plot_class_roc, CLASS_CONFUSION_SIZE, CLASS_ROC_SIZE};
 pub use confusion::{plot_confusion, plot_confusion_of, CONFUSION_SIZE};
 pub use curves::{plot_history, HISTORY_SIZE};
 pub use evaluated_set::EvaluatedSet;

@@ -15,19 +15,19 @@ pub const ROC_SIZE: (u32, u32) = (700, 700);
 /// Draws `roc.png/.svg` into `out_dir`. An empty curve (a test set with one class, where the
 /// ROC is undefined) still gives a figure: the diagonal and a note saying why.
 pub fn plot_roc(curve: &RocCurve, out_dir: &Path) -> Result<Vec<PathBuf>, FigureError> {
-    plot_roc_of(curve, EvaluatedSet::TestSplit, out_dir)
+    plot_roc_of(curve, &EvaluatedSet::TestSplit, out_dir)
 }
 
 /// [`plot_roc`] for the images of `set`, named in the title.
 pub fn plot_roc_of(
     curve: &RocCurve,
-    set: EvaluatedSet,
+    set: &EvaluatedSet,
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>, FigureError> {
     render(&Roc(curve, set), out_dir, "roc")
 }
 
-struct Roc<'a>(&'a RocCurve, EvaluatedSet);
+struct Roc<'a>(&'a RocCurve, &'a EvaluatedSet);
 
 impl Figure for Roc<'_> {
     fn size(&self) -> (u32, u32) {

@@ -1,4 +1,6 @@
-//! The evaluate stage's CSV files: how they are laid out, written and read back.
+//! The evaluate stage's CSV files for two classes: how they are laid out, written and read
+//! back (three or more classes: [`super::class_io`]). Class names are the evaluation's own
+//! ([`Evaluation::classes`]; model1's NORMAL and COVID below).
 //!
 //! All files have a header row. Floats are written in Rust's shortest round-trip form;
 //! an undefined value is written `NaN` and the ROC curve's first threshold `inf` (both
@@ -15,14 +17,15 @@
 //!   `ill_defined` lists the values that were 0/0 and set to 0 (e.g. `precision;f1`).
 //! - `roc.csv`: `threshold,fpr,tpr`, one row per point of [`RocCurve`], by decreasing
 //!   threshold; only the header when the curve is undefined (one class in the test set).
-//! - `predictions.csv`: `index,true_label,probability,predicted_label`, one row per test
-//!   image in test order; labels as class names, `probability` the `f32` probability of
-//!   COVID. Written by the evaluate stage so the plot stage can caption the image grid.
+//! - `predictions.csv`: `index,image,true_label,probability,predicted_label`, one row per
+//!   test image in test order; labels as class names, `probability` the `f32` probability of
+//!   the positive class (label 1, COVID). Written by the evaluate stage so the plot stage can
+//!   caption the image grid.
 
 use std::path::{Path, PathBuf};
 
 use super::{
-    ConfusionMatrix, Evaluation, MetricsError, RocCurve, RocPoint, CLASS_NAMES, COVID, NORMAL,
+    ClassNames, ConfusionMatrix, Evaluation, MetricsError, RocCurve, RocPoint, COVID, NORMAL,
 };
 
 /// File name of the scalar metrics.
@@ -36,12 +39,19 @@ pub const ROC_CSV: &str = "roc.csv";
 /// File name of the per-image predictions.
 pub const PREDICTIONS_CSV: &str = "predictions.csv";
 
-/// True labels and predicted probabilities of COVID, one per test image, as read back from
-/// `predictions.csv`.
+/// `predictions.csv` read back, in either layout: one row per evaluated image.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Predictions {
-    pub labels: Vec<u8>,
+    /// Each image's true class, by name.
+    pub true_classes: Vec<String>,
+    /// Each image's predicted class, by name, as the evaluate stage decided it.
+    pub predicted: Vec<String>,
+    /// Two classes: the file's `probability` (of the positive class, label 1). Three or more:
+    /// the probability of the predicted class.
     pub probabilities: Vec<f32>,
+    /// A C-class file's classes, from its probability columns in label order; `None` for the
+    /// two-class layout.
+    pub classes: Option<Vec<String>>,
 }
 
 /// Writes the four CSV files of `evaluation` into `dir` (which must exist) and returns
@@ -49,7 +59,7 @@ pub struct Predictions {
 pub fn write_all(evaluation: &Evaluation, dir: &Path) -> Result<Vec<PathBuf>, MetricsError> {
     let paths = [METRICS_CSV, CONFUSION_CSV, REPORT_CSV, ROC_CSV].map(|name| dir.join(name));
     write_metrics_csv(evaluation, &paths[0])?;
-    write_confusion_csv(&evaluation.confusion, &paths[1])?;
+    write_confusion_csv(&evaluation.confusion, &evaluation.classes, &paths[1])?;
     write_report_csv(evaluation, &paths[2])?;
     write_roc_csv(&evaluation.roc, &paths[3])?;
     Ok(paths.into())
@@ -67,8 +77,12 @@ pub fn write_metrics_csv(evaluation: &Evaluation, path: &Path) -> Result<(), Met
     )
 }
 
-/// Writes `confusion.csv`.
-pub fn write_confusion_csv(matrix: &ConfusionMatrix, path: &Path) -> Result<(), MetricsError> {
+/// Writes `confusion.csv`, naming the classes `classes` (two: label 0 first).
+pub fn write_confusion_csv(
+    matrix: &ConfusionMatrix,
+    classes: &ClassNames,
+    path: &Path,
+) -> Result<(), MetricsError> {
     let fractions = matrix.fractions();
     let rows = matrix.rows();
     let cells = [
@@ -83,8 +97,8 @@ pub fn write_confusion_csv(matrix: &ConfusionMatrix, path: &Path) -> Result<(), 
         cells.into_iter().map(|(t, p)| {
             let (t, p) = (usize::from(t), usize::from(p));
             vec![
-                CLASS_NAMES[t].to_owned(),
-                CLASS_NAMES[p].to_owned(),
+                classes.name(t).to_owned(),
+                classes.name(p).to_owned(),
                 rows[t][p].to_string(),
                 fractions[t][p].to_string(),
             ]
@@ -105,7 +119,7 @@ pub fn write_report_csv(evaluation: &Evaluation, path: &Path) -> Result<(), Metr
             m.ill_defined_names(),
         ]
     };
-    let named = report.named_rows();
+    let named = report.named_rows(&evaluation.classes);
     let mut rows: Vec<Vec<String>> = named[..2].iter().map(|(n, m)| row(n, m)).collect();
     rows.push(vec![
         "accuracy".to_owned(),
@@ -145,21 +159,33 @@ pub fn write_roc_csv(curve: &RocCurve, path: &Path) -> Result<(), MetricsError> 
     )
 }
 
-/// Reads `metrics.csv` back as (name, value) pairs in file order.
+/// Reads `metrics.csv` back as (name, value) pairs in file order; an undefined value (`NaN`
+/// in a two-class file, an empty cell in a C-class one) reads as NaN.
 pub fn read_metrics_csv(path: &Path) -> Result<Vec<(String, f64)>, MetricsError> {
     read_rows(path, &["name", "value"])?
         .into_iter()
-        .map(|(line, row)| Ok((row[0].clone(), parse_f64(path, line, &row[1])?)))
+        .map(|(line, row)| {
+            let value = if row[1].is_empty() {
+                f64::NAN
+            } else {
+                parse_f64(path, line, &row[1])?
+            };
+            Ok((row[0].clone(), value))
+        })
         .collect()
 }
 
-/// Reads `confusion.csv` back; every (true, predicted) pair must appear exactly once.
-pub fn read_confusion_csv(path: &Path) -> Result<ConfusionMatrix, MetricsError> {
+/// Reads a two-class `confusion.csv` of the classes `classes` back; every (true, predicted)
+/// pair must appear exactly once.
+pub fn read_confusion_csv(
+    path: &Path,
+    classes: &ClassNames,
+) -> Result<ConfusionMatrix, MetricsError> {
     let mut counts = [[None::<u64>; 2]; 2];
     let header = ["true_label", "predicted_label", "count", "fraction"];
     for (line, row) in read_rows(path, &header)? {
-        let t = class_index(path, line, &row[0])?;
-        let p = class_index(path, line, &row[1])?;
+        let t = class_index(path, line, &row[0], classes)?;
+        let p = class_index(path, line, &row[1], classes)?;
         let count = row[2].parse::<u64>().map_err(|_| {
             content(
                 path,
@@ -179,7 +205,7 @@ pub fn read_confusion_csv(path: &Path) -> Result<ConfusionMatrix, MetricsError> 
             rows[t][p] = count.ok_or_else(|| {
                 content(
                     path,
-                    format!("no row for {}/{}", CLASS_NAMES[t], CLASS_NAMES[p]),
+                    format!("no row for {}/{}", classes.name(t), classes.name(p)),
                 )
             })?;
         }
@@ -206,11 +232,13 @@ pub fn read_roc_csv(path: &Path) -> Result<RocCurve, MetricsError> {
 }
 
 /// Writes `predictions.csv`, predicting at `threshold` (see [`super::predicted_label`]).
-/// `images` names each row's source image (its path under the data root).
+/// `images` names each row's source image (its path under the data root); `classes` names
+/// the labels (two, label 0 first).
 pub fn write_predictions_csv(
     labels: &[u8],
     probabilities: &[f32],
     images: &[String],
+    classes: &ClassNames,
     threshold: f32,
     path: &Path,
 ) -> Result<(), MetricsError> {
@@ -233,9 +261,11 @@ pub fn write_predictions_csv(
                 vec![
                     i.to_string(),
                     image.clone(),
-                    CLASS_NAMES[usize::from(label)].to_owned(),
+                    classes.name(usize::from(label)).to_owned(),
                     p.to_string(),
-                    CLASS_NAMES[usize::from(super::predicted_label(p, threshold))].to_owned(),
+                    classes
+                        .name(usize::from(super::predicted_label(p, threshold)))
+                        .to_owned(),
                 ]
             }),
     )
@@ -249,11 +279,52 @@ const PREDICTIONS_HEADER: [&str; 5] = [
     "predicted_label",
 ];
 
-/// Reads `predictions.csv` back; rows must be numbered 0, 1, 2, ... and hold valid values.
+/// Reads `predictions.csv` back, of two classes ([`write_predictions_csv`]) or more
+/// ([`super::class_io::write_class_predictions_csv`]); rows must be numbered 0, 1, 2, ... and
+/// hold class names and probabilities in [0, 1].
 pub fn read_predictions_csv(path: &Path) -> Result<Predictions, MetricsError> {
-    let mut predictions = Predictions::default();
-    for (line, row) in read_rows(path, &PREDICTIONS_HEADER)? {
-        let expected = predictions.labels.len();
+    let csv_error = |source| MetricsError::Csv {
+        path: path.to_owned(),
+        source,
+    };
+    let header: Vec<String> = csv::Reader::from_path(path)
+        .map_err(csv_error)?
+        .headers()
+        .map_err(csv_error)?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let prefix = super::class_io::PROBABILITY_PREFIX;
+    let classes: Option<Vec<String>> = (header.len() > 4
+        && header[..4] == ["index", "image", "true_label", "predicted_label"])
+    .then(|| {
+        header[4..]
+            .iter()
+            .map(|h| h.strip_prefix(prefix).map(str::to_owned))
+            .collect()
+    })
+    .flatten();
+    let expected: Vec<&str> = match &classes {
+        Some(_) => header.iter().map(String::as_str).collect(),
+        None => PREDICTIONS_HEADER.to_vec(),
+    };
+    let probability = |line: u64, text: &str| {
+        text.parse::<f32>()
+            .ok()
+            .filter(|p| (0.0..=1.0).contains(p))
+            .ok_or_else(|| {
+                content(
+                    path,
+                    format!("line {line}: probability {text:?} is not in [0, 1]"),
+                )
+            })
+    };
+    let mut predictions = Predictions {
+        classes: classes.clone(),
+        ..Predictions::default()
+    };
+    for (line, row) in read_rows(path, &expected)? {
+        let expected = predictions.true_classes.len();
         if row[0] != expected.to_string() {
             return Err(content(
                 path,
@@ -263,19 +334,30 @@ pub fn read_predictions_csv(path: &Path) -> Result<Predictions, MetricsError> {
                 ),
             ));
         }
-        let label = class_index(path, line, &row[2])?;
-        let probability = row[3]
-            .parse::<f32>()
-            .ok()
-            .filter(|p| (0.0..=1.0).contains(p))
-            .ok_or_else(|| {
-                content(
-                    path,
-                    format!("line {line}: probability {:?} is not in [0, 1]", row[3]),
-                )
-            })?;
-        predictions.labels.push(label as u8);
-        predictions.probabilities.push(probability);
+        let (truth, predicted, p) = match &classes {
+            None => (&row[2], &row[4], probability(line, &row[3])?),
+            Some(classes) => {
+                let Some(k) = classes.iter().position(|c| *c == row[3]) else {
+                    return Err(content(
+                        path,
+                        format!("line {line}: predicted class {:?} has no column", row[3]),
+                    ));
+                };
+                if !classes.contains(&row[2]) {
+                    return Err(content(
+                        path,
+                        format!("line {line}: true class {:?} has no column", row[2]),
+                    ));
+                }
+                (&row[2], &row[3], probability(line, &row[4 + k])?)
+            }
+        };
+        if truth.is_empty() || predicted.is_empty() {
+            return Err(content(path, format!("line {line}: a class name is empty")));
+        }
+        predictions.true_classes.push(truth.clone());
+        predictions.predicted.push(predicted.clone());
+        predictions.probabilities.push(p);
     }
     Ok(predictions)
 }
@@ -292,16 +374,24 @@ fn parse_f64(path: &Path, line: u64, text: &str) -> Result<f64, MetricsError> {
         .map_err(|_| content(path, format!("line {line}: {text:?} is not a number")))
 }
 
-fn class_index(path: &Path, line: u64, name: &str) -> Result<usize, MetricsError> {
-    CLASS_NAMES.iter().position(|&c| c == name).ok_or_else(|| {
+fn class_index(
+    path: &Path,
+    line: u64,
+    name: &str,
+    classes: &ClassNames,
+) -> Result<usize, MetricsError> {
+    classes.index_of(name).ok_or_else(|| {
         content(
             path,
-            format!("line {line}: unknown class {name:?} (expected NORMAL or COVID)"),
+            format!(
+                "line {line}: unknown class {name:?} (expected {})",
+                classes.names().join(" or ")
+            ),
         )
     })
 }
 
-fn write_rows(
+pub(super) fn write_rows(
     path: &Path,
     header: &[&str],
     rows: impl Iterator<Item = Vec<String>>,
@@ -378,7 +468,11 @@ mod tests {
              COVID,COVID,3,0.42857142857142855\n"
         );
         assert_eq!(
-            read_confusion_csv(&dir.path().join(CONFUSION_CSV)).unwrap(),
+            read_confusion_csv(
+                &dir.path().join(CONFUSION_CSV),
+                &ClassNames::default_binary()
+            )
+            .unwrap(),
             e.confusion
         );
 
@@ -442,7 +536,8 @@ mod tests {
         let labels = [1, 0, 1];
         let probabilities = [0.987_654_3, 0.5, 0.1];
         let images: Vec<String> = (0..labels.len()).map(|i| format!("img{i}.png")).collect();
-        write_predictions_csv(&labels, &probabilities, &images, 0.5, &path).unwrap();
+        let classes = ClassNames::default_binary();
+        write_predictions_csv(&labels, &probabilities, &images, &classes, 0.5, &path).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "index,image,true_label,probability,predicted_label\n\
@@ -451,8 +546,10 @@ mod tests {
              2,img2.png,COVID,0.1,NORMAL\n"
         );
         let read = read_predictions_csv(&path).unwrap();
-        assert_eq!(read.labels, labels);
+        assert_eq!(read.true_classes, ["COVID", "NORMAL", "COVID"]);
+        assert_eq!(read.predicted, ["COVID", "NORMAL", "NORMAL"]);
         assert_eq!(read.probabilities, probabilities);
+        assert_eq!(read.classes, None);
 
         std::fs::write(
             &path,
@@ -464,7 +561,7 @@ mod tests {
             error.contains("predictions.csv") && error.contains("line 2"),
             "{error}"
         );
-        assert!(write_predictions_csv(&[2], &[0.5], &["x".into()], 0.5, &path).is_err());
+        assert!(write_predictions_csv(&[2], &[0.5], &["x".into()], &classes, 0.5, &path).is_err());
     }
 
     #[test]
@@ -476,13 +573,17 @@ mod tests {
             "true_label,predicted_label,count,fraction\nNORMAL,NORMAL,3,0.5\nCOVID,SICK,1,0.5\n",
         )
         .unwrap();
-        let error = read_confusion_csv(&path).unwrap_err().to_string();
+        let error = read_confusion_csv(&path, &ClassNames::default_binary())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("confusion.csv"), "{error}");
         assert!(error.contains("line 3"), "{error}");
         assert!(error.contains("SICK"), "{error}");
 
         std::fs::write(&path, "true_label,predicted_label,count,fraction\n").unwrap();
-        let error = read_confusion_csv(&path).unwrap_err().to_string();
+        let error = read_confusion_csv(&path, &ClassNames::default_binary())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("no row for NORMAL/NORMAL"), "{error}");
 
         let roc = dir.path().join(ROC_CSV);

@@ -14,17 +14,21 @@
 //! - [`Proportion::wilson`]: the Wilson score interval for sensitivity and specificity.
 //! - [`multiclass`]: the C-class metrics (one-vs-rest per class, macro F1 and AUC, pairwise AUC).
 //!
-//! [`Evaluation`] bundles all of them; [`io`] writes and reads the stage's CSV files
+//! [`Evaluation`] bundles all of them for two classes, [`ClassResults`] for three or more
+//! (names from [`ClassNames`], see [`names`] for how metric names derive from class names); [`io`] writes and reads the stage's CSV files
 //! (`metrics.csv`, `confusion.csv`, `classification_report.csv`, `roc.csv`,
 //! `predictions.csv`); [`History`] owns the trainer's `history.csv`.
 
 pub mod categorical;
+pub mod class_io;
+mod class_results;
 mod confusion;
 mod evaluation;
 mod history;
 pub mod io;
 mod loss;
 pub mod multiclass;
+mod names;
 mod proportion;
 mod report;
 mod roc;
@@ -33,10 +37,12 @@ mod sklearn_check;
 
 use std::path::PathBuf;
 
+pub use class_results::ClassResults;
 pub use confusion::ConfusionMatrix;
 pub use evaluation::Evaluation;
 pub use history::{EpochRecord, History};
 pub use loss::{binary_cross_entropy, KERAS_EPSILON};
+pub use names::{slug, ClassNames};
 pub use proportion::{Interval, Proportion, Z_95};
 pub use report::{ClassMetrics, ClassificationReport};
 pub use roc::{roc_curve, RocCurve, RocPoint};
@@ -45,7 +51,8 @@ pub use roc::{roc_curve, RocCurve, RocPoint};
 pub const NORMAL: u8 = 0;
 /// Label of a COVID-19 (positive) X-ray.
 pub const COVID: u8 = 1;
-/// Display names of the two classes, indexed by label.
+/// model1's two classes, indexed by label: the names of a two-class evaluation that is given
+/// none (a two-class checkpoint's default), never a stand-in for an experiment's own classes.
 pub const CLASS_NAMES: [&str; 2] = ["NORMAL", "COVID"];
 /// The decision threshold of the seed experiment.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
@@ -84,6 +91,12 @@ pub enum MetricsError {
     /// A CSV file parsed but its content makes no sense.
     #[error("{path}: {message}")]
     Content { path: PathBuf, message: String },
+    /// Class names that cannot name metrics (fewer than two, or two with the same slug).
+    #[error("{message}")]
+    ClassNames { message: String },
+    /// Bad input to the C-class metrics.
+    #[error(transparent)]
+    Multiclass(#[from] Box<multiclass::MulticlassError>),
     /// Bad input to a C-class loss.
     #[error(transparent)]
     Categorical(#[from] categorical::CategoricalError),
@@ -99,6 +112,12 @@ pub fn predicted_label(probability: f32, threshold: f32) -> u8 {
     } else {
         NORMAL
     }
+}
+
+/// Six images of three classes with hand-checked metrics (see `class_results/tests.rs`).
+#[cfg(test)]
+pub(crate) fn class_results_fixture() -> (Vec<u32>, Vec<f32>) {
+    class_results::tests::six()
 }
 
 /// Checks labels and probabilities once, so every metric below can assume clean input.

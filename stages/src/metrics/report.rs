@@ -1,6 +1,6 @@
 //! Per-class precision, recall, F1 and support, as scikit-learn's `classification_report`.
 
-use super::{ConfusionMatrix, CLASS_NAMES};
+use super::{ClassNames, ConfusionMatrix};
 
 /// One row of the report.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,11 +129,12 @@ impl ClassificationReport {
         self.classes.iter().any(ClassMetrics::ill_defined)
     }
 
-    /// The rows with their names, in sklearn's order: the classes, then the averages.
-    pub fn named_rows(&self) -> [(&'static str, &ClassMetrics); 4] {
+    /// The rows with their names, in sklearn's order: the classes (named by `classes`,
+    /// label 0 first), then the averages.
+    pub fn named_rows<'a>(&'a self, classes: &'a ClassNames) -> [(&'a str, &'a ClassMetrics); 4] {
         [
-            (CLASS_NAMES[0], &self.classes[0]),
-            (CLASS_NAMES[1], &self.classes[1]),
+            (classes.name(0), &self.classes[0]),
+            (classes.name(1), &self.classes[1]),
             ("macro avg", &self.macro_avg),
             ("weighted avg", &self.weighted_avg),
         ]
