@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::data::load_image;
 use crate::data::normalize::{normalize, NormalizeMode};
 use crate::data::{load_image_with, DecodeError, DecodeOptions};
-use crate::model::inference::{head_logits, pooled_features, sigmoid};
+use crate::model::inference::{class_probabilities, pooled_features, ClassProbabilities};
 use crate::model::{checkpoint, Backend, ModelError};
 use crate::progress::Progress;
 
@@ -43,8 +43,10 @@ pub enum PredictError {
     Model { path: PathBuf, source: ModelError },
 }
 
-/// The probability of COVID for each of `images`, in order, by the model in `checkpoint`
-/// run on `backend`, after resizing to `image_size` and normalising with `mode`.
+/// Every class's probability for each of `images`, in order, by the model in `checkpoint`
+/// run on `backend`, after resizing to `image_size` and normalising with `mode` (for a
+/// two-class model the row `[1 - p, p]`, `p` the probability of class 1 as the evaluate
+/// stage computes it).
 ///
 /// All or nothing: an image that cannot be decoded stops everything with an error naming it.
 /// Images are read as strictly as the load stage reads them by default (no devices, FIFOs or
@@ -58,7 +60,7 @@ pub fn predict(
     mode: NormalizeMode,
     images: &[PathBuf],
     progress: &dyn Progress,
-) -> Result<Vec<f32>, PredictError> {
+) -> Result<ClassProbabilities, PredictError> {
     predict_with(
         backend,
         checkpoint,
@@ -79,13 +81,26 @@ pub fn predict_with(
     options: DecodeOptions,
     images: &[PathBuf],
     progress: &dyn Progress,
-) -> Result<Vec<f32>, PredictError> {
-    predict_each(
+) -> Result<ClassProbabilities, PredictError> {
+    let each = predict_each(
         backend, checkpoint, image_size, mode, options, images, progress,
-    )?
-    .into_iter()
-    .map(|r| r.map_err(PredictError::Image))
-    .collect()
+    )?;
+    let classes = each.classes.len();
+    let mut values = Vec::with_capacity(images.len() * classes);
+    for result in each.results {
+        values.extend(result?);
+    }
+    Ok(ClassProbabilities { classes, values })
+}
+
+/// What [`predict_each`] found: the model's classes and each image's probabilities.
+#[derive(Debug)]
+pub struct EachPrediction {
+    /// The model's class names, class 0 first.
+    pub classes: Vec<String>,
+    /// Per image, in order: every class's probability (class 0 first), or why the image
+    /// could not be read.
+    pub results: Vec<Result<Vec<f32>, DecodeError>>,
 }
 
 /// [`predict_with`], going on past images that cannot be read: one result per image, in
@@ -99,7 +114,7 @@ pub fn predict_each(
     options: DecodeOptions,
     images: &[PathBuf],
     progress: &dyn Progress,
-) -> Result<Vec<Result<f32, DecodeError>>, PredictError> {
+) -> Result<EachPrediction, PredictError> {
     let model = checkpoint::load(checkpoint).map_err(PredictError::Checkpoint)?;
     // Checked here, not left to the forward pass, whose length error would not say why.
     if model.spec.size().pixels() != image_size as usize {
@@ -125,7 +140,7 @@ pub fn predict_each(
             .collect();
         let decoded: Vec<&Array3<u8>> = attempts.iter().filter_map(|r| r.as_ref().ok()).collect();
         if decoded.is_empty() {
-            results.extend(attempts.into_iter().map(|r| r.map(|_| f32::NAN)));
+            results.extend(attempts.into_iter().map(|r| r.map(|_| Vec::new())));
             progress.advance(chunk.len() as u64);
             continue;
         }
@@ -146,15 +161,22 @@ pub fn predict_each(
             &crate::progress::NoProgress,
         )
         .map_err(model_err)?;
-        let logits = head_logits(backend, model.head, &model.weights.head, &features, n)
-            .map_err(model_err)?;
-        let mut probabilities = logits.into_iter().map(sigmoid);
+        let probabilities =
+            class_probabilities(backend, model.head, &model.weights.head, &features, n)
+                .map_err(model_err)?;
+        let mut next = 0;
         for attempt in attempts {
-            results.push(attempt.map(|_| probabilities.next().unwrap_or(f32::NAN)));
+            results.push(attempt.map(|_| {
+                next += 1;
+                probabilities.row(next - 1).to_vec()
+            }));
         }
         progress.advance(chunk.len() as u64);
     }
-    Ok(results)
+    Ok(EachPrediction {
+        classes: model.classes,
+        results,
+    })
 }
 
 /// N x size x size x 3 from N images that `load_image` made `size x size x 3`.
@@ -220,7 +242,8 @@ pooling = "global"
             .unwrap();
             assert_eq!(got.len(), 3);
             let bits = |v: &[f32]| v.iter().map(|p| p.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "{mode:?}");
+            assert_eq!(bits(&got.values), bits(&want.values), "{mode:?}");
+            let got = got.positive().unwrap();
             assert!(got.iter().all(|p| *p > 0.0 && *p < 1.0), "{got:?}");
         }
     }
@@ -254,6 +277,7 @@ pooling = "global"
             &NoProgress,
         )
         .unwrap();
+        let (all, one) = (all.positive().unwrap(), one.positive().unwrap());
         for (i, p) in all.iter().enumerate() {
             assert_eq!(p.to_bits(), one[i % 3].to_bits(), "image {i}");
         }
@@ -286,10 +310,15 @@ pooling = "global"
         mixed.push(bad.clone());
         let scale = NormalizeMode::Scale;
         let opts = DecodeOptions::default();
-        let got = predict_each(&CpuBackend, &ckpt, 32, scale, opts, &mixed, &NoProgress).unwrap();
-        let good = predict(&CpuBackend, &ckpt, 32, scale, &paths, &NoProgress).unwrap();
+        let got = predict_each(&CpuBackend, &ckpt, 32, scale, opts, &mixed, &NoProgress)
+            .unwrap()
+            .results;
+        let good = predict(&CpuBackend, &ckpt, 32, scale, &paths, &NoProgress)
+            .unwrap()
+            .positive()
+            .unwrap();
         assert_eq!(got.len(), mixed.len());
-        let p = |i: usize| got[i].as_ref().map(|p| p.to_bits()).ok();
+        let p = |i: usize| got[i].as_ref().map(|p| p[1].to_bits()).ok();
         assert_eq!(p(0), Some(good[0].to_bits()));
         assert_eq!(p(2), Some(good[1].to_bits()));
         assert_eq!(p(3), Some(good[2].to_bits()));

@@ -5,10 +5,12 @@
 //! changes during training, so computing it once and training the head on it gives exactly
 //! the model that running the whole network every epoch would give; only faster.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::arrays::{self, ArrayError};
 use crate::fit::{fit, validation_split, FitError, FitSettings, Rows};
+use crate::metrics::categorical::balanced_class_weights;
 use crate::model::inference::pooled_features;
 use crate::model::spec::HEAD_INPUTS;
 use crate::model::{checkpoint, AdamSettings, Backend, ModelError};
@@ -31,6 +33,94 @@ pub struct TrainConfig {
     /// `true`: train the head on precomputed features; `false`: fine-tune the whole network
     /// on the images, through the backend's whole-network trainer.
     pub freeze_base: bool,
+    /// Keras' `class_weight`: `None` weighs every row 1 (the seed).
+    #[serde(default)]
+    pub class_weight: Option<ClassWeight>,
+}
+
+/// How the rows of each class weigh in the training loss (Keras' `fit(class_weight=...)`):
+/// row `i` weighs `w_{y_i}` and a batch's loss is `sum(w_i l_i) / N`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum ClassWeight {
+    /// `"balanced"`: scikit-learn's `n / (C n_c)` over the training rows (the validation
+    /// share included, as `compute_class_weight` on the `y` handed to `fit`).
+    Named(String),
+    /// `{ NAME = weight, ... }`: one finite weight >= 0 per class, keyed by class name.
+    Table(BTreeMap<String, f64>),
+}
+
+impl ClassWeight {
+    /// The one name [`ClassWeight::Named`] takes.
+    pub const BALANCED: &'static str = "balanced";
+
+    /// Checks what can be checked without the model's classes: the name, and each weight.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            ClassWeight::Named(name) if name == Self::BALANCED => Ok(()),
+            ClassWeight::Named(name) => Err(ConfigError::new(
+                "class_weight",
+                format!("`{name}` is not a class weighting: use \"balanced\" or a table {{ CLASS = weight, ... }}"),
+            )),
+            ClassWeight::Table(table) => {
+                if table.is_empty() {
+                    return Err(ConfigError::new(
+                        "class_weight",
+                        "is an empty table: give every class a weight, or leave class_weight out",
+                    ));
+                }
+                for (name, w) in table {
+                    if !(w.is_finite() && *w >= 0.0) {
+                        return Err(ConfigError::new(
+                            "class_weight",
+                            format!("the weight of `{name}` must be a finite number >= 0, not {w}"),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// One weight per class of `classes` (class 0 first), from the `labels` of the training
+    /// rows for `"balanced"`.
+    pub fn resolve(&self, classes: &[String], labels: &[u32]) -> Result<Vec<f64>, ConfigError> {
+        self.validate()?;
+        match self {
+            ClassWeight::Named(_) => balanced_class_weights(labels, classes.len()).map_err(|e| {
+                ConfigError::new(
+                    "class_weight",
+                    format!("\"balanced\" cannot weigh these rows: {e}"),
+                )
+            }),
+            ClassWeight::Table(table) => {
+                if let Some(unknown) = table.keys().find(|k| !classes.contains(k)) {
+                    return Err(ConfigError::new(
+                        "class_weight",
+                        format!(
+                            "`{unknown}` is not a class of the model; its classes are {}",
+                            classes.join(", ")
+                        ),
+                    ));
+                }
+                let missing: Vec<&str> = classes
+                    .iter()
+                    .filter(|c| !table.contains_key(*c))
+                    .map(String::as_str)
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(ConfigError::new(
+                        "class_weight",
+                        format!(
+                            "gives no weight to {} (every class needs one, as in Keras)",
+                            missing.join(", ")
+                        ),
+                    ));
+                }
+                Ok(classes.iter().map(|c| table[c]).collect())
+            }
+        }
+    }
 }
 
 impl TrainConfig {
@@ -49,6 +139,9 @@ impl TrainConfig {
             0.0..1.0,
             "[0, 1)",
         )?;
+        if let Some(w) = &self.class_weight {
+            w.validate()?;
+        }
         Ok(())
     }
 
@@ -61,12 +154,13 @@ impl TrainConfig {
         }
     }
 
-    fn fit_settings(&self) -> FitSettings {
+    fn fit_settings(&self, class_weights: Option<Vec<f64>>) -> FitSettings {
         FitSettings {
             epochs: self.epochs,
             batch_size: self.batch_size,
             validation_fraction: self.validation_fraction,
             seed: self.seed,
+            class_weights,
         }
     }
 }
@@ -110,6 +204,9 @@ pub struct TrainReport {
     pub final_accuracy: f64,
     pub final_val_loss: Option<f64>,
     pub final_val_accuracy: Option<f64>,
+    /// The weight of each class in the loss, by class name, where `class_weight` was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<BTreeMap<String, f64>>,
 }
 
 /// The features of every row as the trained model sees them, written beside the checkpoint.
@@ -152,9 +249,38 @@ pub fn run(
             labels.len()
         )));
     }
+    let classes = model.classes().to_vec();
+    if let Some(&row) = rows
+        .iter()
+        .find(|&&r| usize::from(labels[r]) >= classes.len())
+    {
+        let label = labels[row];
+        let top = rows.iter().map(|&r| labels[r]).max().unwrap_or(label);
+        return Err(TrainError::Config(format!(
+            "{}: row {row} has label {label}, but the model has {} classes ({}, labels 0 to {}): set model.classes to one name per label (labels 0 to {top} need {} names)",
+            inputs.labels.display(),
+            classes.len(),
+            classes.join(", "),
+            classes.len() - 1,
+            usize::from(top) + 1
+        )));
+    }
+    let class_weights = match &cfg.class_weight {
+        None => None,
+        Some(w) => {
+            let train_labels: Vec<u32> = rows.iter().map(|&r| u32::from(labels[r])).collect();
+            Some(w.resolve(&classes, &train_labels)?)
+        }
+    };
+    let fit_settings = cfg.fit_settings(class_weights.clone());
     let history = if cfg.freeze_base {
-        let mut trainer =
-            backend.head_trainer(model.head, &model.weights.head, cfg.adam(), cfg.seed)?;
+        let mut trainer = backend.head_trainer(
+            model.head,
+            &model.weights.head,
+            cfg.adam(),
+            class_weights.as_deref(),
+            cfg.seed,
+        )?;
         let data = Rows {
             values: &features,
             width: HEAD_INPUTS,
@@ -164,7 +290,7 @@ pub fn run(
             trainer.as_mut(),
             &data,
             &rows,
-            &cfg.fit_settings(),
+            &fit_settings,
             "epochs",
             progress,
         )?;
@@ -193,6 +319,7 @@ pub fn run(
             model.head,
             &model.weights,
             cfg.adam(),
+            class_weights.as_deref(),
             cfg.seed,
         )?;
         let data = Rows {
@@ -204,7 +331,7 @@ pub fn run(
             trainer.as_mut(),
             &data,
             &rows,
-            &cfg.fit_settings(),
+            &fit_settings,
             "fine-tuning epochs (whole network)",
             progress,
         )?;
@@ -247,6 +374,7 @@ pub fn run(
         final_accuracy: last.map_or(f64::NAN, |e| e.accuracy),
         final_val_loss: last.and_then(|e| e.val_loss),
         final_val_accuracy: last.and_then(|e| e.val_accuracy),
+        class_weights: class_weights.map(|w| classes.iter().cloned().zip(w).collect()),
     })
 }
 
@@ -255,6 +383,42 @@ mod tests {
     use super::*;
     use crate::model::CpuBackend;
     use crate::progress::NoProgress;
+
+    #[test]
+    fn class_weights_are_balanced_as_sklearn_or_keyed_by_class_name() {
+        let classes: Vec<String> = ["NORMAL", "PNEUMONIA", "COVID-19"]
+            .map(String::from)
+            .to_vec();
+        // 6 rows: 3, 2 and 1 of each class: n / (C n_c) = 6/9, 6/6, 6/3.
+        let labels = [0, 1, 0, 2, 1, 0];
+        let balanced = ClassWeight::Named("balanced".into())
+            .resolve(&classes, &labels)
+            .unwrap();
+        assert_eq!(balanced, vec![6.0 / 9.0, 1.0, 2.0]);
+        // A table is keyed by name, whatever its order; the weights come back in class order.
+        let table: ClassWeight = toml::from_str::<toml::Table>(
+            "w = { \"COVID-19\" = 3.0, NORMAL = 0.5, PNEUMONIA = 1.0 }",
+        )
+        .unwrap()["w"]
+            .clone()
+            .try_into()
+            .unwrap();
+        assert_eq!(
+            table.resolve(&classes, &labels).unwrap(),
+            vec![0.5, 1.0, 3.0]
+        );
+        // A name that is no class, a class without a weight, a class without rows.
+        let bad = |w: ClassWeight, labels: &[u32]| w.resolve(&classes, labels).unwrap_err();
+        let unknown = ClassWeight::Table(BTreeMap::from([("COVID".to_string(), 1.0)]));
+        let e = bad(unknown, &labels);
+        assert_eq!(e.field, "class_weight");
+        assert!(e.message.contains("`COVID` is not a class"), "{e}");
+        let partial = ClassWeight::Table(BTreeMap::from([("NORMAL".to_string(), 1.0)]));
+        let e = bad(partial, &labels);
+        assert!(e.message.contains("PNEUMONIA, COVID-19"), "{e}");
+        let e = bad(ClassWeight::Named("balanced".into()), &[0, 1, 1]);
+        assert!(e.message.contains("class 2 has no samples"), "{e}");
+    }
 
     #[test]
     fn every_bad_setting_is_refused_on_its_own_field() {
@@ -268,11 +432,12 @@ mod tests {
             validation_fraction: 0.1,
             seed: 1,
             freeze_base: true,
+            class_weight: None,
         };
         assert_eq!(good.validate(), Ok(()));
         // (the field at fault, how the config is spoiled)
         type Case = (&'static str, fn(&mut TrainConfig));
-        let cases: [Case; 12] = [
+        let cases: [Case; 15] = [
             ("epochs", |c| c.epochs = 0),
             ("batch_size", |c| c.batch_size = 0),
             ("learning_rate", |c| c.learning_rate = f64::NAN),
@@ -285,6 +450,18 @@ mod tests {
             ("epsilon", |c| c.epsilon = 0.0),
             ("validation_fraction", |c| c.validation_fraction = 1.0),
             ("validation_fraction", |c| c.validation_fraction = f64::NAN),
+            ("class_weight", |c| {
+                c.class_weight = Some(ClassWeight::Named("balance".into()))
+            }),
+            ("class_weight", |c| {
+                c.class_weight = Some(ClassWeight::Table(BTreeMap::new()))
+            }),
+            ("class_weight", |c| {
+                c.class_weight = Some(ClassWeight::Table(BTreeMap::from([(
+                    "COVID".to_string(),
+                    -1.0,
+                )])))
+            }),
         ];
         for (field, spoil) in cases {
             let mut cfg = good.clone();

@@ -70,23 +70,25 @@ pub trait Backend: Send + Sync {
     ) -> Result<Box<dyn FeatureExtractor>, ModelError>;
 
     /// A trainer of the head alone, on rows of pooled features (`[n, 512]`). `seed` seeds the
-    /// dropout masks.
+    /// dropout masks; `class_weights` (one per class, Keras' `class_weight`) weighs the loss.
     fn head_trainer(
         &self,
         head: HeadSpec,
         weights: &HeadWeights,
         adam: AdamSettings,
+        class_weights: Option<&[f64]>,
         seed: u64,
     ) -> Result<Box<dyn Trainer>, ModelError>;
 
     /// A trainer of the whole network (base and head), on rows of NHWC images of `spec`'s
-    /// size. `seed` seeds the dropout masks.
+    /// size. `seed` seeds the dropout masks; `class_weights` as for [`Backend::head_trainer`].
     fn network_trainer(
         &self,
         spec: NetworkSpec,
         head: HeadSpec,
         weights: &ModelWeights,
         adam: AdamSettings,
+        class_weights: Option<&[f64]>,
         seed: u64,
     ) -> Result<Box<dyn Trainer>, ModelError>;
 }
@@ -104,14 +106,17 @@ pub trait FeatureExtractor {
 /// What one optimisation step saw.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
-    /// The batch's mean binary cross-entropy, before the update. When it is not finite, no
-    /// update was made.
+    /// The batch's loss before the update: the mean binary cross-entropy of the logit for two
+    /// classes, the mean categorical cross-entropy of the logits' softmax for more (each
+    /// weighted by class where class weights are given). When it is not finite, no update
+    /// was made.
     pub loss: f32,
-    /// The batch's logits in the same forward pass (dropout active).
+    /// The batch's logits in the same forward pass (dropout active): one per row for two
+    /// classes, else `n x C` row-major.
     pub logits: Vec<f32>,
 }
 
-/// A network being trained with Adam on the mean binary cross-entropy of its logit.
+/// A network being trained with Adam on the cross-entropy of its logits.
 pub trait Trainer {
     /// Values per input row: 512 for the head, `size * size * 3` for the whole network.
     fn row_len(&self) -> usize;
@@ -119,10 +124,15 @@ pub trait Trainer {
     /// Rows per forward pass when only predicting (bounds the activations).
     fn eval_batch(&self) -> usize;
 
-    /// One step on `n = targets.len()` rows (`rows.len() == n * row_len()`), targets 0 or 1.
+    /// Logits per row: 1 for a two-class head (its sigmoid is the probability of class 1),
+    /// else the number of classes.
+    fn outputs(&self) -> usize;
+
+    /// One step on `n = targets.len()` rows (`rows.len() == n * row_len()`); targets are 0 or
+    /// 1 for two classes, else the class index (as `f32`).
     fn step(&mut self, rows: Vec<f32>, targets: Vec<f32>) -> Result<Step, ModelError>;
 
-    /// Logits of `n` rows, without dropout.
+    /// Logits of `n` rows, without dropout (`n * outputs()` values, row-major).
     fn logits(&self, rows: Vec<f32>, n: usize) -> Result<Vec<f32>, ModelError>;
 
     /// Writes the trained parameters into `weights`: the head, and the base too when the

@@ -30,11 +30,12 @@ pub struct ModelReport {
 impl Model {
     /// The model `cfg` describes: base from `cfg.weights` (relative paths must already be
     /// resolved, see [`ModelConfig::resolve_weights`]), head Glorot-initialised from
-    /// `cfg.seed`.
+    /// `cfg.seed`, for `cfg.classes`.
     pub fn from_config(cfg: &ModelConfig) -> Result<Self, ModelError> {
         let size = ImageSize::from_pixels(cfg.image_size)?;
         let spec = NetworkSpec::new(size, cfg.head.pooling, cfg.conv)?;
-        let head = HeadSpec::new(cfg.head.units, cfg.head.dropout)?;
+        let head =
+            HeadSpec::new(cfg.head.units, cfg.head.dropout)?.with_classes(cfg.classes.len())?;
         let base = match &cfg.weights {
             Weights::Random => BaseWeights::glorot(cfg.seed),
             Weights::RandomHe => BaseWeights::he(cfg.seed),
@@ -47,6 +48,7 @@ impl Model {
                 base,
                 head: HeadWeights::glorot(&head, cfg.seed),
             },
+            classes: cfg.classes.clone(),
         })
     }
 }

@@ -11,14 +11,20 @@
 //!   `vgg16().features.load_state_dict(...)`: that module names its tensors `0.weight`, ...,
 //!   so with `strict=False` it would silently load nothing.)
 //! - `head.dense1.weight` `[units, 512]`, `head.dense1.bias` `[units]`, `head.dense2.weight`
-//!   `[1, units]`, `head.dense2.bias` `[1]`: PyTorch `Linear` layout (`[out, in]`).
-//! - Metadata: `format`, `image_size`, `pooling`, `conv`, `units`, `dropout`, `input_layout`.
-//!   `conv` (the forward algorithm, see [`ConvAlgorithm`]) was added within format 2: a file
-//!   without it was computed with `direct`, which is what loading assumes.
+//!   `[O, units]`, `head.dense2.bias` `[O]`: PyTorch `Linear` layout (`[out, in]`); `O` is 1
+//!   for two classes (a logit: sigmoid), else the number of classes (logits: softmax).
+//! - Metadata: `format`, `image_size`, `pooling`, `conv`, `units`, `dropout`, `input_layout`,
+//!   and `classes` (a JSON array of the class names, class 0 first) unless the classes are
+//!   the default pair ([`DEFAULT_CLASSES`]): the seed's checkpoints keep their bytes, and a
+//!   file without the key has those two classes. `conv` (the forward algorithm, see
+//!   [`ConvAlgorithm`]) was added within format 2: a file without it was computed with
+//!   `direct`, which is what loading assumes.
 
 use super::error::ModelError;
 use super::size::{ImageSize, Pooling};
-use super::spec::{ConvAlgorithm, HeadSpec, NetworkSpec};
+use super::spec::{
+    class_names_problem, default_classes, ConvAlgorithm, HeadSpec, NetworkSpec, DEFAULT_CLASSES,
+};
 use super::weights::{BaseWeights, HeadWeights, ModelWeights, NamedTensor, HEAD_TENSORS};
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype as StDtype, View};
@@ -36,6 +42,15 @@ pub struct Model {
     pub spec: NetworkSpec,
     pub head: HeadSpec,
     pub weights: ModelWeights,
+    /// The class names, class 0 first: `head.classes()` of them.
+    pub classes: Vec<String>,
+}
+
+impl Model {
+    /// The class names, class 0 first.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
 }
 
 /// An f32 tensor to serialise: its values' bytes borrowed where the machine is
@@ -225,6 +240,7 @@ fn network_metadata(spec: &NetworkSpec) -> Vec<(&'static str, String)> {
 
 /// Writes the whole model to `path` (layout in the module docs).
 pub fn save(model: &Model, path: &Path) -> Result<(), ModelError> {
+    check_classes(model, path)?;
     let mut tensors = model.weights.base.tensors();
     tensors.extend(model.weights.head.tensors());
     write(&tensors, model_metadata(model), path)
@@ -241,13 +257,46 @@ fn model_metadata(model: &Model) -> Vec<(&'static str, String)> {
             "NHWC f32; conv weights OIHW (torchvision)".to_string(),
         ),
     ]);
+    // Only where they are not the default pair: the seed's checkpoints keep their bytes.
+    if model.classes != DEFAULT_CLASSES {
+        metadata.push((CLASSES_KEY, classes_value(&model.classes)));
+    }
     metadata
+}
+
+/// The metadata key of the class names.
+const CLASSES_KEY: &str = "classes";
+
+/// The class names as the metadata holds them: a JSON array (names may hold any character).
+fn classes_value(classes: &[String]) -> String {
+    serde_json::Value::from(classes.to_vec()).to_string()
+}
+
+/// Refuses to write a model whose class names do not fit its head.
+fn check_classes(model: &Model, path: &Path) -> Result<(), ModelError> {
+    let bad = |detail: String| ModelError::Metadata {
+        path: path.to_path_buf(),
+        key: CLASSES_KEY.to_string(),
+        detail,
+    };
+    if let Some(problem) = class_names_problem(&model.classes) {
+        return Err(bad(problem));
+    }
+    if model.classes.len() != model.head.classes() {
+        return Err(bad(format!(
+            "{} names for a head of {} classes",
+            model.classes.len(),
+            model.head.classes()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes the head alone (`head.*` tensors) with the whole checkpoint's metadata, so that
 /// [`load_head`] reads it as it reads a whole checkpoint, and [`with_head`] puts it back on
 /// its base: what a run directory holds of a head trained on a frozen base.
 pub fn save_head(model: &Model, path: &Path) -> Result<(), ModelError> {
+    check_classes(model, path)?;
     write(&model.weights.head.tensors(), model_metadata(model), path)
 }
 
@@ -257,12 +306,13 @@ pub fn save_head(model: &Model, path: &Path) -> Result<(), ModelError> {
 pub fn with_head(base: &Path, head: &Path) -> Result<Model, ModelError> {
     let mut model = load(base)?;
     let trained = load_head(head)?;
-    if trained.spec != model.spec || trained.head != model.head {
+    if trained.spec != model.spec || trained.head != model.head || trained.classes != model.classes
+    {
         return Err(ModelError::Metadata {
             path: head.to_path_buf(),
             key: "format".to_string(),
             detail: format!(
-                "describes another network than its base {} (image size, pooling, conv, units or dropout differ)",
+                "describes another network than its base {} (image size, pooling, conv, units, dropout or classes differ)",
                 base.display()
             ),
         });
@@ -380,7 +430,7 @@ fn decode_metadata(metadata: &Option<HashMap<String, String>>) -> HashMap<String
 /// Reads a checkpoint written by [`save`].
 pub fn load(path: &Path) -> Result<Model, ModelError> {
     let file = TensorFile::open(path)?;
-    let (spec, head) = specs_of(&file)?;
+    let (spec, head, classes) = specs_of(&file)?;
     let base = file.base()?;
     let head_weights = read_head(&file, head)?;
     Ok(Model {
@@ -390,6 +440,7 @@ pub fn load(path: &Path) -> Result<Model, ModelError> {
             base,
             head: head_weights,
         },
+        classes,
     })
 }
 
@@ -399,24 +450,34 @@ pub struct HeadCheckpoint {
     pub spec: NetworkSpec,
     pub head: HeadSpec,
     pub weights: HeadWeights,
+    /// The class names, class 0 first: `head.classes()` of them.
+    pub classes: Vec<String>,
+}
+
+impl HeadCheckpoint {
+    /// The class names, class 0 first.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
 }
 
 /// Reads the head of a checkpoint written by [`save`], leaving the base's bytes unread: for
 /// the stages that work from features.
 pub fn load_head(path: &Path) -> Result<HeadCheckpoint, ModelError> {
     let file = TensorFile::open(path)?;
-    let (spec, head) = specs_of(&file)?;
+    let (spec, head, classes) = specs_of(&file)?;
     let weights = read_head(&file, head)?;
     Ok(HeadCheckpoint {
         spec,
         head,
         weights,
+        classes,
     })
 }
 
 fn read_head(file: &TensorFile, head: HeadSpec) -> Result<HeadWeights, ModelError> {
     let units = head.units();
-    let shapes = HeadWeights::shapes(units);
+    let shapes = HeadWeights::shapes(units, head.outputs());
     let mut values: [Vec<f32>; 4] = Default::default();
     for ((name, shape), slot) in HEAD_TENSORS.iter().zip(&shapes).zip(values.iter_mut()) {
         *slot = file.read_f32(name, shape)?;
@@ -424,8 +485,8 @@ fn read_head(file: &TensorFile, head: HeadSpec) -> Result<HeadWeights, ModelErro
     HeadWeights::new(units, values)
 }
 
-/// The network and head a checkpoint's metadata describe.
-fn specs_of(file: &TensorFile) -> Result<(NetworkSpec, HeadSpec), ModelError> {
+/// The network, head and class names a checkpoint's metadata describe.
+fn specs_of(file: &TensorFile) -> Result<(NetworkSpec, HeadSpec, Vec<String>), ModelError> {
     let path = file.path.as_path();
     let meta = file.metadata();
     let get = |key: &str| -> Result<&String, ModelError> {
@@ -467,9 +528,24 @@ fn specs_of(file: &TensorFile) -> Result<(NetworkSpec, HeadSpec), ModelError> {
     let dropout: f32 = get("dropout")?
         .parse()
         .map_err(|e| bad("dropout", format!("{e}")))?;
+    let classes = match meta.get(CLASSES_KEY) {
+        None => default_classes(),
+        Some(text) => {
+            let names: Vec<String> = serde_json::from_str(text).map_err(|e| {
+                bad(
+                    CLASSES_KEY,
+                    format!("`{text}` is not a JSON array of names: {e}"),
+                )
+            })?;
+            if let Some(problem) = class_names_problem(&names) {
+                return Err(bad(CLASSES_KEY, problem));
+            }
+            names
+        }
+    };
     let spec = NetworkSpec::new(size, pooling, conv)?;
-    let head = HeadSpec::new(units, dropout)?;
-    Ok((spec, head))
+    let head = HeadSpec::new(units, dropout)?.with_classes(classes.len())?;
+    Ok((spec, head, classes))
 }
 
 #[cfg(test)]
@@ -484,6 +560,68 @@ mod tests {
         ))
         .unwrap();
         build_model(&cfg, dir).unwrap().checkpoint
+    }
+
+    /// The JSON header of a safetensors file.
+    fn header(path: &Path) -> String {
+        let bytes = std::fs::read(path).unwrap();
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        String::from_utf8(bytes[8..8 + len].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn class_names_travel_in_the_metadata_unless_they_are_the_default_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        // The seed's pair: no `classes` key, so the seed's checkpoints keep their bytes.
+        let binary = built(dir.path(), 16);
+        assert!(!header(&binary).contains("classes"), "{}", header(&binary));
+        let loaded = load(&binary).unwrap();
+        assert_eq!(loaded.classes(), DEFAULT_CLASSES);
+        assert_eq!(loaded.head.outputs(), 1);
+
+        // Three classes: the names in order, the last layer three wide, everything back.
+        let three = tempfile::tempdir().unwrap();
+        let names = ["NORMAL", "PNEUMONIA", "COVID-19, ARDS \"x\""];
+        let cfg: ModelConfig = toml::from_str(&format!(
+            "image_size = 32\nweights = \"random\"\nseed = 42\nclasses = {names:?}\n[head]\nunits = 16\ndropout = 0.2\npooling = \"global\"\n"
+        ))
+        .unwrap();
+        let path = build_model(&cfg, three.path()).unwrap().checkpoint;
+        let text = header(&path);
+        assert!(
+            text.contains(r#"classes=[\"NORMAL\",\"PNEUMONIA\""#),
+            "{text}"
+        );
+        let model = load(&path).unwrap();
+        assert_eq!(model.classes(), names);
+        assert_eq!(model.head.classes(), 3);
+        assert_eq!(model.weights.head.outputs(), 3);
+        let head = load_head(&path).unwrap();
+        assert_eq!(head.classes(), names);
+        assert_eq!(head.weights, model.weights.head);
+        // Saved again, the same bytes; the head alone goes back on its base.
+        let again = three.path().join("again.safetensors");
+        save(&model, &again).unwrap();
+        assert!(std::fs::read(&again).unwrap() == std::fs::read(&path).unwrap());
+        let head_file = three.path().join("head.safetensors");
+        save_head(&model, &head_file).unwrap();
+        assert_eq!(with_head(&path, &head_file).unwrap(), model);
+        // A head of other classes does not go on this base.
+        let err = with_head(&binary, &head_file).unwrap_err().to_string();
+        assert!(err.contains("classes differ"), "{err}");
+        // Two named classes other than the default pair are recorded too.
+        let mut renamed = loaded.clone();
+        renamed.classes = vec!["PNEUMONIA".into(), "COVID".into()];
+        let other = dir.path().join("renamed.safetensors");
+        save(&renamed, &other).unwrap();
+        assert_eq!(load(&other).unwrap().classes(), renamed.classes);
+        // Names that do not fit the head are refused, naming the key.
+        renamed.classes = vec!["A".into(), "B".into(), "C".into()];
+        let err = save(&renamed, &other).unwrap_err().to_string();
+        assert!(
+            err.contains("`classes`") && err.contains("3 names for a head of 2"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The build-model stage's configuration, as written in the experiment file.
 
 use super::size::{ImageSize, Pooling};
-use super::spec::{ConvAlgorithm, SUPPORTED_UNITS};
+use super::spec::{class_names_problem, default_classes, ConvAlgorithm, SUPPORTED_UNITS};
 use crate::validate::{self, ConfigError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,11 @@ pub struct ModelConfig {
     /// `"winograd"` (faster, slightly different rounding; see [`ConvAlgorithm`]).
     #[serde(default, deserialize_with = "conv_algorithm")]
     pub conv: ConvAlgorithm,
+    /// The class names, class 0 first (label `i` is `classes[i]`): two give the seed's
+    /// Dense(1) + sigmoid head, three or more a Dense(C) + softmax head. Default: the seed's
+    /// pair ([`super::spec::DEFAULT_CLASSES`]).
+    #[serde(default = "default_classes")]
+    pub classes: Vec<String>,
 }
 
 fn conv_algorithm<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ConvAlgorithm, D::Error> {
@@ -89,6 +94,9 @@ impl ModelConfig {
             ));
         }
         validate::within("dropout", self.head.dropout.into(), 0.0..1.0, "[0, 1)")?;
+        if let Some(problem) = class_names_problem(&self.classes) {
+            return Err(ConfigError::new("classes", problem));
+        }
         if let Weights::File(path) = &self.weights {
             // Under the data root, as every data path: an experiment file cannot point the
             // stage at (and hash into its record) any file of the machine.
@@ -122,6 +130,7 @@ mod tests {
                 pooling: Pooling::Avg4,
             },
             conv: ConvAlgorithm::default(),
+            classes: default_classes(),
         }
     }
 
@@ -130,11 +139,18 @@ mod tests {
         assert_eq!(good().validate(), Ok(()));
         // (the field at fault, how the config is spoiled)
         type Case = (&'static str, fn(&mut ModelConfig));
-        let cases: [Case; 9] = [
+        let cases: [Case; 12] = [
             ("image_size", |c| c.image_size = 100),
             ("image_size", |c| c.image_size = 0),
             ("pooling", |c| c.image_size = 32),
             ("units", |c| c.head.units = 48),
+            ("classes", |c| c.classes = vec!["COVID".into()]),
+            ("classes", |c| {
+                c.classes = vec!["A".into(), "B".into(), "A".into()]
+            }),
+            ("classes", |c| {
+                c.classes = vec!["A".into(), " ".into(), "C".into()]
+            }),
             ("dropout", |c| c.head.dropout = 1.0),
             ("dropout", |c| c.head.dropout = f32::NAN),
             ("weights", |c| {

@@ -13,6 +13,8 @@ pub enum ModelError {
     UnsupportedImageSize { size: u32, supported: String },
     #[error("head units {units} not supported; supported: {supported}")]
     UnsupportedUnits { units: usize, supported: String },
+    #[error("a head needs at least 2 classes, not {0}")]
+    TooFewClasses(usize),
     #[error("head dropout {0} is outside [0, 1)")]
     InvalidDropout(f32),
     #[error("pooling \"avg4\" needs a base output of at least 4x4, but {size}x{size} images give {base_out}x{base_out}; use pooling = \"global\"")]
@@ -64,6 +66,12 @@ pub enum ModelError {
         #[source]
         source: SourceError,
     },
+    /// The training loss could not be computed (a label that names no class).
+    #[error("loss: {0}")]
+    Loss(String),
+    /// A device cannot do this yet (named in the message).
+    #[error("{0}")]
+    Unsupported(String),
     /// dfdx on the host failed (allocating or shaping a tensor).
     #[error("device error: {0}")]
     Host(#[from] dfdx::tensor::CpuError),

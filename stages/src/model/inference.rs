@@ -31,7 +31,8 @@ pub fn pooled_features(
     Ok(out)
 }
 
-/// The head's logits for `n` feature rows (`features` is `[n, 512]`), no dropout.
+/// The head's logits for `n` feature rows (`features` is `[n, 512]`), no dropout: one per
+/// row for a two-class head, else `n x C` row-major.
 pub fn head_logits(
     backend: &dyn Backend,
     head: HeadSpec,
@@ -48,27 +49,112 @@ pub fn head_logits(
         });
     }
     // A trainer is the backend's one way to run the head; predicting makes no step, so
-    // Adam's settings play no part.
-    let trainer = backend.head_trainer(head, weights, AdamSettings::default(), 0)?;
+    // Adam's settings and the class weights play no part.
+    let trainer = backend.head_trainer(head, weights, AdamSettings::default(), None, 0)?;
     trainer.logits(features.to_vec(), n)
 }
 
-/// Probabilities of class 1 for `n` NHWC images: sigmoid(head(base features)).
+/// Every class's probability for `n` samples: `n x classes` values, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassProbabilities {
+    pub classes: usize,
+    pub values: Vec<f32>,
+}
+
+impl ClassProbabilities {
+    /// Sample `i`'s probabilities, class 0 first.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.classes..(i + 1) * self.classes]
+    }
+
+    /// How many samples.
+    pub fn len(&self) -> usize {
+        self.values.len() / self.classes.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Sample `i`'s most probable class; ties go to the lower index. (For two classes that is
+    /// class 1 where its probability is above 0.5: the default threshold's decision.)
+    pub fn predicted(&self, i: usize) -> usize {
+        argmax(self.row(i))
+    }
+
+    /// The probability of class 1 of each sample of a two-class model: the seed's one number
+    /// per image, bit for bit `sigmoid(logit)`. `None` for more classes.
+    pub fn positive(&self) -> Option<Vec<f32>> {
+        (self.classes == 2).then(|| self.values.chunks_exact(2).map(|r| r[1]).collect())
+    }
+
+    /// From a head's logits ([`head_logits`]) for `classes` classes: for two, one logit per
+    /// row and the row `[1 - p, p]` with `p = sigmoid(logit)`, as the seed computed it; for
+    /// more, the softmax of each row, computed stably (`exp(z - max) / sum exp(z - max)`, in
+    /// `f64`).
+    pub fn from_logits(logits: &[f32], classes: usize) -> Self {
+        let values = if classes == 2 {
+            logits
+                .iter()
+                .flat_map(|&z| {
+                    let p = sigmoid(z);
+                    [1.0 - p, p]
+                })
+                .collect()
+        } else {
+            logits.chunks_exact(classes).flat_map(softmax).collect()
+        };
+        Self { classes, values }
+    }
+}
+
+/// Index of the largest value, the first of equal ones.
+pub fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The softmax of one row of logits, stably in `f64`, rounded to `f32`.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits
+        .iter()
+        .map(|&z| f64::from(z))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = logits.iter().map(|&z| (f64::from(z) - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| (e / sum) as f32).collect()
+}
+
+/// Every class's probability for `n` feature rows (`features` is `[n, 512]`), by the head
+/// `head` with `weights`: for two classes the row `[1 - p, p]`, `p = sigmoid(logit)` as the
+/// seed computed it; for more the softmax of the logits.
+pub fn class_probabilities(
+    backend: &dyn Backend,
+    head: HeadSpec,
+    weights: &HeadWeights,
+    features: &[f32],
+    n: usize,
+) -> Result<ClassProbabilities, ModelError> {
+    let logits = head_logits(backend, head, weights, features, n)?;
+    Ok(ClassProbabilities::from_logits(&logits, head.classes()))
+}
+
+/// Every class's probability for `n` NHWC images: the head on the base's features.
 pub fn predict(
     backend: &dyn Backend,
     model: &Model,
     images: &[f32],
     n: usize,
     progress: &dyn Progress,
-) -> Result<Vec<f32>, ModelError> {
+) -> Result<ClassProbabilities, ModelError> {
     let extractor = backend.feature_extractor(model.spec, &model.weights.base)?;
     let features = pooled_features(extractor.as_ref(), &model.spec, images, n, progress)?;
-    Ok(
-        head_logits(backend, model.head, &model.weights.head, &features, n)?
-            .into_iter()
-            .map(sigmoid)
-            .collect(),
-    )
+    class_probabilities(backend, model.head, &model.weights.head, &features, n)
 }
 
 /// The logistic function, `1 / (1 + e^-x)`.

@@ -16,8 +16,10 @@
 //!   [`init`]: seeded Glorot/He initialisation; [`checkpoint`]: safetensors files of a
 //!   [`Model`] (spec + weights); [`build`]: the build-model stage; [`summary`].
 //! - [`head`]: the dense head and its trainer, and [`host_step`]: the one Adam step (loss,
-//!   finite check, update, logits), both in dfdx on the host for every backend.
-//! - [`inference`]: features in batches with progress, probabilities.
+//!   finite check, update, logits), both in dfdx on the host for every backend; a head of
+//!   `C >= 3` classes ends in an `output_layer` (dense `C`, runtime width) on the host.
+//! - [`inference`]: features in batches with progress, every class's probabilities
+//!   ([`inference::ClassProbabilities`]).
 //! - Above the model: the Keras `fit` loop (the crate's `fit` module) and the features,
 //!   train, evaluate and predict stages.
 //!
@@ -43,10 +45,12 @@
 //!     spec,
 //!     head,
 //!     weights: ModelWeights { base: BaseWeights::he(42), head: HeadWeights::glorot(&head, 42) },
+//!     classes: stages::model::spec::default_classes(),
 //! };
 //! let images = vec![0.5f32; 2 * spec.image_len()];
 //! let p = inference::predict(&CpuBackend, &model, &images, 2, &NoProgress)?;
 //! assert_eq!(p.len(), 2);
+//! assert_eq!(p.row(0).len(), 2); // P(class 0), P(class 1)
 //! # Ok::<(), stages::model::ModelError>(())
 //! ```
 
@@ -62,6 +66,7 @@ pub mod head;
 pub mod host_step;
 pub mod inference;
 pub mod init;
+pub(crate) mod output_layer;
 pub mod size;
 pub mod spec;
 pub mod summary;

@@ -101,15 +101,19 @@ pub fn check_image_len(got: usize, n: usize, side: usize) -> Result<(), ModelErr
 /// head per width, since dfdx parameter tensors need constant shapes).
 pub const SUPPORTED_UNITS: [usize; 6] = [16, 32, 64, 128, 256, 512];
 
-/// The classification head: dense `units` + ReLU, dropout, dense 1 (a logit). Only supported
-/// widths and dropout rates in [0, 1) can be made ([`HeadSpec::new`]).
+/// The classification head: dense `units` + ReLU, dropout, then for two classes dense 1 (a
+/// logit, the seed's `Dense(1, "sigmoid")`), for `C >= 3` classes dense `C` (logits, softmax).
+/// Only supported widths, dropout rates in [0, 1) and at least two classes can be made
+/// ([`HeadSpec::new`], [`HeadSpec::with_classes`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HeadSpec {
     units: usize,
     dropout: f32,
+    classes: usize,
 }
 
 impl HeadSpec {
+    /// A two-class head (the seed's).
     pub fn new(units: usize, dropout: f32) -> Result<Self, ModelError> {
         if !SUPPORTED_UNITS.contains(&units) {
             return Err(ModelError::UnsupportedUnits {
@@ -120,7 +124,19 @@ impl HeadSpec {
         if !(0.0..1.0).contains(&dropout) {
             return Err(ModelError::InvalidDropout(dropout));
         }
-        Ok(Self { units, dropout })
+        Ok(Self {
+            units,
+            dropout,
+            classes: 2,
+        })
+    }
+
+    /// The same head for `classes` classes (at least 2).
+    pub fn with_classes(self, classes: usize) -> Result<Self, ModelError> {
+        if classes < 2 {
+            return Err(ModelError::TooFewClasses(classes));
+        }
+        Ok(Self { classes, ..self })
     }
 
     pub fn units(&self) -> usize {
@@ -132,9 +148,60 @@ impl HeadSpec {
         self.dropout
     }
 
-    /// Number of parameters (all trainable): `512 U + U + U + 1`.
+    /// How many classes the head tells apart.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Width of the last dense layer: 1 (a logit) for two classes, else one logit per class.
+    pub fn outputs(&self) -> usize {
+        outputs_for(self.classes)
+    }
+
+    /// Whether the head is the seed's Dense(1) + sigmoid (two classes).
+    pub fn is_binary(&self) -> bool {
+        self.classes == 2
+    }
+
+    /// Number of parameters (all trainable): `512 U + U + O U + O` for `O` outputs.
     pub fn num_params(&self) -> usize {
-        HEAD_INPUTS * self.units + 2 * self.units + 1
+        HEAD_INPUTS * self.units + self.units + self.outputs() * (self.units + 1)
+    }
+}
+
+/// The classes of a model that names none: the seed's pair, class 0 first (model1's
+/// `load.classes`). A checkpoint of these classes does not record them, so that the seed's
+/// checkpoints keep their bytes.
+pub const DEFAULT_CLASSES: [&str; 2] = ["NORMAL", "COVID"];
+
+/// [`DEFAULT_CLASSES`] as owned names.
+pub fn default_classes() -> Vec<String> {
+    DEFAULT_CLASSES.map(String::from).to_vec()
+}
+
+/// Why `names` cannot name a model's classes (at least two, none empty, no two alike), or
+/// `None`.
+pub fn class_names_problem(names: &[String]) -> Option<String> {
+    if names.len() < 2 {
+        return Some(format!("needs at least 2 class names, got {}", names.len()));
+    }
+    if let Some(i) = names.iter().position(|n| n.trim().is_empty()) {
+        return Some(format!("class {i} has an empty name"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if let Some(j) = names[..i].iter().position(|m| m == name) {
+            return Some(format!("classes {j} and {i} are both named `{name}`"));
+        }
+    }
+    None
+}
+
+/// Width of the last dense layer for `classes` classes: 1 for two, else `classes`.
+pub fn outputs_for(classes: usize) -> usize {
+    if classes == 2 {
+        1
+    } else {
+        classes
     }
 }
 

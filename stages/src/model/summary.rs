@@ -84,9 +84,13 @@ impl ModelSummary {
             ("dropout", "Dropout", vec![units], 0, ""),
             (
                 "dense_1",
-                "Dense (sigmoid)",
-                vec![1],
-                units + 1,
+                if head.is_binary() {
+                    "Dense (sigmoid)"
+                } else {
+                    "Dense (softmax)"
+                },
+                vec![head.outputs()],
+                head.outputs() * (units + 1),
                 "head.dense2",
             ),
         ];

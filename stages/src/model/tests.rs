@@ -262,7 +262,10 @@ fn features_do_not_depend_on_batching_or_threads() {
     // Random Glorot weights keep a non-trivial signal through 13 ReLU layers.
     assert!(two.iter().any(|v| *v > 0.0));
 
-    let p = inference::predict(&CpuBackend, &model, &images, n, &NoProgress).unwrap();
+    let p = inference::predict(&CpuBackend, &model, &images, n, &NoProgress)
+        .unwrap()
+        .positive()
+        .unwrap();
     assert_eq!(p.len(), n);
     assert!(p.iter().all(|p| *p > 0.0 && *p < 1.0));
     let e = features(&model, &images[1..], n).unwrap_err().to_string();
@@ -281,7 +284,10 @@ fn seed_size_runs_one_image_through_the_compiled_237_model() {
         .iter()
         .map(|v| 0.5 + 0.5 * v)
         .collect();
-    let p = inference::predict(&CpuBackend, &model, &image, 1, &NoProgress).unwrap();
+    let p = inference::predict(&CpuBackend, &model, &image, 1, &NoProgress)
+        .unwrap()
+        .positive()
+        .unwrap();
     assert_eq!(p.len(), 1);
     assert!(p[0] > 0.0 && p[0] < 1.0, "{p:?}");
 }

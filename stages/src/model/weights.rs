@@ -4,7 +4,8 @@
 //! - Base: for each of the 13 convolutions of [`VGG16_FEATURES`], `features.{i}.weight`
 //!   OIHW `[c_out, c_in, 3, 3]` and `features.{i}.bias` `[c_out]`.
 //! - Head: `head.dense1.weight` `[units, 512]`, `head.dense1.bias` `[units]`,
-//!   `head.dense2.weight` `[1, units]`, `head.dense2.bias` `[1]` (PyTorch `Linear` layout).
+//!   `head.dense2.weight` `[O, units]`, `head.dense2.bias` `[O]` (PyTorch `Linear` layout),
+//!   `O` = 1 for two classes (a logit), else one output per class.
 //!
 //! The constructors check every length against the table, so a value of these types always
 //! holds a complete, well-shaped set of tensors.
@@ -149,49 +150,67 @@ pub const HEAD_TENSORS: [&str; 4] = [
     "head.dense2.bias",
 ];
 
-/// The head's parameters: dense `units` (weight `[units, 512]`, bias), dense 1.
+/// The head's parameters: dense `units` (weight `[units, 512]`, bias), dense `outputs`
+/// (weight `[outputs, units]`, bias `[outputs]`): 1 output for two classes, else one per class.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HeadWeights {
     units: usize,
+    outputs: usize,
     /// In [`HEAD_TENSORS`] order.
     values: [Vec<f32>; 4],
 }
 
 impl HeadWeights {
-    /// The shapes of [`HEAD_TENSORS`] for a head of width `units`.
-    pub fn shapes(units: usize) -> [Vec<usize>; 4] {
+    /// The shapes of [`HEAD_TENSORS`] for a head of width `units` with `outputs` outputs.
+    pub fn shapes(units: usize, outputs: usize) -> [Vec<usize>; 4] {
         [
             vec![units, HEAD_INPUTS],
             vec![units],
-            vec![1, units],
-            vec![1],
+            vec![outputs, units],
+            vec![outputs],
         ]
     }
 
-    /// A head of width `units` from values in [`HEAD_TENSORS`] order; lengths are checked.
+    /// A head of width `units` from values in [`HEAD_TENSORS`] order; its number of outputs
+    /// is the last bias's length (at least 1), and every length is checked.
     pub fn new(units: usize, values: [Vec<f32>; 4]) -> Result<Self, ModelError> {
-        for ((name, shape), v) in HEAD_TENSORS.iter().zip(Self::shapes(units)).zip(&values) {
+        let outputs = values[3].len().max(1);
+        for ((name, shape), v) in HEAD_TENSORS
+            .iter()
+            .zip(Self::shapes(units, outputs))
+            .zip(&values)
+        {
             check_len(name, v, shape.iter().product())?;
         }
-        Ok(Self { units, values })
+        Ok(Self {
+            units,
+            outputs,
+            values,
+        })
     }
 
     /// Glorot-uniform kernels, zero biases, deterministic from `seed` (Keras' defaults).
     pub fn glorot(head: &HeadSpec, seed: u64) -> Self {
-        let u = head.units();
+        let (u, o) = (head.units(), head.outputs());
         Self {
             units: u,
+            outputs: o,
             values: [
                 init::dense_kernel(seed, HEAD_TENSORS[0], HEAD_INPUTS, u),
                 vec![0.0; u],
-                init::dense_kernel(seed, HEAD_TENSORS[2], u, 1),
-                vec![0.0],
+                init::dense_kernel(seed, HEAD_TENSORS[2], u, o),
+                vec![0.0; o],
             ],
         }
     }
 
     pub fn units(&self) -> usize {
         self.units
+    }
+
+    /// Width of the last dense layer (1 for a two-class head).
+    pub fn outputs(&self) -> usize {
+        self.outputs
     }
 
     /// Values in [`HEAD_TENSORS`] order.
@@ -201,8 +220,8 @@ impl HeadWeights {
 
     /// The tensors in checkpoint naming, [`HEAD_TENSORS`] order.
     pub fn tensors(&self) -> Vec<NamedTensor<'_>> {
-        let u = self.units;
-        let shapes = [[u, HEAD_INPUTS], [u, 0], [1, u], [1, 0]];
+        let (u, o) = (self.units, self.outputs);
+        let shapes = [[u, HEAD_INPUTS], [u, 0], [o, u], [o, 0]];
         let ranks = [2, 1, 2, 1];
         HEAD_TENSORS
             .iter()
@@ -257,5 +276,16 @@ mod tests {
         assert_eq!(t[2].dims(), [1, 64]);
         assert_eq!(t[3].dims(), [1]);
         assert!(HeadWeights::new(64, [vec![0.0; 10], vec![], vec![], vec![]]).is_err());
+
+        // Three classes: one output per class, the hidden layer as the binary head's.
+        let three = HeadSpec::new(64, 0.2).unwrap().with_classes(3).unwrap();
+        let wide = HeadWeights::glorot(&three, 3);
+        assert_eq!(wide.outputs(), 3);
+        assert_eq!(wide.tensors()[2].dims(), [3, 64]);
+        assert_eq!(wide.tensors()[3].dims(), [3]);
+        assert_eq!(wide.values()[0], head.values()[0]);
+        assert_eq!(three.num_params(), 512 * 64 + 64 + 3 * 65);
+        let again = HeadWeights::new(64, wide.values().clone()).unwrap();
+        assert_eq!(again, wide);
     }
 }

@@ -70,11 +70,19 @@ fn whole_network_trainer<
     head: &HeadSpec,
     weights: &ModelWeights,
     adam: AdamSettings,
+    class_weights: Option<&[f64]>,
     seed: u64,
 ) -> Result<Box<dyn Trainer>, ModelError> {
     with_units!(
         head.units(),
-        network_trainer::<S0, S1, S2, S3, S4, S5, K>(conv, head, weights, adam, seed)
+        network_trainer::<S0, S1, S2, S3, S4, S5, K>(
+            conv,
+            head,
+            weights,
+            adam,
+            class_weights,
+            seed
+        )
     )
 }
 
@@ -100,9 +108,10 @@ impl Backend for CpuBackend {
         head: HeadSpec,
         weights: &HeadWeights,
         adam: AdamSettings,
+        class_weights: Option<&[f64]>,
         seed: u64,
     ) -> Result<Box<dyn Trainer>, ModelError> {
-        head_trainer(head, weights, adam, seed)
+        head_trainer(head, weights, adam, class_weights, seed)
     }
 
     fn network_trainer(
@@ -111,11 +120,12 @@ impl Backend for CpuBackend {
         head: HeadSpec,
         weights: &ModelWeights,
         adam: AdamSettings,
+        class_weights: Option<&[f64]>,
         seed: u64,
     ) -> Result<Box<dyn Trainer>, ModelError> {
         with_geometry!(
             spec,
-            whole_network_trainer(spec.conv(), &head, weights, adam, seed)
+            whole_network_trainer(spec.conv(), &head, weights, adam, class_weights, seed)
         )
     }
 }

@@ -6,8 +6,8 @@
 use super::layers::{AvgPool, Flatten};
 use super::vgg16::{Vgg16Base, Vgg16Features};
 use crate::model::backend::Trainer;
-use crate::model::head::{export_head, head_net, HeadNet};
-use crate::model::host_step::{Export, HostTrainer};
+use crate::model::head::{head_net, hidden_net, HeadNet, HiddenNet};
+use crate::model::host_step::{Export, HostTrainer, Objective};
 use crate::model::spec::{AdamSettings, ConvAlgorithm, HeadSpec, HEAD_INPUTS};
 use crate::model::weights::ModelWeights;
 use crate::model::ModelError;
@@ -17,7 +17,8 @@ use dfdx::prelude::*;
 /// (about 60 MB per 237 x 237 image); images per gradient step are the caller's batch size.
 const NETWORK_EVAL_BATCH: usize = 8;
 
-/// The whole network: base for side `S0` (pooled sizes `S1..S5`), pooling `K`, head `U`.
+/// The whole network: base for side `S0` (pooled sizes `S1..S5`), pooling `K`, head `H`
+/// ([`HeadNet`] for two classes, [`HiddenNet`] for more).
 type WholeNet<
     const S1: usize,
     const S2: usize,
@@ -25,12 +26,12 @@ type WholeNet<
     const S4: usize,
     const S5: usize,
     const K: usize,
-    const U: usize,
+    H,
 > = (
     Vgg16Base<S1, S2, S3, S4, S5, f32, Cpu>,
     AvgPool<K, 1, 1>,
     Flatten<HEAD_INPUTS>,
-    HeadNet<U>,
+    H,
 );
 
 impl<
@@ -40,12 +41,16 @@ impl<
         const S4: usize,
         const S5: usize,
         const K: usize,
-        const U: usize,
-    > Export for WholeNet<S1, S2, S3, S4, S5, K, U>
+        H: Export,
+    > Export for WholeNet<S1, S2, S3, S4, S5, K, H>
 {
-    fn export(&self, weights: &mut ModelWeights) -> Result<(), ModelError> {
+    fn export(
+        &self,
+        weights: &mut ModelWeights,
+        top: Option<(&[f32], &[f32])>,
+    ) -> Result<(), ModelError> {
         weights.base = self.0.features.to_weights()?;
-        export_head(&self.3, weights)
+        self.3.export(weights, top)
     }
 }
 
@@ -66,26 +71,54 @@ pub(super) fn network_trainer<
     head: &HeadSpec,
     weights: &ModelWeights,
     adam: AdamSettings,
+    class_weights: Option<&[f64]>,
     seed: u64,
 ) -> Result<Box<dyn Trainer>, ModelError> {
     let dev = Cpu::default();
-    let net: WholeNet<S1, S2, S3, S4, S5, K, U> = (
-        Vgg16Base {
-            features: Vgg16Features::from_weights(&dev, &weights.base)?,
-            conv,
-        },
-        AvgPool::<K, 1, 1>,
-        Flatten::<HEAD_INPUTS>,
-        head_net(&dev, head, &weights.head)?,
-    );
-    Ok(Box::new(HostTrainer::new(
-        net,
-        adam,
-        seed,
-        |n| (n, Const::<S0>, Const::<S0>, Const::<3>),
-        S0 * S0 * 3,
-        NETWORK_EVAL_BATCH,
-    )))
+    let base = Vgg16Base {
+        features: Vgg16Features::from_weights(&dev, &weights.base)?,
+        conv,
+    };
+    let class_weights = class_weights.map(<[f64]>::to_vec);
+    let images = |n| (n, Const::<S0>, Const::<S0>, Const::<3>);
+    if head.is_binary() {
+        let net: WholeNet<S1, S2, S3, S4, S5, K, HeadNet<U>> = (
+            base,
+            AvgPool::<K, 1, 1>,
+            Flatten::<HEAD_INPUTS>,
+            head_net(&dev, head, &weights.head)?,
+        );
+        let objective = Objective {
+            top: None,
+            class_weights,
+        };
+        Ok(Box::new(HostTrainer::new(
+            net,
+            adam,
+            seed,
+            objective,
+            images,
+            S0 * S0 * 3,
+            NETWORK_EVAL_BATCH,
+        )))
+    } else {
+        let (hidden, top) = hidden_net::<U>(&dev, head, &weights.head)?;
+        let net: WholeNet<S1, S2, S3, S4, S5, K, HiddenNet<U>> =
+            (base, AvgPool::<K, 1, 1>, Flatten::<HEAD_INPUTS>, hidden);
+        let objective = Objective {
+            top: Some(top),
+            class_weights,
+        };
+        Ok(Box::new(HostTrainer::new(
+            net,
+            adam,
+            seed,
+            objective,
+            images,
+            S0 * S0 * 3,
+            NETWORK_EVAL_BATCH,
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -113,7 +146,7 @@ mod tests {
         assert_eq!(head.num_params(), 32_897);
         let initial = HeadWeights::glorot(&head, 1);
         let mut trainer = CpuBackend
-            .head_trainer(head, &initial, AdamSettings::default(), 0)
+            .head_trainer(head, &initial, AdamSettings::default(), None, 0)
             .unwrap();
         let n = 16;
         let (x, y) = separable(n);
@@ -150,7 +183,7 @@ mod tests {
         let (x, y) = separable(8);
         let run = |seed| {
             let mut t = CpuBackend
-                .head_trainer(head, &w, AdamSettings::default(), seed)
+                .head_trainer(head, &w, AdamSettings::default(), None, seed)
                 .unwrap();
             (0..3)
                 .map(|_| t.step(x.clone(), y.clone()).unwrap().loss.to_bits())
@@ -158,6 +191,60 @@ mod tests {
         };
         assert_eq!(run(7), run(7), "same seed, same masks, same bits");
         assert_ne!(run(7), run(8), "the seed draws the dropout masks");
+    }
+
+    #[test]
+    fn a_three_class_whole_network_trains_and_agrees_with_the_feature_path() {
+        let spec =
+            NetworkSpec::new(ImageSize::S32, Pooling::Global, ConvAlgorithm::Direct).unwrap();
+        let head = HeadSpec::new(16, 0.0).unwrap().with_classes(3).unwrap();
+        let model = Model {
+            spec,
+            head,
+            weights: ModelWeights {
+                base: BaseWeights::he(5),
+                head: HeadWeights::glorot(&head, 5),
+            },
+            classes: ["A", "B", "C"].map(String::from).to_vec(),
+        };
+        let n = 3;
+        let images: Vec<f32> = data(n * spec.image_len(), 11)
+            .iter()
+            .map(|v| 0.5 + 0.5 * v)
+            .collect();
+        let mut trainer = CpuBackend
+            .network_trainer(spec, head, &model.weights, AdamSettings::default(), None, 0)
+            .unwrap();
+        assert_eq!(trainer.outputs(), 3);
+        let whole = trainer.logits(images.clone(), n).unwrap();
+        assert_eq!(whole.len(), n * 3);
+        let extractor = CpuBackend
+            .feature_extractor(spec, &model.weights.base)
+            .unwrap();
+        let features = pooled_features(extractor.as_ref(), &spec, &images, n, &NoProgress).unwrap();
+        let split =
+            inference::head_logits(&CpuBackend, head, &model.weights.head, &features, n).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&whole), bits(&split));
+
+        let step = trainer.step(images.clone(), vec![2.0, 0.0, 1.0]).unwrap();
+        assert!(step.loss.is_finite() && step.loss > 0.0);
+        assert_eq!(
+            bits(&step.logits),
+            bits(&whole),
+            "no dropout: the same forward"
+        );
+        let mut trained = model.weights.clone();
+        trainer.export(&mut trained).unwrap();
+        assert_ne!(trained.base, model.weights.base, "the base moved");
+        assert_eq!(trained.head.outputs(), 3);
+        assert_ne!(trained.head.values()[2], model.weights.head.values()[2]);
+        // Its logits after the step are the feature path's on the exported weights.
+        let after = trainer.logits(images.clone(), n).unwrap();
+        let extractor = CpuBackend.feature_extractor(spec, &trained.base).unwrap();
+        let features = pooled_features(extractor.as_ref(), &spec, &images, n, &NoProgress).unwrap();
+        let split = inference::head_logits(&CpuBackend, head, &trained.head, &features, n).unwrap();
+        assert_eq!(bits(&after), bits(&split));
     }
 
     #[test]
@@ -172,6 +259,7 @@ mod tests {
                 base: BaseWeights::he(5),
                 head: HeadWeights::glorot(&head, 5),
             },
+            classes: crate::model::spec::default_classes(),
         };
         let n = 4;
         let images: Vec<f32> = data(n * spec.image_len(), 11)
@@ -179,7 +267,7 @@ mod tests {
             .map(|v| 0.5 + 0.5 * v)
             .collect();
         let mut trainer = CpuBackend
-            .network_trainer(spec, head, &model.weights, AdamSettings::default(), 0)
+            .network_trainer(spec, head, &model.weights, AdamSettings::default(), None, 0)
             .unwrap();
         assert_eq!(trainer.row_len(), 32 * 32 * 3);
 

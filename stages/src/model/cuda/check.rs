@@ -407,6 +407,7 @@ pub fn features(backend: &CudaBackend, size: u32, report: &mut Report) -> Result
         head,
         &HeadWeights::glorot(&head, 13),
         AdamSettings::default(),
+        None,
         1,
     )?;
     let p_cpu: Vec<f64> = trainer
@@ -469,7 +470,7 @@ pub fn fine_tuning_step(
     let imgs = images(n, size as usize, 23);
     let targets = vec![1.0, 0.0, 1.0, 0.0];
     let step = |b: &dyn Backend| -> Result<ModelWeights, ModelError> {
-        let mut t = b.network_trainer(spec, head, &weights, adam, 5)?;
+        let mut t = b.network_trainer(spec, head, &weights, adam, None, 5)?;
         t.step(imgs.clone(), targets.clone())?;
         let mut out = weights.clone();
         t.export(&mut out)?;
@@ -602,7 +603,7 @@ pub fn step_ms(backend: &CudaBackend, size: u32, batch: usize) -> Result<f64, Mo
         base: BaseWeights::he(31),
         head: HeadWeights::glorot(&head, 33),
     };
-    let mut t = backend.network_trainer(spec, head, &weights, AdamSettings::default(), 1)?;
+    let mut t = backend.network_trainer(spec, head, &weights, AdamSettings::default(), None, 1)?;
     let imgs = images(batch, size as usize, 34);
     let targets: Vec<f32> = (0..batch).map(|i| (i % 2) as f32).collect();
     t.step(imgs.clone(), targets.clone())?; // warm-up
@@ -632,7 +633,8 @@ pub fn cpu_step_seconds(size: u32, threads: usize) -> Result<f64, ModelError> {
         .build()
         .map_err(|e| ModelError::Device(format!("thread pool: {e}")))?;
     pool.install(|| {
-        let mut t = CpuBackend.network_trainer(spec, head, &weights, AdamSettings::default(), 1)?;
+        let mut t =
+            CpuBackend.network_trainer(spec, head, &weights, AdamSettings::default(), None, 1)?;
         let imgs = images(8, size as usize, 43);
         let targets: Vec<f32> = (0..8).map(|i| (i % 2) as f32).collect();
         let started = Instant::now();

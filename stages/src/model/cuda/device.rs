@@ -203,11 +203,12 @@ impl Backend for CudaBackend {
         head: HeadSpec,
         weights: &HeadWeights,
         adam: AdamSettings,
+        class_weights: Option<&[f64]>,
         seed: u64,
     ) -> Result<Box<dyn Trainer>, ModelError> {
         // The head on features is a few thousand multiply-adds per row: the shared head, in
         // dfdx on the host, bit for bit as the CPU backend trains it.
-        head_trainer(head, weights, adam, seed)
+        head_trainer(head, weights, adam, class_weights, seed)
     }
 
     fn network_trainer(
@@ -216,11 +217,12 @@ impl Backend for CudaBackend {
         head: HeadSpec,
         weights: &ModelWeights,
         adam: AdamSettings,
+        class_weights: Option<&[f64]>,
         seed: u64,
     ) -> Result<Box<dyn Trainer>, ModelError> {
         with_geometry!(
             spec,
-            whole_network_trainer(self.gpu()?, spec, &head, weights, adam, seed)
+            whole_network_trainer(self.gpu()?, spec, &head, weights, adam, class_weights, seed)
         )
     }
 }

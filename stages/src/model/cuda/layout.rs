@@ -195,6 +195,7 @@ mod tests {
                 base: base.clone(),
                 head: HeadWeights::glorot(&head, 3),
             },
+            classes: crate::model::spec::default_classes(),
         };
         let dir = tempfile::tempdir().unwrap();
         let first = dir.path().join("a.safetensors");

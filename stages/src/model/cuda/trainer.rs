@@ -14,8 +14,8 @@ use super::ops::Gpu;
 use super::tensor::GpuTensor;
 use crate::model::backend::{Step, Trainer};
 use crate::model::geometry::with_units;
-use crate::model::head::{export_head, head_net, HeadNet};
-use crate::model::host_step::{AdamStep, InputGradient};
+use crate::model::head::{head_net, HeadNet};
+use crate::model::host_step::{AdamStep, InputGradient, Objective};
 use crate::model::spec::{AdamSettings, HeadSpec, NetworkSpec, HEAD_INPUTS};
 use crate::model::weights::ModelWeights;
 use crate::model::ModelError;
@@ -53,13 +53,21 @@ pub(super) fn whole_network_trainer<
     head: &HeadSpec,
     weights: &ModelWeights,
     adam: AdamSettings,
+    class_weights: Option<&[f64]>,
     seed: u64,
 ) -> Result<Box<dyn Trainer>, ModelError> {
+    if !head.is_binary() {
+        return Err(ModelError::Unsupported(format!(
+            "fine-tuning a head of {} classes (freeze_base = false) does not run on the GPU yet: train it with --device cpu, or keep freeze_base = true (the head alone trains on every device)",
+            head.classes()
+        )));
+    }
     let plan = checked_plan::<S0, S1, S2, S3, S4, S5, K>(&spec)?;
     let check = BatchCheck::new(plan, &spec);
+    let class_weights = class_weights.map(<[f64]>::to_vec);
     with_units!(
         head.units(),
-        trainer::<S0>(gpu, check, head, weights, adam, seed)
+        trainer::<S0>(gpu, check, head, weights, adam, class_weights, seed)
     )
 }
 
@@ -69,6 +77,7 @@ fn trainer<const S0: usize, const U: usize>(
     head: &HeadSpec,
     weights: &ModelWeights,
     adam: AdamSettings,
+    class_weights: Option<Vec<f64>>,
     seed: u64,
 ) -> Result<Box<dyn Trainer>, ModelError> {
     let params = DeviceParams::upload(&gpu, &weights.base)?;
@@ -82,7 +91,15 @@ fn trainer<const S0: usize, const U: usize>(
         params,
         t: 0,
         adam,
-        head: AdamStep::new(net, adam, seed),
+        head: AdamStep::with_objective(
+            net,
+            adam,
+            seed,
+            Objective {
+                top: None,
+                class_weights,
+            },
+        ),
         check,
     }))
 }
@@ -94,6 +111,10 @@ impl<const S0: usize, const U: usize> Trainer for GpuTrainer<S0, U> {
 
     fn eval_batch(&self) -> usize {
         GPU_EVAL_BATCH
+    }
+
+    fn outputs(&self) -> usize {
+        1
     }
 
     fn step(&mut self, rows: Vec<f32>, targets: Vec<f32>) -> Result<Step, ModelError> {
@@ -154,6 +175,6 @@ impl<const S0: usize, const U: usize> Trainer for GpuTrainer<S0, U> {
 
     fn export(&self, weights: &mut ModelWeights) -> Result<(), ModelError> {
         weights.base = self.params.download(&self.gpu)?;
-        export_head(self.head.net(), weights)
+        self.head.export(weights)
     }
 }
