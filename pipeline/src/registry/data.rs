@@ -30,7 +30,12 @@ const LOAD_PARAMS: &[ParamSpec] = &[
                images_dir, filename_column, filters = { column = \"value\" or [\"a\", \"b\"] }, \
                exclude_extensions = [\".gz\"]), type = \"folder\" (path, label, limit = N: the \
                first N files by name, extensions), type = \"npy\" (images, labels), type = \
-               \"synthetic\" (seed, count or count_per_class)",
+               \"synthetic\" (seed, count or count_per_class = N or [N0, N1, ...], labels = the \
+               classes drawn, default all). A source may name each image's group (patient) for \
+               a grouped split, which index.csv then holds in a column of that name: cohen \
+               group_by = \"patientid\" (a metadata column), folder group_by = \"patientid\" \
+               with group_pattern = 'IM-(\\d+)-' (a regex on the file name, first capture \
+               group), synthetic group_by with group_size = K (K consecutive images of a class)",
     },
     ParamSpec {
         name: "classes",
@@ -180,6 +185,14 @@ const SPLIT_PARAMS: &[ParamSpec] = &[
         default: ParamDefault::Bool(false),
         help: "keep each class's proportion on both sides",
     },
+    ParamSpec {
+        name: "group_by",
+        ty: ParamType::Str,
+        default: ParamDefault::Optional,
+        help: "a column of the load stage's index.csv (connect index = \"load.index\"): rows \
+               sharing its value (a patient) stay on one side, each class's test share near \
+               test_fraction; split.csv gains a group column",
+    },
 ];
 
 /// The stage's parameters as the domain's config, validated by its own `validate`: every
@@ -191,6 +204,16 @@ fn split_config(params: &Params) -> Result<SplitConfig, ConfigError> {
         stratify: params
             .bool("stratify")
             .map_err(|e| ConfigError::new("stratify", e.to_string()))?,
+        group_by: match params.get("group_by") {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .ok_or_else(|| {
+                        ConfigError::new("group_by", format!("must be a column name, not {v}"))
+                    })?
+                    .to_owned(),
+            ),
+        },
     };
     cfg.validate()?;
     Ok(cfg)
@@ -210,7 +233,11 @@ impl StageKind for Split {
         SPLIT_PARAMS
     }
     fn inputs(&self) -> InputSlots {
-        InputSlots::Fixed(&["labels"])
+        InputSlots::Fixed(&["labels", "index"])
+    }
+    /// `index` (load's index.csv) only serves `group_by`.
+    fn optional_inputs(&self) -> &'static [&'static str] {
+        &["index"]
     }
     fn outputs(&self, _params: &Params) -> Vec<OutputSpec> {
         vec![
@@ -225,18 +252,93 @@ impl StageKind for Split {
     fn run(&self, ctx: &StageContext) -> Result<StageReport, StageError> {
         let cfg = split_config(ctx.params).map_err(StageError::domain)?;
         let labels = split::read_labels(ctx.input("labels")?).map_err(StageError::domain)?;
-        let result = split::split(&labels, &cfg).map_err(StageError::domain)?;
-        split::write_split(&result, &labels, ctx.out_dir).map_err(StageError::domain)?;
-        let mut report = StageReport {
-            notes: notes_of(&result.counts),
-            ..StageReport::default()
+        let Some(group_by) = cfg.group_by.clone() else {
+            let result = split::split(&labels, &cfg).map_err(StageError::domain)?;
+            split::write_split(&result, &labels, None, ctx.out_dir).map_err(StageError::domain)?;
+            let mut report = StageReport {
+                notes: notes_of(&result.counts),
+                ..StageReport::default()
+            };
+            report
+                .metrics
+                .insert("train_rows".into(), result.train.len() as f64);
+            report
+                .metrics
+                .insert("test_rows".into(), result.test.len() as f64);
+            return Ok(report);
         };
-        report
-            .metrics
-            .insert("train_rows".into(), result.train.len() as f64);
-        report
-            .metrics
-            .insert("test_rows".into(), result.test.len() as f64);
-        Ok(report)
+        let index = ctx.optional_input("index").ok_or_else(|| {
+            StageError::msg(format!(
+                "split stage `{}`: group_by = {group_by:?} reads the groups from the load \
+                 stage's index.csv, but input `index` is not connected: add index = \
+                 \"load.index\" to its inputs",
+                ctx.stage
+            ))
+        })?;
+        let columns =
+            split::read_index(index, &group_by, labels.len()).map_err(StageError::domain)?;
+        let result = split::split_grouped(&labels, &columns.groups, &columns.classes, &cfg)
+            .map_err(StageError::domain)?;
+        split::write_split(&result, &labels, Some(&columns.groups), ctx.out_dir)
+            .map_err(StageError::domain)?;
+        Ok(grouped_report(
+            &result,
+            &columns.classes,
+            &cfg,
+            &group_by,
+            ctx,
+        ))
     }
+}
+
+/// A grouped split's report: the usual counts, each class's test share against the one asked
+/// for (`test_share`), a warning for every class off by more than the tolerance (`warnings`,
+/// also shown while the stage runs) and the groups on each side (`n_groups_train`/`_test`).
+fn grouped_report(
+    result: &split::Split,
+    classes: &std::collections::BTreeMap<u8, String>,
+    cfg: &SplitConfig,
+    group_by: &str,
+    ctx: &StageContext,
+) -> StageReport {
+    let mut report = StageReport {
+        notes: notes_of(&result.counts),
+        ..StageReport::default()
+    };
+    let shares = split::class_shares(result, classes, cfg.test_fraction);
+    let lines = shares
+        .iter()
+        .map(|s| toml::Value::String(s.line()))
+        .collect();
+    report
+        .notes
+        .insert("test_share".into(), toml::Value::Array(lines));
+    let warnings: Vec<String> = shares.iter().filter_map(|s| s.warning(group_by)).collect();
+    for w in &warnings {
+        ctx.progress.message(&format!("warning: {w}"));
+    }
+    if !warnings.is_empty() {
+        report.notes.insert(
+            "warnings".into(),
+            toml::Value::Array(warnings.into_iter().map(toml::Value::String).collect()),
+        );
+    }
+    report
+        .notes
+        .insert("group_by".into(), toml::Value::String(group_by.to_owned()));
+    let metrics = [
+        ("train_rows", result.train.len()),
+        ("test_rows", result.test.len()),
+    ]
+    .into_iter()
+    .chain(
+        result
+            .groups
+            .iter()
+            .flat_map(|g| [("n_groups_train", g.train), ("n_groups_test", g.test)]),
+    );
+    for (name, value) in metrics {
+        report.metrics.insert(name.into(), value as f64);
+    }
+    report
 }

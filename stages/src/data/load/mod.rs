@@ -7,7 +7,10 @@
 //! - `index.csv`: `row,path,label,class,blake3,width,height` per image (path relative to the
 //!   data root; blake3 of the source file's bytes; width and height of the source after EXIF
 //!   orientation). Rows from `npy` sources are named `X.npy#row` and hash the row's pixels;
-//!   synthetic rows are named `synthetic:seed=S#i` and hash the generated pixels;
+//!   synthetic rows are named `synthetic:seed=S#i` and hash the generated pixels. When a
+//!   source declares `group_by = "NAME"`, a last column `NAME` holds each row's group (empty
+//!   for rows of sources that declare none: each its own group); otherwise the seven columns
+//!   only. Equal values from different sources are one group (a split keeps them together);
 //! - `skipped.csv`: `path,reason`, always written (header only when nothing was skipped).
 //!
 //! Row order is the order of `sources`, then each source's own order (CSV row order for

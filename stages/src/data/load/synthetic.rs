@@ -132,7 +132,7 @@ pub fn generate(seed: u64, index: u64, cue: usize, size: u32) -> Vec<u8> {
     // the class's cue; size and strength vary per image.
     let consolidation = (cue >= 2).then(|| {
         let j = cue - 2;
-        let side = if j % 2 == 0 { 1.0 } else { -1.0 };
+        let side = if j.is_multiple_of(2) { 1.0 } else { -1.0 };
         let zone = [0.5, -0.5, 0.0][(j / 2) % 3];
         Consolidation {
             x: cx + side * lung_dx + r.range(-0.1, 0.1) * lung_rx,
@@ -267,7 +267,7 @@ mod tests {
     fn consolidation_cues_each_brighten_their_own_place() {
         // The nominal centre of cue 2 + j's consolidation (jitter left out).
         let place = |j: usize| {
-            let side = if j % 2 == 0 { 1.0 } else { -1.0 };
+            let side = if j.is_multiple_of(2) { 1.0 } else { -1.0 };
             let zone = [0.5, -0.5, 0.0][(j / 2) % 3];
             (0.5 + side * 0.185, 0.47 + zone * 0.295)
         };
