@@ -2,10 +2,13 @@
 //! preprocessed its training data. The numbers come from `stages::predict`; this module only
 //! reads the run record, lists the images and prints.
 //!
-//! The decision threshold is the run's own (its evaluate stage's `threshold`), so `predict`
-//! labels an image as the run's predictions.csv did; it is printed with what the probability
-//! is of. With `--on-bad-image skip`, an unreadable file costs only itself: it is listed on
-//! stderr and in the CSV (empty probability, label `skipped`), and the others are predicted.
+//! For a two-class model the decision threshold is the run's own (its evaluate stage's
+//! `threshold`), so `predict` labels an image as the run's predictions.csv did; it is printed
+//! with what the probability is of. For three classes or more each image gets every class's
+//! probability and the most probable class (ties to the lower class index); the CSV has one
+//! column per class, named by the class. Class names are the model's own (its checkpoint's).
+//! With `--on-bad-image skip`, an unreadable file costs only itself: it is listed on stderr
+//! and in the CSV (empty probabilities, label `skipped`), and the others are predicted.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,7 +19,8 @@ use clap::Args;
 use pipeline_engine::run::store::Store;
 use pipeline_engine::runs::record::{RunRecord, RunStatus, StageRecord};
 use stages::data::normalize::NormalizeConfig;
-use stages::metrics::{predicted_label, CLASS_NAMES, DEFAULT_THRESHOLD};
+use stages::metrics::{predicted_label, DEFAULT_THRESHOLD};
+use stages::model::inference::argmax;
 
 use super::export::TrainedCheckpoint;
 
@@ -30,7 +34,8 @@ pub struct PredictArgs {
     /// Image files, or folders whose .png/.jpg/.jpeg files are taken (sorted, not recursive)
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
-    /// Also write `image,probability,label` to FILE (probabilities at full f32 precision)
+    /// Also write `image,probability,label` to FILE (two classes; for more,
+    /// `image,CLASS0,CLASS1,...,label`), probabilities at full f32 precision
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
     /// What a file that cannot be read does: `fail` stops with an error naming it, printing
@@ -92,7 +97,6 @@ pub fn predict(
     let image_size = image_size(&run)?;
     let mode = normalize_config(&run)?.mode;
     let options = decode_options(&run)?;
-    let (threshold, threshold_from) = threshold(&run)?;
     let images = expand(&args.images)?;
     let progress = Bar::new();
     let result = stages::predict::predict_each(
@@ -108,7 +112,15 @@ pub fn predict(
     progress.0.finish_and_clear();
     // The message already names the file and the cause; `?` would also chain the cause's
     // own source after it and print that twice.
-    let results = result.map_err(|e| anyhow::Error::msg(e.to_string()))?;
+    let each = result.map_err(|e| anyhow::Error::msg(e.to_string()))?;
+    let classes = each.classes;
+    let results = each.results;
+    // Two classes: the run's threshold on the probability of class 1, as its evaluation.
+    let decision = if classes.len() == 2 {
+        Decision::Threshold(threshold(&run)?)
+    } else {
+        Decision::MostProbable
+    };
     if args.on_bad_image == OnBadImage::Fail {
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             // All or nothing, as asked: nothing printed, and how to go on past it.
@@ -127,16 +139,42 @@ pub fn predict(
     let skipped = rows.iter().filter(|r| r.outcome.is_err()).count();
     // The file first: when it cannot be written, the command fails having printed nothing.
     if let Some(file) = &args.csv {
-        write_csv(file, &rows, threshold)
+        write_csv(file, &rows, &classes, &decision)
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
-    eprintln!(
-        "probability of {} per image; labelled {} above {threshold} ({threshold_from})",
-        CLASS_NAMES[1], CLASS_NAMES[1]
-    );
+    match &decision {
+        Decision::Threshold((threshold, threshold_from)) => eprintln!(
+            "probability of {} per image; labelled {} above {threshold} ({threshold_from})",
+            classes[1], classes[1]
+        ),
+        Decision::MostProbable => eprintln!(
+            "per image: the most probable class, then each class's probability ({})",
+            classes.join(", ")
+        ),
+    }
     for row in &rows {
-        if let Ok(p) = row.outcome {
-            println!("{}\t{p:.6}\t{}", row.image, label_of(p, threshold));
+        if let Ok(p) = &row.outcome {
+            match &decision {
+                Decision::Threshold((threshold, _)) => println!(
+                    "{}\t{:.6}\t{}",
+                    row.image,
+                    p[1],
+                    label_of(p, &classes, &decision, *threshold)
+                ),
+                Decision::MostProbable => {
+                    let each: Vec<String> = classes
+                        .iter()
+                        .zip(p)
+                        .map(|(name, q)| format!("{name} {q:.6}"))
+                        .collect();
+                    println!(
+                        "{}\t{}\t{}",
+                        row.image,
+                        label_of(p, &classes, &decision, 0.0),
+                        each.join("\t")
+                    );
+                }
+            }
         }
     }
     if skipped > 0 {
@@ -156,14 +194,26 @@ pub fn predict(
     Ok(ExitCode::SUCCESS)
 }
 
-/// One image's outcome: its probability of COVID, or why it could not be read.
+/// One image's outcome: every class's probability, or why it could not be read.
 struct Row {
     image: String,
-    outcome: Result<f32, String>,
+    outcome: Result<Vec<f32>, String>,
 }
 
-fn label_of(p: f32, threshold: f32) -> &'static str {
-    CLASS_NAMES[usize::from(predicted_label(p, threshold))]
+/// How an image's class is decided.
+enum Decision {
+    /// Two classes: class 1 where its probability is above the run's threshold (and where
+    /// the threshold comes from).
+    Threshold((f32, String)),
+    /// More: the most probable class.
+    MostProbable,
+}
+
+fn label_of<'a>(p: &[f32], classes: &'a [String], decision: &Decision, threshold: f32) -> &'a str {
+    match decision {
+        Decision::Threshold(_) => &classes[usize::from(predicted_label(p[1], threshold))],
+        Decision::MostProbable => &classes[argmax(p)],
+    }
 }
 
 /// The run's decision threshold and where it comes from: the evaluate stage that scored the
@@ -347,16 +397,47 @@ fn is_image_name(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-fn write_csv(file: &Path, rows: &[Row], threshold: f32) -> anyhow::Result<()> {
+fn write_csv(
+    file: &Path,
+    rows: &[Row],
+    classes: &[String],
+    decision: &Decision,
+) -> anyhow::Result<()> {
     let mut out = csv::Writer::from_path(file)?;
-    out.write_record(["image", "probability", "label"])?;
-    for row in rows {
-        match row.outcome {
-            // Shortest round-trip form, as the evaluate stage's predictions.csv.
-            Ok(p) => {
-                out.write_record([row.image.as_str(), &p.to_string(), label_of(p, threshold)])?
+    match decision {
+        Decision::Threshold((threshold, _)) => {
+            out.write_record(["image", "probability", "label"])?;
+            for row in rows {
+                match &row.outcome {
+                    // Shortest round-trip form, as the evaluate stage's predictions.csv.
+                    Ok(p) => out.write_record([
+                        row.image.as_str(),
+                        &p[1].to_string(),
+                        label_of(p, classes, decision, *threshold),
+                    ])?,
+                    Err(_) => out.write_record([row.image.as_str(), "", SKIPPED])?,
+                }
             }
-            Err(_) => out.write_record([row.image.as_str(), "", SKIPPED])?,
+        }
+        Decision::MostProbable => {
+            let mut header = vec!["image"];
+            header.extend(classes.iter().map(String::as_str));
+            header.push("label");
+            out.write_record(&header)?;
+            for row in rows {
+                let mut record = vec![row.image.clone()];
+                match &row.outcome {
+                    Ok(p) => {
+                        record.extend(p.iter().map(|q| q.to_string()));
+                        record.push(label_of(p, classes, decision, 0.0).to_string());
+                    }
+                    Err(_) => {
+                        record.extend(classes.iter().map(|_| String::new()));
+                        record.push(SKIPPED.to_string());
+                    }
+                }
+                out.write_record(&record)?;
+            }
         }
     }
     out.flush()?;

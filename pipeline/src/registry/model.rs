@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use stages::model::config::{HeadConfig, ModelConfig, Weights};
 use stages::model::size::Pooling;
+use stages::model::spec::default_classes;
 use stages::model::{build_model, Backend, ConvAlgorithm};
-use stages::train::{self, TrainConfig, TrainInputs};
+use stages::train::{self, ClassWeight, TrainConfig, TrainInputs};
 use stages::validate::ConfigError;
 
 use super::{float, notes_of, problem, unsigned, Progress};
@@ -60,6 +61,12 @@ const MODEL_PARAMS: &[ParamSpec] = &[
         default: ParamDefault::Str("direct"),
         help: "how the base's convolutions are computed: direct (im2col + gemm, as PyTorch and Keras) or winograd (F(4x4,3x3): about 2x faster on CPU, rounding a few 1e-6 of the output scale instead of about 1e-7)",
     },
+    ParamSpec {
+        name: "classes",
+        ty: ParamType::StrList,
+        default: ParamDefault::Optional,
+        help: "the class names, class 0 first (as load.classes): two give the seed's Dense(1) + sigmoid head, three or more a Dense(C) + softmax head; default [\"NORMAL\", \"COVID\"]",
+    },
 ];
 
 /// The stage's parameters as the domain's config, validated by its own `validate`: every
@@ -81,7 +88,14 @@ fn model_config(params: &Params) -> Result<ModelConfig, ConfigError> {
         "random-he" => Weights::RandomHe,
         path => Weights::File(PathBuf::from(path)),
     };
+    let classes = match params.get("classes") {
+        None => default_classes(),
+        Some(_) => params
+            .str_list("classes")
+            .map_err(|e| ConfigError::new("classes", e.to_string()))?,
+    };
     let cfg = ModelConfig {
+        classes,
         image_size: unsigned(params, "image_size")?,
         weights,
         seed: unsigned(params, "seed")?,
@@ -273,6 +287,12 @@ const TRAIN_PARAMS: &[ParamSpec] = &[
         default: ParamDefault::Bool(true),
         help: "true: train the head on precomputed features; false: fine-tune the whole network (slow on CPU)",
     },
+    ParamSpec {
+        name: "class_weight",
+        ty: ParamType::Any,
+        default: ParamDefault::Optional,
+        help: "Keras' class_weight: \"balanced\" (n / (C n_c) over the training rows) or a table { CLASS = weight, ... } naming every class; absent, every row weighs 1",
+    },
 ];
 
 /// The stage's parameters as the domain's config, validated by its own `validate`: every
@@ -290,9 +310,34 @@ fn train_config(params: &Params) -> Result<TrainConfig, ConfigError> {
         freeze_base: params
             .bool("freeze_base")
             .map_err(|e| ConfigError::new("freeze_base", e.to_string()))?,
+        class_weight: params.get("class_weight").map(class_weight).transpose()?,
     };
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// `class_weight` as written: `"balanced"` or a table of numbers keyed by class name.
+fn class_weight(value: &toml::Value) -> Result<ClassWeight, ConfigError> {
+    let bad = |detail: String| ConfigError::new("class_weight", detail);
+    match value {
+        toml::Value::String(name) => Ok(ClassWeight::Named(name.clone())),
+        toml::Value::Table(table) => table
+            .iter()
+            .map(|(name, w)| {
+                let w = w
+                    .as_float()
+                    .or_else(|| w.as_integer().map(|i| i as f64))
+                    .ok_or_else(|| {
+                        bad(format!("the weight of `{name}` must be a number, not {w}"))
+                    })?;
+                Ok((name.clone(), w))
+            })
+            .collect::<Result<_, _>>()
+            .map(ClassWeight::Table),
+        other => Err(bad(format!(
+            "must be \"balanced\" or a table {{ CLASS = weight, ... }}, not {other}"
+        ))),
+    }
 }
 
 impl StageKind for Train {
@@ -308,7 +353,7 @@ impl StageKind for Train {
         5
     }
     fn summary(&self) -> &'static str {
-        "trains the head with Adam and binary cross-entropy, Keras' fit semantics"
+        "trains the head with Adam and cross-entropy (binary for two classes, categorical for more), Keras' fit semantics"
     }
     fn params(&self) -> &'static [ParamSpec] {
         TRAIN_PARAMS
