@@ -521,6 +521,52 @@ mod tests {
     }
 
     #[test]
+    fn the_terminal_lines_list_each_class_with_sets_side_by_side() {
+        let inside = three(19, 20, 20, 20);
+        let outside = three(6, 20, 38, 40);
+        let mut internal = set("evaluate", true, &inside);
+        internal.classes = names();
+        let mut external = set("external", false, &outside);
+        external.classes = names();
+        let h = Headline {
+            weights: None,
+            caveats: &[],
+            metrics: DEFAULT_CLASS_HEADLINE
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
+            warnings: generalization_warnings(&internal, &external),
+            class_rows: class_rows(&names().expect("names")),
+            sets: vec![internal, external],
+        };
+        let lines = h.lines();
+        let find = |start: &str| {
+            lines
+                .iter()
+                .find(|l| l.trim_start().starts_with(start))
+                .unwrap_or_else(|| panic!("no line {start:?} in {lines:#?}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(find("macro ROC AUC"), "macro ROC AUC 0.750 0.750");
+        assert_eq!(find("test accuracy"), "test accuracy n/a n/a");
+        assert!(lines.iter().any(|l| l.trim() == "per class (one vs rest)"));
+        assert_eq!(
+            find("COVID-19 sensitivity"),
+            // 6 of 20: Wilson centre 0.332, half-width 0.187.
+            "COVID-19 sensitivity 0.950 [0.764, 0.991] 0.300 [0.145, 0.519]"
+        );
+        assert_eq!(find("NORMAL precision"), "NORMAL precision n/a n/a");
+        assert!(lines
+            .last()
+            .is_some_and(|l| l.starts_with("WARNING: COVID-19's sensitivity")));
+        assert!(h.shows("external.sensitivity_covid_19_ci_low"));
+        assert!(h.shows("evaluate.n_pneumonia"));
+        assert!(!h.shows("evaluate.test_loss"));
+    }
+
+    #[test]
     fn class_metrics_have_their_class_s_name_in_labels() {
         let classes = names().expect("names");
         assert_eq!(

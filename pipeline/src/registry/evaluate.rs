@@ -51,7 +51,8 @@ impl StageKind for Evaluate {
     fn summary(&self) -> &'static str {
         "test loss, accuracy, confusion matrix, classification report, ROC AUC, Wilson intervals, \
          confusion and ROC figures (on the `test` rows, or every row when `test` is left out: \
-         an external set)"
+         an external set); with three or more classes, per class one-vs-rest with intervals, \
+         macro and weighted F1, macro and pairwise AUC, named by the classes"
     }
     fn params(&self) -> &'static [ParamSpec] {
         &[THRESHOLD]

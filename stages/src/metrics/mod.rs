@@ -1,4 +1,5 @@
-//! Evaluation metrics of the binary COVID / NORMAL classifier, and their CSV files.
+//! Evaluation metrics of the classifier (model1's binary COVID / NORMAL one, and C classes),
+//! and their CSV files.
 //!
 //! Everything here is a pure function of the true labels (0 = NORMAL, 1 = COVID) and the
 //! predicted probabilities of COVID. The definitions follow scikit-learn and Keras so that a
@@ -15,7 +16,8 @@
 //! - [`multiclass`]: the C-class metrics (one-vs-rest per class, macro F1 and AUC, pairwise AUC).
 //!
 //! [`Evaluation`] bundles all of them for two classes, [`ClassResults`] for three or more
-//! (names from [`ClassNames`], see [`names`] for how metric names derive from class names); [`io`] writes and reads the stage's CSV files
+//! (names from [`ClassNames`]; [`slug`] says how metric names derive from class names);
+//! [`io`] and [`class_io`] write and read the stage's CSV files
 //! (`metrics.csv`, `confusion.csv`, `classification_report.csv`, `roc.csv`,
 //! `predictions.csv`); [`History`] owns the trainer's `history.csv`.
 

@@ -40,7 +40,7 @@ pub struct ClassNames {
 
 impl ClassNames {
     /// At least two names whose slugs are non-empty and distinct (two classes must not
-    /// write the same metric).
+    /// write the same metric), none of them `test` (`n_test` counts every image).
     pub fn new(names: Vec<String>) -> Result<Self, MetricsError> {
         let bad = |message: String| MetricsError::ClassNames { message };
         if names.len() < 2 {
@@ -55,6 +55,13 @@ impl ClassNames {
             if s.is_empty() {
                 return Err(bad(format!(
                     "class name {:?} has no ASCII letter or digit to name its metrics",
+                    names[i]
+                )));
+            }
+            if s == "test" {
+                return Err(bad(format!(
+                    "class name {:?} would write the metric `n_test`, which counts every image; \
+                     rename the class",
                     names[i]
                 )));
             }
@@ -142,6 +149,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"??\""), "{e}");
+        let e = ClassNames::new(names(&["A", "Test"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"Test\"") && e.contains("n_test"), "{e}");
         let e = ClassNames::new(names(&["A"])).unwrap_err().to_string();
         assert!(e.contains("at least 2"), "{e}");
     }
