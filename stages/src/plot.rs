@@ -79,22 +79,38 @@ pub fn run(inputs: &PlotInputs, threshold: f32, out_dir: &Path) -> Result<Vec<Pa
 }
 
 /// What the grid's `p` is: for three or more classes the predicted class's probability; for
-/// two the positive class's, that class named by the predictions (the class predicted above
-/// `threshold`, else a true class never predicted).
+/// two the positive class's, that class named by the predictions themselves. The evaluate
+/// stage called an image positive above its own threshold, so the image of highest `p` was
+/// called positive whenever any was: when the highest and the lowest `p` were called
+/// differently, the highest one's class is the positive one. When every image was called the
+/// same, that class is positive if its highest `p` is above `threshold` (the plot stage's,
+/// normally the evaluate stage's too), else the positive class is a true class never
+/// predicted.
 fn probability_note(predictions: &Predictions, threshold: f32) -> String {
     if predictions.classes.is_some() {
         return "p = probability of the predicted class".into();
     }
-    let rows = || predictions.predicted.iter().zip(&predictions.probabilities);
-    let positive = rows()
-        .find(|(_, &p)| p > threshold)
-        .map(|(name, _)| name)
-        .or_else(|| {
-            predictions
-                .true_classes
-                .iter()
-                .find(|t| !predictions.predicted.contains(t))
-        });
+    let rows: Vec<(&String, f32)> = predictions
+        .predicted
+        .iter()
+        .zip(predictions.probabilities.iter().copied())
+        .collect();
+    let by_p = |a: &&(&String, f32), b: &&(&String, f32)| a.1.total_cmp(&b.1);
+    let highest = rows.iter().max_by(by_p);
+    let lowest = rows.iter().min_by(by_p);
+    let positive = match (highest, lowest) {
+        (Some(&(high, p)), Some(&(low, _))) => {
+            if high != low || p > threshold {
+                Some(high)
+            } else {
+                predictions
+                    .true_classes
+                    .iter()
+                    .find(|t| !predictions.predicted.contains(t))
+            }
+        }
+        _ => None,
+    };
     match positive {
         Some(name) => format!("p = predicted probability of {name}"),
         None => "p = predicted probability of the positive class".into(),
@@ -132,6 +148,19 @@ mod tests {
         assert_eq!(
             probability_note(&all_negative, 0.5),
             "p = predicted probability of COVID-19"
+        );
+        // The evaluate stage's threshold was 0.9: 0.7 was called NORMAL, 0.95 COVID.
+        let strict = predictions(
+            &[
+                ("NORMAL", "NORMAL", 0.7),
+                ("COVID", "COVID", 0.95),
+                ("COVID", "NORMAL", 0.2),
+            ],
+            None,
+        );
+        assert_eq!(
+            probability_note(&strict, 0.5),
+            "p = predicted probability of COVID"
         );
         let three = predictions(&[("A", "B", 0.6)], Some(vec!["A".into(), "B".into()]));
         assert_eq!(
