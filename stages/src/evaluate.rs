@@ -12,8 +12,8 @@ use crate::figures::{
 };
 use crate::metrics::class_io::{write_class_predictions_csv, write_class_results};
 use crate::metrics::io::{write_all, write_predictions_csv, PREDICTIONS_CSV};
-use crate::metrics::{ClassNames, ClassResults, Evaluation, MetricsError, CLASS_NAMES};
-use crate::model::inference::{head_logits, sigmoid};
+use crate::metrics::{ClassNames, ClassResults, Evaluation, MetricsError};
+use crate::model::inference::class_probabilities;
 use crate::model::spec::HEAD_INPUTS;
 use crate::model::{checkpoint, Backend, ModelError};
 use crate::validate::{self, ConfigError};
@@ -111,21 +111,11 @@ pub fn run(
         y.push(u32::from(label));
         images.push(name.clone());
     }
-    // The two-class head: one sigmoid probability p per image, as rows [1 - p, p] (p itself
-    // is what every two-class metric reads, so nothing about it changes).
-    // MERGE (issue 27, softmax head): replace these lines by
-    //     let probabilities = class_probabilities(backend, model.head, &model.weights, &x,
-    //         rows.len())?;
-    //     let (n_classes, probabilities) = (probabilities.classes, probabilities.values);
-    // and `index.class_names(n_classes)` below by `model.classes().to_vec()`.
-    let n_classes = 2;
-    let probabilities: Vec<f32> = head_logits(backend, model.head, &model.weights, &x, rows.len())?
-        .into_iter()
-        .flat_map(|logit| {
-            let p = sigmoid(logit);
-            [1.0 - p, p]
-        })
-        .collect();
+    // Every class's probability: rows [1 - p, p] for the seed's sigmoid head (p exactly what
+    // every two-class metric reads), a softmax row for three or more classes.
+    let probabilities = class_probabilities(backend, model.head, &model.weights, &x, rows.len())?;
+    let classes = model.classes().to_vec();
+    index.check_classes(&classes, inputs.index)?;
     let set = match inputs.test_index {
         Some(_) => SetKind::TestSplit,
         None => SetKind::External,
@@ -133,8 +123,8 @@ pub fn run(
     evaluate_probabilities(
         &EvaluatedProbabilities {
             labels: &y,
-            probabilities: &probabilities,
-            classes: &index.class_names(n_classes),
+            probabilities: &probabilities.values,
+            classes: &classes,
             images: &images,
             set,
         },
@@ -276,17 +266,26 @@ struct IndexCsv {
 }
 
 impl IndexCsv {
-    /// The names of `n_classes` classes: each label's name in `index.csv`; a label no row
-    /// has is model1's name for a two-class model (a two-class checkpoint's default) and
-    /// `class K` otherwise. (Until the checkpoint records its classes.)
-    fn class_names(&self, n_classes: usize) -> Vec<String> {
-        (0..n_classes)
-            .map(|k| match self.classes.get(&k) {
-                Some(name) => name.clone(),
-                None if n_classes == 2 => CLASS_NAMES[k].to_owned(),
-                None => format!("class {k}"),
-            })
-            .collect()
+    /// Refuses a model whose class names are not the load stage's: `load.classes` and
+    /// `model.classes` must name the same classes in the same order, or every result would
+    /// carry the wrong name. Only the labels that `index.csv` names can be compared.
+    fn check_classes(&self, model: &[String], path: &Path) -> Result<(), EvaluateError> {
+        for (&label, name) in &self.classes {
+            if model.get(label) != Some(name) {
+                return Err(EvaluateError::Index {
+                    path: path.display().to_string(),
+                    message: format!(
+                        "label {label} is class {name:?} here but {} in the trained model \
+                         (whose classes are {model:?}): give the model stage the load stage's \
+                         classes, in the same order",
+                        model
+                            .get(label)
+                            .map_or("absent".to_owned(), |m| format!("{m:?}")),
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -61,6 +61,13 @@ const LOAD_PARAMS: &[ParamSpec] = &[
         default: ParamDefault::Bool(false),
         help: "follow symbolic links that lead out of the data root (refused by default)",
     },
+    ParamSpec {
+        name: "allow_empty_classes",
+        ty: ParamType::Bool,
+        default: ParamDefault::Optional,
+        help:
+            "let a class have no image (an evaluation set without that class); an error by default",
+    },
 ];
 
 impl StageKind for Load {

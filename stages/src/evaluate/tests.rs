@@ -195,7 +195,7 @@ fn mismatched_inputs_are_one_clear_error() {
 }
 
 #[test]
-fn class_names_come_from_index_csv() {
+fn index_csv_class_names_must_be_the_models() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("index.csv");
     std::fs::write(
@@ -206,11 +206,30 @@ fn class_names_come_from_index_csv() {
     .unwrap();
     let index = read_index_csv(&path).unwrap();
     assert_eq!(index.paths, ["p/a.jpg", "n/b.jpg", "c/c.jpg"]);
-    assert_eq!(index.class_names(3), ["NORMAL", "PNEUMONIA", "COVID-19"]);
-    assert_eq!(index.class_names(4)[3], "class 3");
-    std::fs::write(&path, "path\na.jpg\n").unwrap();
-    assert_eq!(
-        read_index_csv(&path).unwrap().class_names(2),
-        ["NORMAL", "COVID"]
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let three = names(&["NORMAL", "PNEUMONIA", "COVID-19"]);
+    index.check_classes(&three, &path).unwrap();
+    let swapped = names(&["NORMAL", "COVID-19", "PNEUMONIA"]);
+    let error = index
+        .check_classes(&swapped, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("label 1 is class \"PNEUMONIA\" here but \"COVID-19\""),
+        "{error}"
     );
+    let error = index
+        .check_classes(&three[..2], &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("label 2 is class \"COVID-19\" here but absent"),
+        "{error}"
+    );
+    // An index without label/class columns names no class: nothing to compare.
+    std::fs::write(&path, "path\na.jpg\n").unwrap();
+    read_index_csv(&path)
+        .unwrap()
+        .check_classes(&swapped, &path)
+        .unwrap();
 }

@@ -24,6 +24,7 @@ pub const INDEX_COLUMNS: [&str; 7] = ["row", "path", "label", "class", "blake3",
 /// on_bad_image = "error"          # or "skip"; default "error"
 /// allow_truncated_images = false  # default false: a JPEG cut short is a bad image
 /// allow_outside_data_root = false # default false: no symbolic link may lead out of the root
+/// allow_empty_classes = false     # default false: every class needs at least one image
 ///
 /// [[sources]]
 /// type = "cohen"
@@ -62,6 +63,11 @@ pub struct LoadConfig {
     /// it every file read must resolve to a path inside the data root.
     #[serde(default)]
     pub allow_outside_data_root: bool,
+    /// Let a declared class have no image. An evaluation set may lack a class the model
+    /// knows (model2's external set has no PNEUMONIA image) while its labels must still be
+    /// the model's; without it an empty class is an error (most often a misspelt `label`).
+    #[serde(default)]
+    pub allow_empty_classes: bool,
     /// Where the images come from, loaded in this order.
     pub sources: Vec<Source>,
 }

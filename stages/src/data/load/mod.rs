@@ -105,7 +105,7 @@ pub enum LoadError {
     },
     #[error("source {source_desc} selects no images")]
     EmptySource { source_desc: String },
-    #[error("class {class:?} has no images after loading")]
+    #[error("class {class:?} has no images after loading (allow_empty_classes = true in the load stage accepts that, e.g. for an evaluation set without that class)")]
     EmptyClass { class: String },
     #[error(transparent)]
     Decode(#[from] DecodeError),
@@ -465,7 +465,10 @@ pub fn load(
     for row in &rows {
         class_counts[usize::from(row.label)].count += 1;
     }
-    if let Some(empty) = class_counts.iter().find(|c| c.count == 0) {
+    if let Some(empty) = class_counts
+        .iter()
+        .find(|c| c.count == 0 && !cfg.allow_empty_classes)
+    {
         return Err(LoadError::EmptyClass {
             class: empty.class.clone(),
         });

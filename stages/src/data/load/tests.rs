@@ -435,6 +435,23 @@ fn missing_folder_empty_class_and_duplicates() {
         matches!(&err, LoadError::EmptyClass { class } if class == "B"),
         "{err}"
     );
+    assert!(err.to_string().contains("allow_empty_classes"), "{err}");
+    // An evaluation set may lack a class the model knows: allowed, it loads with 0 of B.
+    let mut allowed = two.clone();
+    allowed.allow_empty_classes = true;
+    let report = load(
+        &allowed,
+        root.path(),
+        &root.path().join("allowed"),
+        &NoProgress,
+    )
+    .unwrap();
+    let counts: Vec<(String, usize)> = report
+        .class_counts
+        .iter()
+        .map(|c| (c.class.clone(), c.count))
+        .collect();
+    assert_eq!(counts[1], ("B".to_owned(), 0), "{counts:?}");
 
     let report = load(
         &folder_config("dups", "error", 8),
