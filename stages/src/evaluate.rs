@@ -114,7 +114,7 @@ pub fn run(
     // Every class's probability: rows [1 - p, p] for the seed's sigmoid head (p exactly what
     // every two-class metric reads), a softmax row for three or more classes.
     let probabilities = class_probabilities(backend, model.head, &model.weights, &x, rows.len())?;
-    let classes = model.classes().to_vec();
+    let classes = index.names_for(model.classes());
     index.check_classes(&classes, inputs.index)?;
     let set = match inputs.test_index {
         Some(_) => SetKind::TestSplit,
@@ -266,6 +266,19 @@ struct IndexCsv {
 }
 
 impl IndexCsv {
+    /// The classes to report under: the model's, except that a two-class model with the
+    /// default names (an experiment that never set `model.classes`, as before classes were
+    /// recorded) takes the load stage's names, so that a PNEUMONIA/COVID experiment is
+    /// reported as such. Three or more classes are always named by the model.
+    fn names_for(&self, model: &[String]) -> Vec<String> {
+        if model != crate::model::spec::DEFAULT_CLASSES {
+            return model.to_vec();
+        }
+        (0..model.len())
+            .map(|k| self.classes.get(&k).unwrap_or(&model[k]).clone())
+            .collect()
+    }
+
     /// Refuses a model whose class names are not the load stage's: `load.classes` and
     /// `model.classes` must name the same classes in the same order, or every result would
     /// carry the wrong name. Only the labels that `index.csv` names can be compared.

@@ -226,6 +226,16 @@ fn index_csv_class_names_must_be_the_models() {
         error.contains("label 2 is class \"COVID-19\" here but absent"),
         "{error}"
     );
+    // A two-class model that never named its classes takes the index's names.
+    let default_pair = names(&["NORMAL", "COVID"]);
+    let binary = "row,path,label,class,blake3,width,height\n0,p/a.jpg,0,PNEUMONIA,x,1,1\n";
+    std::fs::write(&path, binary).unwrap();
+    let pneumonia = read_index_csv(&path).unwrap();
+    assert_eq!(pneumonia.names_for(&default_pair), ["PNEUMONIA", "COVID"]);
+    // A model that named its classes is taken at its word, and checked.
+    let named = names(&["OTHER", "COVID"]);
+    assert_eq!(pneumonia.names_for(&named), named);
+    assert!(pneumonia.check_classes(&named, &path).is_err());
     // An index without label/class columns names no class: nothing to compare.
     std::fs::write(&path, "path\na.jpg\n").unwrap();
     read_index_csv(&path)
