@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{cache_uses, repo, shared_data};
+use common::{cache_uses, csv_rows, repo, shared_data};
 
 /// Runs `pipeline` from the repository root with a store of its own.
 fn pipeline(store: &Path, args: &[&str], threads: Option<usize>) -> String {
@@ -60,22 +60,6 @@ fn digests(record: &toml::Table) -> BTreeMap<String, String> {
         }
     }
     out
-}
-
-fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).expect("csv opens");
-    let headers = reader.headers().expect("header").clone();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.expect("row");
-            headers
-                .iter()
-                .zip(r.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
 }
 
 fn metrics(dir: &Path) -> BTreeMap<String, f64> {

@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use common::{shared_data, Project};
+use common::{csv_rows, shared_data, stage_record, Project};
 
 /// A three-class synthetic experiment through load, normalize and split, grouped by patient:
 /// 3 to 4 images per patient, 20 % of each class to test.
@@ -41,32 +41,6 @@ group_by = "patientid"
 test_fraction = 0.2
 seed = 40
 "#;
-
-/// Rows of a CSV file as `header -> cell` maps.
-fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).expect("csv");
-    let headers = reader.headers().expect("header").clone();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.expect("record");
-            headers
-                .iter()
-                .zip(r.iter())
-                .map(|(h, v)| (h.to_owned(), v.to_owned()))
-                .collect()
-        })
-        .collect()
-}
-
-fn stage<'a>(record: &'a toml::Table, name: &str) -> &'a toml::Value {
-    record["stages"]
-        .as_array()
-        .expect("stages")
-        .iter()
-        .find(|s| s["name"].as_str() == Some(name))
-        .expect("stage")
-}
 
 /// The groups found on each side of `split.csv`, checking that none is on both.
 fn sides(split_csv: &Path, index_csv: &Path, column: &str) -> (BTreeSet<String>, BTreeSet<String>) {
@@ -113,7 +87,7 @@ fn synthetic_three_classes_grouped_by_patient() {
     // 10 + 7 + 9 patients of 4 images each.
     assert_eq!(train.len() + test.len(), 26, "{out}");
 
-    let split = stage(&record, "split");
+    let split = stage_record(&record, "split");
     let metrics = &split["metrics"];
     assert_eq!(
         metrics["n_groups_train"].as_float(),
@@ -239,7 +213,7 @@ fn model1_has_no_group_column_and_its_split_is_unchanged() {
     );
     let split = fs::read_to_string(dir.join("split.csv")).expect("split");
     assert!(split.starts_with("row,side,label\n"), "{split}");
-    let notes = &stage(&record, "split")["notes"];
+    let notes = &stage_record(&record, "split")["notes"];
     assert!(notes.get("test_share").is_none(), "{notes:?}");
 }
 
@@ -328,7 +302,7 @@ test_fraction = 0.2
     assert_eq!((patients("COVID-19"), patients("PNEUMONIA")), (118, 41));
     let (train, test) = sides(&dir.join("split.csv"), &index, "patientid");
     assert_eq!(train.len() + test.len(), 159);
-    let split = stage(&record, "split");
+    let split = stage_record(&record, "split");
     let lines: Vec<&str> = split["notes"]["test_share"]
         .as_array()
         .expect("test_share")

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{repo, shared_data, Project};
+use common::{csv_rows, repo, shared_data, Project};
 
 /// The shipped quickstart with caveats and two external sets of 30 + 30 synthetic images from
 /// another seed: `external` labelled as generated, `flipped` with its labels swapped (a set
@@ -311,22 +311,6 @@ fn write_png(images: &Path, row: usize, path: &Path) {
         .expect("32 x 32 x 3")
         .save(path)
         .expect("png written");
-}
-
-fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).expect("csv opens");
-    let headers = reader.headers().expect("header").clone();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.expect("row");
-            headers
-                .iter()
-                .zip(r.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
 }
 
 #[test]

@@ -8,9 +8,8 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
 
-use common::{cache_uses, repo, shared_data, Project, MODEL1_AT_32};
+use common::{cache_uses, csv_rows, repo, shared_data, stage_record, Project, MODEL1_AT_32};
 
 const CLASSES: [&str; 3] = ["NORMAL", "PNEUMONIA", "COVID-19"];
 
@@ -96,34 +95,8 @@ kind = "evaluate"
 inputs = { model = "train.model", features = "other_features.features", labels = "other_load.labels", index = "other_load.index" }
 "#;
 
-/// Rows of a CSV file as `header -> cell` maps.
-fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).expect("csv");
-    let headers = reader.headers().expect("header").clone();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.expect("record");
-            headers
-                .iter()
-                .zip(r.iter())
-                .map(|(h, v)| (h.to_owned(), v.to_owned()))
-                .collect()
-        })
-        .collect()
-}
-
-fn stage<'a>(record: &'a toml::Table, name: &str) -> &'a toml::Value {
-    record["stages"]
-        .as_array()
-        .expect("stages")
-        .iter()
-        .find(|s| s["name"].as_str() == Some(name))
-        .expect("stage")
-}
-
 fn metric(record: &toml::Table, stage_name: &str, name: &str) -> Option<f64> {
-    stage(record, stage_name)["metrics"]
+    stage_record(record, stage_name)["metrics"]
         .get(name)
         .and_then(toml::Value::as_float)
 }
@@ -253,7 +226,7 @@ fn model2_on_the_shared_data_at_a_small_size() {
     let dir = p.runs_dir().join(record["id"].as_str().expect("id"));
 
     // 100 NORMAL, 77 PNEUMONIA, 175 COVID-19; the external set has no PNEUMONIA.
-    let counts: Vec<(String, i64)> = stage(&record, "load")["notes"]["class_counts"]
+    let counts: Vec<(String, i64)> = stage_record(&record, "load")["notes"]["class_counts"]
         .as_array()
         .expect("counts")
         .iter()

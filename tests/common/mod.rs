@@ -223,3 +223,30 @@ pub const MODEL1_AT_32: [&str; 12] = [
     "--set",
     "train.epochs=5",
 ];
+
+/// Rows of a CSV file the stages write, as `header -> cell` maps.
+pub fn csv_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).expect("csv opens");
+    let headers = reader.headers().expect("header").clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("row");
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The stage `name`'s entry in a run record.
+pub fn stage_record<'a>(record: &'a toml::Table, name: &str) -> &'a toml::Value {
+    record["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["name"].as_str() == Some(name))
+        .expect("stage")
+}
