@@ -21,8 +21,8 @@ use rand_core::SeedableRng;
 
 use crate::data::split::shuffle;
 use crate::metrics::categorical::log_softmax_cross_entropy;
+use crate::metrics::multiclass::predicted_class;
 use crate::metrics::{EpochRecord, History};
-use crate::model::inference::argmax;
 use crate::model::{ModelError, Trainer};
 use crate::progress::Progress;
 
@@ -90,7 +90,7 @@ pub fn categorical_loss_and_accuracy(
     let loss = log_softmax_cross_entropy(&labels, logits, classes, None)
         .map_err(|e| FitError::Loss(e.to_string()))?;
     let right = (0..labels.len())
-        .filter(|&i| argmax(&logits[i * classes..(i + 1) * classes]) == labels[i] as usize)
+        .filter(|&i| predicted_class(&logits[i * classes..(i + 1) * classes]) == labels[i] as usize)
         .count();
     Ok((loss.loss, right as f64 / labels.len().max(1) as f64))
 }
@@ -107,7 +107,7 @@ fn right_per_row(logits: &[f32], targets: &[f32], outputs: usize) -> Vec<bool> {
         logits
             .chunks_exact(outputs)
             .zip(targets)
-            .map(|(row, &y)| argmax(row) == y as usize)
+            .map(|(row, &y)| predicted_class(row) == y as usize)
             .collect()
     }
 }

@@ -19,8 +19,8 @@ use clap::Args;
 use pipeline_engine::run::store::Store;
 use pipeline_engine::runs::record::{RunRecord, RunStatus, StageRecord};
 use stages::data::normalize::NormalizeConfig;
+use stages::metrics::multiclass::predicted_class;
 use stages::metrics::{predicted_label, DEFAULT_THRESHOLD};
-use stages::model::inference::argmax;
 
 use super::export::TrainedCheckpoint;
 
@@ -212,7 +212,7 @@ enum Decision {
 fn label_of<'a>(p: &[f32], classes: &'a [String], decision: &Decision, threshold: f32) -> &'a str {
     match decision {
         Decision::Threshold(_) => &classes[usize::from(predicted_label(p[1], threshold))],
-        Decision::MostProbable => &classes[argmax(p)],
+        Decision::MostProbable => &classes[predicted_class(p)],
     }
 }
 

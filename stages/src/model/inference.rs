@@ -6,6 +6,7 @@ use super::checkpoint::Model;
 use super::error::ModelError;
 use super::spec::{check_image_len, AdamSettings, HeadSpec, NetworkSpec, HEAD_INPUTS};
 use super::weights::HeadWeights;
+use crate::metrics::multiclass::predicted_class;
 use crate::progress::Progress;
 
 /// The pooled base features `[n, 512]` (row i for image i) of `n` NHWC images of `spec`'s
@@ -79,7 +80,7 @@ impl ClassProbabilities {
     /// Sample `i`'s most probable class; ties go to the lower index. (For two classes that is
     /// class 1 where its probability is above 0.5: the default threshold's decision.)
     pub fn predicted(&self, i: usize) -> usize {
-        argmax(self.row(i))
+        predicted_class(self.row(i))
     }
 
     /// The probability of class 1 of each sample of a two-class model: the seed's one number
@@ -106,17 +107,6 @@ impl ClassProbabilities {
         };
         Self { classes, values }
     }
-}
-
-/// Index of the largest value, the first of equal ones.
-pub fn argmax(values: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, v) in values.iter().enumerate() {
-        if *v > values[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// The softmax of one row of logits, stably in `f64`, rounded to `f32`.
