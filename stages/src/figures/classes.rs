@@ -7,6 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use super::confusion::{centred, draw_cell, CellLine};
 use super::{bold, colors, percent, render, text, DrawResult, EvaluatedSet, Figure, FigureError};
 use crate::metrics::ClassResults;
 
@@ -54,10 +55,6 @@ pub fn plot_class_roc(
 
 struct Matrix<'a>(&'a ClassResults, &'a EvaluatedSet);
 
-fn centred(style: TextStyle<'_>) -> TextStyle<'_> {
-    style.pos(Pos::new(HPos::Center, VPos::Center))
-}
-
 /// The share of row `t` in cell `p`; `None` for a row without images.
 fn row_share(confusion: &[Vec<u64>], t: usize, p: usize) -> Option<f64> {
     let total: u64 = confusion[t].iter().sum();
@@ -94,32 +91,23 @@ impl Figure for Matrix<'_> {
         for t in 0..confusion.len() {
             for p in 0..confusion.len() {
                 let share = row_share(confusion, t, p);
-                let (x, y) = (GRID_LEFT + p as i32 * cell, GRID_TOP + t as i32 * cell);
+                let corner = (GRID_LEFT + p as i32 * cell, GRID_TOP + t as i32 * cell);
                 let fill = colors::blues(share.unwrap_or(0.0));
-                root.draw(&Rectangle::new(
-                    [(x, y), (x + cell, y + cell)],
-                    fill.filled(),
-                ))?;
-                root.draw(&Rectangle::new(
-                    [(x, y), (x + cell, y + cell)],
-                    colors::INK.stroke_width(1),
-                ))?;
-                let ink = if colors::is_dark(fill) {
-                    WHITE
-                } else {
-                    colors::INK
-                };
-                let (cx, cy) = (x + cell / 2, y + cell / 2);
-                root.draw(&Text::new(
-                    confusion[t][p].to_string(),
-                    (cx, cy - (18.0 * scale) as i32),
-                    centred(bold(34.0 * scale).color(&ink)),
-                ))?;
-                root.draw(&Text::new(
-                    share.map_or("n/a".to_string(), percent),
-                    (cx, cy + (20.0 * scale) as i32),
-                    centred(text(20.0 * scale).color(&ink)),
-                ))?;
+                let count = confusion[t][p].to_string();
+                let share = share.map_or("n/a".to_string(), percent);
+                let lines = [
+                    CellLine {
+                        text: &count,
+                        dy: -(18.0 * scale) as i32,
+                        style: bold(34.0 * scale),
+                    },
+                    CellLine {
+                        text: &share,
+                        dy: (20.0 * scale) as i32,
+                        style: text(20.0 * scale),
+                    },
+                ];
+                draw_cell(root, corner, cell, fill, &lines)?;
             }
         }
         let grid_bottom = GRID_TOP + grid;

@@ -60,8 +60,43 @@ const ROLES: [[&str; 2]; 2] = [
     ["false negative", "true positive"],
 ];
 
-fn centred(style: TextStyle<'_>) -> TextStyle<'_> {
+pub(super) fn centred(style: TextStyle<'_>) -> TextStyle<'_> {
     style.pos(Pos::new(HPos::Center, VPos::Center))
+}
+
+/// One line of a heatmap cell: its text, its offset below the cell's centre, its font.
+pub(super) struct CellLine<'a> {
+    pub text: &'a str,
+    pub dy: i32,
+    pub style: TextStyle<'static>,
+}
+
+/// One cell of a confusion heatmap (the two-class one and the C-class one): the fill, a thin
+/// border, and its lines centred on the cell, white on a dark fill and ink on a light one.
+pub(super) fn draw_cell<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    (x, y): (i32, i32),
+    side: i32,
+    fill: RGBColor,
+    lines: &[CellLine<'_>],
+) -> DrawResult<DB> {
+    let corners = [(x, y), (x + side, y + side)];
+    root.draw(&Rectangle::new(corners, fill.filled()))?;
+    root.draw(&Rectangle::new(corners, colors::INK.stroke_width(1)))?;
+    let ink = if colors::is_dark(fill) {
+        WHITE
+    } else {
+        colors::INK
+    };
+    let (cx, cy) = (x + side / 2, y + side / 2);
+    for line in lines {
+        root.draw(&Text::new(
+            line.text,
+            (cx, cy + line.dy),
+            centred(line.style.clone().color(&ink)),
+        ))?;
+    }
+    Ok(())
 }
 
 impl Heatmap {
@@ -105,37 +140,27 @@ impl Figure for Heatmap {
         let counts = m.rows();
         for (t, row) in counts.iter().enumerate() {
             for (p, &count) in row.iter().enumerate() {
-                let (x, y) = (GRID_LEFT + p as i32 * CELL, GRID_TOP + t as i32 * CELL);
+                let corner = (GRID_LEFT + p as i32 * CELL, GRID_TOP + t as i32 * CELL);
                 let fill = colors::blues(fractions[t][p] / scale);
-                root.draw(&Rectangle::new(
-                    [(x, y), (x + CELL, y + CELL)],
-                    fill.filled(),
-                ))?;
-                root.draw(&Rectangle::new(
-                    [(x, y), (x + CELL, y + CELL)],
-                    colors::INK.stroke_width(1),
-                ))?;
-                let ink = if colors::is_dark(fill) {
-                    WHITE
-                } else {
-                    colors::INK
-                };
-                let (cx, cy) = (x + CELL / 2, y + CELL / 2);
-                root.draw(&Text::new(
-                    count.to_string(),
-                    (cx, cy - 26),
-                    centred(bold(36.0).color(&ink)),
-                ))?;
-                root.draw(&Text::new(
-                    percent(fractions[t][p]),
-                    (cx, cy + 14),
-                    centred(text(21.0).color(&ink)),
-                ))?;
-                root.draw(&Text::new(
-                    ROLES[t][p],
-                    (cx, cy + 46),
-                    centred(text(15.0).color(&ink)),
-                ))?;
+                let (count, share) = (count.to_string(), percent(fractions[t][p]));
+                let lines = [
+                    CellLine {
+                        text: &count,
+                        dy: -26,
+                        style: bold(36.0),
+                    },
+                    CellLine {
+                        text: &share,
+                        dy: 14,
+                        style: text(21.0),
+                    },
+                    CellLine {
+                        text: ROLES[t][p],
+                        dy: 46,
+                        style: text(15.0),
+                    },
+                ];
+                draw_cell(root, corner, CELL, fill, &lines)?;
             }
         }
 
